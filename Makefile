@@ -1,0 +1,38 @@
+# ncr-trio: `make run` starts the server on the embedded default; `make test` runs the whole suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export NCR_TOOLS ?= $(HOME)/.cache/ncr-trio/tools
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/ncr-trio/cargo-target
+export PATH := $(NCR_TOOLS)/bin:$(PATH)
+
+NATIVE_SRC := native/Cargo.toml $(wildcard native/src/*.rs)
+
+.PHONY: run test tools venv bench clean conformance
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Cargo.toml $(NATIVE_SRC)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+tools: $(NCR_TOOLS)/.installed-$(shell sha1sum scripts/install-tools.sh | cut -c1-12)
+
+$(NCR_TOOLS)/.installed-%:
+	bash scripts/install-tools.sh
+	touch $@
+
+run: venv
+	$(BIN)/ncr-trio serve
+
+test: venv tools
+	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: venv tools
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Installs every external tool the tests and benchmarks use, idempotently.
+# Debian packages through apt; Go clients with `go install` at pinned versions,
+# cached outside the repository in $NCR_TOOLS (default ~/.cache/ncr-trio/tools).
+set -euo pipefail
+
+NCR_TOOLS="${NCR_TOOLS:-$HOME/.cache/ncr-trio/tools}"
+BIN="$NCR_TOOLS/bin"
+mkdir -p "$BIN"
+
+# Pinned versions (see ../shared/notes/stack-findings.md).
+ORAS_VERSION=v1.3.3
+HELM_VERSION=v3.21.4
+COSIGN_VERSION=v2.6.4
+CRANE_VERSION=v0.21.9
+REGCTL_VERSION=v0.11.5
+DISTRIBUTION_VERSION=v3.1.1
+CONFORMANCE_COMMIT=a139cc423184af6078077b9b7ee336eddbd03f8f   # distribution-spec tag v1.1.1
+
+log() { printf '[install-tools] %s\n' "$*" >&2; }
+
+apt_packages=(skopeo podman docker-registry wrk curl uidmap fuse-overlayfs)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ! command -v postgres >/dev/null 2>&1 && [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then
+  missing+=(postgresql)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v docker >/dev/null 2>&1; then
+  log "docker CLI missing: installing Debian's docker.io for its client"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+fi
+
+# go install at a pinned version, only when the cached binary is not that version.
+go_tool() {
+  local name="$1" module="$2" version="$3"
+  local stamp="$NCR_TOOLS/.$name.version"
+  if [ -x "$BIN/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$version" ]; then
+    return 0
+  fi
+  log "go install $module@$version"
+  GOBIN="$BIN" CGO_ENABLED=0 go install "$module@$version"
+  echo "$version" > "$stamp"
+}
+
+go_tool oras     oras.land/oras/cmd/oras                                 "$ORAS_VERSION"
+go_tool crane    github.com/google/go-containerregistry/cmd/crane        "$CRANE_VERSION"
+go_tool regctl   github.com/regclient/regclient/cmd/regctl               "$REGCTL_VERSION"
+go_tool helm     helm.sh/helm/v3/cmd/helm                                "$HELM_VERSION"
+go_tool cosign   github.com/sigstore/cosign/v2/cmd/cosign                "$COSIGN_VERSION"
+if [ ! -x "$BIN/registry-v3" ] || [ "$(cat "$NCR_TOOLS/.registry-v3.version" 2>/dev/null)" != "$DISTRIBUTION_VERSION" ]; then
+  log "go install distribution registry $DISTRIBUTION_VERSION"
+  tmp=$(mktemp -d)
+  GOBIN="$tmp" CGO_ENABLED=0 go install "github.com/distribution/distribution/v3/cmd/registry@$DISTRIBUTION_VERSION"
+  mv "$tmp/registry" "$BIN/registry-v3"; rmdir "$tmp"
+  echo "$DISTRIBUTION_VERSION" > "$NCR_TOOLS/.registry-v3.version"
+fi
+
+# The OCI conformance suite: a test binary built from the module at a pinned commit.
+if [ ! -x "$BIN/conformance.test" ] || [ "$(cat "$NCR_TOOLS/.conformance.version" 2>/dev/null)" != "$CONFORMANCE_COMMIT" ]; then
+  log "building the OCI conformance suite at $CONFORMANCE_COMMIT"
+  mod=github.com/opencontainers/distribution-spec/conformance
+  dir=$(go mod download -json "$mod@$CONFORMANCE_COMMIT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  work=$(mktemp -d)
+  cp -r "$dir/." "$work/"; chmod -R u+w "$work"
+  (cd "$work" && go mod download && go test -c -o "$BIN/conformance.test" .)
+  rm -rf "$work"
+  echo "$CONFORMANCE_COMMIT" > "$NCR_TOOLS/.conformance.version"
+fi
+
+log "tools ready in $BIN"
