@@ -1,0 +1,3 @@
+from ncr_trio.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""One frozen configuration tree, read from an optional TOML file and `NCR_*` environment variables.
+
+Precedence: command-line flags > environment > TOML file > defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: tuple[str, ...] = ("127.0.0.1:5000",)
+    data_dir: Path = Path("./data")
+    # Empty: SQLite at <data_dir>/meta.sqlite3. Or "postgresql://user@host/db".
+    database_url: str = ""
+    workers: int = 1
+    upload_ttl_seconds: int = 24 * 3600
+    # Blobs and links younger than this are never collected, whatever references them.
+    gc_grace_seconds: int = 3600
+    # 0 disables the background GC; it still runs on demand (`ncr-trio gc`).
+    gc_interval_seconds: int = 6 * 3600
+    gc_delete_untagged: bool = False
+    max_manifest_bytes: int = 4 * MiB
+    # Socket reads: hypercorn reads 64 KiB at a time unless told otherwise.
+    recv_chunk_bytes: int = 1 * MiB
+    graceful_timeout_seconds: float = 30.0
+    log_level: str = "info"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "meta.sqlite3"
+
+
+_ENV_PREFIX = "NCR_"
+
+
+def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if kind.startswith("tuple"):
+        return tuple(value.split(",")) if isinstance(value, str) else tuple(value)
+    if kind == "Path":
+        return Path(value)
+    if kind == "int":
+        return int(value)
+    if kind == "float":
+        return float(value)
+    if kind == "bool":
+        return value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
+    return value
+
+
+def load(path: Path | None = None, env: dict[str, str] | None = None, **overrides: Any) -> Config:
+    env = dict(os.environ) if env is None else env
+    values: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as fh:
+            values.update(tomllib.load(fh))
+    fields = {f.name: f for f in dataclasses.fields(Config) if f.name != "extra"}
+    extra = {k: values.pop(k) for k in list(values) if k not in fields}
+    for name in fields:
+        env_value = env.get(_ENV_PREFIX + name.upper())
+        if env_value is not None:
+            values[name] = env_value
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Config(**{k: _coerce(fields[k], v) for k, v in values.items()}, extra=extra)
+
+
+__all__ = ["Config", "MiB", "load"]

@@ -1,0 +1,101 @@
+"""The ASGI application: lifespan (open the registry, run background jobs) and request dispatch."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import trio
+
+from ncr_trio.config import Config
+from ncr_trio.errors import RegistryError
+from ncr_trio.http.asgi import ClientDisconnected, Receive, Request, Response, Scope, Send, error_response
+from ncr_trio.http.routes import Route, match
+from ncr_trio.http.v2 import V2API
+from ncr_trio.registry import RegistryService
+from ncr_trio.background import run_background
+from ncr_trio.types import validate_name
+
+log = logging.getLogger("ncr_trio.http")
+
+API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
+
+
+class App:
+    """ASGI 3 application. The registry opens at lifespan startup and closes at shutdown."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.service: RegistryService | None = None
+        self.routes: list[Route] = []
+
+    def open(self) -> RegistryService:
+        self.service = RegistryService.open(self.config)
+        self.routes = V2API(self.service).routes()
+        return self.service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        try:
+            service = self.open()
+        except Exception as e:
+            log.exception("startup failed")
+            await send({"type": "lifespan.startup.failed", "message": str(e)})
+            return
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(run_background, service)
+                await send({"type": "lifespan.startup.complete"})
+                await receive()  # lifespan.shutdown
+                nursery.cancel_scope.cancel()
+        finally:
+            service.close()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        started = time.perf_counter()
+        try:
+            response = await self.dispatch(request)
+        except RegistryError as e:
+            response = error_response(e)
+        except ClientDisconnected:
+            return
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            response = error_response(RegistryError("UNAVAILABLE", "internal error", status=500))
+        response.headers.update(API_VERSION)
+        try:
+            await response.send(send, head_only=request.method == "HEAD")
+        except OSError:
+            log.warning("client went away during %s %s", request.method, request.path)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s %d %.1fms", request.method, request.path, response.status,
+                      (time.perf_counter() - started) * 1000)
+
+    async def dispatch(self, request: Request) -> Response:
+        candidates, params = match(self.routes, request.path)
+        if not candidates:
+            raise RegistryError("UNSUPPORTED", f"no endpoint at {request.path[:200]}", status=404)
+        chosen = next((r for r in candidates if request.method in r.methods), None)
+        if chosen is None:
+            allowed = ", ".join(sorted({m for r in candidates for m in r.methods}))
+            raise RegistryError("UNSUPPORTED", f"{request.method} is not allowed here", headers={"Allow": allowed})
+        if "name" in params:
+            validate_name(params["name"])
+        request.params = params
+        return await chosen.handler(request)
+
+
+def create_app(config: Config) -> Any:
+    return App(config)
+
+
+__all__ = ["API_VERSION", "App", "create_app"]

@@ -1,0 +1,153 @@
+"""A thin request/response layer over raw ASGI.
+
+Request bodies are pulled from ASGI `receive` one message at a time, so backpressure reaches the
+socket and a 1 GiB push never sits in memory (Quart's request object buffers whole bodies: the
+registry API does not use it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+from ncr_trio.errors import RegistryError
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class ClientDisconnected(Exception):
+    """The client went away mid-request; nothing can be answered."""
+
+
+@dataclass
+class Request:
+    scope: Scope
+    receive: Receive
+    params: dict[str, str] = field(default_factory=dict)
+    _consumed: bool = False
+
+    @property
+    def method(self) -> str:
+        return str(self.scope["method"])
+
+    @property
+    def path(self) -> str:
+        return str(self.scope["path"])
+
+    def header(self, name: str) -> str | None:
+        key = name.lower().encode()
+        for k, v in self.scope["headers"]:
+            if k == key:
+                return bytes(v).decode("latin-1")
+        return None
+
+    def query(self, name: str) -> str | None:
+        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True).get(name)
+        return values[0] if values else None
+
+    def query_int(self, name: str) -> int | None:
+        value = self.query(name)
+        if value is None:
+            return None
+        try:
+            n = int(value)
+        except ValueError:
+            raise RegistryError("PAGINATION_NUMBER_INVALID", f"{name} must be an integer") from None
+        if n < 0:
+            raise RegistryError("PAGINATION_NUMBER_INVALID", f"{name} must not be negative")
+        return n
+
+    def content_length(self) -> int | None:
+        value = self.header("content-length")
+        if value is None:
+            return None
+        if not value.strip().isdigit():
+            raise RegistryError("SIZE_INVALID", f"bad Content-Length {value[:40]!r}")
+        return int(value)
+
+    async def body(self) -> AsyncIterator[bytes]:
+        """The body, message by message, pulled as the consumer asks for it."""
+        if self._consumed:
+            return
+        self._consumed = True
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected()
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+    async def read(self, limit: int) -> bytes:
+        """A small body, whole; SIZE_INVALID (413) past `limit` bytes."""
+        declared = self.content_length()
+        if declared is not None and declared > limit:
+            raise RegistryError("SIZE_INVALID", f"the body is limited to {limit} bytes", status=413)
+        parts: list[bytes] = []
+        total = 0
+        async for chunk in self.body():
+            total += len(chunk)
+            if total > limit:
+                raise RegistryError("SIZE_INVALID", f"the body is limited to {limit} bytes", status=413)
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def drain(self) -> None:
+        async for _ in self.body():
+            pass
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | AsyncIterator[bytes] = b""
+    length: int | None = None  # Content-Length of a streamed body
+
+    async def send(self, send: Send, head_only: bool = False) -> None:
+        headers = dict(self.headers)
+        if isinstance(self.body, bytes):
+            headers.setdefault("Content-Length", str(len(self.body)))
+        elif self.length is not None:
+            headers["Content-Length"] = str(self.length)
+        await send({"type": "http.response.start", "status": self.status, "headers": _encode(headers.items())})
+        if head_only or isinstance(self.body, bytes):
+            if isinstance(self.body, AsyncIterator):
+                await _close(self.body)
+            await send({"type": "http.response.body", "body": b"" if head_only else self.body})
+            return
+        try:
+            async for chunk in self.body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            await _close(self.body)
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def _close(body: AsyncIterator[bytes]) -> None:
+    aclose = getattr(body, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _encode(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
+def json_response(status: int, body: bytes, headers: dict[str, str] | None = None,
+                  content_type: str = "application/json") -> Response:
+    return Response(status, {"Content-Type": content_type, **(headers or {})}, body)
+
+
+def error_response(error: RegistryError) -> Response:
+    return json_response(error.status, error.body(), error.headers)
+
+
+__all__ = ["ClientDisconnected", "Receive", "Request", "Response", "Scope", "Send", "error_response", "json_response"]

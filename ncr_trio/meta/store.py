@@ -1,0 +1,368 @@
+"""The metadata store: the one owner of repositories, blob links, manifests, tags, uploads and events.
+
+Every change that announces itself writes its event row (the outbox) in the same transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ncr_trio.meta.db import Database, Tx
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    digest: str
+    media_type: str
+    size: int
+    content: bytes
+    artifact_type: str | None = None
+    subject: str | None = None
+    annotations: str | None = None  # JSON text, as pushed
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A manifest's reference to a blob or to a child manifest (in an index)."""
+
+    digest: str
+    kind: str  # "blob" | "manifest"
+
+
+@dataclass(frozen=True)
+class Upload:
+    id: str
+    repository: str
+    size: int
+    hash_state: bytes
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class PutResult:
+    missing: tuple[str, ...] = ()
+    created: bool = False
+
+
+def _emit(tx: Tx, kind: str, repository: str, digest: str | None = None, tag: str | None = None,
+          media_type: str | None = None) -> None:
+    tx.execute(
+        "INSERT INTO events (kind, repository, digest, tag, media_type, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (kind, repository, digest, tag, media_type, time.time()),
+    )
+
+
+def _repo_id(tx: Tx, name: str) -> int | None:
+    row = tx.one("SELECT id FROM repositories WHERE name = ?", (name,))
+    return int(row[0]) if row else None
+
+
+def _ensure_repo(tx: Tx, name: str) -> int:
+    tx.execute("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+               (name, time.time()))
+    repo_id = _repo_id(tx, name)
+    assert repo_id is not None
+    return repo_id
+
+
+class MetaStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- repositories -------------------------------------------------------------------------
+    async def repository_exists(self, name: str) -> bool:
+        return await self.db.read(lambda tx: _repo_id(tx, name) is not None)
+
+    async def list_repositories(self, limit: int | None, last: str | None) -> list[str]:
+        sql = "SELECT name FROM repositories WHERE name > ? ORDER BY name"
+        params: list[object] = [last or ""]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return await self.db.read(lambda tx: [r[0] for r in tx.all(sql, params)])
+
+    # -- blobs --------------------------------------------------------------------------------
+    async def blob_size(self, repository: str, digest: str) -> int | None:
+        """Size of a blob linked into `repository`, or None."""
+        row = await self.db.read(lambda tx: tx.one(
+            "SELECT b.size FROM blobs b JOIN repo_blobs l ON l.digest = b.digest "
+            "JOIN repositories r ON r.id = l.repo_id WHERE r.name = ? AND b.digest = ?",
+            (repository, digest)))
+        return int(row[0]) if row else None
+
+    def commit_blob_sync(self, repository: str, digest: str, size: int, upload_id: str | None) -> None:
+        """Record a verified, durably written blob and link it into `repository` (and end its upload)."""
+
+        def run(tx: Tx) -> None:
+            repo_id = _ensure_repo(tx, repository)
+            now = time.time()
+            tx.execute("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) "
+                       "ON CONFLICT (digest) DO UPDATE SET created_at = excluded.created_at",
+                       (digest, size, now))
+            tx.execute("INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES (?, ?, ?) "
+                       "ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
+                       (repo_id, digest, now))
+            if upload_id is not None:
+                tx.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
+
+        self.db.write_sync(run)
+
+    async def mount_blob(self, repository: str, digest: str, source: str) -> int | None:
+        """Link a blob that `source` holds into `repository`; returns its size, or None."""
+
+        def run(tx: Tx) -> int | None:
+            row = tx.one(
+                "SELECT b.size FROM blobs b JOIN repo_blobs l ON l.digest = b.digest "
+                "JOIN repositories r ON r.id = l.repo_id WHERE r.name = ? AND b.digest = ?" + tx.dialect.for_share,
+                (source, digest))
+            if row is None:
+                return None
+            repo_id = _ensure_repo(tx, repository)
+            tx.execute("INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES (?, ?, ?) "
+                       "ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
+                       (repo_id, digest, time.time()))
+            return int(row[0])
+
+        return await self.db.write(run)
+
+    async def unlink_blob(self, repository: str, digest: str) -> str:
+        """Remove a blob from a repository: "deleted", "unknown" or "referenced" (a manifest uses it)."""
+
+        def run(tx: Tx) -> str:
+            repo_id = _repo_id(tx, repository)
+            if repo_id is None:
+                return "unknown"
+            if tx.one("SELECT 1 FROM manifest_refs WHERE repo_id = ? AND child = ? LIMIT 1", (repo_id, digest)):
+                return "referenced"
+            n = tx.execute("DELETE FROM repo_blobs WHERE repo_id = ? AND digest = ?", (repo_id, digest))
+            return "deleted" if n else "unknown"
+
+        return await self.db.write(run)
+
+    # -- uploads ------------------------------------------------------------------------------
+    async def create_upload(self, upload_id: str, repository: str, hash_state: bytes) -> None:
+        def run(tx: Tx) -> None:
+            repo_id = _ensure_repo(tx, repository)
+            now = time.time()
+            tx.execute("INSERT INTO uploads (id, repo_id, size, hash_state, created_at, updated_at) "
+                       "VALUES (?, ?, 0, ?, ?, ?)", (upload_id, repo_id, hash_state, now, now))
+
+        await self.db.write(run)
+
+    async def get_upload(self, repository: str, upload_id: str) -> Upload | None:
+        row = await self.db.read(lambda tx: tx.one(
+            "SELECT u.id, r.name, u.size, u.hash_state, u.created_at, u.updated_at FROM uploads u "
+            "JOIN repositories r ON r.id = u.repo_id WHERE u.id = ? AND r.name = ?", (upload_id, repository)))
+        if row is None:
+            return None
+        return Upload(row[0], row[1], int(row[2]), bytes(row[3]), float(row[4]), float(row[5]))
+
+    async def advance_upload(self, upload_id: str, from_size: int, to_size: int, hash_state: bytes) -> bool:
+        """Record acknowledged bytes; False when another request moved the upload meanwhile."""
+        n = await self.db.write(lambda tx: tx.execute(
+            "UPDATE uploads SET size = ?, hash_state = ?, updated_at = ? WHERE id = ? AND size = ?",
+            (to_size, hash_state, time.time(), upload_id, from_size)))
+        return n == 1
+
+    async def delete_upload(self, upload_id: str) -> bool:
+        return await self.db.write(lambda tx: tx.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))) == 1
+
+    async def expired_uploads(self, cutoff: float) -> list[str]:
+        return await self.db.read(lambda tx: [r[0] for r in tx.all(
+            "SELECT id FROM uploads WHERE updated_at < ?", (cutoff,))])
+
+    async def upload_ids(self) -> set[str]:
+        return await self.db.read(lambda tx: {r[0] for r in tx.all("SELECT id FROM uploads")})
+
+    # -- manifests and tags ---------------------------------------------------------------------
+    async def get_manifest(self, repository: str, digest: str) -> ManifestRecord | None:
+        row = await self.db.read(lambda tx: tx.one(
+            "SELECT m.digest, m.media_type, m.size, m.content, m.artifact_type, m.subject, m.annotations "
+            "FROM manifests m JOIN repositories r ON r.id = m.repo_id WHERE r.name = ? AND m.digest = ?",
+            (repository, digest)))
+        return _manifest(row)
+
+    async def get_tagged_manifest(self, repository: str, tag: str) -> ManifestRecord | None:
+        row = await self.db.read(lambda tx: tx.one(
+            "SELECT m.digest, m.media_type, m.size, m.content, m.artifact_type, m.subject, m.annotations "
+            "FROM tags t JOIN repositories r ON r.id = t.repo_id "
+            "JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest WHERE r.name = ? AND t.name = ?",
+            (repository, tag)))
+        return _manifest(row)
+
+    async def put_manifest(self, repository: str, record: ManifestRecord, refs: Sequence[Reference],
+                           tag: str | None) -> PutResult:
+        """Store a manifest and its references, then point `tag` at it: all or nothing.
+
+        Every referenced blob and child manifest must already be in the repository; the rows are
+        locked for the transaction so that a concurrent GC cannot remove them meanwhile.
+        """
+
+        def run(tx: Tx) -> PutResult:
+            repo_id = _ensure_repo(tx, repository)
+            missing: list[str] = []
+            for ref in refs:
+                if ref.kind == "blob":
+                    found = tx.one("SELECT 1 FROM repo_blobs WHERE repo_id = ? AND digest = ?" + tx.dialect.for_share,
+                                   (repo_id, ref.digest))
+                else:
+                    found = tx.one("SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?" + tx.dialect.for_share,
+                                   (repo_id, ref.digest))
+                if found is None:
+                    missing.append(ref.digest)
+            if missing:
+                return PutResult(missing=tuple(missing))
+            now = time.time()
+            created = tx.execute(
+                "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, size, content, "
+                "annotations, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repo_id, digest) DO NOTHING",
+                (repo_id, record.digest, record.media_type, record.artifact_type, record.subject, record.size,
+                 record.content, record.annotations, now)) == 1
+            if created:
+                for ref in {r.digest: r for r in refs}.values():
+                    tx.execute("INSERT INTO manifest_refs (repo_id, parent, child, kind) VALUES (?, ?, ?, ?) "
+                               "ON CONFLICT DO NOTHING", (repo_id, record.digest, ref.digest, ref.kind))
+                _emit(tx, "artifact.pushed", repository, record.digest, tag, record.media_type)
+            if tag is not None:
+                previous = tx.one("SELECT digest FROM tags WHERE repo_id = ? AND name = ?", (repo_id, tag))
+                if previous is None or previous[0] != record.digest:
+                    tx.execute("INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?) "
+                               "ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, "
+                               "updated_at = excluded.updated_at", (repo_id, tag, record.digest, now))
+                    _emit(tx, "tag.created", repository, record.digest, tag, record.media_type)
+            return PutResult(created=created)
+
+        return await self.db.write(run)
+
+    async def delete_manifest(self, repository: str, digest: str) -> bool:
+        """Delete a manifest and every tag that points at it."""
+
+        def run(tx: Tx) -> bool:
+            repo_id = _repo_id(tx, repository)
+            if repo_id is None:
+                return False
+            tags = [r[0] for r in tx.all("SELECT name FROM tags WHERE repo_id = ? AND digest = ?", (repo_id, digest))]
+            tx.execute("DELETE FROM tags WHERE repo_id = ? AND digest = ?", (repo_id, digest))
+            tx.execute("DELETE FROM manifest_refs WHERE repo_id = ? AND parent = ?", (repo_id, digest))
+            if tx.execute("DELETE FROM manifests WHERE repo_id = ? AND digest = ?", (repo_id, digest)) == 0:
+                return False
+            for tag in tags:
+                _emit(tx, "tag.deleted", repository, digest, tag)
+            _emit(tx, "artifact.deleted", repository, digest)
+            return True
+
+        return await self.db.write(run)
+
+    async def delete_tag(self, repository: str, tag: str) -> bool:
+        def run(tx: Tx) -> bool:
+            row = tx.one("SELECT t.repo_id, t.digest FROM tags t JOIN repositories r ON r.id = t.repo_id "
+                         "WHERE r.name = ? AND t.name = ?", (repository, tag))
+            if row is None:
+                return False
+            tx.execute("DELETE FROM tags WHERE repo_id = ? AND name = ?", (row[0], tag))
+            _emit(tx, "tag.deleted", repository, row[1], tag)
+            return True
+
+        return await self.db.write(run)
+
+    async def list_tags(self, repository: str, limit: int | None, last: str | None) -> list[str] | None:
+        def run(tx: Tx) -> list[str] | None:
+            repo_id = _repo_id(tx, repository)
+            if repo_id is None:
+                return None
+            sql = "SELECT name FROM tags WHERE repo_id = ? AND name > ? ORDER BY name"
+            params: list[object] = [repo_id, last or ""]
+            if limit is not None:
+                sql += " LIMIT ?"
+                params.append(limit)
+            return [r[0] for r in tx.all(sql, params)]
+
+        return await self.db.read(run)
+
+    async def referrers(self, repository: str, subject: str) -> list[ManifestRecord]:
+        rows = await self.db.read(lambda tx: tx.all(
+            "SELECT m.digest, m.media_type, m.size, m.content, m.artifact_type, m.subject, m.annotations "
+            "FROM manifests m JOIN repositories r ON r.id = m.repo_id WHERE r.name = ? AND m.subject = ? "
+            "ORDER BY m.created_at, m.digest", (repository, subject)))
+        return [m for m in map(_manifest, rows) if m is not None]
+
+
+    # -- garbage collection -------------------------------------------------------------------
+    async def untagged_manifests(self, cutoff: float) -> list[tuple[str, str]]:
+        """(repository, digest) of manifests no tag, index or live subject keeps, older than `cutoff`."""
+        return await self.db.read(lambda tx: [(r[0], r[1]) for r in tx.all(
+            "SELECT r.name, m.digest FROM manifests m JOIN repositories r ON r.id = m.repo_id "
+            "WHERE m.created_at < ? "
+            "AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest) "
+            "AND NOT EXISTS (SELECT 1 FROM manifest_refs x WHERE x.repo_id = m.repo_id AND x.child = m.digest) "
+            "AND NOT (m.subject IS NOT NULL AND EXISTS (SELECT 1 FROM manifests s "
+            "         WHERE s.repo_id = m.repo_id AND s.digest = m.subject))",
+            (cutoff,))])
+
+    async def stale_links(self, cutoff: float) -> list[tuple[int, str]]:
+        """Blob links no manifest of their repository references, older than `cutoff`."""
+        return await self.db.read(lambda tx: [(int(r[0]), r[1]) for r in tx.all(
+            "SELECT l.repo_id, l.digest FROM repo_blobs l WHERE l.linked_at < ? AND NOT EXISTS "
+            "(SELECT 1 FROM manifest_refs x WHERE x.repo_id = l.repo_id AND x.child = l.digest)", (cutoff,))])
+
+    async def drop_link(self, repo_id: int, digest: str, cutoff: float) -> bool:
+        def run(tx: Tx) -> bool:
+            # Lock the link first (a manifest PUT holds it FOR SHARE), then re-check in a new statement.
+            row = tx.one("SELECT linked_at FROM repo_blobs WHERE repo_id = ? AND digest = ?" + tx.dialect.for_update,
+                         (repo_id, digest))
+            if row is None or float(row[0]) >= cutoff:
+                return False
+            if tx.one("SELECT 1 FROM manifest_refs WHERE repo_id = ? AND child = ? LIMIT 1", (repo_id, digest)):
+                return False
+            return tx.execute("DELETE FROM repo_blobs WHERE repo_id = ? AND digest = ?", (repo_id, digest)) == 1
+
+        return await self.db.write(run)
+
+    async def unreferenced_blobs(self, cutoff: float) -> list[tuple[str, int]]:
+        return await self.db.read(lambda tx: [(r[0], int(r[1])) for r in tx.all(
+            "SELECT b.digest, b.size FROM blobs b WHERE b.created_at < ? "
+            "AND NOT EXISTS (SELECT 1 FROM repo_blobs l WHERE l.digest = b.digest) "
+            "AND NOT EXISTS (SELECT 1 FROM manifest_refs x WHERE x.child = b.digest)", (cutoff,))])
+
+    def drop_blob_sync(self, digest: str, cutoff: float) -> bool:
+        """Delete a blob row if nothing links or references it (call with the digest lock held)."""
+
+        def run(tx: Tx) -> bool:
+            row = tx.one("SELECT created_at FROM blobs WHERE digest = ?" + tx.dialect.for_update, (digest,))
+            if row is None or float(row[0]) >= cutoff:
+                return False
+            if tx.one("SELECT 1 FROM repo_blobs WHERE digest = ? LIMIT 1", (digest,)):
+                return False
+            if tx.one("SELECT 1 FROM manifest_refs WHERE child = ? LIMIT 1", (digest,)):
+                return False
+            return tx.execute("DELETE FROM blobs WHERE digest = ?", (digest,)) == 1
+
+        return self.db.write_sync(run)
+
+    def blob_known_sync(self, digest: str) -> bool:
+        return self.db.write_sync(lambda tx: tx.one("SELECT 1 FROM blobs WHERE digest = ?", (digest,)) is not None)
+
+    async def record_gc(self, started: float, dry_run: bool, blobs: int, manifests: int, uploads: int,
+                        freed: int) -> None:
+        await self.db.write(lambda tx: tx.execute(
+            "INSERT INTO gc_runs (started_at, finished_at, dry_run, blobs_removed, manifests_removed, "
+            "uploads_removed, bytes_freed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (started, time.time(), int(dry_run), blobs, manifests, uploads, freed)))
+
+
+def _manifest(row: tuple[object, ...] | None) -> ManifestRecord | None:
+    if row is None:
+        return None
+    return ManifestRecord(
+        digest=str(row[0]), media_type=str(row[1]), size=int(row[2]),  # type: ignore[call-overload]
+        content=bytes(row[3]),  # type: ignore[call-overload]
+        artifact_type=row[4] if row[4] is None else str(row[4]),
+        subject=row[5] if row[5] is None else str(row[5]),
+        annotations=row[6] if row[6] is None else str(row[6]),
+    )
+
+
+__all__ = ["ManifestRecord", "MetaStore", "PutResult", "Reference", "Upload"]

@@ -1,0 +1,56 @@
+"""Registry use cases: uploads, blobs, manifests (with tags and referrers), garbage collection.
+
+`RegistryService.open(config)` wires storage, metadata and locks; HTTP and the CLI call it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import trio
+
+from ncr_trio.config import Config
+from ncr_trio.meta import MetaStore, connect, migrate
+from ncr_trio.registry.blobs import Blobs
+from ncr_trio.registry.context import Registry
+from ncr_trio.registry.gc import GarbageCollector, GcReport
+from ncr_trio.registry.locks import DigestLocks
+from ncr_trio.registry.manifests import Manifests
+from ncr_trio.registry.uploads import Uploads
+from ncr_trio.storage import open_storage
+
+
+@dataclass
+class RegistryService:
+    reg: Registry
+    uploads: Uploads
+    blobs: Blobs
+    manifests: Manifests
+    gc: GarbageCollector
+
+    @property
+    def config(self) -> Config:
+        return self.reg.config
+
+    @property
+    def meta(self) -> MetaStore:
+        return self.reg.meta
+
+    @property
+    def disk(self) -> trio.CapacityLimiter:
+        return self.reg.disk
+
+    @classmethod
+    def open(cls, config: Config) -> "RegistryService":
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        db = connect(config.database_url, config.sqlite_path)
+        migrate(db)
+        reg = Registry(config=config, storage=open_storage(config), meta=MetaStore(db),
+                       locks=DigestLocks(config.data_dir / "locks"), disk=trio.CapacityLimiter(16))
+        return cls(reg, Uploads(reg), Blobs(reg), Manifests(reg), GarbageCollector(reg))
+
+    def close(self) -> None:
+        self.reg.meta.db.close()
+
+
+__all__ = ["GcReport", "RegistryService"]

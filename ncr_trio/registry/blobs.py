@@ -1,0 +1,71 @@
+"""Reading and deleting blobs.
+
+Reads try `preadv2(RWF_NOWAIT)` first: data already in the page cache is copied inline on the
+Trio thread, with no thread hop; only a read that would block on the device goes to a thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import trio
+
+from ncr_trio.errors import RegistryError
+from ncr_trio.registry.context import Registry
+from ncr_trio.storage import BlobReader, blob_key
+from ncr_trio.types import Digest
+
+READ_CHUNK = 1 << 20
+
+
+@dataclass
+class OpenBlob:
+    digest: Digest
+    size: int
+    reader: BlobReader
+
+    async def stream(self, start: int, end: int, disk: trio.CapacityLimiter) -> AsyncIterator[bytes]:
+        """Bytes [start, end] inclusive; closes the reader when done."""
+        try:
+            pos = start
+            while pos <= end:
+                n = min(READ_CHUNK, end + 1 - pos)
+                data = self.reader.read_nowait(pos, n)
+                if data is None:
+                    data = await trio.to_thread.run_sync(self.reader.read, pos, n, limiter=disk)
+                if not data:
+                    raise OSError(f"blob {self.digest} ended at {pos} of {self.size}")
+                pos += len(data)
+                yield data
+        finally:
+            self.reader.close()
+
+
+class Blobs:
+    def __init__(self, reg: Registry) -> None:
+        self.reg = reg
+
+    async def size(self, repository: str, digest: Digest) -> int:
+        size = await self.reg.meta.blob_size(repository, str(digest))
+        if size is None:
+            raise RegistryError("BLOB_UNKNOWN", detail={"digest": str(digest)})
+        return size
+
+    async def open(self, repository: str, digest: Digest) -> OpenBlob:
+        size = await self.size(repository, digest)
+        reader = self.reg.storage.open_read(blob_key(digest))
+        if reader is None:
+            raise RegistryError("BLOB_UNKNOWN", detail={"digest": str(digest)})
+        return OpenBlob(digest, size, reader)
+
+    async def delete(self, repository: str, digest: Digest) -> None:
+        outcome = await self.reg.meta.unlink_blob(repository, str(digest))
+        if outcome == "unknown":
+            raise RegistryError("BLOB_UNKNOWN", detail={"digest": str(digest)})
+        if outcome == "referenced":
+            raise RegistryError("DENIED", "the blob is referenced by a manifest in this repository: "
+                                "delete the manifest first", status=409, detail={"digest": str(digest)})
+
+
+__all__ = ["Blobs", "OpenBlob"]

@@ -1,0 +1,121 @@
+"""Online garbage collection: runs while pushes continue, no read-only mode.
+
+One pass:
+1. upload sessions idle past their TTL, and upload files no session owns, are removed;
+2. with `gc_delete_untagged`, manifests no tag, index or live subject keeps are deleted;
+3. blob links that no manifest of their repository references are dropped;
+4. blobs no repository links and no manifest references are deleted: row first, then file.
+
+Safety against concurrent pushes: nothing younger than `gc_grace_seconds` is touched; step 3
+locks the link row before re-checking references, which a manifest PUT holds locked while it
+inserts its own; step 4 runs under the digest lock that finalising an upload of the same digest
+also takes, so GC can never unlink a file a push has just published.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import trio
+
+from ncr_trio.registry.context import Registry
+from ncr_trio.storage import blob_key, upload_key
+from ncr_trio.storage.keys import BLOBS_PREFIX, UPLOADS_PREFIX
+from ncr_trio.types import Digest
+
+
+@dataclass
+class GcReport:
+    dry_run: bool
+    uploads: list[str] = field(default_factory=list)
+    manifests: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+    blobs: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+
+    def summary(self) -> str:
+        verb = "would remove" if self.dry_run else "removed"
+        return (f"gc {verb}: {len(self.blobs)} blobs ({self.bytes_freed} bytes), {len(self.manifests)} manifests, "
+                f"{len(self.links)} blob links, {len(self.uploads)} uploads")
+
+
+class GarbageCollector:
+    def __init__(self, reg: Registry) -> None:
+        self.reg = reg
+
+    async def run(self, dry_run: bool = False, now: float | None = None) -> GcReport:
+        now = time.time() if now is None else now
+        report = GcReport(dry_run)
+        cutoff = now - self.reg.config.gc_grace_seconds
+        await self._uploads(report, now - self.reg.config.upload_ttl_seconds)
+        if self.reg.config.gc_delete_untagged:
+            for repository, digest in await self.reg.meta.untagged_manifests(cutoff):
+                if dry_run or await self.reg.meta.delete_manifest(repository, digest):
+                    report.manifests.append(f"{repository}@{digest}")
+        for repo_id, digest in await self.reg.meta.stale_links(cutoff):
+            if dry_run or await self.reg.meta.drop_link(repo_id, digest, cutoff):
+                report.links.append(f"{repo_id}:{digest}")
+        for digest, size in await self.reg.meta.unreferenced_blobs(cutoff):
+            if dry_run or await trio.to_thread.run_sync(self._drop_blob, digest, cutoff, limiter=self.reg.disk):
+                report.blobs.append(digest)
+                report.bytes_freed += size
+        if not dry_run:
+            await self._orphan_blob_files(report, cutoff)
+        await self.reg.meta.record_gc(now, dry_run, len(report.blobs), len(report.manifests), len(report.uploads),
+                                      report.bytes_freed)
+        return report
+
+    def _drop_blob(self, digest: str, cutoff: float) -> bool:
+        with self.reg.locks.hold(digest):
+            if not self.reg.meta.drop_blob_sync(digest, cutoff):
+                return False
+            self.reg.storage.delete(blob_key(Digest.parse(digest)))
+            return True
+
+    async def _uploads(self, report: GcReport, cutoff: float) -> None:
+        for upload_id in await self.reg.meta.expired_uploads(cutoff):
+            report.uploads.append(upload_id)
+            if not report.dry_run:
+                await self.reg.meta.delete_upload(upload_id)
+                await trio.to_thread.run_sync(self.reg.storage.delete, upload_key(upload_id))
+        # Files no session row owns: crashed monolithic pushes, or a session whose row is gone.
+        live = await self.reg.meta.upload_ids()
+        for key in await trio.to_thread.run_sync(lambda: list(self.reg.storage.list(UPLOADS_PREFIX))):
+            upload_id = key.rpartition("/")[2]
+            if upload_id in live or not self._older_than(key, cutoff):
+                continue
+            report.uploads.append(upload_id)
+            if not report.dry_run:
+                await trio.to_thread.run_sync(self.reg.storage.delete, key)
+
+    def _older_than(self, key: str, cutoff: float) -> bool:
+        root = getattr(self.reg.storage, "root", None)
+        if root is None:
+            return True
+        try:
+            return os.stat(root / key).st_mtime < cutoff
+        except FileNotFoundError:
+            return False
+
+    async def _orphan_blob_files(self, report: GcReport, cutoff: float) -> None:
+        """Blob files without a row (a crash between publish and commit), older than the grace."""
+
+        def sweep() -> None:
+            for key in list(self.reg.storage.list(BLOBS_PREFIX)):
+                parts = key.split("/")
+                if len(parts) != 4 or not self._older_than(key, cutoff):
+                    continue
+                digest = f"{parts[1]}:{parts[3]}"
+                with self.reg.locks.hold(digest):
+                    if not self.reg.meta.blob_known_sync(digest):
+                        size = self.reg.storage.stat(key) or 0
+                        if self.reg.storage.delete(key):
+                            report.blobs.append(digest)
+                            report.bytes_freed += size
+
+        await trio.to_thread.run_sync(sweep, limiter=self.reg.disk)
+
+
+__all__ = ["GarbageCollector", "GcReport"]

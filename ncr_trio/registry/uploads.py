@@ -1,0 +1,249 @@
+"""Blob uploads: sessions, streamed and chunked appends, finalisation, cancellation.
+
+The data flow of one push::
+
+    ASGI receive -> batch (~1 MiB) -> bounded channel -> worker thread: hash (native, GIL released)
+                                                        + pwritev into uploads/<id>
+                 -> fdatasync -> upload row (size, hash state) committed -> 202
+    PUT ?digest= -> compare digest -> digest lock: fsync + rename to blobs/... + blob row -> 201
+
+Receiving the next batch overlaps hashing and writing the previous one; the channel's small
+capacity makes a slow disk push back on the socket instead of growing memory.
+
+A session's acknowledged state is (size, hash state) in the metadata store. After a crash the
+file may hold unacknowledged bytes past `size`; the next request truncates them, and the hash
+resumes from the saved state without re-reading anything.
+"""
+
+from __future__ import annotations
+
+from ncr_trio.types import Buffer
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import trio
+
+from ncr_trio import hashing
+from ncr_trio.errors import RegistryError
+from ncr_trio.meta import Upload
+from ncr_trio.registry.context import Registry
+from ncr_trio.storage import UploadSink, blob_key, upload_key
+from ncr_trio.types import Digest
+
+BATCH_BYTES = 1 << 20
+PIPELINE_DEPTH = 4
+_RANGE_RE = re.compile(r"^(?:bytes[= ])?(\d+)-(\d+)$")
+
+
+@dataclass(frozen=True)
+class UploadStatus:
+    id: str
+    repository: str
+    size: int
+
+
+def parse_content_range(value: str) -> tuple[int, int]:
+    m = _RANGE_RE.match(value.strip())
+    if m is None:
+        raise RegistryError("RANGE_INVALID", f"malformed Content-Range {value[:100]!r}: expected <start>-<end>")
+    start, end = int(m.group(1)), int(m.group(2))
+    if end < start:
+        raise RegistryError("RANGE_INVALID", f"Content-Range {value[:100]!r} ends before it starts")
+    return start, end
+
+
+def range_header(size: int) -> str:
+    return f"0-{max(size - 1, 0)}"
+
+
+class _Pump:
+    """Receive chunks on the Trio thread while a worker thread hashes and writes earlier ones."""
+
+    def __init__(self, reg: Registry, sink: UploadSink, hasher: hashing.Hasher) -> None:
+        self.reg, self.sink, self.hasher = reg, sink, hasher
+        self.written = 0
+
+    def _consume(self, batch: list[Buffer]) -> None:
+        for chunk in batch:
+            self.hasher.update(chunk)
+        self.written += self.sink.write(batch)
+
+    async def _writer(self, receive: trio.MemoryReceiveChannel[list[Buffer]]) -> None:
+        async with receive:
+            async for batch in receive:
+                await trio.to_thread.run_sync(self._consume, batch, limiter=self.reg.disk)
+
+    async def run(self, body: AsyncIterator[bytes], limit: int | None) -> int:
+        send, receive = trio.open_memory_channel[list[Buffer]](PIPELINE_DEPTH)
+        received = 0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._writer, receive)
+            async with send:
+                batch: list[Buffer] = []
+                pending = 0
+                async for chunk in body:
+                    if not chunk:
+                        continue
+                    received += len(chunk)
+                    if limit is not None and received > limit:
+                        raise RegistryError("SIZE_INVALID", "request body is longer than its declared length")
+                    batch.append(chunk)
+                    pending += len(chunk)
+                    if pending >= BATCH_BYTES:
+                        await send.send(batch)
+                        batch, pending = [], 0
+                if batch:
+                    await send.send(batch)
+        return self.written
+
+
+class Uploads:
+    def __init__(self, reg: Registry) -> None:
+        self.reg = reg
+
+    async def start(self, repository: str) -> UploadStatus:
+        upload_id = str(uuid.uuid4())
+        await trio.to_thread.run_sync(self._create_file, upload_id, limiter=self.reg.disk)
+        await self.reg.meta.create_upload(upload_id, repository, hashing.sha256().state())
+        return UploadStatus(upload_id, repository, 0)
+
+    def _create_file(self, upload_id: str) -> None:
+        self.reg.storage.open_upload(upload_key(upload_id), create=True).close()
+
+    async def status(self, repository: str, upload_id: str) -> UploadStatus:
+        up = await self._get(repository, upload_id)
+        return UploadStatus(up.id, repository, up.size)
+
+    async def _get(self, repository: str, upload_id: str) -> Upload:
+        up = await self.reg.meta.get_upload(repository, upload_id)
+        if up is None:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"upload": upload_id[:100]})
+        return up
+
+    async def _open(self, repository: str, upload_id: str) -> tuple[UploadSink, Upload]:
+        """Lock the session's file, then read its acknowledged state (in that order: see `_Pump`)."""
+        await self._get(repository, upload_id)  # cheap refusal of unknown ids before touching disk
+        try:
+            sink = await trio.to_thread.run_sync(
+                self.reg.storage.open_upload, upload_key(upload_id), False, limiter=self.reg.disk)
+        except FileNotFoundError:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"upload": upload_id[:100]}) from None
+        try:
+            up = await self._get(repository, upload_id)
+            await trio.to_thread.run_sync(sink.truncate, up.size, limiter=self.reg.disk)
+        except BaseException:
+            sink.close()
+            raise
+        return sink, up
+
+    async def append(self, repository: str, upload_id: str, body: AsyncIterator[bytes],
+                     content_range: tuple[int, int] | None, content_length: int | None) -> UploadStatus:
+        sink, up = await self._open(repository, upload_id)
+        try:
+            expected = content_length
+            if content_range is not None:
+                start, end = content_range
+                if start != up.size:
+                    raise RegistryError(
+                        "RANGE_INVALID", f"chunk starts at {start}, the upload has {up.size} bytes",
+                        headers=self._headers(repository, upload_id, up.size))
+                if content_length is not None and content_length != end - start + 1:
+                    raise RegistryError("RANGE_INVALID", "Content-Range and Content-Length disagree",
+                                        headers=self._headers(repository, upload_id, up.size))
+                expected = end - start + 1
+            hasher = hashing.from_state(up.hash_state)
+            written = await _Pump(self.reg, sink, hasher).run(body, expected)
+            if expected is not None and written != expected:
+                raise RegistryError("SIZE_INVALID", f"received {written} bytes, expected {expected}")
+            await trio.to_thread.run_sync(sink.sync, limiter=self.reg.disk)
+            if not await self.reg.meta.advance_upload(upload_id, up.size, up.size + written, hasher.state()):
+                raise RegistryError("BLOB_UPLOAD_UNKNOWN", "upload changed or ended concurrently")
+            return UploadStatus(upload_id, repository, up.size + written)
+        finally:
+            sink.close()
+
+    def _headers(self, repository: str, upload_id: str, size: int) -> dict[str, str]:
+        return {
+            "Location": f"/v2/{repository}/blobs/uploads/{upload_id}",
+            "Range": range_header(size),
+            "Docker-Upload-UUID": upload_id,
+        }
+
+    async def finish(self, repository: str, upload_id: str, digest: Digest, body: AsyncIterator[bytes],
+                     content_length: int | None) -> int:
+        """Append the final chunk (if any), verify the digest and publish the blob; returns its size."""
+        sink, up = await self._open(repository, upload_id)
+        try:
+            hasher = hashing.from_state(up.hash_state)
+            written = await _Pump(self.reg, sink, hasher).run(body, content_length)
+            if content_length is not None and written != content_length:
+                raise RegistryError("SIZE_INVALID", f"received {written} bytes, expected {content_length}")
+            size = up.size + written
+            ok = await trio.to_thread.run_sync(self._verify, sink, hasher, digest, limiter=self.reg.disk)
+            if not ok:
+                await self.cancel(repository, upload_id, sink=sink)
+                raise RegistryError("DIGEST_INVALID", detail={"digest": str(digest)})
+            await trio.to_thread.run_sync(self._publish, repository, upload_id, digest, size, limiter=self.reg.disk)
+            return size
+        finally:
+            sink.close()
+
+    async def monolithic(self, repository: str, digest: Digest, body: AsyncIterator[bytes],
+                         content_length: int | None) -> int:
+        """POST ?digest=: the whole blob in one request, no session row."""
+        upload_id = "mono-" + str(uuid.uuid4())
+        sink = await trio.to_thread.run_sync(
+            self.reg.storage.open_upload, upload_key(upload_id), True, limiter=self.reg.disk)
+        published = False
+        try:
+            hasher = hashing.sha256()
+            size = await _Pump(self.reg, sink, hasher).run(body, content_length)
+            if content_length is not None and size != content_length:
+                raise RegistryError("SIZE_INVALID", f"received {size} bytes, expected {content_length}")
+            if not await trio.to_thread.run_sync(self._verify, sink, hasher, digest, limiter=self.reg.disk):
+                raise RegistryError("DIGEST_INVALID", detail={"digest": str(digest)})
+            await trio.to_thread.run_sync(self._publish, repository, None, digest, size, upload_id,
+                                          limiter=self.reg.disk)
+            published = True
+            return size
+        finally:
+            sink.close()
+            if not published:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(self.reg.storage.delete, upload_key(upload_id))
+
+    @staticmethod
+    def _verify(sink: UploadSink, hasher: hashing.Hasher, digest: Digest) -> bool:
+        if digest.algorithm != hasher.name:
+            # Sessions hash with sha256 as they go; another algorithm re-reads the bytes once.
+            hasher = hashing.new(digest.algorithm)
+            for chunk in sink.read_chunks(4 << 20):
+                hasher.update(chunk)
+        return hasher.hexdigest() == digest.hex
+
+    def _publish(self, repository: str, upload_id: str | None, digest: Digest, size: int,
+                 file_id: str | None = None) -> None:
+        key = blob_key(digest)
+        source = upload_key(file_id or upload_id or "")
+        with self.reg.locks.hold(str(digest)):
+            if self.reg.storage.stat(key) == size:
+                self.reg.storage.delete(source)  # deduplicated: the content is already there
+            else:
+                self.reg.storage.publish(source, key)
+            self.reg.meta.commit_blob_sync(repository, str(digest), size, upload_id)
+
+    async def cancel(self, repository: str, upload_id: str, sink: UploadSink | None = None) -> None:
+        if sink is None:
+            await self._get(repository, upload_id)
+        with trio.CancelScope(shield=True):
+            await self.reg.meta.delete_upload(upload_id)
+            await trio.to_thread.run_sync(self.reg.storage.delete, upload_key(upload_id))
+
+    async def mount(self, repository: str, digest: Digest, source: str) -> int | None:
+        return await self.reg.meta.mount_blob(repository, str(digest), source)
+
+
+__all__ = ["UploadStatus", "Uploads", "parse_content_range", "range_header"]

@@ -1,0 +1,15 @@
+"""Storage drivers: bytes at keys. `open_storage` picks the driver from the configuration."""
+
+from __future__ import annotations
+
+from ncr_trio.config import Config
+from ncr_trio.storage.base import BlobReader, StorageDriver, UploadSink
+from ncr_trio.storage.filesystem import FilesystemDriver
+from ncr_trio.storage.keys import blob_key, upload_key
+
+
+def open_storage(config: Config) -> StorageDriver:
+    return FilesystemDriver(config.data_dir)
+
+
+__all__ = ["BlobReader", "FilesystemDriver", "StorageDriver", "UploadSink", "blob_key", "open_storage", "upload_key"]

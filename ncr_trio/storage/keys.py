@@ -1,0 +1,28 @@
+"""Every storage key the registry uses comes from here.
+
+Layout under the storage root (filesystem driver: a directory; S3: a key prefix)::
+
+    blobs/<algorithm>/<first two hex>/<hex>      verified content, immutable, deduplicated
+    uploads/<upload id>                          bytes of an upload session, appended in order
+    trash/<random>                               a blob being removed by GC (never served)
+
+Uploads and blobs live on the same filesystem, so publishing a blob is one atomic rename.
+"""
+
+from __future__ import annotations
+
+from ncr_trio.types import Digest
+
+
+def blob_key(digest: Digest) -> str:
+    return f"blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+
+def upload_key(upload_id: str) -> str:
+    return f"uploads/{upload_id}"
+
+
+BLOBS_PREFIX = "blobs/"
+UPLOADS_PREFIX = "uploads/"
+
+__all__ = ["BLOBS_PREFIX", "UPLOADS_PREFIX", "blob_key", "upload_key"]

@@ -1,0 +1,103 @@
+"""Pure value types of the registry: digests, repository names, tags, references, media types."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from ncr_trio.errors import RegistryError
+
+# Anything with the buffer protocol that the hasher and os.pwritev take (collections.abc.Buffer is 3.12+).
+Buffer: TypeAlias = bytes | bytearray | memoryview
+
+# distribution-spec "Pulling manifests": <name> and <reference> grammars.
+_NAME_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+NAME_RE = re.compile(rf"{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*")
+TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
+NAME_MAX = 255  # the spec's recommended limit, and the NCR guide's
+
+_ENCODED_LEN = {"sha256": 64, "sha512": 128}
+_HEX = re.compile(r"[a-f0-9]+")
+
+
+@dataclass(frozen=True, order=True)
+class Digest:
+    """An OCI content digest, `algorithm:hex`; only sha256 and sha512 are accepted."""
+
+    algorithm: str
+    hex: str
+
+    @classmethod
+    def parse(cls, text: str) -> "Digest":
+        algorithm, sep, encoded = text.partition(":")
+        expected = _ENCODED_LEN.get(algorithm)
+        if not sep or expected is None:
+            raise RegistryError("DIGEST_INVALID", f"unsupported digest algorithm in {text[:80]!r}")
+        if len(encoded) != expected or not _HEX.fullmatch(encoded):
+            raise RegistryError("DIGEST_INVALID", f"invalid {algorithm} digest {text[:160]!r}")
+        return cls(algorithm, encoded)
+
+    @classmethod
+    def is_digest(cls, text: str) -> bool:
+        return ":" in text
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hex}"
+
+
+def validate_name(name: str) -> str:
+    if len(name) > NAME_MAX or not NAME_RE.fullmatch(name):
+        raise RegistryError(
+            "NAME_INVALID",
+            "repository names are lower-case letters, digits and the separators . _ - /, "
+            f"at most {NAME_MAX} characters",
+            detail={"name": name[:300]},
+        )
+    return name
+
+
+def validate_tag(tag: str) -> str:
+    if not TAG_RE.fullmatch(tag):
+        raise RegistryError(
+            "TAG_INVALID",
+            "tags match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}",
+            detail={"tag": tag[:300]},
+        )
+    return tag
+
+
+def parse_reference(reference: str) -> Digest | str:
+    """A manifest reference is a digest (contains ':') or a tag."""
+    if Digest.is_digest(reference):
+        return Digest.parse(reference)
+    return validate_tag(reference)
+
+
+class MediaType:
+    OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+    OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+    OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+    OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+    DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+    DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+    DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
+    DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+    OCTET_STREAM = "application/octet-stream"
+
+    IMAGES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+    INDEXES = frozenset({OCI_INDEX, DOCKER_LIST})
+    MANIFESTS = IMAGES | INDEXES
+
+
+__all__ = [
+    "Buffer",
+    "NAME_MAX",
+    "NAME_RE",
+    "TAG_RE",
+    "Digest",
+    "MediaType",
+    "parse_reference",
+    "validate_name",
+    "validate_tag",
+]

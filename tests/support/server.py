@@ -1,0 +1,140 @@
+"""Start real ncr-trio (and CNCF Distribution) servers for tests, as subprocesses on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+TOOLS_BIN = Path(os.environ.get("NCR_TOOLS", Path.home() / ".cache/ncr-trio/tools")) / "bin"
+
+
+def tool(name: str) -> str:
+    """Path of an external tool: the pinned cache first, then PATH."""
+    cached = TOOLS_BIN / name
+    if cached.exists():
+        return str(cached)
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} is not installed: run `make tools`")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
+        try:
+            r = httpx.get(url + "/v2/", timeout=1.0)
+            if r.status_code in (200, 401):
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"server at {url} not ready after {timeout}s")
+
+
+@dataclass
+class Server:
+    """One ncr-trio server process; `host` is what clients take as the registry ("127.0.0.1:PORT")."""
+
+    data: Path
+    port: int = field(default_factory=free_port)
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def start(self) -> "Server":
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.data.parent / f"server-{self.port}.log"
+        log = open(self.log_path, "ab")
+        cmd = [sys.executable, "-m", "ncr_trio", "serve", "--listen", self.host, "--data", str(self.data), *self.extra_args]
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
+        wait_ready(self.url, self.proc)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+
+@dataclass
+class Distribution:
+    """CNCF Distribution (Debian's docker-registry 2.8.2, or the pinned v3 build) on 127.0.0.1."""
+
+    root: Path
+    binary: str = "docker-registry"
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def start(self) -> "Distribution":
+        self.root.mkdir(parents=True, exist_ok=True)
+        cfg = self.root / "config.yml"
+        cfg.write_text(
+            "version: 0.1\n"
+            "log:\n  level: error\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.host}\n"
+        )
+        exe = shutil.which(self.binary) or tool(self.binary)
+        log = open(self.root / "registry.log", "ab")
+        self.proc = subprocess.Popen([exe, "serve", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
+        wait_ready(self.url, self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
