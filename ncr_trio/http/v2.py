@@ -148,20 +148,25 @@ class V2API:
 
     async def patch_upload(self, request: Request) -> Response:
         name, upload_id = request.params["name"], request.params["upload"]
-        raw_range = request.header("content-range")
-        content_range = parse_content_range(raw_range) if raw_range is not None else None
-        status = await self.s.uploads.append(name, upload_id, request.body(), content_range, request.content_length())
+        status = await self.s.uploads.append(name, upload_id, request.body(), _content_range(request),
+                                             request.content_length())
         return Response(202, self._upload_headers(name, upload_id, status.size))
 
     async def finish_upload(self, request: Request) -> Response:
         name, upload_id = request.params["name"], request.params["upload"]
         digest = _digest_param(request)
-        await self.s.uploads.finish(name, upload_id, digest, request.body(), request.content_length())
+        await self.s.uploads.finish(name, upload_id, digest, request.body(), _content_range(request),
+                                    request.content_length())
         return self._blob_created(name, digest)
 
     async def cancel_upload(self, request: Request) -> Response:
         await self.s.uploads.cancel(request.params["name"], request.params["upload"])
         return Response(204)
+
+
+def _content_range(request: Request) -> tuple[int, int] | None:
+    raw = request.header("content-range")
+    return parse_content_range(raw) if raw is not None else None
 
 
 def _parse_range(value: str, size: int) -> tuple[int, int]:

@@ -139,29 +139,35 @@ class Uploads:
             raise
         return sink, up
 
+    async def _receive(self, repository: str, upload_id: str, sink: UploadSink, up: Upload,
+                       body: AsyncIterator[bytes], content_range: tuple[int, int] | None,
+                       content_length: int | None) -> tuple[hashing.Hasher, int]:
+        """Check a chunk's range against the acknowledged size, then stream it in; returns (hasher, new size)."""
+        expected = content_length
+        if content_range is not None:
+            start, end = content_range
+            headers = self._headers(repository, upload_id, up.size)
+            if start != up.size:
+                raise RegistryError("RANGE_INVALID", f"chunk starts at {start}, the upload has {up.size} bytes",
+                                    headers=headers)
+            if content_length is not None and content_length != end - start + 1:
+                raise RegistryError("RANGE_INVALID", "Content-Range and Content-Length disagree", headers=headers)
+            expected = end - start + 1
+        hasher = hashing.from_state(up.hash_state)
+        written = await _Pump(self.reg, sink, hasher).run(body, expected)
+        if expected is not None and written != expected:
+            raise RegistryError("SIZE_INVALID", f"received {written} bytes, expected {expected}")
+        return hasher, up.size + written
+
     async def append(self, repository: str, upload_id: str, body: AsyncIterator[bytes],
                      content_range: tuple[int, int] | None, content_length: int | None) -> UploadStatus:
         sink, up = await self._open(repository, upload_id)
         try:
-            expected = content_length
-            if content_range is not None:
-                start, end = content_range
-                if start != up.size:
-                    raise RegistryError(
-                        "RANGE_INVALID", f"chunk starts at {start}, the upload has {up.size} bytes",
-                        headers=self._headers(repository, upload_id, up.size))
-                if content_length is not None and content_length != end - start + 1:
-                    raise RegistryError("RANGE_INVALID", "Content-Range and Content-Length disagree",
-                                        headers=self._headers(repository, upload_id, up.size))
-                expected = end - start + 1
-            hasher = hashing.from_state(up.hash_state)
-            written = await _Pump(self.reg, sink, hasher).run(body, expected)
-            if expected is not None and written != expected:
-                raise RegistryError("SIZE_INVALID", f"received {written} bytes, expected {expected}")
+            hasher, size = await self._receive(repository, upload_id, sink, up, body, content_range, content_length)
             await trio.to_thread.run_sync(sink.sync, limiter=self.reg.disk)
-            if not await self.reg.meta.advance_upload(upload_id, up.size, up.size + written, hasher.state()):
+            if not await self.reg.meta.advance_upload(upload_id, up.size, size, hasher.state()):
                 raise RegistryError("BLOB_UPLOAD_UNKNOWN", "upload changed or ended concurrently")
-            return UploadStatus(upload_id, repository, up.size + written)
+            return UploadStatus(upload_id, repository, size)
         finally:
             sink.close()
 
@@ -173,15 +179,11 @@ class Uploads:
         }
 
     async def finish(self, repository: str, upload_id: str, digest: Digest, body: AsyncIterator[bytes],
-                     content_length: int | None) -> int:
+                     content_range: tuple[int, int] | None, content_length: int | None) -> int:
         """Append the final chunk (if any), verify the digest and publish the blob; returns its size."""
         sink, up = await self._open(repository, upload_id)
         try:
-            hasher = hashing.from_state(up.hash_state)
-            written = await _Pump(self.reg, sink, hasher).run(body, content_length)
-            if content_length is not None and written != content_length:
-                raise RegistryError("SIZE_INVALID", f"received {written} bytes, expected {content_length}")
-            size = up.size + written
+            hasher, size = await self._receive(repository, upload_id, sink, up, body, content_range, content_length)
             ok = await trio.to_thread.run_sync(self._verify, sink, hasher, digest, limiter=self.reg.disk)
             if not ok:
                 await self.cancel(repository, upload_id, sink=sink)
