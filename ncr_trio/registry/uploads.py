@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import trio
 
 from ncr_trio import hashing
+from ncr_trio.concurrency import collapse_groups
 from ncr_trio.errors import RegistryError
 from ncr_trio.meta import Upload
 from ncr_trio.registry.context import Registry
@@ -79,24 +80,25 @@ class _Pump:
     async def run(self, body: AsyncIterator[bytes], limit: int | None) -> int:
         send, receive = trio.open_memory_channel[list[Buffer]](PIPELINE_DEPTH)
         received = 0
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._writer, receive)
-            async with send:
-                batch: list[Buffer] = []
-                pending = 0
-                async for chunk in body:
-                    if not chunk:
-                        continue
-                    received += len(chunk)
-                    if limit is not None and received > limit:
-                        raise RegistryError("SIZE_INVALID", "request body is longer than its declared length")
-                    batch.append(chunk)
-                    pending += len(chunk)
-                    if pending >= BATCH_BYTES:
+        with collapse_groups():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer, receive)
+                async with send:
+                    batch: list[Buffer] = []
+                    pending = 0
+                    async for chunk in body:
+                        if not chunk:
+                            continue
+                        received += len(chunk)
+                        if limit is not None and received > limit:
+                            raise RegistryError("SIZE_INVALID", "request body is longer than its declared length")
+                        batch.append(chunk)
+                        pending += len(chunk)
+                        if pending >= BATCH_BYTES:
+                            await send.send(batch)
+                            batch, pending = [], 0
+                    if batch:
                         await send.send(batch)
-                        batch, pending = [], 0
-                if batch:
-                    await send.send(batch)
         return self.written
 
 

@@ -71,9 +71,9 @@ class Server:
     def start(self) -> "Server":
         self.data.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data.parent / f"server-{self.port}.log"
-        log = open(self.log_path, "ab")
         cmd = [sys.executable, "-m", "ncr_trio", "serve", "--listen", self.host, "--data", str(self.data), *self.extra_args]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
         wait_ready(self.url, self.proc)
         return self
 
@@ -124,8 +124,8 @@ class Distribution:
             f"http:\n  addr: {self.host}\n"
         )
         exe = shutil.which(self.binary) or tool(self.binary)
-        log = open(self.root / "registry.log", "ab")
-        self.proc = subprocess.Popen([exe, "serve", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
+        with open(self.root / "registry.log", "ab") as log:
+            self.proc = subprocess.Popen([exe, "serve", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
         wait_ready(self.url, self.proc)
         return self
 
