@@ -1,0 +1,214 @@
+"""The timed load clients: curl for large bodies (streamed from files, timed by curl itself), wrk for request rates."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.blobs import Blob
+from benchmarks.registry import RegistryError, check_blob_head, resolve_location, start_upload, with_digest
+
+WRK_SCRIPT = Path(__file__).with_name("wrk") / "report.lua"
+WRK_MARKER = "BENCH-WRK "
+OCTET_STREAM = "Content-Type: application/octet-stream"
+
+
+@dataclass
+class Measured:
+    """A finished client process, with what it cost the machine (from wait4)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    cpu_seconds: float
+    max_rss_kib: int
+
+
+def run_measured(cmd: list[str]) -> Measured:
+    """Run `cmd` to the end; its CPU time and peak memory come from the kernel (wait4), not from sampling.
+
+    Callers bound the run with the tool's own limits (curl --max-time, wrk -d). The child is killed if we are
+    interrupted (Ctrl-C, or SIGTERM which __main__ turns into SystemExit)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Measured(
+            returncode=proc.returncode,
+            stdout=out.read().decode(errors="replace"),
+            stderr=err.read().decode(errors="replace"),
+            cpu_seconds=usage.ru_utime + usage.ru_stime,
+            max_rss_kib=usage.ru_maxrss,
+        )
+
+
+# ---- curl --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CurlResult:
+    status: int
+    seconds: float  # curl's own time_total
+    uploaded: int
+    downloaded: int
+    headers: dict[str, str]
+    client: Measured
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+def curl(method: str, url: str, *, upload: Path | None = None, empty_body: bool = False,
+         headers: dict[str, str] | None = None, timeout: float = 900.0) -> CurlResult:
+    """One request. An upload body is streamed from the file (`-T`; `--data-binary @file` would read it all
+    into memory first); the response body goes to /dev/null; `Expect: 100-continue` is turned off, as
+    registry clients do not send it."""
+    cmd = ["curl", "-sS", "--max-time", str(int(timeout)), "-X", method, "-o", "/dev/null",
+           "-w", "%{json}\\n%{header_json}", "-H", "Expect:"]
+    for k, v in (headers or {}).items():
+        cmd += ["-H", f"{k}: {v}"]
+    if upload is not None:
+        cmd += ["-T", str(upload), "-H", OCTET_STREAM]
+    elif empty_body:
+        cmd += ["--data-binary", "", "-H", OCTET_STREAM]
+    cmd.append(url)
+    m = run_measured(cmd)
+    if m.returncode != 0:
+        raise RegistryError(f"curl {method} {url} failed ({m.returncode}): {m.stderr.strip()}")
+    info_line, _, header_json = m.stdout.partition("\n")
+    info = json.loads(info_line)
+    hdrs = {k.lower(): v[-1] for k, v in json.loads(header_json or "{}").items() if v}
+    return CurlResult(int(info["http_code"]), float(info["time_total"]), int(info["size_upload"]),
+                      int(info["size_download"]), hdrs, m)
+
+
+def _expect(r: CurlResult, what: str, *codes: int) -> CurlResult:
+    if r.status not in codes:
+        raise RegistryError(f"{what} -> {r.status} (want {codes})")
+    return r
+
+
+@dataclass
+class Transfer:
+    """A timed blob transfer: total bytes, and the sum of curl's time over its requests."""
+
+    size: int
+    seconds: float
+    requests: int
+    client_cpu_seconds: float = 0.0
+    client_max_rss_kib: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, r: CurlResult) -> None:
+        self.seconds += r.seconds
+        self.requests += 1
+        self.client_cpu_seconds += r.client.cpu_seconds
+        self.client_max_rss_kib = max(self.client_max_rss_kib, r.client.max_rss_kib)
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.size / self.seconds / 1e6
+
+    def check_streamed(self) -> None:
+        """curl must have streamed: a client holding the body in memory would be measuring itself."""
+        if self.client_max_rss_kib * 1024 > 256 * (1 << 20):
+            raise RegistryError(f"curl peaked at {self.client_max_rss_kib} KiB: it buffered the body")
+
+
+def push_blob(base: str, repo: str, blob: Blob, *, chunked: bool) -> Transfer:
+    """Push `blob`: monolithic (`PUT ?digest=` with the whole body) or chunked (a `PATCH` with
+    `Content-Range: first-last` per part, then an empty `PUT ?digest=`). The POST that opens the
+    upload is not timed; every request after it is."""
+    if not chunked and len(blob.parts) != 1:
+        raise ValueError("a monolithic push needs a one-part blob")
+    location = start_upload(base, repo)
+    transfer = Transfer(size=blob.size, seconds=0.0, requests=0)
+    if chunked:
+        for part, first, last in blob.ranges():
+            r = _expect(curl("PATCH", location, upload=part, headers={"Content-Range": f"{first}-{last}"}),
+                        f"PATCH {first}-{last}", 202)
+            location = resolve_location(base, r.header("location"), f"PATCH {first}-{last}")
+            transfer.add(r)
+        final = curl("PUT", with_digest(location, blob.digest), empty_body=True)
+    else:
+        final = curl("PUT", with_digest(location, blob.digest), upload=blob.parts[0])
+    _expect(final, "PUT ?digest=", 201)
+    transfer.add(final)
+    if final.uploaded != (0 if chunked else blob.size):
+        raise RegistryError(f"curl sent {final.uploaded} bytes in the final PUT")
+    digest = final.header("docker-content-digest")
+    if digest is not None and digest != blob.digest:
+        raise RegistryError(f"server computed {digest}, want {blob.digest}")
+    transfer.check_streamed()
+    check_blob_head(base, repo, blob.digest, blob.size)
+    return transfer
+
+
+def pull_blob(base: str, repo: str, blob: Blob) -> Transfer:
+    r = _expect(curl("GET", f"{base}/v2/{repo}/blobs/{blob.digest}"), "GET blob", 200)
+    if r.downloaded != blob.size:
+        raise RegistryError(f"GET blob: received {r.downloaded} bytes, want {blob.size}")
+    digest = r.header("docker-content-digest")
+    if digest is not None and digest != blob.digest:
+        raise RegistryError(f"GET blob: Docker-Content-Digest {digest}, want {blob.digest}")
+    transfer = Transfer(size=blob.size, seconds=0.0, requests=0)
+    transfer.add(r)
+    return transfer
+
+
+# ---- wrk ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: dict[str, int]
+    client: Measured
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+def wrk(url: str, *, method: str, headers: dict[str, str], threads: int, connections: int,
+        duration: int) -> WrkResult:
+    """A closed-loop load: `connections` keep-alive connections over `threads` threads, for `duration` s.
+    Responses with status >= 400 fail the run (wrk counts them in errors.status)."""
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(WRK_SCRIPT)]
+    for k, v in headers.items():
+        cmd += ["-H", f"{k}: {v}"]
+    cmd += [url, "--", method]
+    m = run_measured(cmd)
+    line = next((ln for ln in m.stdout.splitlines() if ln.startswith(WRK_MARKER)), None)
+    if m.returncode != 0 or line is None:
+        raise RegistryError(f"wrk failed ({m.returncode}): {m.stderr.strip() or m.stdout.strip()}")
+    data = json.loads(line.removeprefix(WRK_MARKER))
+    result = WrkResult(
+        requests=int(data["requests"]),
+        seconds=data["duration_us"] / 1e6,
+        p50_ms=data["latency_us"]["p50"] / 1e3,
+        p99_ms=data["latency_us"]["p99"] / 1e3,
+        max_ms=data["latency_us"]["max"] / 1e3,
+        errors={k: int(v) for k, v in data["errors"].items()},
+        client=m,
+    )
+    if result.requests == 0:
+        raise RegistryError(f"wrk completed no request against {url}")
+    if result.errors["status"]:
+        raise RegistryError(f"wrk: {result.errors['status']} of {result.requests} responses had status >= 400")
+    return result

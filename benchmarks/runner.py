@@ -1,0 +1,109 @@
+"""Rounds: every round starts each server fresh, then runs each figure on server A, B, A, B, ... and stops them.
+
+Figures are interleaved at the finest grain (figure 1 on every server, then figure 2 on every server, ...), so
+that machine noise within a round hits all servers alike; rounds repeat the whole to give median/min/max.
+Servers are always stopped and their storage removed, also on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmarks.figures import Data, Figure, ServerRound
+from benchmarks.servers import Running, ServerKind, remove_tree, tree_cpu_seconds
+
+
+@dataclass(frozen=True)
+class Entrant:
+    """A server in the comparison; `label` is unique even when a kind is run twice (self-checks)."""
+
+    label: str
+    kind: ServerKind
+
+
+@dataclass
+class Outcome:
+    """All samples: values[label][metric key] has one entry per round, None where it failed."""
+
+    values: dict[str, dict[str, list[float | None]]] = field(default_factory=dict)
+    details: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, label: str, key: str, value: float | None) -> None:
+        self.values.setdefault(label, {}).setdefault(key, []).append(value)
+
+
+def settle() -> None:
+    """Flush dirty pages so that write-back of the last figure's data does not land in the next one."""
+    os.sync()
+
+
+def run_rounds(
+    entrants: list[Entrant],
+    figures: list[Figure],
+    data: Data,
+    workdir: Path,
+    rounds: int,
+    say: Callable[[str], None],
+) -> Outcome:
+    out = Outcome()
+    dropped: set[str] = set()  # servers that could not start: not retried every round
+    metric_keys = {f.name: [m.key for m in f.metrics(data.settings)] for f in figures}
+
+    def fail(rnd: int, label: str, figure: str, error: str) -> None:
+        out.errors.append({"round": rnd, "server": label, "figure": figure, "error": error})
+        say(f"  ! {label} {figure}: {error}")
+
+    for rnd in range(1, rounds + 1):
+        say(f"round {rnd}/{rounds}")
+        running: dict[str, Running] = {}
+        round_dir = workdir / f"round-{rnd}"
+        try:
+            for e in entrants:
+                if e.label in dropped:
+                    continue
+                try:
+                    running[e.label] = e.kind.start(round_dir / e.label.replace("#", "-"))
+                except Exception as exc:  # noqa: BLE001 - any failure to start is reported, not fatal
+                    dropped.add(e.label)
+                    fail(rnd, e.label, "start", f"{exc} (dropped for the rest of the run)")
+            state = {label: ServerRound(r.url) for label, r in running.items()}
+            for figure in figures:
+                for e in entrants:
+                    if e.label not in running:
+                        for key in metric_keys[figure.name]:
+                            out.record(e.label, key, None)
+                        continue
+                    _measure_one(out, rnd, e.label, running[e.label], state[e.label], figure, data,
+                                 metric_keys[figure.name], fail, say)
+        finally:
+            for label, server in running.items():
+                server.stop()
+            remove_tree(round_dir)
+    return out
+
+
+def _measure_one(out: Outcome, rnd: int, label: str, server: Running, state: ServerRound, figure: Figure,
+                 data: Data, keys: list[str], fail: Callable[[int, str, str, str], None],
+                 say: Callable[[str], None]) -> None:
+    settle()
+    cpu0, t0 = tree_cpu_seconds(server.pid), time.monotonic()
+    try:
+        sample = figure.measure(state, data)
+    except Exception as exc:  # noqa: BLE001 - a failing server must not stop the comparison
+        if not server.alive():
+            exc = RuntimeError(f"{exc}; the server died. Log tail:\n{server.log_tail()}")
+        fail(rnd, label, figure.name, str(exc))
+        for key in keys:
+            out.record(label, key, None)
+        return
+    wall = time.monotonic() - t0
+    server_cpu = tree_cpu_seconds(server.pid) - cpu0
+    for key in keys:
+        out.record(label, key, sample.values.get(key))
+    out.details.append({"round": rnd, "server": label, "figure": figure.name, **sample.details,
+                        "server_cpu_seconds": round(server_cpu, 3), "wall_seconds": round(wall, 3)})
+    say(f"  {label:<24} {figure.name:<14} " + "  ".join(f"{k}={v:.1f}" for k, v in sample.values.items()))

@@ -1,0 +1,214 @@
+"""The servers under test: ncr-trio and CNCF Distribution, each started on 127.0.0.1 with fresh storage."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from tests.support.server import Server, free_port, tool, wait_ready
+
+REPO = Path(__file__).resolve().parent.parent
+NCR_TRIO = "ncr-trio"
+DISTRIBUTION_PREFIX = "distribution-"
+# Distribution version -> executable name (looked up in $NCR_TOOLS/bin, then PATH).
+DISTRIBUTION_BINARIES = {"2.8.2": "docker-registry", "3.1.1": "registry-v3"}
+
+
+class Running(Protocol):
+    """A started server."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def pid(self) -> int: ...
+
+    def alive(self) -> bool: ...
+
+    def stop(self) -> None: ...
+
+    def log_tail(self, lines: int = 20) -> str: ...
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time used so far by a process and its descendants (live ones, and reaped ones via cutime)."""
+    parent: dict[int, int] = {}
+    cpu: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on; utime is field 14
+        parent[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += cpu.get(p, 0)
+        todo += [child for child, pp in parent.items() if pp == p]
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _tail(path: Path, lines: int) -> str:
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@dataclass
+class RunningNcrTrio:
+    server: Server
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def pid(self) -> int:
+        assert self.server.proc is not None
+        return self.server.proc.pid
+
+    def alive(self) -> bool:
+        return self.server.proc is not None and self.server.proc.poll() is None
+
+    def stop(self) -> None:
+        self.server.stop(timeout=15.0)
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.server.log().splitlines()[-lines:])
+
+
+@dataclass
+class RunningDistribution:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+    def log_tail(self, lines: int = 20) -> str:
+        return _tail(self.log_path, lines)
+
+
+def distribution_config(root: Path, port: int) -> str:
+    """Distribution's config as shipped (upstream example and Debian's: in-memory blob descriptor cache,
+    delete enabled), with the access log off and errors only, so the baseline does not pay for per-request
+    log lines that ncr-trio does not write either."""
+    return (
+        "version: 0.1\n"
+        "log:\n  level: error\n  accesslog:\n    disabled: true\n"
+        "storage:\n"
+        "  cache:\n    blobdescriptor: inmemory\n"
+        f"  filesystem:\n    rootdirectory: {root / 'data'}\n"
+        "  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+
+
+@dataclass(frozen=True)
+class ServerKind:
+    """One kind of server that can be benchmarked: "ncr-trio" or "distribution-VERSION"."""
+
+    name: str
+
+    @property
+    def distribution_version(self) -> str | None:
+        return self.name.removeprefix(DISTRIBUTION_PREFIX) if self.name.startswith(DISTRIBUTION_PREFIX) else None
+
+    def executable(self) -> str:
+        version = self.distribution_version
+        if version is None:
+            return sys.executable
+        binary = DISTRIBUTION_BINARIES[version]
+        return tool(binary)
+
+    def missing(self) -> str | None:
+        """Why this server cannot run here, or None."""
+        try:
+            self.executable()
+        except RuntimeError as e:
+            return str(e)
+        return None
+
+    def version(self) -> str:
+        """What the server says it is (for the results file)."""
+        if self.distribution_version is None:
+            out = subprocess.run([sys.executable, "-c", "import ncr_trio; print(getattr(ncr_trio, '__version__', '?'))"],
+                                 capture_output=True, text=True, timeout=30)
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
+            return f"ncr-trio {out.stdout.strip() or '?'} (git {commit.stdout.strip() or '?'}, tree may be dirty)"
+        out = subprocess.run([self.executable(), "--version"], capture_output=True, text=True, timeout=30)
+        return (out.stdout or out.stderr).strip()
+
+    def start(self, root: Path) -> Running:
+        """Start on a free port with fresh storage under `root` (which must not exist yet)."""
+        root.mkdir(parents=True)
+        if self.distribution_version is None:
+            server = Server(data=root / "data")
+            try:
+                server.start()
+            except BaseException:
+                server.stop(timeout=5.0)
+                raise
+            return RunningNcrTrio(server)
+        port = free_port()
+        cfg = root / "config.yml"
+        cfg.write_text(distribution_config(root, port))
+        log_path = root / "registry.log"
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen([self.executable(), "serve", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
+        running = RunningDistribution(proc, port, log_path)
+        try:
+            wait_ready(running.url, proc)
+        except BaseException:
+            running.stop()
+            raise
+        return running
+
+
+def known_kinds() -> list[str]:
+    return [NCR_TRIO, *(DISTRIBUTION_PREFIX + v for v in DISTRIBUTION_BINARIES)]
+
+
+def parse_kind(name: str) -> ServerKind:
+    name = name.strip()
+    if name in DISTRIBUTION_BINARIES:  # "2.8.2" is short for "distribution-2.8.2"
+        name = DISTRIBUTION_PREFIX + name
+    if name not in known_kinds():
+        raise ValueError(f"unknown server {name!r}; known: {', '.join(known_kinds())}")
+    return ServerKind(name)
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
