@@ -321,11 +321,18 @@ class MetaStore:
 
         return await self.db.write(run)
 
-    async def unreferenced_blobs(self, cutoff: float) -> list[tuple[str, int]]:
-        return await self.db.read(lambda tx: [(r[0], int(r[1])) for r in tx.all(
-            "SELECT b.digest, b.size FROM blobs b WHERE b.created_at < ? "
-            "AND NOT EXISTS (SELECT 1 FROM repo_blobs l WHERE l.digest = b.digest) "
-            "AND NOT EXISTS (SELECT 1 FROM manifest_refs x WHERE x.child = b.digest)", (cutoff,))])
+    async def unreferenced_blobs(self, cutoff: float) -> list[tuple[str, int, frozenset[int]]]:
+        """Blobs no manifest references, older than `cutoff`: (digest, size, ids of repositories linking it)."""
+        rows = await self.db.read(lambda tx: tx.all(
+            "SELECT b.digest, b.size, l.repo_id FROM blobs b LEFT JOIN repo_blobs l ON l.digest = b.digest "
+            "WHERE b.created_at < ? AND NOT EXISTS (SELECT 1 FROM manifest_refs x WHERE x.child = b.digest) "
+            "ORDER BY b.digest", (cutoff,)))
+        found: dict[str, tuple[int, set[int]]] = {}
+        for d, size, repo_id in rows:
+            entry = found.setdefault(d, (int(size), set()))
+            if repo_id is not None:
+                entry[1].add(int(repo_id))
+        return [(d, size, frozenset(repos)) for d, (size, repos) in found.items()]
 
     def drop_blob_sync(self, digest: str, cutoff: float) -> bool:
         """Delete a blob row if nothing links or references it (call with the digest lock held)."""

@@ -54,10 +54,14 @@ class GarbageCollector:
             for repository, digest in await self.reg.meta.untagged_manifests(cutoff):
                 if dry_run or await self.reg.meta.delete_manifest(repository, digest):
                     report.manifests.append(f"{repository}@{digest}")
+        dropped: set[tuple[int, str]] = set()
         for repo_id, digest in await self.reg.meta.stale_links(cutoff):
             if dry_run or await self.reg.meta.drop_link(repo_id, digest, cutoff):
+                dropped.add((repo_id, digest))
                 report.links.append(f"{repo_id}:{digest}")
-        for digest, size in await self.reg.meta.unreferenced_blobs(cutoff):
+        for digest, size, linked_in in await self.reg.meta.unreferenced_blobs(cutoff):
+            if any((repo_id, digest) not in dropped for repo_id in linked_in):
+                continue  # still linked somewhere (in a dry run: would still be)
             if dry_run or await trio.to_thread.run_sync(self._drop_blob, digest, cutoff, limiter=self.reg.disk):
                 report.blobs.append(digest)
                 report.bytes_freed += size
