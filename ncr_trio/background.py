@@ -1,4 +1,4 @@
-"""App-lifetime jobs, supervised by the lifespan nursery: upload expiry and garbage collection.
+"""App-lifetime jobs, supervised by the lifespan nursery: upload expiry (every few minutes) and GC.
 
 With several worker processes only one runs the jobs: the one holding `<data>/leader.lock`.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -26,14 +27,14 @@ def _try_lead(service: RegistryService) -> int | None:
     return fd
 
 
-async def _periodic_gc(service: RegistryService, interval: float) -> None:
+async def _every(interval: float, name: str, job: Callable[[], Awaitable[object]]) -> None:
     while True:
         await trio.sleep(interval)
         try:
-            report = await service.gc.run()
-            log.info(report.summary())
+            result = await job()
+            log.info("%s: %s", name, getattr(result, "summary", lambda: "done")())
         except Exception:
-            log.exception("background gc failed; retrying next interval")
+            log.exception("%s failed; retrying in %.0fs", name, interval)
 
 
 async def run_background(service: RegistryService, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -42,11 +43,11 @@ async def run_background(service: RegistryService, *, task_status: trio.TaskStat
     if fd is None:
         return
     try:
-        interval = service.config.gc_interval_seconds
-        if interval > 0:
-            await _periodic_gc(service, interval)
-        else:
-            await trio.sleep_forever()
+        async with trio.open_nursery() as nursery:
+            ttl = service.config.upload_ttl_seconds
+            nursery.start_soon(_every, max(min(ttl / 4, 600.0), 1.0), "upload expiry", service.gc.expire_uploads)
+            if service.config.gc_interval_seconds > 0:
+                nursery.start_soon(_every, service.config.gc_interval_seconds, "gc", service.gc.run)
     finally:
         os.close(fd)
 

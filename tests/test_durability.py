@@ -153,3 +153,17 @@ def test_two_platform_index_round_trips_byte_identical(server: Server) -> None:
             for blob in img.blobs:
                 assert c.get(f"/v2/multi/app/blobs/{digest(blob)}").content == blob
         assert sorted(c.get("/v2/multi/app/tags/list").json()["tags"]) == ["amd64", "arm64", "v1"]
+
+
+def test_abandoned_upload_sessions_expire_and_their_bytes_go(tmp_path: Path) -> None:
+    srv = Server(data=tmp_path / "data", env={"NCR_UPLOAD_TTL_SECONDS": "2"}).start()
+    try:
+        with httpx.Client(base_url=srv.url) as c:
+            loc = c.post("/v2/expiry/repo/blobs/uploads/").headers["location"]
+            assert c.patch(loc, content=b"abandoned", headers={"Content-Range": "0-8"}).status_code == 202
+            upload_file = srv.data / "uploads" / loc.rsplit("/", 1)[1]
+            assert upload_file.exists()
+            wait_for(lambda: c.get(loc).status_code == 404, "the session to expire")
+            wait_for(lambda: not upload_file.exists(), "its bytes to be removed")
+    finally:
+        srv.stop()

@@ -71,6 +71,13 @@ class GarbageCollector:
                                       report.bytes_freed)
         return report
 
+    async def expire_uploads(self, now: float | None = None) -> GcReport:
+        """Only step 1: cheap enough to run every few minutes."""
+        now = time.time() if now is None else now
+        report = GcReport(dry_run=False)
+        await self._uploads(report, now - self.reg.config.upload_ttl_seconds)
+        return report
+
     def _drop_blob(self, digest: str, cutoff: float) -> bool:
         with self.reg.locks.hold(digest):
             if not self.reg.meta.drop_blob_sync(digest, cutoff):
