@@ -135,6 +135,10 @@ class MetaStore:
             repo_id = _repo_id(tx, repository)
             if repo_id is None:
                 return "unknown"
+            # As in drop_link: lock the link first (a manifest PUT holds it FOR SHARE), then check the
+            # references in a new statement, which sees those of a PUT that committed meanwhile.
+            tx.one("SELECT 1 FROM repo_blobs WHERE repo_id = ? AND digest = ?" + tx.dialect.for_update,
+                   (repo_id, digest))
             if tx.one("SELECT 1 FROM manifest_refs WHERE repo_id = ? AND child = ? LIMIT 1", (repo_id, digest)):
                 return "referenced"
             n = tx.execute("DELETE FROM repo_blobs WHERE repo_id = ? AND digest = ?", (repo_id, digest))
