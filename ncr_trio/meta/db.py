@@ -154,11 +154,15 @@ class PostgresDatabase:
             conn = self._pool.pop() if self._pool else None
         if conn is None or conn.closed:
             conn = self._psycopg.connect(self.url, autocommit=False)
+            # The lock-then-recheck steps (GC vs manifest PUT) and migrate's advisory lock rely on
+            # each statement seeing what committed before it: pin it whatever the server default.
+            conn.isolation_level = self._psycopg.IsolationLevel.READ_COMMITTED
         try:
             yield conn
         except BaseException:
-            if not conn.closed:
-                conn.rollback()
+            # Not back to the pool, so close it (the transaction is rolled back): a failed unit of
+            # work must not leak an open connection, nor pool a broken one.
+            conn.close()
             raise
         with self._pool_lock:
             self._pool.append(conn)
