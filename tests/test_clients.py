@@ -57,9 +57,17 @@ def needs(*names: str) -> pytest.MarkDecorator:
 
 
 @pytest.fixture
-def clients(shared_server: Server, tmp_path: Path) -> Clients:
-    """A private HOME / XDG / DOCKER_CONFIG / REGISTRY_AUTH_FILE for this test's clients."""
-    return Clients(tmp_path, shared_server)
+def clients(shared_server: Server, tmp_path: Path) -> Iterator[Clients]:
+    """A private HOME / XDG / DOCKER_CONFIG / REGISTRY_AUTH_FILE for this test's clients.
+
+    Afterwards, the server must not have logged an error or a traceback while the test ran: a client
+    that retried its way past a 500 would otherwise hide a server bug.
+    """
+    start = len(shared_server.log())
+    yield Clients(tmp_path, shared_server)
+    logged = shared_server.log()[start:]
+    problems = [line for line in logged.splitlines() if " ERROR " in line or "Traceback" in line]
+    assert not problems, f"the server logged errors during the test:\n{logged[-5000:]}"
 
 
 @pytest.fixture
@@ -354,6 +362,14 @@ def test_oras_push_pull_attach_discover(clients: Clients, repo: str) -> None:
     c.run("oras", "pull", "--plain-http", f"{host}/{repo}@{attached['digest']}", "-o", sbom_out)
     assert (sbom_out / "sbom.json").read_bytes() == (work / "sbom.json").read_bytes()
 
+    # Copy the image with its referrers (-r) to another repository: the graph arrives whole.
+    c.run("oras", "cp", "-r", "--from-plain-http", "--to-plain-http", f"{host}/{repo}:img", f"{host}/{repo}-copy:img")
+    assert manifest_bytes(c.server, f"{repo}-copy", "img") == image.manifest
+    assert [d["digest"] for d in referrers(c.server, f"{repo}-copy", image.digest)] == [attached["digest"]]
+    assert manifest_bytes(c.server, f"{repo}-copy", attached["digest"]) == \
+        manifest_bytes(c.server, repo, attached["digest"])
+    assert tags(c.server, f"{repo}-copy") == ["img"]
+
 
 # -- crane ------------------------------------------------------------------------------------------
 
@@ -562,6 +578,41 @@ def test_cosign_sign_verify(clients: Clients, repo: str, mode: str) -> None:
     assert bad.returncode != 0, c.describe(bad)
     assert "no matching" in bad.stderr or (mode == "legacy-referrer" and "no signatures found" in bad.stderr), \
         c.describe(bad)
+
+
+@needs("cosign", "skopeo")
+def test_cosign_attest_tree_copy(clients: Clients, repo: str) -> None:
+    """An in-toto attestation next to a signature (.att/.sig tags), `cosign tree`, and `cosign copy`."""
+    c, host = clients, clients.server.host
+    env = {"COSIGN_PASSWORD": ""}
+    image = make_image("cosign-attest")
+    push_image(c, image, f"{host}/{repo}:v1")
+    c.run("cosign", "generate-key-pair", env=env)
+    c.path("trusted_root.json").write_text(json.dumps(EMPTY_TRUSTED_ROOT))
+    c.path("predicate.json").write_text('{"builder": "ncr-trio tests"}')
+    ref = f"{host}/{repo}@{image.digest}"
+    offline = ["--key", "cosign.key", "--tlog-upload=false", "--yes", *COSIGN_REGISTRY]
+    c.run("cosign", "sign", *offline, ref, env=env)
+    c.run("cosign", "attest", *offline, "--type", "custom", "--predicate", "predicate.json", ref, env=env)
+    prefix = f"sha256-{image.digest.split(':')[1]}"
+    assert tags(c.server, repo) == [f"{prefix}.att", f"{prefix}.sig", "v1"]
+
+    verify = ["--key", "cosign.pub", "--insecure-ignore-tlog=true", "--trusted-root", "trusted_root.json",
+              *COSIGN_REGISTRY]
+    statements = c.run("cosign", "verify-attestation", *verify, "--type", "custom", ref).stdout.splitlines()
+    (envelope,) = [json.loads(line) for line in statements if line.strip()]
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    assert statement["subject"][0]["digest"]["sha256"] == image.digest.split(":")[1]
+    assert statement["predicate"]["Data"] == '{"builder": "ncr-trio tests"}'
+
+    tree = c.run("cosign", "tree", *COSIGN_REGISTRY, ref).stdout
+    assert f"{prefix}.sig" in tree and f"{prefix}.att" in tree
+
+    c.run("cosign", "copy", *COSIGN_REGISTRY, ref, f"{host}/{repo}-copy:v1")
+    assert manifest_bytes(c.server, f"{repo}-copy", "v1") == image.manifest
+    assert {f"{prefix}.att", f"{prefix}.sig", "v1"} <= set(tags(c.server, f"{repo}-copy"))
+    c.run("cosign", "verify", *verify, f"{host}/{repo}-copy@{image.digest}")
+    c.run("cosign", "verify-attestation", *verify, "--type", "custom", f"{host}/{repo}-copy@{image.digest}")
 
 
 # -- docker CLI -------------------------------------------------------------------------------------
