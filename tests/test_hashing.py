@@ -126,6 +126,7 @@ def test_attributes_match_hashlib() -> None:
         assert (ours.name, ours.digest_size, ours.block_size) == (
             theirs.name, theirs.digest_size, theirs.block_size)
     assert hashing.sha256().name == "sha256"
+    assert repr(hashing.sha512()).startswith("<sha512 ncr_trio._native.Sha512 object @ 0x")
     assert hashing.sha512().name == "sha512"
     assert hashing.sha256(b"abc").digest() == reference("sha256", b"abc")
     assert hashing.sha512(b"abc").digest() == reference("sha512", b"abc")

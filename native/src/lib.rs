@@ -123,8 +123,13 @@ macro_rules! hasher_class {
                 <$variant>::BLOCK_SIZE
             }
 
-            fn __repr__(&self) -> String {
-                format!("<{} hasher at {:p}>", <$variant>::NAME, self)
+            fn __repr__(slf: &Bound<'_, Self>) -> String {
+                format!(
+                    "<{} ncr_trio._native.{} object @ {:p}>",
+                    <$variant>::NAME,
+                    stringify!($class),
+                    slf.as_ptr()
+                )
             }
         }
     };
