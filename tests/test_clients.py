@@ -203,7 +203,12 @@ def podman_runroot() -> Iterator[Path]:
 
 
 def podman(c: Clients, runroot: Path) -> list[str]:
-    """podman as root without systemd: private vfs storage, cgroupfs, file events, private tmpdir."""
+    """podman as root, in a container without systemd, touching nothing outside the test.
+
+    vfs storage (no overlay mounts needed) under the test's directory, a short runroot (see above)
+    and a private tmpdir. cgroupfs and file events (also set in the private containers.conf) are
+    not needed to pull or push, but keep podman from looking for systemd or journald at all.
+    """
     return ["podman", "--storage-driver", "vfs", "--root", str(c.path("storage")),
             "--runroot", str(runroot), "--tmpdir", str(c.path("podman-tmp")),
             "--cgroup-manager", "cgroupfs", "--events-backend", "file"]

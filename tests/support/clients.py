@@ -93,17 +93,24 @@ class Clients:
         registries.write_text('unqualified-search-registries = []\nshort-name-mode = "disabled"\n')
         policy = home / ".config/containers/policy.json"
         policy.write_text('{"default": [{"type": "insecureAcceptAnything"}]}\n')
+        # podman as root would otherwise read /etc/containers/{storage,containers}.conf.
+        storage_conf = home / ".config/containers/storage.conf"
+        storage_conf.write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{self.root / "storage"}"\n'
+                                f'runroot = "{self.root / "runroot"}"\n')
+        containers_conf = home / ".config/containers/containers.conf"
+        containers_conf.write_text('[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n')
         keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TERM", "USER", "LOGNAME")}
         self.env = {
             **keep,
             **{k: str(v) for k, v in dirs.items()},
             "REGISTRY_AUTH_FILE": str(auth),
             "CONTAINERS_REGISTRIES_CONF": str(registries),
+            "CONTAINERS_STORAGE_CONF": str(storage_conf),
+            "CONTAINERS_CONF": str(containers_conf),
             "NO_PROXY": "*",
             "no_proxy": "*",
             **self.env,
         }
-        self.policy = policy
 
     def path(self, name: str) -> Path:
         return self.root / name
