@@ -25,7 +25,7 @@ from typing import Any
 
 from benchmarks import figures as figs
 from benchmarks.blobs import MiB, make_blob, small_image
-from benchmarks.report import RESULTS, results_json, table, write_json
+from benchmarks.report import RESULTS, cpu_table, noise_note, results_json, table, write_json
 from benchmarks.runner import Entrant, run_rounds
 from benchmarks.servers import DISTRIBUTION_BINARIES, NCR_TRIO, ServerKind, parse_kind
 
@@ -176,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(who, metrics, outcome))
     print()
+    print(cpu_table(who, [f.name for f in chosen], outcome))
+    print()
+    note = noise_note(outcome, os.cpu_count() or 1)
+    if note:
+        print(note)
     for e in who:
         print(f"{e.label}: {next(s['version'] for s in meta['servers'] if s['label'] == e.label)}")
     print(f"{a.rounds} round(s), {meta['elapsed_seconds']:.0f}s; results: {a.output}")

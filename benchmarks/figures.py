@@ -71,7 +71,7 @@ def _transfer_sample(key: str, t: Transfer) -> Sample:
     return Sample(
         {key: t.mb_per_s},
         {"bytes": t.size, "seconds": t.seconds, "requests": t.requests,
-         "client_cpu_seconds": t.client_cpu_seconds, "client_max_rss_kib": t.client_max_rss_kib},
+         "client_cpu_seconds": t.client_cpu_seconds},
     )
 
 

@@ -31,13 +31,20 @@ def stats(values: list[float | None]) -> Stats | None:
     return Stats(statistics.median(ok), min(ok), max(ok), len(ok), len(values) - len(ok))
 
 
+def ratio(a: Stats | None, b: Stats | None) -> float | None:
+    """Median over median; for a rate above 1 means `a` is faster, for a latency it means `a` is slower."""
+    if a is None or b is None or b.median == 0:
+        return None
+    return a.median / b.median
+
+
 def ratio_pairs(entrants: list[Entrant]) -> list[tuple[str, str]]:
     """(subject, reference) for each ratio column: the first server against each other one,
     the first Distribution 2.8.2 (the target) leading."""
     if len(entrants) < 2:
         return []
     subject = entrants[0].label
-    others = [e for e in entrants[1:]]
+    others = list(entrants[1:])
     others.sort(key=lambda e: e.kind.name != RATIO_TARGET)  # stable: target first, others as given
     return [(subject, e.label) for e in others]
 
@@ -64,16 +71,45 @@ def table(entrants: list[Entrant], metrics: list[Metric], outcome: Outcome) -> s
     rows = [header]
     for m in metrics:
         per = {e.label: stats(outcome.values.get(e.label, {}).get(m.key, [])) for e in entrants}
-        ratios = []
-        for a, b in pairs:
-            sa, sb = per[a], per[b]
-            ratios.append(f"{sa.median / sb.median:.2f}" if sa and sb and sb.median else "-")
+        ratios = [f"{r:.2f}" if (r := ratio(per[a], per[b])) is not None else "-" for a, b in pairs]
         rows.append([m.label, *(_cell(per[e.label]) for e in entrants), *ratios,
                      "higher" if m.higher_is_better else "lower"])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return _grid(rows)
+
+
+def _grid(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def cpu_table(entrants: list[Entrant], figure_names: list[str], outcome: Outcome) -> str:
+    """Cores busy during each figure (median over rounds): the server, then the load client (curl or wrk).
+
+    A server near the machine's core count is CPU-bound; a client far below it is not the bottleneck."""
+    rows = [["cores used: server + client", *(e.label for e in entrants)]]
+    for name in figure_names:
+        row = [name]
+        for e in entrants:
+            ds = [d for d in outcome.details if d["server"] == e.label and d["figure"] == name and d["wall_seconds"]]
+            if not ds:
+                row.append("-")
+                continue
+            server = statistics.median(d["server_cpu_seconds"] / d["wall_seconds"] for d in ds)
+            client = statistics.median(d["client_cpu_seconds"] / d["wall_seconds"] for d in ds)
+            row.append(f"{server:.2f} + {client:.2f}")
+        rows.append(row)
+    return _grid(rows)
+
+
+def noise_note(outcome: Outcome, cpus: int) -> str | None:
+    """Say so when other work kept the machine busy while we measured (the machine may be shared)."""
+    loads = [d["other_cpu_seconds"] / d["wall_seconds"] for d in outcome.details if d["wall_seconds"] > 0.5]
+    if not loads or max(loads) < 0.25:
+        return None
+    return (f"note: other work kept this {cpus}-core machine busy while measuring: {statistics.median(loads):.2f} "
+            f"cores in the median measurement, up to {max(loads):.2f}; expect noisier figures")
 
 
 def results_json(meta: dict[str, Any], entrants: list[Entrant], metrics: list[Metric], outcome: Outcome) -> dict[str, Any]:
@@ -86,8 +122,7 @@ def results_json(meta: dict[str, Any], entrants: list[Entrant], metrics: list[Me
             "better": "higher" if m.higher_is_better else "lower",
             "samples": per,
             "stats": {label: (s.__dict__ if s else None) for label, s in st.items()},
-            "ratios": {f"{a} / {b}": (st[a].median / st[b].median if st[a] and st[b] and st[b].median else None)
-                       for a, b in ratio_pairs(entrants)},
+            "ratios": {f"{a} / {b}": ratio(st[a], st[b]) for a, b in ratio_pairs(entrants)},
         })
     return {"schema": 1, **meta, "figures": figures, "details": outcome.details, "errors": outcome.errors}
 

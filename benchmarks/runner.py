@@ -36,6 +36,13 @@ class Outcome:
         self.values.setdefault(label, {}).setdefault(key, []).append(value)
 
 
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine has spent busy (all cores, from /proc/stat), in seconds."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def settle() -> None:
     """Flush dirty pages so that write-back of the last figure's data does not land in the next one."""
     os.sync()
@@ -90,7 +97,7 @@ def _measure_one(out: Outcome, rnd: int, label: str, server: Running, state: Ser
                  data: Data, keys: list[str], fail: Callable[[int, str, str, str], None],
                  say: Callable[[str], None]) -> None:
     settle()
-    cpu0, t0 = tree_cpu_seconds(server.pid), time.monotonic()
+    cpu0, busy0, t0 = tree_cpu_seconds(server.pid), machine_busy_seconds(), time.monotonic()
     try:
         sample = figure.measure(state, data)
     except Exception as exc:  # noqa: BLE001 - a failing server must not stop the comparison
@@ -102,8 +109,11 @@ def _measure_one(out: Outcome, rnd: int, label: str, server: Running, state: Ser
         return
     wall = time.monotonic() - t0
     server_cpu = tree_cpu_seconds(server.pid) - cpu0
+    # what else kept the machine busy meanwhile: this harness (little), other servers (idle), other people's work
+    other_cpu = machine_busy_seconds() - busy0 - server_cpu - float(sample.details.get("client_cpu_seconds", 0.0))
     for key in keys:
         out.record(label, key, sample.values.get(key))
     out.details.append({"round": rnd, "server": label, "figure": figure.name, **sample.details,
-                        "server_cpu_seconds": round(server_cpu, 3), "wall_seconds": round(wall, 3)})
+                        "server_cpu_seconds": round(server_cpu, 3), "other_cpu_seconds": round(max(other_cpu, 0.0), 3),
+                        "wall_seconds": round(wall, 3)})
     say(f"  {label:<24} {figure.name:<14} " + "  ".join(f"{k}={v:.1f}" for k, v in sample.values.items()))

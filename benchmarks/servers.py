@@ -36,6 +36,16 @@ class Running(Protocol):
     def log_tail(self, lines: int = 20) -> str: ...
 
 
+def _git_describe() -> str:
+    """The commit the server code comes from, and whether its files differ from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "?"
+    dirty = git("status", "--porcelain", "--", "ncr_trio", "native", "pyproject.toml")
+    return f"git {commit}" + (", with uncommitted changes" if dirty else "")
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU time used so far by a process and its descendants (live ones, and reaped ones via cutime)."""
     parent: dict[int, int] = {}
@@ -166,8 +176,7 @@ class ServerKind:
         if self.distribution_version is None:
             out = subprocess.run([sys.executable, "-c", "import ncr_trio; print(getattr(ncr_trio, '__version__', '?'))"],
                                  capture_output=True, text=True, timeout=30)
-            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
-            return f"ncr-trio {out.stdout.strip() or '?'} (git {commit.stdout.strip() or '?'}, tree may be dirty)"
+            return f"ncr-trio {out.stdout.strip() or '?'} ({_git_describe()})"
         out = subprocess.run([self.executable(), "--version"], capture_output=True, text=True, timeout=30)
         return (out.stdout or out.stderr).strip()
 
