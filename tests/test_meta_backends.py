@@ -1,0 +1,611 @@
+"""One test suite for the metadata store, run on SQLite and on a real PostgreSQL server.
+
+Everything goes through the public API (`connect`, `migrate`, `MetaStore`, and `Database.read`
+to look at the event outbox). PostgreSQL tests get a fresh database each from one session server
+(tests/support/postgres.py).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from ncr_trio.meta import Database, ManifestRecord, MetaStore, Reference, connect, migrate
+from tests.support.postgres import PostgresServer, postgres_server as _postgres_server
+from tests.support.server import Server
+
+BACKENDS = [pytest.param("sqlite", id="sqlite"),
+            pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres)]
+
+_db_names = itertools.count()
+
+
+# -- fixtures ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with _postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """URL of the session server's `postgres` database (superuser, trust auth)."""
+    return postgres_server.url()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A `database_url` for `connect()`: SQLite in tmp_path, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:{tmp_path / 'meta.sqlite3'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    with server.database(f"ncr_test_{next(_db_names)}") as url:
+        yield url
+
+
+def _open(database_url: str, tmp_path: Path) -> Database:
+    return connect(database_url, tmp_path / "unused.sqlite3")
+
+
+@pytest.fixture
+def store(database_url: str, tmp_path: Path) -> Iterator[MetaStore]:
+    db = _open(database_url, tmp_path)
+    migrate(db)
+    try:
+        yield MetaStore(db)
+    finally:
+        db.close()
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def blob(store: MetaStore, repository: str, data: bytes, upload_id: str | None = None) -> str:
+    d = digest_of(data)
+    store.commit_blob_sync(repository, d, len(data), upload_id)
+    return d
+
+
+def manifest(*layers: str, config: str | None = None, subject: str | None = None,
+             artifact_type: str | None = None, annotations: dict[str, str] | None = None,
+             ) -> tuple[ManifestRecord, list[Reference]]:
+    """An image manifest record over blob digests, and the references a manifest PUT passes."""
+    config = config or layers[0]
+    body: dict[str, object] = {
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 1},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": 1} for d in layers],
+    }
+    if subject:
+        body["subject"] = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject, "size": 1}
+    if artifact_type:
+        body["artifactType"] = artifact_type
+    if annotations:
+        body["annotations"] = annotations
+    content = json.dumps(body, sort_keys=True).encode()
+    record = ManifestRecord(digest=digest_of(content), media_type=str(body["mediaType"]), size=len(content),
+                            content=content, artifact_type=artifact_type, subject=subject,
+                            annotations=json.dumps(annotations) if annotations else None)
+    refs = [Reference(config, "blob"), *(Reference(d, "blob") for d in layers)]
+    return record, refs
+
+
+def index(*children: str) -> tuple[ManifestRecord, list[Reference]]:
+    body = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": c, "size": 1}
+                          for c in children]}
+    content = json.dumps(body).encode()
+    record = ManifestRecord(digest=digest_of(content), media_type=str(body["mediaType"]), size=len(content),
+                            content=content)
+    return record, [Reference(c, "manifest") for c in children]
+
+
+async def events(store: MetaStore) -> list[tuple[str, str, str | None, str | None]]:
+    rows = await store.db.read(lambda tx: tx.all("SELECT kind, repository, digest, tag FROM events ORDER BY id"))
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+async def repo_id_of(store: MetaStore, digest: str) -> int:
+    """The repository id GC works with, from `stale_links` (the link must be unreferenced)."""
+    ids = [rid for rid, d in await store.stale_links(time.time() + 60) if d == digest]
+    assert len(ids) == 1, ids
+    return ids[0]
+
+
+# -- schema -----------------------------------------------------------------------------------------
+def test_migrate_is_idempotent(database_url: str, tmp_path: Path) -> None:
+    db = _open(database_url, tmp_path)
+    try:
+        version = migrate(db)
+        assert version >= 1
+        assert migrate(db) == version
+        MetaStore(db).commit_blob_sync("a", digest_of(b"x"), 1, None)
+    finally:
+        db.close()
+    db = _open(database_url, tmp_path)  # a restart: a new connection finds the schema in place
+    try:
+        assert migrate(db) == version
+        assert MetaStore(db).blob_known_sync(digest_of(b"x"))
+    finally:
+        db.close()
+
+
+def test_migrate_from_several_nodes_at_once(database_url: str, tmp_path: Path) -> None:
+    dbs = [_open(database_url, tmp_path) for _ in range(4)]
+    results: list[int] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(dbs))
+
+    def run(db: Database) -> None:
+        try:
+            barrier.wait()
+            results.append(migrate(db))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(db,)) for db in dbs]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for db in dbs:
+            db.close()
+    assert not errors, errors
+    assert len(set(results)) == 1 and results[0] >= 1
+
+
+async def test_sql_literals_and_bytes(store: MetaStore) -> None:
+    """One SQL text for both engines: a literal `%` and `?` placeholders, bytes in and out."""
+    row = await store.db.read(lambda tx: tx.one("SELECT '100%', ?, ?", ("a%s?b", b"\x00\xff")))
+    assert row is not None and row[:2] == ("100%", "a%s?b") and bytes(row[2]) == b"\x00\xff"
+
+
+async def test_failed_write_leaves_store_usable(store: MetaStore) -> None:
+    await store.create_upload("dup", "app", b"s")
+    for _ in range(3):
+        with pytest.raises(Exception, match="(?i)unique"):
+            await store.create_upload("dup", "app", b"s")  # an upload id is never reused
+    gc.collect()  # a connection dropped without close() would warn (an error here) now
+    assert await store.upload_ids() == {"dup"}
+    assert await store.advance_upload("dup", 0, 1, b"t")
+
+
+# -- repositories and blobs -------------------------------------------------------------------------
+async def test_list_repositories_paginates(store: MetaStore) -> None:
+    names = ["alpha", "beta/one", "beta/two", "gamma", "zeta"]
+    for name in reversed(names):
+        blob(store, name, name.encode())
+    assert await store.list_repositories(None, None) == names
+    assert await store.list_repositories(2, None) == names[:2]
+    assert await store.list_repositories(2, "beta/one") == names[2:4]
+    assert await store.list_repositories(10, "gamma") == ["zeta"]
+    assert await store.list_repositories(10, "zeta") == []
+    assert await store.list_repositories(0, None) == []
+    assert await store.repository_exists("gamma")
+    assert not await store.repository_exists("gam")
+
+
+async def test_blob_commit_link_and_size(store: MetaStore) -> None:
+    await store.create_upload("up-1", "app", b"state")
+    d = blob(store, "app", b"hello", upload_id="up-1")
+    assert await store.blob_size("app", d) == 5
+    assert await store.get_upload("app", "up-1") is None  # committing ends the upload
+    assert await store.blob_size("other", d) is None  # links are per repository
+    assert await store.blob_size("app", digest_of(b"nope")) is None
+    blob(store, "app", b"hello")  # committing again is harmless
+    assert await store.blob_size("app", d) == 5
+    assert store.blob_known_sync(d)
+    assert not store.blob_known_sync(digest_of(b"nope"))
+
+
+async def test_mount(store: MetaStore) -> None:
+    d = blob(store, "src", b"layer")
+    assert await store.mount_blob("dst", d, "src") == 5
+    assert await store.blob_size("dst", d) == 5
+    assert await store.mount_blob("dst", d, "src") == 5  # again: idempotent
+    # Absent source (unknown repository, or a blob it does not hold): nothing linked, nothing created.
+    assert await store.mount_blob("other", d, "nowhere") is None
+    assert await store.mount_blob("other", digest_of(b"missing"), "src") is None
+    assert not await store.repository_exists("other")
+    assert await store.blob_size("other", d) is None
+
+
+async def test_unlink(store: MetaStore) -> None:
+    config, layer, spare = (blob(store, "app", x) for x in (b"config", b"layer", b"spare"))
+    record, refs = manifest(layer, config=config)
+    assert (await store.put_manifest("app", record, refs, "v1")).created
+    assert await store.unlink_blob("app", layer) == "referenced"
+    assert await store.blob_size("app", layer) == len(b"layer")
+    assert await store.unlink_blob("nowhere", layer) == "unknown"
+    assert await store.unlink_blob("app", digest_of(b"never")) == "unknown"
+    assert await store.unlink_blob("app", spare) == "deleted"
+    assert await store.blob_size("app", spare) is None
+    assert await store.unlink_blob("app", spare) == "unknown"
+    assert store.blob_known_sync(spare)  # the blob row stays for GC
+    assert await store.delete_manifest("app", record.digest)
+    assert await store.unlink_blob("app", layer) == "deleted"
+
+
+# -- uploads ----------------------------------------------------------------------------------------
+async def test_upload_lifecycle(store: MetaStore) -> None:
+    before = time.time()
+    await store.create_upload("u1", "app", b"\x00state-0\xff")
+    up = await store.get_upload("app", "u1")
+    assert up is not None
+    assert (up.id, up.repository, up.size, up.hash_state) == ("u1", "app", 0, b"\x00state-0\xff")
+    assert type(up.hash_state) is bytes
+    assert before <= up.created_at == up.updated_at <= time.time()
+    assert await store.get_upload("other", "u1") is None
+    assert await store.get_upload("app", "u2") is None
+
+    assert await store.advance_upload("u1", 0, 100, b"state-100")
+    assert not await store.advance_upload("u1", 0, 50, b"stale")  # compare-and-set: someone moved it
+    assert not await store.advance_upload("nope", 0, 50, b"x")
+    up = await store.get_upload("app", "u1")
+    assert up is not None and (up.size, up.hash_state) == (100, b"state-100")
+    assert up.updated_at >= up.created_at
+    big = 5 * 1024**3  # past 32 bits
+    assert await store.advance_upload("u1", 100, big, b"state-big")
+    up = await store.get_upload("app", "u1")
+    assert up is not None and up.size == big
+
+    await store.create_upload("u2", "app", b"s")
+    assert await store.upload_ids() == {"u1", "u2"}
+    assert set(await store.expired_uploads(time.time() + 1)) == {"u1", "u2"}
+    assert await store.expired_uploads(before - 1) == []
+    assert await store.delete_upload("u1")
+    assert not await store.delete_upload("u1")
+    assert await store.upload_ids() == {"u2"}
+
+
+# -- manifests and tags -----------------------------------------------------------------------------
+async def test_put_manifest_with_missing_references_stores_nothing(store: MetaStore) -> None:
+    config = blob(store, "app", b"config")
+    layer1, layer2 = digest_of(b"l1"), digest_of(b"l2")
+    record, refs = manifest(layer1, layer2, config=config)
+    result = await store.put_manifest("app", record, refs, "v1")
+    assert not result.created
+    assert result.missing == (layer1, layer2)
+    assert await store.get_manifest("app", record.digest) is None
+    assert await store.get_tagged_manifest("app", "v1") is None
+    assert await store.list_tags("app", None, None) == []
+    assert await events(store) == []
+    # A child manifest that is not there is missing too.
+    idx, idx_refs = index(record.digest)
+    assert (await store.put_manifest("app", idx, idx_refs, None)).missing == (record.digest,)
+
+
+async def test_put_manifest_with_all_references(store: MetaStore) -> None:
+    config, layer = blob(store, "app", b"config"), blob(store, "app", b"layer")
+    record, refs = manifest(layer, layer, config=config)  # a duplicate reference is recorded once
+    result = await store.put_manifest("app", record, refs, "v1")
+    assert result.created and result.missing == ()
+    got = await store.get_manifest("app", record.digest)
+    assert got == record
+    assert type(got.content) is bytes
+    assert await store.get_tagged_manifest("app", "v1") == record
+    assert await store.list_tags("app", None, None) == ["v1"]
+    assert await events(store) == [("artifact.pushed", "app", record.digest, "v1"),
+                                   ("tag.created", "app", record.digest, "v1")]
+    # The references are recorded: both blobs are held by the manifest.
+    assert await store.unlink_blob("app", config) == "referenced"
+    assert await store.unlink_blob("app", layer) == "referenced"
+    assert await store.stale_links(time.time() + 60) == []
+
+    # The same manifest again (same tag): nothing new, no events.
+    again = await store.put_manifest("app", record, refs, "v1")
+    assert not again.created and again.missing == ()
+    assert len(await events(store)) == 2
+    # The same manifest with another tag: tag event only.
+    assert not (await store.put_manifest("app", record, refs, "latest")).created
+    assert await store.list_tags("app", None, None) == ["latest", "v1"]
+    assert (await events(store))[2:] == [("tag.created", "app", record.digest, "latest")]
+
+
+async def test_tag_moves_and_delete_tag(store: MetaStore) -> None:
+    config = blob(store, "app", b"config")
+    a, a_refs = manifest(blob(store, "app", b"a"), config=config)
+    b, b_refs = manifest(blob(store, "app", b"b"), config=config)
+    await store.put_manifest("app", a, a_refs, "latest")
+    assert (await store.put_manifest("app", b, b_refs, "latest")).created
+    assert await store.get_tagged_manifest("app", "latest") == b
+    assert await store.get_manifest("app", a.digest) == a  # the old one stays, untagged
+    assert (await events(store))[-1] == ("tag.created", "app", b.digest, "latest")
+    assert await store.get_tagged_manifest("app", "nope") is None
+    assert await store.get_tagged_manifest("other", "latest") is None
+    assert await store.get_manifest("other", b.digest) is None
+
+    assert await store.delete_tag("app", "latest")
+    assert not await store.delete_tag("app", "latest")
+    assert not await store.delete_tag("nowhere", "latest")
+    assert await store.get_tagged_manifest("app", "latest") is None
+    assert await store.get_manifest("app", b.digest) == b
+    assert (await events(store))[-1] == ("tag.deleted", "app", b.digest, "latest")
+
+
+async def test_delete_manifest(store: MetaStore) -> None:
+    config, layer = blob(store, "app", b"config"), blob(store, "app", b"layer")
+    record, refs = manifest(layer, config=config)
+    await store.put_manifest("app", record, refs, "v1")
+    await store.put_manifest("app", record, refs, "v2")
+    n = len(await events(store))
+    assert await store.delete_manifest("app", record.digest)
+    assert await store.get_manifest("app", record.digest) is None
+    assert await store.get_tagged_manifest("app", "v1") is None
+    assert await store.list_tags("app", None, None) == []
+    assert sorted((await events(store))[n:]) == [("artifact.deleted", "app", record.digest, None),
+                                                  ("tag.deleted", "app", record.digest, "v1"),
+                                                  ("tag.deleted", "app", record.digest, "v2")]
+    assert (await events(store))[-1][0] == "artifact.deleted"
+    assert not await store.delete_manifest("app", record.digest)
+    assert not await store.delete_manifest("nowhere", record.digest)
+    # Its references are gone with it; the links stay until GC or an explicit unlink.
+    assert sorted(d for _, d in await store.stale_links(time.time() + 60)) == sorted([config, layer])
+    # Pushed again after deletion: created anew.
+    assert (await store.put_manifest("app", record, refs, None)).created
+
+
+async def test_list_tags_paginates(store: MetaStore) -> None:
+    config = blob(store, "app", b"config")
+    record, refs = manifest(config)
+    tags = sorted(["1.0", "1.1", "2.0", "Latest", "latest", "v1", "v1.0-rc_1"])
+    for t in reversed(tags):
+        await store.put_manifest("app", record, refs, t)
+    assert await store.list_tags("app", None, None) == tags
+    assert await store.list_tags("app", 3, None) == tags[:3]
+    assert await store.list_tags("app", 3, tags[2]) == tags[3:6]
+    assert await store.list_tags("app", 3, tags[-1]) == []
+    assert await store.list_tags("app", None, "1.1") == tags[2:]
+    assert await store.list_tags("nowhere", None, None) is None
+    blob(store, "empty", b"x")
+    assert await store.list_tags("empty", 10, None) == []
+
+
+async def test_referrers(store: MetaStore) -> None:
+    config = blob(store, "app", b"config")
+    subject, subject_refs = manifest(config)
+    await store.put_manifest("app", subject, subject_refs, "v1")
+    sig, sig_refs = manifest(blob(store, "app", b"sig"), config=config, subject=subject.digest,
+                             artifact_type="application/vnd.example.sig", annotations={"k": "v"})
+    sbom, sbom_refs = manifest(blob(store, "app", b"sbom"), config=config, subject=subject.digest,
+                               artifact_type="application/vnd.example.sbom")
+    other, other_refs = manifest(blob(store, "app", b"other"), config=config, subject=digest_of(b"else"))
+    for rec, refs in ((sig, sig_refs), (sbom, sbom_refs), (other, other_refs)):
+        assert (await store.put_manifest("app", rec, refs, None)).created
+    found = await store.referrers("app", subject.digest)
+    assert found == [sig, sbom]  # in push order
+    assert found[0].annotations == json.dumps({"k": "v"})
+    assert found[1].artifact_type == "application/vnd.example.sbom"
+    assert await store.referrers("other", subject.digest) == []
+    assert await store.referrers("app", digest_of(b"none")) == []
+
+
+# -- garbage collection -----------------------------------------------------------------------------
+async def test_untagged_manifests(store: MetaStore) -> None:
+    config = blob(store, "app", b"config")
+    tagged, r1 = manifest(blob(store, "app", b"t"), config=config)
+    loose, r2 = manifest(blob(store, "app", b"l"), config=config)
+    child, r3 = manifest(blob(store, "app", b"c"), config=config)
+    referrer, r4 = manifest(blob(store, "app", b"r"), config=config, subject=tagged.digest)
+    orphan, r5 = manifest(blob(store, "app", b"o"), config=config, subject=digest_of(b"gone"))
+    await store.put_manifest("app", tagged, r1, "v1")
+    for rec, refs in ((loose, r2), (child, r3), (referrer, r4), (orphan, r5)):
+        await store.put_manifest("app", rec, refs, None)
+    idx, idx_refs = index(child.digest)
+    await store.put_manifest("app", idx, idx_refs, "multi")
+
+    before = time.time() - 60
+    assert await store.untagged_manifests(before) == []  # the grace period protects everything
+    untagged = await store.untagged_manifests(time.time() + 60)
+    assert sorted(untagged) == sorted([("app", loose.digest), ("app", orphan.digest)])
+
+    # GC deletes one: the index is removed with its tag, and its child becomes collectable.
+    assert await store.delete_tag("app", "multi")
+    untagged = await store.untagged_manifests(time.time() + 60)
+    assert ("app", idx.digest) in untagged and ("app", child.digest) not in untagged
+    assert await store.delete_manifest("app", idx.digest)
+    assert ("app", child.digest) in await store.untagged_manifests(time.time() + 60)
+
+
+async def test_stale_links_and_drop_link(store: MetaStore) -> None:
+    config, used, loose = (blob(store, "app", x) for x in (b"config", b"used", b"loose"))
+    used_repo = await repo_id_of(store, used)
+    record, refs = manifest(used, config=config)
+    await store.put_manifest("app", record, refs, "v1")
+    assert await store.stale_links(time.time() - 60) == []  # grace period
+    stale = await store.stale_links(time.time() + 60)
+    assert stale == [(used_repo, loose)]
+    repo_id, _ = stale[0]
+
+    assert not await store.drop_link(repo_id, loose, time.time() - 60)  # linked after the cutoff
+    assert not await store.drop_link(used_repo, used, time.time() + 60)  # referenced
+    assert not await store.drop_link(repo_id, digest_of(b"nothing"), time.time() + 60)
+    assert await store.drop_link(repo_id, loose, time.time() + 60)
+    assert await store.blob_size("app", loose) is None
+    assert not await store.drop_link(repo_id, loose, time.time() + 60)
+    assert await store.blob_size("app", used) == len(b"used")
+
+
+async def test_unreferenced_blobs_and_drop_blob(store: MetaStore) -> None:
+    linked, loose = blob(store, "app", b"linked"), blob(store, "app", b"loose")
+    repo_id = await repo_id_of(store, linked)
+    assert await store.unlink_blob("app", loose) == "deleted"
+    assert await store.unreferenced_blobs(time.time() - 60) == []  # grace period
+    # (digest, size, repositories still linking it), in digest order.
+    assert await store.unreferenced_blobs(time.time() + 60) == sorted(
+        [(loose, len(b"loose"), frozenset()), (linked, len(b"linked"), frozenset({repo_id}))])
+    assert not store.drop_blob_sync(loose, time.time() - 60)  # created after the cutoff
+    assert not store.drop_blob_sync(linked, time.time() + 60)  # a repository links it
+    assert not store.drop_blob_sync(digest_of(b"nothing"), time.time() + 60)
+    assert store.drop_blob_sync(loose, time.time() + 60)
+    assert not store.blob_known_sync(loose)
+    assert not store.drop_blob_sync(loose, time.time() + 60)
+
+    # A blob a manifest references in one repository survives its link being dropped in another.
+    record, refs = manifest(linked)
+    await store.put_manifest("app", record, refs, None)
+    await store.mount_blob("copy", linked, "app")
+    assert await store.unlink_blob("copy", linked) == "deleted"
+    assert await store.unreferenced_blobs(time.time() + 60) == []  # referenced
+    assert not store.drop_blob_sync(linked, time.time() + 60)
+    await store.record_gc(time.time(), False, 1, 0, 0, len(b"loose"))
+    await store.record_gc(time.time(), True, 0, 0, 0, 0)
+
+
+# -- concurrency ------------------------------------------------------------------------------------
+ROUNDS = 150
+
+
+async def _race(store: MetaStore, gc_side: str, rounds: int = ROUNDS) -> dict[str, int]:
+    """Race a manifest PUT referencing a fresh blob against GC (or a DELETE) removing its link."""
+    outcomes = {"manifest": 0, "gc": 0}
+    for i in range(rounds):
+        config, layer = blob(store, "race", b"config"), blob(store, "race", f"layer-{i}".encode())
+        repo_id = await repo_id_of(store, layer)
+        record, refs = manifest(layer, config=config)
+        cutoff = time.time() + 60  # everything is old enough for this GC
+        results: dict[str, object] = {}
+
+        async def put() -> None:
+            results["put"] = await store.put_manifest("race", record, refs, None)
+
+        async def collect() -> None:
+            if gc_side == "drop_link":
+                results["gc"] = await store.drop_link(repo_id, layer, cutoff)
+            else:
+                results["gc"] = await store.unlink_blob("race", layer) == "deleted"
+
+        async with trio.open_nursery() as nursery:
+            if i % 2:
+                nursery.start_soon(put)
+                nursery.start_soon(collect)
+            else:
+                nursery.start_soon(collect)
+                nursery.start_soon(put)
+
+        put_result = results["put"]
+        stored = await store.get_manifest("race", record.digest)
+        link = await store.blob_size("race", layer)
+        if stored is not None:
+            # The invariant: a stored manifest's blobs are still linked in its repository.
+            assert link is not None, f"round {i}: manifest stored but its layer link was removed"
+            assert results["gc"] is False
+            outcomes["manifest"] += 1
+        else:
+            assert put_result.missing == (layer,)  # type: ignore[attr-defined]
+            assert results["gc"] is True and link is None
+            outcomes["gc"] += 1
+        if stored is not None:
+            assert await store.delete_manifest("race", record.digest)
+    return outcomes
+
+
+@pytest.mark.parametrize("gc_side", ["drop_link", "unlink_blob"])
+async def test_put_manifest_races_link_removal(store: MetaStore, gc_side: str) -> None:
+    outcomes = await _race(store, gc_side)
+    assert sum(outcomes.values()) == ROUNDS
+
+
+@pytest.mark.postgres
+async def test_postgresql_ignores_a_stricter_default_isolation(postgres_server: PostgresServer,
+                                                                tmp_path: Path) -> None:
+    """The store relies on READ COMMITTED (each statement sees what committed before it)."""
+    name = f"ncr_test_{next(_db_names)}"
+    with postgres_server.database(name) as url:
+        postgres_server.execute(f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'")
+        test_migrate_from_several_nodes_at_once(url, tmp_path)
+        db = _open(url, tmp_path)
+        try:
+            migrate(db)
+            store = MetaStore(db)
+            for gc_side in ("drop_link", "unlink_blob"):
+                await _race(store, gc_side, rounds=40)
+        finally:
+            db.close()
+
+
+# -- end to end -------------------------------------------------------------------------------------
+@pytest.mark.postgres
+def test_server_on_postgresql(postgres_server: PostgresServer, tmp_path: Path) -> None:
+    with postgres_server.database(f"ncr_e2e_{next(_db_names)}") as url:
+        srv = Server(data=tmp_path / "data", env={"NCR_DATABASE_URL": url}).start()
+        try:
+            _push_and_pull(srv.url)
+        except BaseException:
+            print(srv.log())
+            raise
+        finally:
+            srv.stop()
+        # The metadata went to PostgreSQL, not to a SQLite file.
+        assert not (tmp_path / "data" / "meta.sqlite3").exists()
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            kinds = [r[0] for r in conn.execute("SELECT kind FROM events ORDER BY id").fetchall()]
+        assert kinds == ["artifact.pushed", "tag.created"]
+
+
+def _push_and_pull(base: str) -> None:
+    name = "e2e/app"
+    layer = b"layer bytes " * 1000
+    config = b'{"architecture":"amd64","os":"linux"}'
+    with httpx.Client(base_url=base, timeout=30) as c:
+        # Chunked push: POST, PATCH, PUT.
+        r = c.post(f"/v2/{name}/blobs/uploads/")
+        assert r.status_code == 202, r.text
+        location = r.headers["Location"]
+        r = c.patch(location, content=layer[:5000], headers={"Content-Type": "application/octet-stream",
+                                                              "Content-Range": "0-4999"})
+        assert r.status_code == 202, r.text
+        assert r.headers["Range"] == "0-4999"
+        location = r.headers["Location"]
+        r = c.put(location, params={"digest": digest_of(layer)}, content=layer[5000:],
+                  headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 201, r.text
+        assert r.headers["Docker-Content-Digest"] == digest_of(layer)
+        # Monolithic push of the config.
+        r = c.post(f"/v2/{name}/blobs/uploads/", params={"digest": digest_of(config)}, content=config,
+                   headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 201, r.text
+
+        r = c.head(f"/v2/{name}/blobs/{digest_of(layer)}")
+        assert r.status_code == 200 and int(r.headers["Content-Length"]) == len(layer)
+        assert c.get(f"/v2/{name}/blobs/{digest_of(layer)}").content == layer
+
+        body = json.dumps({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest_of(config),
+                       "size": len(config)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest_of(layer),
+                        "size": len(layer)}],
+        }).encode()
+        mtype = "application/vnd.oci.image.manifest.v1+json"
+        r = c.put(f"/v2/{name}/manifests/v1", content=body, headers={"Content-Type": mtype})
+        assert r.status_code == 201, r.text
+        assert r.headers["Docker-Content-Digest"] == digest_of(body)
+
+        for ref in ("v1", digest_of(body)):
+            r = c.get(f"/v2/{name}/manifests/{ref}", headers={"Accept": mtype})
+            assert r.status_code == 200, r.text
+            assert r.content == body
+            assert r.headers["Content-Type"] == mtype
+            assert r.headers["Docker-Content-Digest"] == digest_of(body)
+        assert c.get(f"/v2/{name}/tags/list").json() == {"name": name, "tags": ["v1"]}
+        assert c.get("/v2/_catalog").json() == {"repositories": [name]}
+        # The referenced layer cannot be deleted while the manifest uses it.
+        assert c.delete(f"/v2/{name}/blobs/{digest_of(layer)}").status_code != 202
