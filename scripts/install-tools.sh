@@ -27,7 +27,8 @@ missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if ! command -v postgres >/dev/null 2>&1 && [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then
+# Debian keeps the server binaries off PATH, under /usr/lib/postgresql/<major>/bin.
+if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
   missing+=(postgresql)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -422,6 +422,44 @@ async def test_untagged_manifests(store: MetaStore) -> None:
     assert ("app", child.digest) in await store.untagged_manifests(time.time() + 60)
 
 
+async def test_delete_untagged_manifest_rechecks_under_lock(store: MetaStore) -> None:
+    """What GC listed as untagged may have been tagged, or put in an index, since: then it stays."""
+    config = blob(store, "app", b"config")
+    retagged, r1 = manifest(blob(store, "app", b"x"), config=config)
+    adopted, r2 = manifest(blob(store, "app", b"y"), config=config)
+    loose, r3 = manifest(blob(store, "app", b"z"), config=config)
+    for rec, refs in ((retagged, r1), (adopted, r2), (loose, r3)):
+        await store.put_manifest("app", rec, refs, None)
+    later = time.time() + 60
+    assert len(await store.untagged_manifests(later)) == 3
+    await store.put_manifest("app", retagged, r1, "v2")
+    idx, idx_refs = index(adopted.digest)
+    await store.put_manifest("app", idx, idx_refs, "multi")
+    assert not await store.delete_untagged_manifest("app", retagged.digest, later)
+    assert not await store.delete_untagged_manifest("app", adopted.digest, later)
+    assert not await store.delete_untagged_manifest("app", loose.digest, time.time() - 60)  # too young
+    assert await store.delete_untagged_manifest("app", loose.digest, later)
+    assert await store.get_manifest("app", retagged.digest) is not None
+    assert await store.get_manifest("app", adopted.digest) is not None
+    assert await store.get_manifest("app", loose.digest) is None
+
+
+async def test_refused_push_creates_no_repository(store: MetaStore) -> None:
+    record, refs = manifest(digest_of(b"never"), config=digest_of(b"never-config"))
+    result = await store.put_manifest("ghost/repo", record, refs, "v1")
+    assert result.missing == (digest_of(b"never-config"), digest_of(b"never"))
+    assert not await store.repository_exists("ghost/repo")
+    assert await store.list_repositories(None, None) == []
+
+
+async def test_names_sort_bytewise_on_every_engine(store: MetaStore) -> None:
+    for name in ("b", "a-z", "a.z", "a_z", "a/z", "az"):
+        blob(store, name, b"x")
+    expected = sorted(["b", "a-z", "a.z", "a_z", "a/z", "az"])
+    assert await store.list_repositories(None, None) == expected
+    assert await store.list_repositories(2, expected[1]) == expected[2:4]
+
+
 async def test_stale_links_and_drop_link(store: MetaStore) -> None:
     config, used, loose = (blob(store, "app", x) for x in (b"config", b"used", b"loose"))
     used_repo = await repo_id_of(store, used)

@@ -44,6 +44,8 @@ class Dialect:
     # Row locks for the few read-then-delete races (GC vs manifest PUT); SQLite serialises writers.
     for_update = ""
     for_share = ""
+    # Byte-order comparison for names, so listings and `last=` pagination agree on every engine.
+    collate = ""
 
     def sql(self, text: str) -> str:
         return text
@@ -58,6 +60,7 @@ class PostgresDialect(Dialect):
              "float": "DOUBLE PRECISION", "bigint": "BIGINT"}
     for_update = " FOR UPDATE"
     for_share = " FOR SHARE"
+    collate = ' COLLATE "C"'
     _placeholder = re.compile(r"\?")
 
     def sql(self, text: str) -> str:

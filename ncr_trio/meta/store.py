@@ -68,6 +68,29 @@ def _ensure_repo(tx: Tx, name: str) -> int:
     return repo_id
 
 
+def _delete_manifest(tx: Tx, repo_id: int, repository: str, digest: str) -> bool:
+    # Lock the row first: a concurrent PUT that tags it holds it FOR SHARE until it commits.
+    if tx.one("SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?" + tx.dialect.for_update,
+              (repo_id, digest)) is None:
+        return False
+    tags = [r[0] for r in tx.all("SELECT name FROM tags WHERE repo_id = ? AND digest = ?", (repo_id, digest))]
+    tx.execute("DELETE FROM tags WHERE repo_id = ? AND digest = ?", (repo_id, digest))
+    tx.execute("DELETE FROM manifest_refs WHERE repo_id = ? AND parent = ?", (repo_id, digest))
+    tx.execute("DELETE FROM manifests WHERE repo_id = ? AND digest = ?", (repo_id, digest))
+    for tag in tags:
+        _emit(tx, "tag.deleted", repository, digest, tag)
+    _emit(tx, "artifact.deleted", repository, digest)
+    return True
+
+
+_KEPT = (
+    "EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest) "
+    "OR EXISTS (SELECT 1 FROM manifest_refs x WHERE x.repo_id = m.repo_id AND x.child = m.digest) "
+    "OR (m.subject IS NOT NULL AND EXISTS (SELECT 1 FROM manifests s WHERE s.repo_id = m.repo_id "
+    "AND s.digest = m.subject))"
+)
+
+
 class MetaStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -77,12 +100,16 @@ class MetaStore:
         return await self.db.read(lambda tx: _repo_id(tx, name) is not None)
 
     async def list_repositories(self, limit: int | None, last: str | None) -> list[str]:
-        sql = "SELECT name FROM repositories WHERE name > ? ORDER BY name"
-        params: list[object] = [last or ""]
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return await self.db.read(lambda tx: [r[0] for r in tx.all(sql, params)])
+        def run(tx: Tx) -> list[str]:
+            c = tx.dialect.collate
+            sql = f"SELECT name FROM repositories WHERE name{c} > ? ORDER BY name{c}"
+            params: list[object] = [last or ""]
+            if limit is not None:
+                sql += " LIMIT ?"
+                params.append(limit)
+            return [r[0] for r in tx.all(sql, params)]
+
+        return await self.db.read(run)
 
     # -- blobs --------------------------------------------------------------------------------
     async def blob_size(self, repository: str, digest: str) -> int | None:
@@ -206,7 +233,11 @@ class MetaStore:
         """
 
         def run(tx: Tx) -> PutResult:
-            repo_id = _ensure_repo(tx, repository)
+            existing = _repo_id(tx, repository)
+            if existing is None and refs:
+                # Nothing can be in a repository that does not exist; and a refused push creates none.
+                return PutResult(missing=tuple(dict.fromkeys(r.digest for r in refs)))
+            repo_id = existing if existing is not None else _ensure_repo(tx, repository)
             missing: list[str] = []
             for ref in refs:
                 if ref.kind == "blob":
@@ -220,11 +251,17 @@ class MetaStore:
             if missing:
                 return PutResult(missing=tuple(missing))
             now = time.time()
-            created = tx.execute(
-                "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, size, content, "
-                "annotations, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repo_id, digest) DO NOTHING",
-                (repo_id, record.digest, record.media_type, record.artifact_type, record.subject, record.size,
-                 record.content, record.annotations, now)) == 1
+            insert = ("INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, size, content, "
+                      "annotations, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                      "ON CONFLICT (repo_id, digest) DO NOTHING")
+            values = (repo_id, record.digest, record.media_type, record.artifact_type, record.subject, record.size,
+                      record.content, record.annotations, now)
+            created = tx.execute(insert, values) == 1
+            # An existing row is locked against a concurrent delete until the tag below points at it;
+            # if such a delete committed in between, the row is inserted again.
+            if not created and tx.one("SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?" + tx.dialect.for_share,
+                                      (repo_id, record.digest)) is None:
+                created = tx.execute(insert, values) == 1
             if created:
                 for ref in {r.digest: r for r in refs}.values():
                     tx.execute("INSERT INTO manifest_refs (repo_id, parent, child, kind) VALUES (?, ?, ?, ?) "
@@ -246,17 +283,7 @@ class MetaStore:
 
         def run(tx: Tx) -> bool:
             repo_id = _repo_id(tx, repository)
-            if repo_id is None:
-                return False
-            tags = [r[0] for r in tx.all("SELECT name FROM tags WHERE repo_id = ? AND digest = ?", (repo_id, digest))]
-            tx.execute("DELETE FROM tags WHERE repo_id = ? AND digest = ?", (repo_id, digest))
-            tx.execute("DELETE FROM manifest_refs WHERE repo_id = ? AND parent = ?", (repo_id, digest))
-            if tx.execute("DELETE FROM manifests WHERE repo_id = ? AND digest = ?", (repo_id, digest)) == 0:
-                return False
-            for tag in tags:
-                _emit(tx, "tag.deleted", repository, digest, tag)
-            _emit(tx, "artifact.deleted", repository, digest)
-            return True
+            return repo_id is not None and _delete_manifest(tx, repo_id, repository, digest)
 
         return await self.db.write(run)
 
@@ -277,7 +304,8 @@ class MetaStore:
             repo_id = _repo_id(tx, repository)
             if repo_id is None:
                 return None
-            sql = "SELECT name FROM tags WHERE repo_id = ? AND name > ? ORDER BY name"
+            c = tx.dialect.collate
+            sql = f"SELECT name FROM tags WHERE repo_id = ? AND name{c} > ? ORDER BY name{c}"
             params: list[object] = [repo_id, last or ""]
             if limit is not None:
                 sql += " LIMIT ?"
@@ -299,12 +327,23 @@ class MetaStore:
         """(repository, digest) of manifests no tag, index or live subject keeps, older than `cutoff`."""
         return await self.db.read(lambda tx: [(r[0], r[1]) for r in tx.all(
             "SELECT r.name, m.digest FROM manifests m JOIN repositories r ON r.id = m.repo_id "
-            "WHERE m.created_at < ? "
-            "AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest) "
-            "AND NOT EXISTS (SELECT 1 FROM manifest_refs x WHERE x.repo_id = m.repo_id AND x.child = m.digest) "
-            "AND NOT (m.subject IS NOT NULL AND EXISTS (SELECT 1 FROM manifests s "
-            "         WHERE s.repo_id = m.repo_id AND s.digest = m.subject))",
-            (cutoff,))])
+            f"WHERE m.created_at < ? AND NOT ({_KEPT}) ORDER BY r.name, m.digest", (cutoff,))])
+
+    async def delete_untagged_manifest(self, repository: str, digest: str, cutoff: float) -> bool:
+        """Delete a manifest only if, once locked, it is still untagged, unreferenced and old."""
+
+        def run(tx: Tx) -> bool:
+            row = tx.one("SELECT m.repo_id FROM manifests m JOIN repositories r ON r.id = m.repo_id "
+                         "WHERE r.name = ? AND m.digest = ?" + tx.dialect.for_update, (repository, digest))
+            if row is None:
+                return False
+            repo_id = int(row[0])
+            if tx.one(f"SELECT 1 FROM manifests m WHERE m.repo_id = ? AND m.digest = ? AND m.created_at < ? "
+                      f"AND NOT ({_KEPT})", (repo_id, digest, cutoff)) is None:
+                return False
+            return _delete_manifest(tx, repo_id, repository, digest)
+
+        return await self.db.write(run)
 
     async def stale_links(self, cutoff: float) -> list[tuple[int, str]]:
         """Blob links no manifest of their repository references, older than `cutoff`."""

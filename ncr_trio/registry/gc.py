@@ -52,7 +52,7 @@ class GarbageCollector:
         await self._uploads(report, now - self.reg.config.upload_ttl_seconds)
         if self.reg.config.gc_delete_untagged:
             for repository, digest in await self.reg.meta.untagged_manifests(cutoff):
-                if dry_run or await self.reg.meta.delete_manifest(repository, digest):
+                if dry_run or await self.reg.meta.delete_untagged_manifest(repository, digest, cutoff):
                     report.manifests.append(f"{repository}@{digest}")
         dropped: set[tuple[int, str]] = set()
         for repo_id, digest in await self.reg.meta.stale_links(cutoff):
