@@ -14,7 +14,6 @@ also takes, so GC can never unlink a file a push has just published.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -102,13 +101,8 @@ class GarbageCollector:
                 await trio.to_thread.run_sync(self.reg.storage.delete, key)
 
     def _older_than(self, key: str, cutoff: float) -> bool:
-        root = getattr(self.reg.storage, "root", None)
-        if root is None:
-            return True
-        try:
-            return os.stat(root / key).st_mtime < cutoff
-        except FileNotFoundError:
-            return False
+        modified = self.reg.storage.modified(key)
+        return modified is not None and modified < cutoff
 
     async def _orphan_blob_files(self, report: GcReport, cutoff: float) -> None:
         """Blob files without a row (a crash between publish and commit), older than the grace."""

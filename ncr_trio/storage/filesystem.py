@@ -147,6 +147,12 @@ class FilesystemDriver:
         except FileNotFoundError:
             return None
 
+    def modified(self, key: str) -> float | None:
+        try:
+            return self._path(key).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
     def delete(self, key: str) -> bool:
         try:
             self._path(key).unlink()
