@@ -60,7 +60,7 @@ def test_name_of_255_characters_is_accepted(client: httpx.Client) -> None:
 @pytest.mark.parametrize("tag", ["-dash", ".dot", "t" * 129, "bad+tag"])
 def test_bad_tags_refused(client: httpx.Client, tag: str) -> None:
     img = image("badtag")
-    for blob in img.blobs:
+    for blob in img.blobs.values():
         push_blob(client, "errors/tags", blob)
     r = push_manifest(client, "errors/tags", tag, img.manifest)
     assert r.status_code == 400
@@ -211,7 +211,7 @@ def test_malformed_manifests(client: httpx.Client, body: bytes, reason: str) -> 
 
 def test_media_type_field_and_content_type_must_agree(client: httpx.Client) -> None:
     img = image("disagree")
-    for blob in img.blobs:
+    for blob in img.blobs.values():
         push_blob(client, "errors/disagree", blob)
     r = push_manifest(client, "errors/disagree", "v1", img.manifest, media_type=OCI_INDEX)
     assert error_code(r) == "MANIFEST_INVALID"
@@ -250,7 +250,7 @@ def test_oversized_manifest(client: httpx.Client) -> None:
 
 def test_manifest_digest_mismatch(client: httpx.Client) -> None:
     img = image("mismatch")
-    for blob in img.blobs:
+    for blob in img.blobs.values():
         push_blob(client, "errors/mismatch", blob)
     r = push_manifest(client, "errors/mismatch", digest(b"something else"), img.manifest)
     assert r.status_code == 400

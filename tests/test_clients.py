@@ -27,7 +27,6 @@ from tests.support.clients import (
     OCI_INDEX,
     OCI_MANIFEST,
     Clients,
-    Image,
     blob_bytes,
     find_tool,
     layout_blobs,
@@ -45,6 +44,7 @@ from tests.support.clients import (
     write_layout,
     write_tar,
 )
+from tests.support.oci import Image
 from tests.support.server import Server
 
 pytestmark = pytest.mark.clients

@@ -150,7 +150,7 @@ def test_two_platform_index_round_trips_byte_identical(server: Server) -> None:
         for img in (amd64, arm64):
             m = c.get(f"/v2/multi/app/manifests/{img.digest}")
             assert m.content == img.manifest
-            for blob in img.blobs:
+            for blob in img.blobs.values():
                 assert c.get(f"/v2/multi/app/blobs/{digest(blob)}").content == blob
         assert sorted(c.get("/v2/multi/app/tags/list").json()["tags"]) == ["amd64", "arm64", "v1"]
 

@@ -36,7 +36,7 @@ async def push_blob_uc(service: RegistryService, repo: str, data: bytes) -> str:
 
 async def push_image_uc(service: RegistryService, repo: str, seed: str, tag: str) -> str:
     img = image(seed)
-    for blob in img.blobs:
+    for blob in img.blobs.values():
         await push_blob_uc(service, repo, blob)
     await service.manifests.put(repo, tag, img.manifest, OCI_MANIFEST)
     return img.digest
@@ -69,7 +69,7 @@ async def test_gc_removes_only_what_nothing_references(tmp_path: Path) -> None:
         assert report.bytes_freed == len(b"orphan blob") + len(b"unlinked blob")
         assert (await service.gc.run(now=time.time() + 2 * HOUR)).blobs == []
         assert not blob_on_disk(service, orphan) and not blob_on_disk(service, unlinked)
-        for blob in img.blobs:
+        for blob in img.blobs.values():
             assert blob_on_disk(service, digest(blob))
         assert (await service.manifests.get("gc/app", "v1")).digest == kept_manifest
     finally:
@@ -177,5 +177,5 @@ def test_gc_cli_runs_online_next_to_a_live_server(server: Server) -> None:
         assert report["blobs"] == [orphan] and report["bytes_freed"] == len(b"cli orphan")
         # The server kept serving throughout, and the image is intact.
         assert c.get("/v2/gc/cli/manifests/v1").content == img.manifest
-        for blob in img.blobs:
+        for blob in img.blobs.values():
             assert c.get(f"/v2/gc/cli/blobs/{digest(blob)}").content == blob

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from tests.support.oci import Image
 from tests.support.server import TOOLS_BIN, Server
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -161,23 +162,6 @@ def tar_layer(files: dict[str, bytes], mode: int = 0o644) -> bytes:
 
 def gzip_bytes(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=6, mtime=0)
-
-
-@dataclass
-class Image:
-    """One single-platform OCI image held in memory: config, layers and manifest bytes."""
-
-    config: bytes
-    layers: list[bytes]
-    manifest: bytes
-
-    @property
-    def digest(self) -> str:
-        return sha256(self.manifest)
-
-    @property
-    def blobs(self) -> dict[str, bytes]:
-        return {sha256(b): b for b in [self.config, *self.layers]}
 
 
 def make_image(label: str, arch: str = "amd64", os_name: str = "linux", n_layers: int = 1,

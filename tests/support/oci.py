@@ -30,6 +30,8 @@ def canonical(doc: dict[str, Any]) -> bytes:
 
 @dataclass
 class Image:
+    """One single-platform OCI image held in memory: config, layers and manifest bytes."""
+
     config: bytes
     layers: list[bytes]
     manifest: bytes
@@ -39,8 +41,9 @@ class Image:
         return digest(self.manifest)
 
     @property
-    def blobs(self) -> list[bytes]:
-        return [self.config, *self.layers]
+    def blobs(self) -> dict[str, bytes]:
+        """Config and layers by digest."""
+        return {digest(b): b for b in [self.config, *self.layers]}
 
 
 def image(seed: str, *, platform: tuple[str, str] = ("linux", "amd64"), layers: int = 1,
@@ -86,7 +89,7 @@ def push_manifest(client: httpx.Client, repo: str, reference: str, body: bytes,
 
 
 def push_image(client: httpx.Client, repo: str, img: Image, tag: str) -> str:
-    for blob in img.blobs:
+    for blob in img.blobs.values():
         push_blob(client, repo, blob)
     r = push_manifest(client, repo, tag, img.manifest)
     assert r.status_code == 201, r.text

@@ -49,16 +49,10 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 
     raise RuntimeError(f"server at {url} not ready after {timeout}s")
 
 
-@dataclass
-class Server:
-    """One ncr-trio server process; `host` is what clients take as the registry ("127.0.0.1:PORT")."""
+class _OnLoopback:
+    """A server process on 127.0.0.1; `host` is what clients take as the registry ("127.0.0.1:PORT")."""
 
-    data: Path
-    port: int = field(default_factory=free_port)
-    extra_args: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen[bytes] | None = None
-    log_path: Path | None = None
+    port: int
 
     @property
     def host(self) -> str:
@@ -67,6 +61,18 @@ class Server:
     @property
     def url(self) -> str:
         return f"http://{self.host}"
+
+
+@dataclass
+class Server(_OnLoopback):
+    """One ncr-trio server process; `host` is what clients take as the registry ("127.0.0.1:PORT")."""
+
+    data: Path
+    port: int = field(default_factory=free_port)
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
 
     def start(self) -> "Server":
         self.data.mkdir(parents=True, exist_ok=True)
@@ -98,21 +104,13 @@ class Server:
 
 
 @dataclass
-class Distribution:
+class Distribution(_OnLoopback):
     """CNCF Distribution (Debian's docker-registry 2.8.2, or the pinned v3 build) on 127.0.0.1."""
 
     root: Path
     binary: str = "docker-registry"
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
 
     def start(self) -> "Distribution":
         self.root.mkdir(parents=True, exist_ok=True)
