@@ -167,3 +167,23 @@ def test_abandoned_upload_sessions_expire_and_their_bytes_go(tmp_path: Path) -> 
             wait_for(lambda: not upload_file.exists(), "its bytes to be removed")
     finally:
         srv.stop()
+
+
+def test_several_workers_share_one_store(tmp_path: Path) -> None:
+    """Two hypercorn worker processes: whatever one stores, the other serves."""
+    srv = Server(data=tmp_path / "data", extra_args=["--workers", "2"]).start()
+    try:
+        imgs = [image(f"workers-{i}") for i in range(8)]
+        # Fresh connections spread the requests over both workers.
+        for i, img in enumerate(imgs):
+            with httpx.Client(base_url=srv.url) as c:
+                push_image(c, f"workers/r{i % 3}", img, f"v{i}")
+        for i, img in enumerate(imgs):
+            with httpx.Client(base_url=srv.url) as c:
+                assert c.get(f"/v2/workers/r{i % 3}/manifests/v{i}").content == img.manifest
+                for d, blob in img.blobs.items():
+                    assert c.get(f"/v2/workers/r{i % 3}/blobs/{d}").content == blob
+        with httpx.Client(base_url=srv.url) as c:
+            assert c.get("/v2/_catalog").json()["repositories"] == ["workers/r0", "workers/r1", "workers/r2"]
+    finally:
+        assert srv.stop() == 0
