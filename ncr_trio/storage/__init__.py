@@ -9,7 +9,7 @@ from ncr_trio.storage.keys import blob_key, upload_key
 
 
 def open_storage(config: Config) -> StorageDriver:
-    return FilesystemDriver(config.data_dir)
+    return FilesystemDriver(config.data_dir, direct_io=config.direct_io)
 
 
 __all__ = ["BlobReader", "FilesystemDriver", "StorageDriver", "UploadSink", "blob_key", "open_storage", "upload_key"]

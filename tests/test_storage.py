@@ -1,0 +1,119 @@
+"""One suite for storage drivers: every driver must keep bytes exactly, whatever the chunking."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ncr_trio.storage import FilesystemDriver, StorageDriver
+
+DRIVERS = ["filesystem-direct", "filesystem-buffered"]
+
+
+def make_driver(kind: str, root: Path) -> StorageDriver:
+    return FilesystemDriver(root, direct_io=kind == "filesystem-direct")
+
+
+@pytest.fixture(params=DRIVERS)
+def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageDriver]:
+    yield make_driver(request.param, tmp_path / "store")
+
+
+def read_all(driver: StorageDriver, key: str) -> bytes:
+    reader = driver.open_read(key)
+    assert reader is not None
+    try:
+        return reader.read(0, reader.size)
+    finally:
+        reader.close()
+
+
+PAYLOAD = os.urandom(3 * (4 << 20) + 12345)
+
+# A "request" is a list of chunk sizes; uploads are several requests, each on a freshly opened sink.
+requests_strategy = st.lists(
+    st.lists(st.sampled_from([0, 1, 7, 4095, 4096, 4097, 65536, 1 << 20, (4 << 20) + 3]), min_size=1, max_size=6),
+    min_size=1, max_size=5,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(requests=requests_strategy, sync_each=st.booleans())
+def test_upload_bytes_survive_any_chunking(driver: StorageDriver, requests: list[list[int]], sync_each: bool) -> None:
+    key = f"uploads/{os.urandom(6).hex()}"
+    expected = bytearray()
+    pos = 0
+    for i, sizes in enumerate(requests):
+        sink = driver.open_upload(key, create=i == 0)
+        try:
+            assert sink.size() == len(expected)
+            chunks = []
+            for n in sizes:
+                chunk = PAYLOAD[pos % len(PAYLOAD):][:n]
+                pos += n
+                chunks.append(chunk)
+                expected += chunk
+            assert sink.write(chunks) == sum(len(c) for c in chunks)
+            assert sink.size() == len(expected)
+            if sync_each:
+                sink.sync()
+            else:
+                sink.flush()
+        finally:
+            sink.close()
+    blob = f"blobs/sha256/aa/{os.urandom(8).hex()}"
+    driver.publish(key, blob)
+    assert driver.stat(blob) == len(expected)
+    assert read_all(driver, blob) == bytes(expected)
+    assert driver.stat(key) is None
+
+
+def test_truncate_drops_unacknowledged_bytes(driver: StorageDriver) -> None:
+    key = "uploads/trunc"
+    sink = driver.open_upload(key, create=True)
+    sink.write([PAYLOAD[:10000]])
+    sink.sync()
+    sink.write([PAYLOAD[10000:20000]])  # never acknowledged
+    sink.flush()
+    sink.close()
+    sink = driver.open_upload(key, create=False)
+    sink.truncate(10000)
+    assert sink.size() == 10000
+    sink.write([b"tail"])
+    chunks = list(sink.read_chunks(4096))
+    sink.close()
+    assert b"".join(chunks) == PAYLOAD[:10000] + b"tail"
+
+
+def test_read_nowait_serves_cached_bytes(driver: StorageDriver) -> None:
+    driver.put("blobs/sha256/bb/x", PAYLOAD)
+    reader = driver.open_read("blobs/sha256/bb/x")
+    assert reader is not None
+    try:
+        reader.read(0, reader.size)  # now in the page cache
+        got = reader.read_nowait(100, 1 << 20)
+        assert got is None or got == PAYLOAD[100:100 + (1 << 20)]
+        assert reader.read_nowait(len(PAYLOAD) - 10, 100) in (None, PAYLOAD[-10:])
+    finally:
+        reader.close()
+
+
+def test_keys_cannot_escape_the_root(driver: StorageDriver) -> None:
+    for bad in ("../x", "/etc/passwd", "blobs/../../x"):
+        with pytest.raises(ValueError):
+            driver.stat(bad)
+
+
+def test_prefetch_and_modified(driver: StorageDriver) -> None:
+    driver.put("blobs/sha256/cc/y", b"data")
+    driver.prefetch("blobs/sha256/cc/y")
+    assert driver.modified("blobs/sha256/cc/y") is not None
+    assert driver.modified("blobs/sha256/cc/none") is None
+    assert sorted(driver.list("blobs/")) == ["blobs/sha256/cc/y"]
+    assert driver.move("blobs/sha256/cc/y", "trash/y")
+    assert driver.delete("trash/y") and not driver.delete("trash/y")
