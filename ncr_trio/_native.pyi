@@ -9,10 +9,14 @@ if sys.version_info >= (3, 12):
 else:
     from typing_extensions import Buffer
 
-__all__ = ["GIL_RELEASE_THRESHOLD", "Sha256", "Sha512", "from_state"]
+__all__ = ["GIL_RELEASE_THRESHOLD", "SHA512_BACKEND", "Sha256", "Sha512", "from_state"]
 
 # update() releases the GIL for inputs of at least this many bytes.
 GIL_RELEASE_THRESHOLD: Final[int]
+
+# The code compressing SHA-512 blocks in this process: OpenSSL's from the system
+# libcrypto.so.3 where it loads, else the sha2 crate's (or with NCR_TRIO_SHA512_BACKEND=sha2).
+SHA512_BACKEND: Final[Literal["openssl", "sha2"]]
 
 @final
 class Sha256:

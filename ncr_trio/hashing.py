@@ -1,7 +1,12 @@
 """Streaming SHA-256 and SHA-512, shaped like :mod:`hashlib`, with resumable state.
 
-The hashers are native (``ncr_trio._native``, Rust over the ``sha2`` crate's SHA-NI and AVX2
-code); there is no pure-Python fallback. Beyond ``hashlib`` they offer:
+The hashers are native (``ncr_trio._native``, Rust); there is no pure-Python fallback. SHA-256
+runs the ``sha2`` crate's SHA-NI code. SHA-512 runs OpenSSL's, the code ``hashlib`` runs, taken
+from the system ``libcrypto.so.3`` at import (the library Python's ``_hashlib`` links; no OpenSSL
+headers are needed to build), because it is ~1.3x faster than ``sha2``'s AVX2 code; where that
+library does not load, or with ``NCR_TRIO_SHA512_BACKEND=sha2`` in the environment, SHA-512 runs
+``sha2``'s. ``ncr_trio._native.SHA512_BACKEND`` says which. States are the same either way.
+Beyond ``hashlib`` the hashers offer:
 
 * :meth:`Hasher.state` and :func:`from_state`: the exact mid-stream state as a few dozen bytes,
   to store after each acknowledged chunk and resume from after a restart without re-reading the

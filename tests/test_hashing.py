@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import array
+import ctypes
 import hashlib
 import itertools
+import json
 import mmap
+import os
 import random
 import struct
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -264,6 +268,74 @@ def test_arbitrary_bytes_restore_or_raise_value_error(state: bytes) -> None:
 def test_state_must_be_bytes_like() -> None:
     with pytest.raises(TypeError):
         hashing.from_state("NCRh")  # type: ignore[arg-type]
+
+
+# --- SHA-512 backends -----------------------------------------------------------------------
+# SHA-512 runs OpenSSL's code from the system libcrypto.so.3 where it loads, else the sha2
+# crate's; NCR_TRIO_SHA512_BACKEND=sha2 asks for sha2. The two must be indistinguishable.
+
+SHA512_BACKEND_VAR = "NCR_TRIO_SHA512_BACKEND"
+
+
+def _libcrypto_loads() -> bool:
+    try:
+        ctypes.CDLL("libcrypto.so.3")
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(os.environ.get(SHA512_BACKEND_VAR) == "sha2", reason=f"{SHA512_BACKEND_VAR}=sha2")
+def test_sha512_runs_on_openssl_where_libcrypto_loads() -> None:
+    """hashlib's SHA-512 is OpenSSL's: ours keeps up with it only on the same code."""
+    expected = "openssl" if sys.platform.startswith("linux") and _libcrypto_loads() else "sha2"
+    assert _native.SHA512_BACKEND == expected
+
+
+# (seed, size, cuts): a message of a few blocks cut everywhere, and a large one cut at block
+# boundaries and between them, so that OpenSSL gets both single blocks and long runs.
+SHA512_PROBE_CASES = [
+    (11, 700, list(range(701))),
+    (12, MiB + 333, sorted({0, 127, 128, 129, 4096, 65536 + 5, MiB, MiB + 200, MiB + 333,
+                            *random.Random(13).sample(range(MiB + 334), 30)})),
+]
+
+
+def _sha512_probe(cases: list[tuple[int, int, list[int]]]) -> dict[str, object]:
+    """This process's SHA-512 backend, and the state and digest after each cut's prefix."""
+    results = []
+    for seed, size, cuts in cases:
+        data = random_bytes(seed, size)
+        for cut in cuts:
+            hasher = hashing.sha512(data[:cut])
+            results.append([hasher.state().hex(), hasher.digest().hex()])
+    return {"backend": _native.SHA512_BACKEND, "results": results}
+
+
+def test_sha512_backends_agree_at_every_split() -> None:
+    """States and digests are the same byte for byte on sha2 and on OpenSSL, and resume on either."""
+    script = ("import json, sys; from tests.test_hashing import _sha512_probe; "
+              "print(json.dumps(_sha512_probe(json.loads(sys.argv[1]))))")
+    child = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(SHA512_PROBE_CASES)],
+        env={**os.environ, SHA512_BACKEND_VAR: "sha2"}, cwd=Path(__file__).parents[1],
+        capture_output=True, text=True, check=True, timeout=120,
+    )
+    on_sha2 = json.loads(child.stdout)
+    here = _sha512_probe(SHA512_PROBE_CASES)
+    assert on_sha2["backend"] == "sha2"
+    assert here["results"] == on_sha2["results"], f"{here['backend']} disagrees with sha2"
+
+    # A state saved on sha2 resumes here (OpenSSL where it loads), and the digest is right.
+    states = iter(on_sha2["results"])
+    for seed, size, cuts in SHA512_PROBE_CASES:
+        data = random_bytes(seed, size)
+        for cut in cuts:
+            state, digest = next(states)
+            assert bytes.fromhex(digest) == reference("sha512", data[:cut])
+            resumed = hashing.from_state(bytes.fromhex(state))
+            resumed.update(data[cut:])
+            assert resumed.digest() == reference("sha512", data), f"seed {seed}, cut {cut}"
 
 
 # --- buffers --------------------------------------------------------------------------------

@@ -1,15 +1,18 @@
 //! `ncr_trio._native`: streaming SHA-256 and SHA-512 hashers for Python with
 //! zero-copy buffer input, the GIL released on large updates, and a state that
 //! can be saved and restored. `ncr_trio.hashing` is the public face of this.
+//! SHA-512 runs OpenSSL's code where the system `libcrypto.so.3` loads
+//! (`libcrypto.rs`); `SHA512_BACKEND` says which code this process uses.
 
 mod engine;
+mod libcrypto;
 
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use engine::{Sha2, StateError, Variant, hex};
+use engine::{Sha2, Sha512Backend, StateError, Variant, hex};
 
 /// Updates at least this long are hashed with the GIL released, as `hashlib`
 /// does (`HASHLIB_GIL_MINSIZE`). 2 KiB take about 1 µs to hash, and
@@ -156,5 +159,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Sha512>()?;
     module.add_function(wrap_pyfunction!(from_state, module)?)?;
     module.add("GIL_RELEASE_THRESHOLD", GIL_RELEASE_THRESHOLD)?;
+    // Chosen here, at import, rather than inside the first SHA-512 update.
+    module.add("SHA512_BACKEND", Sha512Backend::get().name())?;
     Ok(())
 }
