@@ -93,6 +93,7 @@ def run(*, total: int = 256 * MiB, repeat: int = 3, chunks: tuple[int, ...] = CH
         "python": sys.version.split()[0],
         "openssl": ssl.OPENSSL_VERSION,
         "gil_release_threshold": _native.GIL_RELEASE_THRESHOLD,
+        "sha512_backend": _native.SHA512_BACKEND,
         "results": results,
     }
 
@@ -104,7 +105,7 @@ def _size(n: int) -> str:
 def format_table(figures: dict[str, Any]) -> str:
     header = f"{'algorithm':<9} {'chunk':>7} {'threads':>7} {'native':>9} {'hashlib':>9} {'ratio':>6}"
     title = (f"{_size(figures['bytes_per_thread'])} per thread, best of {figures['repeat']}, MB/s; "
-             f"{figures['openssl']}, {figures['cpus']} CPUs")
+             f"{figures['openssl']}, {figures['cpus']} CPUs; native SHA-512 on {figures['sha512_backend']}")
     lines = [title, header, "-" * len(header)]
     for r in figures["results"]:
         lines.append(f"{r['algorithm']:<9} {_size(r['chunk_bytes']):>7} {r['threads']:>7} "
