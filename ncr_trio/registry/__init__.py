@@ -45,7 +45,8 @@ class RegistryService:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         db = connect(config.database_url, config.sqlite_path)
         migrate(db)
-        reg = Registry(config=config, storage=open_storage(config), meta=MetaStore(db),
+        storage = open_storage(config)
+        reg = Registry(config=config, storage=storage, meta=MetaStore(db),
                        locks=DigestLocks(config.data_dir / "locks"), disk=trio.CapacityLimiter(16))
         return cls(reg, Uploads(reg), Blobs(reg), Manifests(reg), GarbageCollector(reg))
 

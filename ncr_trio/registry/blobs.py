@@ -2,6 +2,10 @@
 
 Reads try `preadv2(RWF_NOWAIT)` first: data already in the page cache is copied inline on the
 Trio thread, with no thread hop; only a read that would block on the device goes to a thread.
+
+Memory stays bounded whatever the number of downloads: each holds one chunk at a time, and the
+chunk shrinks as downloads multiply, so that all of them together hold at most about
+`download_buffer_bytes` (1 MiB chunks for a few clients, 64 KiB for a thousand).
 """
 
 from __future__ import annotations
@@ -16,7 +20,19 @@ from ncr_trio.registry.context import Registry
 from ncr_trio.storage import BlobReader, blob_key
 from ncr_trio.types import Digest
 
-READ_CHUNK = 1 << 20
+MAX_CHUNK = 1 << 20
+MIN_CHUNK = 64 << 10
+
+
+class _Downloads:
+    """Counts the downloads in flight, to size their chunks."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.active = 0
+
+    def chunk(self) -> int:
+        return max(MIN_CHUNK, min(MAX_CHUNK, self.budget // max(self.active, 1)))
 
 
 @dataclass
@@ -24,13 +40,15 @@ class OpenBlob:
     digest: Digest
     size: int
     reader: BlobReader
+    downloads: _Downloads
 
     async def stream(self, start: int, end: int, disk: trio.CapacityLimiter) -> AsyncIterator[bytes]:
         """Bytes [start, end] inclusive; closes the reader when done."""
+        self.downloads.active += 1
         try:
             pos = start
             while pos <= end:
-                n = min(READ_CHUNK, end + 1 - pos)
+                n = min(self.downloads.chunk(), end + 1 - pos)
                 data = self.reader.read_nowait(pos, n)
                 if data is None:
                     data = await trio.to_thread.run_sync(self.reader.read, pos, n, limiter=disk)
@@ -39,12 +57,14 @@ class OpenBlob:
                 pos += len(data)
                 yield data
         finally:
+            self.downloads.active -= 1
             self.reader.close()
 
 
 class Blobs:
     def __init__(self, reg: Registry) -> None:
         self.reg = reg
+        self._downloads = _Downloads(reg.config.download_buffer_bytes)
 
     async def size(self, repository: str, digest: Digest) -> int:
         size = await self.reg.meta.blob_size(repository, str(digest))
@@ -57,7 +77,7 @@ class Blobs:
         reader = self.reg.storage.open_read(blob_key(digest))
         if reader is None:
             raise RegistryError("BLOB_UNKNOWN", detail={"digest": str(digest)})
-        return OpenBlob(digest, size, reader)
+        return OpenBlob(digest, size, reader, self._downloads)
 
     async def delete(self, repository: str, digest: Digest) -> None:
         outcome = await self.reg.meta.unlink_blob(repository, str(digest))

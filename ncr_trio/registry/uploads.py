@@ -238,8 +238,6 @@ class Uploads:
                 self.reg.storage.delete(source)  # deduplicated: the content is already there
             else:
                 self.reg.storage.publish(source, key)
-                # Written with direct I/O, the blob is not in the page cache; it is usually pulled next.
-                self.reg.storage.prefetch(key)
             self.reg.meta.commit_blob_sync(repository, str(digest), size, upload_id)
 
     async def cancel(self, repository: str, upload_id: str, sink: UploadSink | None = None) -> None:
