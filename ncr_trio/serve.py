@@ -1,8 +1,10 @@
 """`ncr-trio serve`: hypercorn's trio worker around the ASGI app.
 
-One worker runs in-process. Several workers are hypercorn-spawned processes that import
-`ncr_trio.serve:app`, which rebuilds the configuration from `NCR_SERVE_CONFIG`; they share the
-metadata store (SQLite WAL across processes, or PostgreSQL) and the storage.
+One worker runs in-process. With `workers` > 1 the parent process supervises that many worker
+processes; each binds its own listening socket with SO_REUSEPORT, so the kernel spreads
+connections evenly over them (one shared socket lets whichever worker wakes first take most
+keep-alive connections). They share the metadata store (SQLite WAL across processes, or
+PostgreSQL) and the storage. SIGTERM or SIGINT shuts every worker down gracefully.
 """
 
 from __future__ import annotations
@@ -10,20 +12,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
+import multiprocessing
+import multiprocessing.connection
 import signal
+import warnings
 from pathlib import Path
-from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 
-from ncr_trio import config as config_mod
 from ncr_trio.config import Config
 from ncr_trio.http.app import App
 from ncr_trio.memory import tune_malloc
 
-_ENV = "NCR_SERVE_CONFIG"
+log = logging.getLogger("ncr_trio")
 
 
 def _tune_process(config: Config) -> None:
@@ -39,14 +41,40 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hc = HypercornConfig()
     hc.bind = list(config.listen)
     hc.worker_class = "trio"
+    # hypercorn sets SO_REUSEPORT on the sockets it creates when it is told of several workers.
     hc.workers = config.workers
     hc.graceful_timeout = config.graceful_timeout_seconds
     hc.keep_alive_timeout = 75
     hc.h11_max_incomplete_size = 64 * 1024
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
-    hc.application_path = "ncr_trio.serve:app"
     return hc
+
+
+def _setup_logging(config: Config) -> None:
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def _serve_one(config: Config) -> None:
+    from hypercorn.trio import serve as hypercorn_serve
+
+    # `workers` is set only so that hypercorn binds with SO_REUSEPORT; this process is one worker.
+    warnings.filterwarnings("ignore", message="The config `workers` has no affect")
+
+    stop = trio.Event()
+
+    async def watch_signals(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for _ in signals:
+                if not stop.is_set():
+                    log.info("shutting down: finishing requests in flight")
+                    stop.set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watch_signals)
+        await hypercorn_serve(App(config), hypercorn_config(config), shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        nursery.cancel_scope.cancel()
 
 
 def _dump(config: Config) -> str:
@@ -55,72 +83,67 @@ def _dump(config: Config) -> str:
     return json.dumps(d)
 
 
-def _load_env() -> Config:
-    raw = json.loads(os.environ[_ENV])
+def _load(text: str) -> Config:
+    raw = json.loads(text)
     raw["data_dir"] = Path(raw["data_dir"])
     raw["listen"] = tuple(raw["listen"])
     return Config(**raw)
 
 
-class _LazyApp:
-    """The app that spawned workers import: built from the parent's configuration on first use."""
-
-    def __init__(self) -> None:
-        self._app: App | None = None
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if self._app is None:
-            config = _load_env()
-            _tune_process(config)
-            self._app = App(config)
-        await self._app(scope, receive, send)
+def _worker_main(config_json: str) -> None:
+    """Entry point of a spawned worker process."""
+    config = _load(config_json)
+    _setup_logging(config)
+    _tune_process(config)
+    trio.run(_serve_one, config)
 
 
-app = _LazyApp()
+def _supervise(config: Config) -> int:
+    ctx = multiprocessing.get_context("spawn")
+    payload = _dump(config)
+    stopping = False
+    workers: list[multiprocessing.process.BaseProcess] = []
 
+    def start() -> multiprocessing.process.BaseProcess:
+        p = ctx.Process(target=_worker_main, args=(payload,), name="ncr-trio-worker")
+        p.start()
+        return p
 
-async def _until_signalled(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        task_status.started()
-        async for _ in signals:
-            return
+    def on_sigterm(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in workers:
+            if p.exitcode is None:
+                p.terminate()  # SIGTERM: graceful in the worker
 
+    def on_sigint(_signum: int, _frame: object) -> None:
+        # A terminal's Ctrl-C reaches the whole process group: the workers stop on their own.
+        nonlocal stopping
+        stopping = True
 
-async def _serve_one(config: Config) -> None:
-    from hypercorn.trio import serve as hypercorn_serve
-
-    async with trio.open_nursery() as nursery:
-        stop = trio.Event()
-
-        async def trigger() -> None:
-            await stop.wait()
-
-        async def watch() -> None:
-            await _until_signalled()
-            logging.getLogger("ncr_trio").info("shutting down: finishing requests in flight")
-            stop.set()
-
-        nursery.start_soon(watch)
-        await hypercorn_serve(App(config), hypercorn_config(config), shutdown_trigger=trigger)  # type: ignore[arg-type]
-        nursery.cancel_scope.cancel()
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, on_sigint)
+    workers.extend(start() for _ in range(config.workers))
+    while True:
+        for i, p in enumerate(workers):
+            if p.exitcode is not None and not stopping:
+                log.warning("worker %s exited with %s: restarting it", p.pid, p.exitcode)
+                workers[i] = start()
+        if stopping and all(p.exitcode is not None for p in workers):
+            break
+        multiprocessing.connection.wait([p.sentinel for p in workers], timeout=1.0)
+    return max((p.exitcode or 0) for p in workers)
 
 
 def serve(config: Config) -> int:
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _setup_logging(config)
     _tune_process(config)
-    log = logging.getLogger("ncr_trio")
-    log.info("ncr-trio listening on %s, data in %s", ", ".join(config.listen), config.data_dir.resolve())
+    log.info("ncr-trio listening on %s with %d worker(s), data in %s", ", ".join(config.listen), config.workers,
+             config.data_dir.resolve())
     if config.workers <= 1:
         trio.run(_serve_one, config)
         return 0
-    from hypercorn.run import run
-
-    os.environ[_ENV] = _dump(config)
-    return run(hypercorn_config(config))
+    return _supervise(config)
 
 
-__all__ = ["app", "hypercorn_config", "serve"]
-
-
-def load_config(path: str | None, **overrides: Any) -> Config:
-    return config_mod.load(Path(path) if path else None, **overrides)
+__all__ = ["hypercorn_config", "serve"]
