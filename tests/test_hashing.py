@@ -441,3 +441,26 @@ def test_update_releases_the_gil_on_large_inputs(algorithm: str) -> None:
     # The control shows the probe works: an update under the threshold keeps the GIL throughout.
     assert not _other_thread_runs_during(lambda: hasher.update(small), attempts=1000)
     assert _other_thread_runs_during(lambda: hasher.update(large), attempts=500)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_threads_hash_at_the_same_time(algorithm: str) -> None:
+    """Hashers in several threads, each updating without the GIL, do not disturb one another."""
+    messages = [random_bytes(seed, 3 * MiB + seed) for seed in range(4)]
+    digests: list[bytes | None] = [None] * len(messages)
+    start = threading.Barrier(len(messages))
+
+    def work(index: int) -> None:
+        hasher = hashing.new(algorithm)
+        view = memoryview(messages[index])
+        start.wait()
+        for offset in range(0, len(view), 64 * 1024):
+            hasher.update(view[offset:offset + 64 * 1024])
+        digests[index] = hasher.digest()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(messages))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert digests == [reference(algorithm, message) for message in messages]
