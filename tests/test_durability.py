@@ -79,7 +79,7 @@ def test_sigterm_lets_an_inflight_upload_finish(tmp_path: Path) -> None:
         loc = c.post("/v2/graceful/repo/blobs/uploads/").headers["location"]
     upload_file = srv.data / "uploads" / loc.rsplit("/", 1)[1]
     sock = start_partial_patch(srv, loc, 0, len(blob), blob[: MiB])
-    wait_for(lambda: upload_file.stat().st_size > 0, "the first bytes on disk")
+    wait_for(lambda: upload_file.exists() and upload_file.stat().st_size > 0, "the first bytes on disk")
     srv.proc.send_signal(signal.SIGTERM)
     sock.sendall(blob[MiB:])
     sock.settimeout(30)

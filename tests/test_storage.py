@@ -49,7 +49,7 @@ def test_upload_bytes_survive_any_chunking(driver: StorageDriver, requests: list
     expected = bytearray()
     pos = 0
     for i, sizes in enumerate(requests):
-        sink = driver.open_upload(key, create=i == 0)
+        sink = driver.open_upload(key)
         try:
             assert sink.size() == len(expected)
             chunks = []
@@ -75,13 +75,13 @@ def test_upload_bytes_survive_any_chunking(driver: StorageDriver, requests: list
 
 def test_truncate_drops_unacknowledged_bytes(driver: StorageDriver) -> None:
     key = "uploads/trunc"
-    sink = driver.open_upload(key, create=True)
+    sink = driver.open_upload(key)
     sink.write([PAYLOAD[:10000]])
     sink.sync()
     sink.write([PAYLOAD[10000:20000]])  # never acknowledged
     sink.flush()
     sink.close()
-    sink = driver.open_upload(key, create=False)
+    sink = driver.open_upload(key)
     sink.truncate(10000)
     assert sink.size() == 10000
     sink.write([b"tail"])

@@ -5,8 +5,8 @@ Queries are written once, with `?` placeholders and the SQL both engines share
 
 Threading model. Both engines are used through their blocking DB-API drivers:
 - SQLite: reads run *inline* on the Trio thread on a per-process read connection (an indexed
-  read from the page cache takes microseconds, far less than a thread hop); writes run on one
-  writer connection in a worker thread, serialised by a lock (`BEGIN IMMEDIATE`), WAL mode so
+  read from the page cache takes microseconds, far less than a thread hop); writes go to one
+  writer thread per process that group-commits them (see `_GroupCommitWriter`), WAL mode so
   readers never wait for the writer, `synchronous=FULL` so a committed row survives power loss.
 - PostgreSQL: a small pool of psycopg connections, each query in a worker thread bounded by a
   `trio.CapacityLimiter` the size of the pool.
@@ -14,10 +14,14 @@ Threading model. Both engines are used through their blocking DB-API drivers:
 
 from __future__ import annotations
 
+import fcntl
+import os
+import queue
 import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -93,17 +97,90 @@ class Database(Protocol):
     def close(self) -> None: ...
 
 
+class _GroupCommitWriter:
+    """One writer thread per process that commits queued units of work in batches.
+
+    Each unit runs in its own SAVEPOINT, so one that fails rolls back alone; the batch commits
+    once, so concurrent pushes share one WAL fsync. Across worker processes, a `flock` on
+    `<db>.writer.lock` serialises the batches: waiting processes sleep in the kernel and wake as
+    soon as the lock is free, instead of in SQLite's busy handler's millisecond back-off.
+    """
+
+    MAX_BATCH = 64
+
+    def __init__(self, conn: sqlite3.Connection, dialect: Dialect, lock_path: Path) -> None:
+        self._conn = conn
+        self._dialect = dialect
+        self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._queue: queue.SimpleQueue[tuple[Callable[[Tx], Any], Future[Any]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="ncr-sqlite-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[Tx], T]) -> Future[T]:
+        future: Future[T] = Future()
+        self._queue.put((fn, future))
+        return future
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            batch = [item]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # finish this batch, then stop
+                    break
+                batch.append(more)
+            self._commit(batch)
+
+    def _commit(self, batch: list[tuple[Callable[[Tx], Any], Future[Any]]]) -> None:
+        tx = _CursorTx(self._conn, self._dialect)
+        outcomes: list[tuple[bool, Any]] = []
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for fn, _ in batch:
+                    self._conn.execute("SAVEPOINT unit")
+                    try:
+                        outcomes.append((True, fn(tx)))
+                        self._conn.execute("RELEASE unit")
+                    except Exception as e:
+                        self._conn.execute("ROLLBACK TO unit")
+                        self._conn.execute("RELEASE unit")
+                        outcomes.append((False, e))
+                self._conn.execute("COMMIT")
+            except BaseException as e:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                outcomes = [(False, e)] * len(batch)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        for (_, future), (ok, value) in zip(batch, outcomes):
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        os.close(self._lock_fd)
+
+
 class SQLiteDatabase:
     dialect = Dialect()
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = self._connect()
-        self._writer.execute("PRAGMA journal_mode=WAL")
+        writer = self._connect()
+        writer.execute("PRAGMA journal_mode=WAL")
         self._reader = self._connect()
-        self._write_lock = threading.Lock()
-        self._limiter = trio.CapacityLimiter(1)
+        self._writer_conn = writer
+        self._writer = _GroupCommitWriter(writer, self.dialect, path.with_name(path.name + ".writer.lock"))
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
@@ -121,22 +198,23 @@ class SQLiteDatabase:
             self._reader.execute("COMMIT")
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
-        return await trio.to_thread.run_sync(self.write_sync, fn, limiter=self._limiter)
+        future = self._writer.submit(fn)
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        future.add_done_callback(lambda _: token.run_sync_soon(done.set))
+        # Like a thread that cannot be abandoned: once submitted, the unit commits or fails
+        # whatever happens to the caller, so the caller waits for the outcome.
+        with trio.CancelScope(shield=True):
+            await done.wait()
+        return future.result()
 
     def write_sync(self, fn: Callable[[Tx], T]) -> T:
-        with self._write_lock:
-            self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(_CursorTx(self._writer, self.dialect))
-            except BaseException:
-                self._writer.execute("ROLLBACK")
-                raise
-            self._writer.execute("COMMIT")
-            return result
+        return self._writer.submit(fn).result()
 
     def close(self) -> None:
-        self._reader.close()
         self._writer.close()
+        self._writer_conn.close()
+        self._reader.close()
 
 
 class PostgresDatabase:

@@ -107,13 +107,10 @@ class Uploads:
         self.reg = reg
 
     async def start(self, repository: str) -> UploadStatus:
+        # Only the row: the file appears with the first bytes (see `_open`).
         upload_id = str(uuid.uuid4())
-        await trio.to_thread.run_sync(self._create_file, upload_id, limiter=self.reg.disk)
         await self.reg.meta.create_upload(upload_id, repository, hashing.sha256().state())
         return UploadStatus(upload_id, repository, 0)
-
-    def _create_file(self, upload_id: str) -> None:
-        self.reg.storage.open_upload(upload_key(upload_id), create=True).close()
 
     async def status(self, repository: str, upload_id: str) -> UploadStatus:
         up = await self._get(repository, upload_id)
@@ -128,14 +125,15 @@ class Uploads:
     async def _open(self, repository: str, upload_id: str) -> tuple[UploadSink, Upload]:
         """Lock the session's file, then read its acknowledged state (in that order: see `_Pump`)."""
         await self._get(repository, upload_id)  # cheap refusal of unknown ids before touching disk
-        try:
-            sink = await trio.to_thread.run_sync(
-                self.reg.storage.open_upload, upload_key(upload_id), False, limiter=self.reg.disk)
-        except FileNotFoundError:
-            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"upload": upload_id[:100]}) from None
+        sink = await trio.to_thread.run_sync(self.reg.storage.open_upload, upload_key(upload_id),
+                                             limiter=self.reg.disk)
         try:
             up = await self._get(repository, upload_id)
-            await trio.to_thread.run_sync(sink.truncate, up.size, limiter=self.reg.disk)
+            if sink.size() < up.size:
+                raise RegistryError("BLOB_UPLOAD_UNKNOWN", "the upload's data is gone: start again",
+                                    detail={"upload": upload_id[:100]})
+            if sink.size() > up.size:  # bytes a crash left behind, never acknowledged
+                await trio.to_thread.run_sync(sink.truncate, up.size, limiter=self.reg.disk)
         except BaseException:
             sink.close()
             raise
@@ -186,11 +184,11 @@ class Uploads:
         sink, up = await self._open(repository, upload_id)
         try:
             hasher, size = await self._receive(repository, upload_id, sink, up, body, content_range, content_length)
-            ok = await trio.to_thread.run_sync(self._verify, sink, hasher, digest, limiter=self.reg.disk)
+            ok = await trio.to_thread.run_sync(self._finalize, sink, hasher, repository, upload_id, digest, size,
+                                               upload_key(upload_id), limiter=self.reg.disk)
             if not ok:
                 await self.cancel(repository, upload_id, sink=sink)
                 raise RegistryError("DIGEST_INVALID", detail={"digest": str(digest)})
-            await trio.to_thread.run_sync(self._publish, repository, upload_id, digest, size, limiter=self.reg.disk)
             return size
         finally:
             sink.close()
@@ -198,47 +196,44 @@ class Uploads:
     async def monolithic(self, repository: str, digest: Digest, body: AsyncIterator[bytes],
                          content_length: int | None) -> int:
         """POST ?digest=: the whole blob in one request, no session row."""
-        upload_id = "mono-" + str(uuid.uuid4())
-        sink = await trio.to_thread.run_sync(
-            self.reg.storage.open_upload, upload_key(upload_id), True, limiter=self.reg.disk)
+        key = upload_key("mono-" + str(uuid.uuid4()))
+        sink = await trio.to_thread.run_sync(self.reg.storage.open_upload, key, limiter=self.reg.disk)
         published = False
         try:
             hasher = hashing.sha256()
             size = await _Pump(self.reg, sink, hasher).run(body, content_length)
             if content_length is not None and size != content_length:
                 raise RegistryError("SIZE_INVALID", f"received {size} bytes, expected {content_length}")
-            if not await trio.to_thread.run_sync(self._verify, sink, hasher, digest, limiter=self.reg.disk):
+            published = await trio.to_thread.run_sync(self._finalize, sink, hasher, repository, None, digest, size,
+                                                      key, limiter=self.reg.disk)
+            if not published:
                 raise RegistryError("DIGEST_INVALID", detail={"digest": str(digest)})
-            await trio.to_thread.run_sync(self._publish, repository, None, digest, size, upload_id,
-                                          limiter=self.reg.disk)
-            published = True
             return size
         finally:
             sink.close()
             if not published:
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(self.reg.storage.delete, upload_key(upload_id))
+                    await trio.to_thread.run_sync(self.reg.storage.delete, key)
 
-    @staticmethod
-    def _verify(sink: UploadSink, hasher: hashing.Hasher, digest: Digest) -> bool:
+    def _finalize(self, sink: UploadSink, hasher: hashing.Hasher, repository: str, upload_id: str | None,
+                  digest: Digest, size: int, source: str) -> bool:
+        """In one thread hop: verify the digest; if it matches, publish the blob and record it."""
         sink.flush()
         if digest.algorithm != hasher.name:
             # Sessions hash with sha256 as they go; another algorithm re-reads the bytes once.
             hasher = hashing.new(digest.algorithm)
             for chunk in sink.read_chunks(4 << 20):
                 hasher.update(chunk)
-        return hasher.hexdigest() == digest.hex
-
-    def _publish(self, repository: str, upload_id: str | None, digest: Digest, size: int,
-                 file_id: str | None = None) -> None:
+        if hasher.hexdigest() != digest.hex:
+            return False
         key = blob_key(digest)
-        source = upload_key(file_id or upload_id or "")
         with self.reg.locks.hold(str(digest)):
             if self.reg.storage.stat(key) == size:
                 self.reg.storage.delete(source)  # deduplicated: the content is already there
             else:
                 self.reg.storage.publish(source, key)
             self.reg.meta.commit_blob_sync(repository, str(digest), size, upload_id)
+        return True
 
     async def cancel(self, repository: str, upload_id: str, sink: UploadSink | None = None) -> None:
         if sink is None:

@@ -42,7 +42,9 @@ class BlobReader(Protocol):
 class StorageDriver(Protocol):
     name: str
 
-    def open_upload(self, key: str, create: bool) -> UploadSink: ...
+    def open_upload(self, key: str) -> UploadSink:
+        """Open (creating it if needed) and lock an upload for appending."""
+        ...
     def publish(self, upload_key: str, key: str) -> None:
         """Make an upload's bytes durable and visible at `key`, atomically."""
         ...

@@ -79,9 +79,8 @@ def _open_direct(path: Path) -> int | None:
 class FileUploadSink:
     """Appends to one upload file. Not thread-safe: one request drives it at a time (flock)."""
 
-    def __init__(self, path: Path, create: bool, direct_io: bool = True) -> None:
-        flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
-        self._fd = os.open(path, flags, 0o600)
+    def __init__(self, path: Path, direct_io: bool = True) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         # One writer per upload, across threads and worker processes alike.
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         self._direct = _open_direct(path) if direct_io else None
@@ -205,8 +204,8 @@ class FilesystemDriver:
             raise ValueError(f"bad storage key {key!r}")
         return self.root / key
 
-    def open_upload(self, key: str, create: bool) -> FileUploadSink:
-        return FileUploadSink(self._path(key), create, self.direct_io)
+    def open_upload(self, key: str) -> FileUploadSink:
+        return FileUploadSink(self._path(key), self.direct_io)
 
     def publish(self, upload_key: str, key: str) -> None:
         src, dst = self._path(upload_key), self._path(key)
