@@ -1,9 +1,11 @@
-"""The timed load clients: curl for large bodies (streamed from files, timed by curl itself), wrk for request rates."""
+"""The timed load clients: curl for single large bodies (streamed from files, timed by curl itself), wrk for request
+rates, and loadgen (benchmarks/loadgen/main.go, built here with `go build`) for everything concurrent."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -14,6 +16,8 @@ from benchmarks.registry import RegistryError, check_blob_head, resolve_location
 
 WRK_SCRIPT = Path(__file__).with_name("wrk") / "report.lua"
 WRK_MARKER = "BENCH-WRK "
+LOADGEN_SOURCE = Path(__file__).with_name("loadgen") / "main.go"
+LOADGEN_MARKER = "BENCH-LOADGEN "
 OCTET_STREAM = "Content-Type: application/octet-stream"
 
 
@@ -204,3 +208,64 @@ def wrk(url: str, *, method: str, headers: dict[str, str], threads: int, connect
     if result.errors["status"]:
         raise RegistryError(f"wrk: {result.errors['status']} of {result.requests} responses had status >= 400")
     return result
+
+
+# ---- loadgen (Go) ------------------------------------------------------------------------------------------------
+
+
+def go_version() -> str:
+    go = shutil.which("go")
+    if go is None:
+        return "not installed"
+    r = subprocess.run([go, "version"], capture_output=True, text=True, timeout=30)
+    return r.stdout.strip()
+
+
+def build_loadgen(dest: Path) -> Path:
+    """Build the Go load client (standard library only: no module, nothing downloaded)."""
+    go = shutil.which("go")
+    if go is None:
+        raise RuntimeError("go is not installed (needed to build benchmarks/loadgen)")
+    env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": ""}
+    r = subprocess.run([go, "build", "-trimpath", "-o", str(dest), str(LOADGEN_SOURCE)],
+                       capture_output=True, text=True, timeout=600, env=env, cwd=LOADGEN_SOURCE.parent)
+    if r.returncode != 0:
+        raise RuntimeError(f"go build benchmarks/loadgen failed:\n{r.stderr.strip()}")
+    return dest
+
+
+@dataclass
+class LoadgenResult:
+    wall_seconds: float  # from the first timed request to the last response
+    bytes: int
+    requests: int
+    ok: int
+    verified: int
+    errors: dict[str, int]
+    first_errors: list[str]
+    latency_ms: dict[str, float]
+    client: Measured
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    def details(self) -> dict[str, object]:
+        return {"bytes": self.bytes, "seconds": round(self.wall_seconds, 4), "requests": self.requests,
+                "ok": self.ok, "verified": self.verified, "errors": self.errors, "first_errors": self.first_errors,
+                "latency_ms": self.latency_ms, "client_cpu_seconds": self.client.cpu_seconds}
+
+
+def loadgen(binary: Path, mode: str, **flags: object) -> LoadgenResult:
+    """Run one loadgen mode to the end. It exits 0 whenever it measured; failed requests are in `errors`."""
+    cmd = [str(binary), mode]
+    for k, v in flags.items():
+        cmd += [f"-{k.replace('_', '-')}", ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)]
+    m = run_measured(cmd)
+    line = next((ln for ln in m.stdout.splitlines() if ln.startswith(LOADGEN_MARKER)), None)
+    if m.returncode != 0 or line is None:
+        raise RegistryError(f"loadgen {mode} failed ({m.returncode}): {m.stderr.strip() or m.stdout.strip()}")
+    d = json.loads(line.removeprefix(LOADGEN_MARKER))
+    return LoadgenResult(float(d["wall_seconds"]), int(d["bytes"]), int(d["requests"]), int(d["ok"]),
+                         int(d["verified"]), {k: int(v) for k, v in d["errors"].items()}, list(d["first_errors"]),
+                         dict(d.get("latency_ms") or {}), m)
