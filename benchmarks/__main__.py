@@ -2,9 +2,10 @@
 
 Examples:
   python -m benchmarks                                   # ncr-trio vs Distribution 2.8.2 (+ 3.1.1 if built)
-  python -m benchmarks --quick                           # smoke run: 64 MiB blobs, 3 s wrk, 1 round
+  python -m benchmarks --quick                           # smoke run: smaller blobs and counts, 1 round
   python -m benchmarks --quick --servers 2.8.2,2.8.2     # self-check: the same server twice, ratios ~1
   python -m benchmarks --servers 2.8.2,3.1.1 --figures manifest-get,blob-head
+  python -m benchmarks --ncr-workers 1                   # ncr-trio with one worker process
 """
 
 from __future__ import annotations
@@ -24,10 +25,14 @@ from types import FrameType
 from typing import Any
 
 from benchmarks import figures as figs
-from benchmarks.blobs import MiB, make_blob, small_image
-from benchmarks.report import RESULTS, cpu_table, noise_note, results_json, table, write_json
-from benchmarks.runner import Entrant, run_rounds
+from benchmarks.blobs import MiB, make_blob, make_pool, small_image
+from benchmarks.loads import build_loadgen, go_version
+from benchmarks.report import RESULTS, cpu_table, hasher_table, noise_note, results_json, table, write_json
+from benchmarks.runner import Entrant, Outcome, run_rounds
 from benchmarks.servers import DISTRIBUTION_BINARIES, NCR_TRIO, ServerKind, parse_kind
+
+HASHER = "hasher"  # not a server figure: benchmarks.bench_hasher.run() once per run
+POOL_STEP = MiB  # the pool's windows start 1 MiB apart
 
 METHOD = [
     "Each round starts every server fresh (empty storage) and runs each figure on every server in turn "
@@ -36,6 +41,14 @@ METHOD = [
     "10^6 bytes/s over the sum of curl's time_total for the timed requests (the opening POST is untimed).",
     "Chunked push: a PATCH with Content-Range per chunk then an empty PUT ?digest=, one curl each; its blob "
     "has another digest than the monolithic one.",
+    "Concurrent figures use loadgen (benchmarks/loadgen/main.go, Go standard library): N streams of N different "
+    "blobs (windows of one pool file, sent with sendfile), MB/s = total bytes over the wall time from the first "
+    "timed request to the last response; the 8-stream figures run on a server restarted on empty storage.",
+    "Small blobs are pushed as docker does (POST, then PUT ?digest= with the body), each distinct, on keep-alive "
+    "connections; all are checked with HEAD afterwards. The many-clients pull gives each client its own "
+    "connection and counts non-200s, short bodies, wrong digests and connection errors.",
+    "Memory is RSS summed over the server's process tree (ncr-trio's parent, workers and helpers), sampled every "
+    "50 ms; the push figure is the peak minus the RSS just before, after warm-up requests.",
     "Request rates: wrk, closed loop, keep-alive. Blob HEAD targets a 0-byte blob because wrk cannot read "
     "HEAD responses announcing a body (wg/wrk#198); the harness checks it is unknown in other repositories.",
     "Distribution runs with its shipped settings (in-memory blob descriptor cache) and its access log off.",
@@ -53,13 +66,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Distribution versions to compare ncr-trio with, e.g. 2.8.2,3.1.1 "
                    "(default auto: 2.8.2, and 3.1.1 if registry-v3 is installed)")
     p.add_argument("--rounds", type=int, help="rounds (default 3; --quick: 1)")
-    p.add_argument("--quick", action="store_true", help="smoke mode: 64 MiB blobs, 3 s wrk runs, 1 round")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke mode: 64 MiB blobs, 200 small blobs, 200 pulling clients, 2 s wrk runs, 1 round")
+    p.add_argument("--ncr-workers", type=int, default=os.cpu_count() or 1,
+                   help="ncr-trio worker processes (default: one per core, %(default)s here; 1 for a single process)")
     p.add_argument("--size-mib", type=int, help="blob size in MiB (default 1024; --quick: 64)")
     p.add_argument("--chunk-mib", type=int, default=16, help="chunk size of the chunked push (default 16)")
-    p.add_argument("--duration", type=int, help="seconds per wrk run (default 10; --quick: 3)")
+    p.add_argument("--duration", type=int, help="seconds per wrk run (default 10; --quick: 2)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
-    p.add_argument("--figures", default=",".join(f.name for f in figs.FIGURES),
+    p.add_argument("--streams", type=int, default=8, help="concurrent blobs of the streams figures (default 8)")
+    p.add_argument("--small-count", type=int, help="blobs per small-blob push figure (default 1000; --quick: 200)")
+    p.add_argument("--small-kib", type=int, default=4, help="size of the small blobs in KiB (default 4)")
+    p.add_argument("--pull-clients", type=int, help="clients of the pull-many figure (default 1000; --quick: 200)")
+    p.add_argument("--layer-mib", type=int, default=10, help="layer size of the pull-many figure (default 10)")
+    p.add_argument("--figures", default=",".join([*(f.name for f in figs.FIGURES), HASHER]),
                    help="comma list of figures (default all: %(default)s)")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()),
                    help="where the run's blobs and server storage go, in a new folder (default %(default)s)")
@@ -68,9 +89,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a = p.parse_args(argv)
     a.rounds = a.rounds if a.rounds is not None else (1 if a.quick else 3)
     a.size_mib = a.size_mib if a.size_mib is not None else (64 if a.quick else 1024)
-    a.duration = a.duration if a.duration is not None else (3 if a.quick else 10)
-    if a.rounds < 1 or a.size_mib < 1 or a.chunk_mib < 1 or a.duration < 1:
-        p.error("--rounds, --size-mib, --chunk-mib and --duration must be positive")
+    a.duration = a.duration if a.duration is not None else (2 if a.quick else 10)
+    a.small_count = a.small_count if a.small_count is not None else (200 if a.quick else 1000)
+    a.pull_clients = a.pull_clients if a.pull_clients is not None else (200 if a.quick else 1000)
+    if min(a.rounds, a.size_mib, a.chunk_mib, a.duration, a.streams, a.small_count, a.small_kib, a.pull_clients,
+           a.layer_mib, a.ncr_workers) < 1:
+        p.error("counts, sizes, durations and --ncr-workers must be positive")
     return a
 
 
@@ -80,13 +104,14 @@ def entrants(a: argparse.Namespace, say: Any) -> list[Entrant]:
     else:
         versions = [v.strip() for v in a.against.split(",") if v.strip()]
         auto = versions == ["auto"]
-        kinds = [ServerKind(NCR_TRIO)]
+        kinds = [ServerKind(NCR_TRIO, a.ncr_workers)]
         for v in (list(DISTRIBUTION_BINARIES) if auto else versions):
             kind = parse_kind(v)
             if auto and kind.missing():
                 say(f"note: {kind.name} left out: {kind.missing()}")
                 continue
             kinds.append(kind)
+    kinds = [ServerKind(k.name, a.ncr_workers) if k.name == NCR_TRIO else k for k in kinds]
     for k in kinds:
         if k.missing():
             raise SystemExit(f"cannot run {k.name}: {k.missing()}")
@@ -116,6 +141,30 @@ def _raise_on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds through every finally: servers stopped, files removed
 
 
+def run_hasher(quick: bool, say: Any) -> dict[str, Any]:
+    """The native hasher against hashlib, once per run (it involves no server): SHA-256 and SHA-512, 1 MiB
+    updates, 1 and 2 threads."""
+    from benchmarks import bench_hasher
+
+    say("hasher: native against hashlib ...")
+    try:
+        return bench_hasher.run(total=(32 if quick else 256) * MiB, repeat=1 if quick else 3, chunks=(MiB,),
+                                threads=(1, 2))
+    except Exception as exc:  # noqa: BLE001 - reported, the server figures still count
+        say(f"  ! hasher: {exc}")
+        return {"error": str(exc)}
+
+
+def write_chart(doc: dict[str, Any], path: Path, say: Any) -> Path | None:
+    try:
+        from benchmarks.chart import render
+    except ImportError as exc:
+        say(f"note: no chart ({exc}); `make bench` installs the bench extra (matplotlib)")
+        return None
+    render(doc, path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
 
@@ -124,40 +173,69 @@ def main(argv: list[str] | None = None) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_on_signal)
-    chosen = figs.select(a.figures)
-    who = entrants(a, say)
+    names = [n.strip() for n in a.figures.split(",") if n.strip()]
+    with_hasher = HASHER in names
+    chosen = figs.select(",".join(n for n in names if n != HASHER))
+    who = entrants(a, say) if chosen else []
     for exe in ("curl", "wrk"):
-        if shutil.which(exe) is None:
+        if chosen and shutil.which(exe) is None:
             raise SystemExit(f"{exe} is not installed")
     settings = figs.Settings(blob_size=a.size_mib * MiB, chunk_size=a.chunk_mib * MiB, duration=a.duration,
-                             threads=a.threads, connections=a.connections)
+                             threads=a.threads, connections=a.connections, streams=a.streams,
+                             small_count=a.small_count, small_size=a.small_kib * 1024,
+                             pull_clients=a.pull_clients, layer_size=a.layer_mib * MiB)
+    need_blobs = any(f.needs_blobs for f in chosen)
+    need_pool = any(f.needs_pool for f in chosen)
     a.workdir.mkdir(parents=True, exist_ok=True)
-    # two input blobs, plus both pushed to every server in a round (storage is removed after each round)
-    _check_space(a.workdir, 2 * settings.blob_size * (1 + len(who)) + 2**30)
+    size = settings.blob_size
+    # inputs: the monolithic and chunked blobs and the pool; per server and round: the three single pushes
+    # (monolithic, chunked, memory); the streams figures' data is on one server at a time (fresh storage)
+    inputs = (2 * size if need_blobs else 0) + (size + settings.streams * POOL_STEP if need_pool else 0)
+    stored = len(who) * 3 * size + (settings.streams * size if need_pool else 0) if need_blobs or need_pool else 0
+    _check_space(a.workdir, inputs + stored + 2**30)
 
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
     run_dir = Path(tempfile.mkdtemp(prefix="ncr-bench-", dir=a.workdir))
-    say(f"servers: {', '.join(e.label for e in who)}; figures: {', '.join(f.name for f in chosen)}; "
-        f"rounds: {a.rounds}; folder: {run_dir}")
+    ncr = next((e.kind for e in who if e.kind.name == NCR_TRIO), None)
+    say(f"servers: {', '.join(e.label for e in who) or '-'}; figures: {', '.join(names)}; rounds: {a.rounds}; "
+        f"folder: {run_dir}" + (f"; ncr-trio workers: {ncr.workers}" if ncr else ""))
+    outcome = None
+    hasher: dict[str, Any] | None = None
     try:
-        say(f"writing two random {settings.size_label} blobs ...")
-        tg = time.monotonic()
-        data = figs.Data(
-            settings=settings,
-            blob=make_blob(run_dir / "blobs", "monolithic", settings.blob_size, settings.blob_size),
-            chunked_blob=make_blob(run_dir / "blobs", "chunked", settings.blob_size, settings.chunk_size),
-            image=small_image(),
-        )
-        os.sync()
-        say(f"  done in {time.monotonic() - tg:.1f}s: {data.blob.digest[:19]}..., {data.chunked_blob.digest[:19]}...")
-        outcome = run_rounds(who, chosen, data, run_dir, a.rounds, say)
+        if chosen:
+            loadgen = None
+            if any(f.needs_loadgen for f in chosen):
+                say("building benchmarks/loadgen (go build) ...")
+                loadgen = build_loadgen(run_dir / "loadgen")
+            tg = time.monotonic()
+            if need_blobs or need_pool:
+                say("writing random blobs: " + ", ".join(
+                    (["2 x " + settings.size_label] if need_blobs else [])
+                    + ([f"a pool of {settings.streams + 1} windows of {settings.size_label}"] if need_pool else []))
+                    + " ...")
+            data = figs.Data(
+                settings=settings,
+                image=small_image(),
+                blob=make_blob(run_dir / "blobs", "monolithic", size, size) if need_blobs else None,
+                chunked_blob=make_blob(run_dir / "blobs", "chunked", size, settings.chunk_size) if need_blobs else None,
+                pool=make_pool(run_dir / "blobs", "pool", size, settings.streams + 1, POOL_STEP) if need_pool else None,
+                layer=os.urandom(settings.layer_size),
+                loadgen=loadgen,
+            )
+            os.sync()
+            if need_blobs or need_pool:
+                say(f"  done in {time.monotonic() - tg:.1f}s")
+            outcome = run_rounds(who, chosen, data, run_dir, a.rounds, say)
+        if with_hasher:
+            hasher = run_hasher(a.quick, say)
     finally:
         if a.keep:
             say(f"kept {run_dir}")
         else:
             shutil.rmtree(run_dir, ignore_errors=True)
 
+    outcome = outcome or Outcome()
     metrics = [m for f in chosen for m in f.metrics(settings)]
     meta: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
@@ -167,23 +245,37 @@ def main(argv: list[str] | None = None) -> int:
                  "python": platform.python_version()},
         "settings": {"rounds": a.rounds, "blob_bytes": settings.blob_size, "chunk_bytes": settings.chunk_size,
                      "wrk_seconds": settings.duration, "wrk_threads": settings.threads,
-                     "wrk_connections": settings.connections, "figures": [f.name for f in chosen]},
-        "tools": {"curl": _first_line(["curl", "--version"]), "wrk": _first_line(["wrk", "-v"])},
+                     "wrk_connections": settings.connections, "streams": settings.streams,
+                     "small_blobs": settings.small_count, "small_blob_bytes": settings.small_size,
+                     "pull_clients": settings.pull_clients, "layer_bytes": settings.layer_size,
+                     "ncr_workers": a.ncr_workers, "quick": a.quick, "figures": names},
+        "tools": {"curl": _first_line(["curl", "--version"]), "wrk": _first_line(["wrk", "-v"]), "go": go_version()},
         "servers": [{"label": e.label, "kind": e.kind.name, "version": e.kind.version()} for e in who],
         "method": METHOD,
     }
-    write_json(a.output, results_json(meta, who, metrics, outcome))
+    doc = results_json(meta, who, metrics, outcome, hasher)
+    write_json(a.output, doc)
+    chart = write_chart(doc, a.output.with_suffix(".png"), say)
     print()
-    print(table(who, metrics, outcome))
-    print()
-    print(cpu_table(who, [f.name for f in chosen], outcome))
-    print()
+    if chosen:
+        print(table(who, metrics, outcome))
+        print()
+        print(cpu_table(who, [f.name for f in chosen], outcome))
+        print()
+    if hasher and "results" in hasher:
+        print(hasher_table(hasher))
+        print()
+    elif hasher:
+        print(f"hasher: error: {hasher.get('error')}")
     note = noise_note(outcome, os.cpu_count() or 1)
     if note:
         print(note)
+    if a.quick:
+        print("note: --quick uses smaller sizes and counts than the issue's figures: PASS/MISS is only indicative")
     for e in who:
         print(f"{e.label}: {next(s['version'] for s in meta['servers'] if s['label'] == e.label)}")
-    print(f"{a.rounds} round(s), {meta['elapsed_seconds']:.0f}s; results: {a.output}")
+    print(f"{a.rounds} round(s), {meta['elapsed_seconds']:.0f}s; results: {a.output}"
+          + (f"; chart: {chart}" if chart else ""))
     if outcome.errors:
         print(f"{len(outcome.errors)} error(s):")
         for err in outcome.errors:

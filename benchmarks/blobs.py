@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,60 @@ def make_blob(directory: Path, name: str, size: int, part_size: int) -> Blob:
         parts.append(part)
         written += n_part
     return Blob("sha256:" + h.hexdigest(), size, tuple(parts))
+
+
+@dataclass(frozen=True)
+class Window:
+    """A blob that is `size` bytes of a pool file from `offset` on."""
+
+    digest: str
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Many distinct large blobs from one file: blob i is the `size` bytes from offset i * `step`.
+
+    Eight concurrent 1 GiB pushes need eight different blobs (a server stores content once, so a repeated
+    digest would not be stored again). Windows of one random file, a few MiB apart, are as different as
+    separate files (their digests differ; no registry stores parts of blobs), while the file is only
+    `size` + (n - 1) * `step` bytes: it stays in the page cache, and the disk holds what the servers write."""
+
+    path: Path
+    windows: tuple[Window, ...]
+
+    @property
+    def digests(self) -> list[str]:
+        return [w.digest for w in self.windows]
+
+
+def _window_digest(path: Path, offset: int, size: int) -> str:
+    h = hashlib.sha256()
+    block = 16 * MiB
+    with open(path, "rb") as f:
+        f.seek(offset)
+        done = 0
+        while done < size:
+            data = f.read(min(block, size - done))
+            if not data:
+                raise ValueError(f"{path} is shorter than {offset + size} bytes")
+            h.update(data)  # hashlib releases the GIL: windows are hashed in parallel threads
+            done += len(data)
+    return "sha256:" + h.hexdigest()
+
+
+def make_pool(directory: Path, name: str, size: int, count: int, step: int = MiB) -> Pool:
+    """Write the pool file and hash its `count` windows of `size` bytes."""
+    total = size + (count - 1) * step
+    make_blob(directory, name, total, total)
+    path = directory / name
+    offsets = [i * step for i in range(count)]
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as ex:
+        digests = list(ex.map(lambda o: _window_digest(path, o, size), offsets))
+    if len(set(digests)) != count:
+        raise ValueError("pool windows are not distinct")
+    return Pool(path, tuple(Window(d, o, size) for d, o in zip(digests, offsets)))
 
 
 @dataclass(frozen=True)

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks.blobs import MiB, OCI_MANIFEST, Blob, SmallImage, sha256_digest
-from benchmarks.loads import Transfer, WrkResult, pull_blob, push_blob, wrk
-from benchmarks.registry import blob_exists, push_small_image
+from benchmarks.blobs import MiB, OCI_MANIFEST, Blob, Pool, SmallImage, sha256_digest
+from benchmarks.loads import LoadgenResult, Transfer, WrkResult, loadgen, pull_blob, push_blob, wrk
+from benchmarks.memory import TreeMemorySampler
+from benchmarks.registry import RegistryError, blob_exists, push_small_blob, push_small_image, warm_up
+from benchmarks.servers import tree_cpu_seconds
 
 PUSH_REPO = "bench/push"
 CHUNKED_REPO = "bench/push-chunked"
+RSS_REPO = "bench/push-rss"
+STREAMS_REPO = "bench/streams"
+SMALL_REPO = "bench/small-blobs"
+LAYER_REPO = "bench/layer"
 IMAGE_REPO = "bench/small"
 IMAGE_TAG = "v1"
+
+
+def size_label(n: int) -> str:
+    if n % (1 << 30) == 0:
+        return f"{n >> 30} GiB"
+    return f"{n // MiB} MiB" if n % MiB == 0 else f"{n // 1024} KiB"
 
 
 @dataclass(frozen=True)
@@ -22,10 +36,15 @@ class Settings:
     duration: int  # seconds per wrk run
     threads: int
     connections: int
+    streams: int = 8  # concurrent 1 GiB pushes and pulls
+    small_count: int = 1000  # blobs per small-blob push figure
+    small_size: int = 4096
+    pull_clients: int = 1000  # concurrent clients pulling one layer
+    layer_size: int = 10 * MiB
 
     @property
     def size_label(self) -> str:
-        return f"{self.blob_size // (1 << 30)} GiB" if self.blob_size % (1 << 30) == 0 else f"{self.blob_size // MiB} MiB"
+        return size_label(self.blob_size)
 
 
 @dataclass(frozen=True)
@@ -33,16 +52,40 @@ class Data:
     """Everything generated once per run and pushed to every server."""
 
     settings: Settings
-    blob: Blob  # one part: monolithic push, pull
-    chunked_blob: Blob  # parts of chunk_size: chunked push (another digest, so no server can skip it)
     image: SmallImage
+    blob: Blob | None = None  # one part: monolithic push, pull
+    chunked_blob: Blob | None = None  # parts of chunk_size: chunked push (another digest: no server can skip it)
+    pool: Pool | None = None  # streams + 1 windows of blob_size: the concurrent pushes and the memory figure
+    layer: bytes = b""  # the layer the many clients pull
+    loadgen: Path | None = None  # the built Go load client
+
+    def need_blob(self) -> Blob:
+        if self.blob is None:
+            raise RuntimeError("the blob was not written")
+        return self.blob
+
+    def need_chunked_blob(self) -> Blob:
+        if self.chunked_blob is None:
+            raise RuntimeError("the chunked blob was not written")
+        return self.chunked_blob
+
+    def need_loadgen(self) -> Path:
+        if self.loadgen is None:
+            raise RuntimeError("loadgen was not built")
+        return self.loadgen
+
+    def need_pool(self) -> Pool:
+        if self.pool is None:
+            raise RuntimeError("the blob pool was not written")
+        return self.pool
 
 
 @dataclass
 class ServerRound:
-    """One server in one round: its URL, and what was already put in it this round."""
+    """One server in one round (or since its last restart): its URL and process, and what was put in it."""
 
     url: str
+    pid: int = 0
     prepared: set[str] = field(default_factory=set)
 
 
@@ -65,6 +108,14 @@ class Figure:
     name: str  # as chosen with --figures
     metrics: Callable[[Settings], list[Metric]]
     measure: Callable[[ServerRound, Data], Sample]
+    # untimed setup, run before the measurement window (and before its CPU accounting) opens
+    prepare: Callable[[ServerRound, Data], None] | None = None
+    # run on a server restarted on empty storage, which is restarted empty again afterwards: what the figure
+    # writes (8 GiB) never piles up with the other servers' or figures' data on the disk
+    fresh: bool = False
+    needs_blobs: bool = False  # the two curl blobs
+    needs_loadgen: bool = False
+    needs_pool: bool = False
 
 
 def _transfer_sample(key: str, t: Transfer) -> Sample:
@@ -84,10 +135,16 @@ def _wrk_sample(prefix: str, r: WrkResult) -> Sample:
     )
 
 
+def _fail_on_errors(what: str, r: LoadgenResult, expected_ok: int) -> None:
+    if r.error_count or r.ok != expected_ok:
+        raise RegistryError(f"{what}: {r.ok} of {expected_ok} ok, errors {r.errors}: {'; '.join(r.first_errors[:3])}")
+
+
 def _ensure_pushed(server: ServerRound, data: Data) -> None:
     """The pull figure needs the blob; push it (untimed) if the push figure did not run or failed."""
-    if "blob" not in server.prepared and not blob_exists(server.url, PUSH_REPO, data.blob.digest):
-        push_blob(server.url, PUSH_REPO, data.blob, chunked=False)
+    blob = data.need_blob()
+    if "blob" not in server.prepared and not blob_exists(server.url, PUSH_REPO, blob.digest):
+        push_blob(server.url, PUSH_REPO, blob, chunked=False)
     server.prepared.add("blob")
 
 
@@ -97,24 +154,117 @@ def _ensure_image(server: ServerRound, data: Data) -> None:
         server.prepared.add("image")
 
 
+def _ensure_layer(server: ServerRound, data: Data) -> None:
+    if "layer" not in server.prepared:
+        push_small_blob(server.url, LAYER_REPO, data.layer)
+        server.prepared.add("layer")
+
+
+def _warm_up(server: ServerRound, data: Data) -> None:
+    warm_up(server.url, RSS_REPO + "-warmup")
+
+
 def measure_push(server: ServerRound, data: Data) -> Sample:
-    t = push_blob(server.url, PUSH_REPO, data.blob, chunked=False)
+    t = push_blob(server.url, PUSH_REPO, data.need_blob(), chunked=False)
     server.prepared.add("blob")
     return _transfer_sample("push_monolithic_mbps", t)
 
 
 def measure_push_chunked(server: ServerRound, data: Data) -> Sample:
-    return _transfer_sample("push_chunked_mbps", push_blob(server.url, CHUNKED_REPO, data.chunked_blob, chunked=True))
+    return _transfer_sample("push_chunked_mbps",
+                            push_blob(server.url, CHUNKED_REPO, data.need_chunked_blob(), chunked=True))
 
 
 def measure_pull(server: ServerRound, data: Data) -> Sample:
-    _ensure_pushed(server, data)
-    return _transfer_sample("pull_mbps", pull_blob(server.url, PUSH_REPO, data.blob))
+    return _transfer_sample("pull_mbps", pull_blob(server.url, PUSH_REPO, data.need_blob()))
+
+
+def measure_push_rss(server: ServerRound, data: Data) -> Sample:
+    """One monolithic push of a blob this server has not seen (the pool's last window), with the server's
+    process-tree RSS sampled throughout; the figure is the peak minus the RSS just before."""
+    window = data.need_pool().windows[-1]
+    with TreeMemorySampler(server.pid) as mem:
+        r = loadgen(data.need_loadgen(), "push-streams", url=server.url, repo=RSS_REPO, file=data.need_pool().path,
+                    offsets=[window.offset], digests=[window.digest], size=window.size)
+    _fail_on_errors("push", r, 1)
+    assert mem.result is not None
+    return Sample({"push_rss_growth_mib": mem.result.growth_mib},
+                  {**r.details(), **mem.result.details(), "push_mbps": round(r.bytes / r.wall_seconds / 1e6, 1)})
+
+
+def _phase(name: str, pid: int, run: Callable[[], LoadgenResult]) -> tuple[LoadgenResult, dict[str, Any]]:
+    cpu0 = tree_cpu_seconds(pid)
+    r = run()
+    return r, {"name": name, "wall_seconds": round(r.wall_seconds, 3),
+               "server_cpu_seconds": round(tree_cpu_seconds(pid) - cpu0, 3),
+               "client_cpu_seconds": round(r.client.cpu_seconds, 3)}
+
+
+def _windows(data: Data) -> tuple[Pool, list[int], list[str]]:
+    pool = data.need_pool()
+    ws = pool.windows[: data.settings.streams]
+    return pool, [w.offset for w in ws], [w.digest for w in ws]
+
+
+def measure_streams(server: ServerRound, data: Data) -> Sample:
+    """`streams` different blobs pushed at once (monolithic), then the same pulled at once. MB/s is the total
+    bytes over the wall time from the first timed request to the last response."""
+    import os
+
+    pool, offsets, digests = _windows(data)
+    size = data.settings.blob_size
+    push, push_phase = _phase("push", server.pid, lambda: loadgen(
+        data.need_loadgen(), "push-streams", url=server.url, repo=STREAMS_REPO, file=pool.path,
+        offsets=offsets, digests=digests, size=size))
+    _fail_on_errors(f"{len(digests)} pushes", push, len(digests))
+    os.sync()  # the pushes' write-back must not land in the pulls
+    pull, pull_phase = _phase("pull", server.pid, lambda: loadgen(
+        data.need_loadgen(), "pull-streams", url=server.url, repo=STREAMS_REPO, digests=digests, size=size))
+    _fail_on_errors(f"{len(digests)} pulls", pull, len(digests))
+    return Sample(
+        {"push_streams_mbps": push.bytes / push.wall_seconds / 1e6,
+         "pull_streams_mbps": pull.bytes / pull.wall_seconds / 1e6},
+        {"push": push.details(), "pull": pull.details(), "phases": [push_phase, pull_phase],
+         "client_cpu_seconds": push.client.cpu_seconds + pull.client.cpu_seconds},
+    )
+
+
+def measure_push_chunked_streams(server: ServerRound, data: Data) -> Sample:
+    pool, offsets, digests = _windows(data)
+    r = loadgen(data.need_loadgen(), "push-streams", url=server.url, repo=STREAMS_REPO, file=pool.path,
+                offsets=offsets, digests=digests, size=data.settings.blob_size, chunk=data.settings.chunk_size)
+    _fail_on_errors(f"{len(digests)} chunked pushes", r, len(digests))
+    return Sample({"push_chunked_streams_mbps": r.bytes / r.wall_seconds / 1e6}, r.details())
+
+
+def _measure_small(clients: int) -> Callable[[ServerRound, Data], Sample]:
+    def measure(server: ServerRound, data: Data) -> Sample:
+        s = data.settings
+        r = loadgen(data.need_loadgen(), "push-small", url=server.url, repo=f"{SMALL_REPO}-{clients}",
+                    count=s.small_count, size=s.small_size, clients=clients)
+        _fail_on_errors(f"{s.small_count} small blobs", r, s.small_count)
+        if r.verified != s.small_count:
+            raise RegistryError(f"only {r.verified} of {s.small_count} blobs answer HEAD afterwards")
+        return Sample({f"push_small_{clients}_bps": r.ok / r.wall_seconds}, r.details())
+
+    return measure
+
+
+def measure_pull_many(server: ServerRound, data: Data) -> Sample:
+    s = data.settings
+    with TreeMemorySampler(server.pid) as mem:
+        r = loadgen(data.need_loadgen(), "pull-many", url=server.url, repo=LAYER_REPO,
+                    digest=sha256_digest(data.layer), size=len(data.layer), clients=s.pull_clients)
+    assert mem.result is not None
+    if r.ok == 0:
+        raise RegistryError(f"no pull succeeded, errors {r.errors}: {'; '.join(r.first_errors[:3])}")
+    return Sample({"pull_many_errors": float(r.error_count), "pull_many_rss_mib": mem.result.peak_mib,
+                   "pull_many_seconds": r.wall_seconds},
+                  {**r.details(), **mem.result.details()})
 
 
 def _measure_wrk(prefix: str, method: str, path: str, headers: dict[str, str]) -> Callable[[ServerRound, Data], Sample]:
     def measure(server: ServerRound, data: Data) -> Sample:
-        _ensure_image(server, data)
         s = data.settings
         r = wrk(server.url + path, method=method, headers=headers,
                 threads=s.threads, connections=s.connections, duration=s.duration)
@@ -133,23 +283,53 @@ def _rate_metrics(prefix: str, what: str) -> Callable[[Settings], list[Metric]]:
     return metrics
 
 
+def _small_metric(clients: int) -> Callable[[Settings], list[Metric]]:
+    return lambda s: [Metric(f"push_small_{clients}_bps",
+                             f"push {s.small_count} x {size_label(s.small_size)} blobs, {clients} client"
+                             f"{'s' if clients > 1 else ''} blobs/s", "blobs/s", True)]
+
+
 FIGURES: list[Figure] = [
     Figure("push",
            lambda s: [Metric("push_monolithic_mbps", f"push {s.size_label} monolithic MB/s", "MB/s", True)],
-           measure_push),
+           measure_push, needs_blobs=True),
     Figure("push-chunked",
            lambda s: [Metric("push_chunked_mbps",
                              f"push {s.size_label} chunked {s.chunk_size // MiB} MiB MB/s", "MB/s", True)],
-           measure_push_chunked),
+           measure_push_chunked, needs_blobs=True),
     Figure("pull",
            lambda s: [Metric("pull_mbps", f"pull {s.size_label} MB/s", "MB/s", True)],
-           measure_pull),
+           measure_pull, prepare=_ensure_pushed, needs_blobs=True),
+    Figure("push-rss",
+           lambda s: [Metric("push_rss_growth_mib", f"push {s.size_label}: server RSS growth MiB", "MiB", False)],
+           measure_push_rss, prepare=_warm_up, needs_loadgen=True, needs_pool=True),
+    Figure("streams",
+           lambda s: [Metric("push_streams_mbps", f"push {s.streams} x {s.size_label} at once MB/s", "MB/s", True),
+                      Metric("pull_streams_mbps", f"pull {s.streams} x {s.size_label} at once MB/s", "MB/s", True)],
+           measure_streams, fresh=True, needs_loadgen=True, needs_pool=True),
+    Figure("push-chunked-streams",
+           lambda s: [Metric("push_chunked_streams_mbps",
+                             f"push {s.streams} x {s.size_label} at once, chunked {s.chunk_size // MiB} MiB MB/s",
+                             "MB/s", True)],
+           measure_push_chunked_streams, fresh=True, needs_loadgen=True, needs_pool=True),
     Figure("manifest-get",
            _rate_metrics("manifest_get", "manifest GET by tag"),
-           _measure_wrk("manifest_get", "GET", f"/v2/{IMAGE_REPO}/manifests/{IMAGE_TAG}", {"Accept": OCI_MANIFEST})),
+           _measure_wrk("manifest_get", "GET", f"/v2/{IMAGE_REPO}/manifests/{IMAGE_TAG}", {"Accept": OCI_MANIFEST}),
+           prepare=_ensure_image),
     Figure("blob-head",
            _rate_metrics("blob_head", "blob HEAD"),
-           _measure_wrk("blob_head", "HEAD", f"/v2/{IMAGE_REPO}/blobs/{sha256_digest(b'')}", {})),
+           _measure_wrk("blob_head", "HEAD", f"/v2/{IMAGE_REPO}/blobs/{sha256_digest(b'')}", {}),
+           prepare=_ensure_image),
+    Figure("push-small-1", _small_metric(1), _measure_small(1), needs_loadgen=True),
+    Figure("push-small-32", _small_metric(32), _measure_small(32), needs_loadgen=True),
+    Figure("pull-many",
+           lambda s: [Metric("pull_many_errors", f"{s.pull_clients} clients pull {size_label(s.layer_size)}: errors",
+                             "errors", False),
+                      Metric("pull_many_rss_mib", f"{s.pull_clients} clients pull {size_label(s.layer_size)}: "
+                             "server peak RSS MiB", "MiB", False),
+                      Metric("pull_many_seconds", f"{s.pull_clients} clients pull {size_label(s.layer_size)}: "
+                             "wall s", "s", False)],
+           measure_pull_many, prepare=_ensure_layer, needs_loadgen=True),
 ]
 
 

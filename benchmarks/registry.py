@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from urllib.parse import urljoin
 
 import httpx
@@ -47,6 +48,15 @@ def push_small_blob(base: str, repo: str, data: bytes) -> str:
     url = with_digest(start_upload(base, repo), digest)
     _expect(httpx.put(url, content=data, headers={"Content-Type": "application/octet-stream"}, timeout=TIMEOUT), 201)
     return digest
+
+
+def warm_up(base: str, repo: str, connections: int = 16, blobs: int = 8) -> None:
+    """Untimed requests before a memory baseline, on new connections, so that every worker process has
+    imported and built what serving and pushing need (ncr-trio's spawned workers build the app on first use)."""
+    for _ in range(connections):
+        _expect(httpx.get(f"{base}/v2/", timeout=TIMEOUT), 200)
+    for _ in range(blobs):
+        push_small_blob(base, repo, os.urandom(64 * 1024))
 
 
 def blob_exists(base: str, repo: str, digest: str) -> bool:

@@ -10,9 +10,10 @@ from typing import Any
 
 from benchmarks.figures import Metric
 from benchmarks.runner import Entrant, Outcome
+from benchmarks.targets import HASHER_TARGET, REFERENCE, Verdict, judge
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-RATIO_TARGET = "distribution-2.8.2"
+RATIO_TARGET = REFERENCE
 
 
 @dataclass(frozen=True)
@@ -64,17 +65,51 @@ def _short(label: str) -> str:
     return label.removeprefix("distribution-")
 
 
+def reference_pair(entrants: list[Entrant]) -> tuple[str, str] | None:
+    """(subject, Distribution 2.8.2) if the run has both: what the targets are judged on."""
+    return next(((a, b) for a, b in ratio_pairs(entrants)
+                 if next(e for e in entrants if e.label == b).kind.name == RATIO_TARGET), None)
+
+
+def verdict(entrants: list[Entrant], m: Metric, outcome: Outcome) -> Verdict | None:
+    subject = entrants[0].label
+    samples = outcome.values.get(subject, {}).get(m.key, [])
+    pair = reference_pair(entrants)
+    r = None
+    if pair is not None:
+        r = ratio(stats(outcome.values.get(pair[0], {}).get(m.key, [])),
+                  stats(outcome.values.get(pair[1], {}).get(m.key, [])))
+    return judge(m.key, samples, r, pair is not None)
+
+
 def table(entrants: list[Entrant], metrics: list[Metric], outcome: Outcome) -> str:
     pairs = ratio_pairs(entrants)
     header = ["figure", *(f"{e.label} (med/min/max)" for e in entrants),
-              *(f"ratio {_short(a)}/{_short(b)}" for a, b in pairs), "better"]
+              *(f"ratio {_short(a)}/{_short(b)}" for a, b in pairs), "target (2.8.2)", "result", "better"]
     rows = [header]
     for m in metrics:
         per = {e.label: stats(outcome.values.get(e.label, {}).get(m.key, [])) for e in entrants}
         ratios = [f"{r:.2f}" if (r := ratio(per[a], per[b])) is not None else "-" for a, b in pairs]
+        v = verdict(entrants, m, outcome)
         rows.append([m.label, *(_cell(per[e.label]) for e in entrants), *ratios,
+                     v.target.text if v else "", v.result if v else "",
                      "higher" if m.higher_is_better else "lower"])
     return _grid(rows)
+
+
+def hasher_table(hasher: dict[str, Any]) -> str:
+    """The native hasher against hashlib (benchmarks.bench_hasher.run()), with the target native >= hashlib."""
+    rows = [["hasher (1 MiB updates)", "threads", "native MB/s", "hashlib MB/s", "ratio native/hashlib",
+             "target", "result"]]
+    for r in hasher.get("results", []):
+        v = hasher_verdict(r)
+        rows.append([r["algorithm"], str(r["threads"]), f"{r['native_mb_s']:.0f}", f"{r['hashlib_mb_s']:.0f}",
+                     f"{r['ratio']:.3f}", v.target.text, v.result])
+    return _grid(rows)
+
+
+def hasher_verdict(row: dict[str, Any]) -> Verdict:
+    return Verdict(HASHER_TARGET, float(row["ratio"]))
 
 
 def _grid(rows: list[list[str]]) -> str:
@@ -85,21 +120,29 @@ def _grid(rows: list[list[str]]) -> str:
 
 
 def cpu_table(entrants: list[Entrant], figure_names: list[str], outcome: Outcome) -> str:
-    """Cores busy during each figure (median over rounds): the server, then the load client (curl or wrk).
+    """Cores busy during each figure (median over rounds): the server, then the load client (curl, wrk or
+    loadgen). A figure made of phases (push then pull) gets a row per phase.
 
     A server near the machine's core count is CPU-bound; a client far below it is not the bottleneck."""
     rows = [["cores used: server + client", *(e.label for e in entrants)]]
     for name in figure_names:
-        row = [name]
-        for e in entrants:
-            ds = [d for d in outcome.details if d["server"] == e.label and d["figure"] == name and d["wall_seconds"]]
-            if not ds:
-                row.append("-")
-                continue
-            server = statistics.median(d["server_cpu_seconds"] / d["wall_seconds"] for d in ds)
-            client = statistics.median(d["client_cpu_seconds"] / d["wall_seconds"] for d in ds)
-            row.append(f"{server:.2f} + {client:.2f}")
-        rows.append(row)
+        ds_all = [d for d in outcome.details if d["figure"] == name]
+        phases = next((d["phases"] for d in ds_all if d.get("phases")), None)
+        parts = [(f"{name} {p['name']}", p["name"]) for p in phases] if phases else [(name, None)]
+        for title, phase in parts:
+            row = [title]
+            for e in entrants:
+                ds = [d for d in ds_all if d["server"] == e.label]
+                if phase is not None:
+                    ds = [p for d in ds for p in d.get("phases", []) if p["name"] == phase]
+                ds = [d for d in ds if d["wall_seconds"]]
+                if not ds:
+                    row.append("-")
+                    continue
+                server = statistics.median(d["server_cpu_seconds"] / d["wall_seconds"] for d in ds)
+                client = statistics.median(d["client_cpu_seconds"] / d["wall_seconds"] for d in ds)
+                row.append(f"{server:.2f} + {client:.2f}")
+            rows.append(row)
     return _grid(rows)
 
 
@@ -112,9 +155,11 @@ def noise_note(outcome: Outcome, cpus: int) -> str | None:
             f"cores in the median measurement, up to {max(loads):.2f}; expect noisier figures")
 
 
-def results_json(meta: dict[str, Any], entrants: list[Entrant], metrics: list[Metric], outcome: Outcome) -> dict[str, Any]:
+def results_json(meta: dict[str, Any], entrants: list[Entrant], metrics: list[Metric], outcome: Outcome,
+                 hasher: dict[str, Any] | None = None) -> dict[str, Any]:
     figures = []
     for m in metrics:
+        v = verdict(entrants, m, outcome)
         per = {e.label: outcome.values.get(e.label, {}).get(m.key, []) for e in entrants}
         st = {label: stats(v) for label, v in per.items()}
         figures.append({
@@ -123,8 +168,12 @@ def results_json(meta: dict[str, Any], entrants: list[Entrant], metrics: list[Me
             "samples": per,
             "stats": {label: (s.__dict__ if s else None) for label, s in st.items()},
             "ratios": {f"{a} / {b}": ratio(st[a], st[b]) for a, b in ratio_pairs(entrants)},
+            "target": v.as_json() if v else None,
         })
-    return {"schema": 1, **meta, "figures": figures, "details": outcome.details, "errors": outcome.errors}
+    if hasher is not None and "results" in hasher:
+        hasher = {**hasher, "results": [{**r, "target": hasher_verdict(r).as_json()} for r in hasher["results"]]}
+    return {"schema": 2, **meta, "figures": figures, "hasher": hasher, "details": outcome.details,
+            "errors": outcome.errors}
 
 
 def write_json(path: Path, doc: dict[str, Any]) -> None:

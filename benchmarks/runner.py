@@ -2,7 +2,9 @@
 
 Figures are interleaved at the finest grain (figure 1 on every server, then figure 2 on every server, ...), so
 that machine noise within a round hits all servers alike; rounds repeat the whole to give median/min/max.
-Servers are always stopped and their storage removed, also on Ctrl-C."""
+Figures marked `fresh` (the 8 GiB ones) run on a server restarted on empty storage, and restart it empty again
+afterwards, so that at most one server holds their data at a time. Servers are always stopped and their storage
+removed, also on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -67,25 +69,49 @@ def run_rounds(
     for rnd in range(1, rounds + 1):
         say(f"round {rnd}/{rounds}")
         running: dict[str, Running] = {}
+        state: dict[str, ServerRound] = {}
         round_dir = workdir / f"round-{rnd}"
+
+        def start(e: Entrant) -> None:
+            root = round_dir / e.label.replace("#", "-")
+            remove_tree(root)
+            server = e.kind.start(root)
+            running[e.label] = server
+            state[e.label] = ServerRound(server.url, server.pid)
+
+        def restart_fresh(e: Entrant, figure: str) -> bool:
+            """Stop the server, remove its storage, start it again empty. False if it would not start."""
+            server = running.pop(e.label, None)
+            if server is not None:
+                server.stop()
+            try:
+                start(e)
+                return True
+            except Exception as exc:  # noqa: BLE001
+                fail(rnd, e.label, figure, f"restart on empty storage failed: {exc} (left out for this round)")
+                return False
+
         try:
             for e in entrants:
                 if e.label in dropped:
                     continue
                 try:
-                    running[e.label] = e.kind.start(round_dir / e.label.replace("#", "-"))
+                    start(e)
                 except Exception as exc:  # noqa: BLE001 - any failure to start is reported, not fatal
                     dropped.add(e.label)
                     fail(rnd, e.label, "start", f"{exc} (dropped for the rest of the run)")
-            state = {label: ServerRound(r.url) for label, r in running.items()}
             for figure in figures:
                 for e in entrants:
+                    if e.label in running and figure.fresh:
+                        restart_fresh(e, figure.name)
                     if e.label not in running:
                         for key in metric_keys[figure.name]:
                             out.record(e.label, key, None)
                         continue
                     _measure_one(out, rnd, e.label, running[e.label], state[e.label], figure, data,
                                  metric_keys[figure.name], fail, say)
+                    if figure.fresh:
+                        restart_fresh(e, figure.name)  # free the disk before the next server writes
         finally:
             for label, server in running.items():
                 server.stop()
@@ -96,16 +122,25 @@ def run_rounds(
 def _measure_one(out: Outcome, rnd: int, label: str, server: Running, state: ServerRound, figure: Figure,
                  data: Data, keys: list[str], fail: Callable[[int, str, str, str], None],
                  say: Callable[[str], None]) -> None:
-    settle()
-    cpu0, busy0, t0 = tree_cpu_seconds(server.pid), machine_busy_seconds(), time.monotonic()
-    try:
-        sample = figure.measure(state, data)
-    except Exception as exc:  # noqa: BLE001 - a failing server must not stop the comparison
+    def failed(exc: Exception) -> None:
         if not server.alive():
             exc = RuntimeError(f"{exc}; the server died. Log tail:\n{server.log_tail()}")
         fail(rnd, label, figure.name, str(exc))
         for key in keys:
             out.record(label, key, None)
+
+    if figure.prepare is not None:
+        try:
+            figure.prepare(state, data)  # untimed setup, outside the CPU accounting
+        except Exception as exc:  # noqa: BLE001
+            failed(exc)
+            return
+    settle()
+    cpu0, busy0, t0 = tree_cpu_seconds(server.pid), machine_busy_seconds(), time.monotonic()
+    try:
+        sample = figure.measure(state, data)
+    except Exception as exc:  # noqa: BLE001 - a failing server must not stop the comparison
+        failed(exc)
         return
     wall = time.monotonic() - t0
     server_cpu = tree_cpu_seconds(server.pid) - cpu0
@@ -116,4 +151,4 @@ def _measure_one(out: Outcome, rnd: int, label: str, server: Running, state: Ser
     out.details.append({"round": rnd, "server": label, "figure": figure.name, **sample.details,
                         "server_cpu_seconds": round(server_cpu, 3), "other_cpu_seconds": round(max(other_cpu, 0.0), 3),
                         "wall_seconds": round(wall, 3)})
-    say(f"  {label:<24} {figure.name:<14} " + "  ".join(f"{k}={v:.1f}" for k, v in sample.values.items()))
+    say(f"  {label:<24} {figure.name:<20} " + "  ".join(f"{k}={v:.1f}" for k, v in sample.values.items()))

@@ -151,6 +151,7 @@ class ServerKind:
     """One kind of server that can be benchmarked: "ncr-trio" or "distribution-VERSION"."""
 
     name: str
+    workers: int = 1  # ncr-trio's worker processes (`ncr-trio serve --workers N`)
 
     @property
     def distribution_version(self) -> str | None:
@@ -176,7 +177,7 @@ class ServerKind:
         if self.distribution_version is None:
             out = subprocess.run([sys.executable, "-c", "import ncr_trio; print(getattr(ncr_trio, '__version__', '?'))"],
                                  capture_output=True, text=True, timeout=30)
-            return f"ncr-trio {out.stdout.strip() or '?'} ({_git_describe()})"
+            return f"ncr-trio {out.stdout.strip() or '?'} ({_git_describe()}), {self.workers} worker(s)"
         out = subprocess.run([self.executable(), "--version"], capture_output=True, text=True, timeout=30)
         return (out.stdout or out.stderr).strip()
 
@@ -184,7 +185,7 @@ class ServerKind:
         """Start on a free port with fresh storage under `root` (which must not exist yet)."""
         root.mkdir(parents=True)
         if self.distribution_version is None:
-            server = Server(data=root / "data")
+            server = Server(data=root / "data", extra_args=["--workers", str(self.workers)])
             try:
                 server.start()
             except BaseException:
