@@ -32,6 +32,7 @@ test: venv tools
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: venv tools
+	$(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bench'], sep='\n')" | $(BIN)/pip install -q -r /dev/stdin
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
