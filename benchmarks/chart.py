@@ -98,7 +98,8 @@ def render(doc: dict[str, Any], path: Path) -> None:
                 ax.plot([tx, tx], [yy - height * 0.55, yy + height * 0.55], color="black", lw=2.2)
                 all_values.append(row["target"])
                 end = max(end, tx) if v >= 1 else min(end, tx)
-            ax.text(end + (0.06 if v >= 1 else -0.06), yy, f"{v:.2f}x vs {_short(ref)}",
+            verdict = f"  {row['result']}" if first and row["result"] in ("PASS", "MISS") else ""
+            ax.text(end + (0.06 if v >= 1 else -0.06), yy, f"{v:.2f}x vs {_short(ref)}{verdict}",
                     va="center", ha="left" if v >= 1 else "right", fontsize=8)
     lo = min([0.5, *all_values]) / 1.3
     hi = max([2.0, *all_values]) * 1.5
