@@ -31,8 +31,9 @@ class Config:
     max_manifest_bytes: int = 4 * MiB
     # Write upload bytes with O_DIRECT (far faster than filling new page-cache pages on most VMs).
     direct_io: bool = True
-    # All blob downloads together hold about this much in read buffers (chunks shrink as they multiply).
-    download_buffer_bytes: int = 128 * MiB
+    # All blob downloads of one worker process together hold about this much in read buffers
+    # (chunks shrink from 1 MiB to 64 KiB as downloads multiply).
+    download_buffer_bytes: int = 8 * MiB
     # Socket reads: hypercorn reads 64 KiB at a time unless told otherwise.
     recv_chunk_bytes: int = 1 * MiB
     graceful_timeout_seconds: float = 30.0

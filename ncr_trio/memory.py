@@ -16,8 +16,8 @@ import logging
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 
-MMAP_THRESHOLD = 32 << 20  # glibc's maximum on 64-bit
-TRIM_THRESHOLD = 256 << 20
+MMAP_THRESHOLD = 32 << 20
+TRIM_THRESHOLD = 64 << 20
 
 log = logging.getLogger("ncr_trio.memory")
 

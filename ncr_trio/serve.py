@@ -46,6 +46,7 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hc.graceful_timeout = config.graceful_timeout_seconds
     hc.keep_alive_timeout = 75
     hc.h11_max_incomplete_size = 64 * 1024
+    hc.include_server_header = False  # do not advertise the server's software
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
     return hc

@@ -67,7 +67,7 @@ def test_upload_bytes_survive_any_chunking(driver: StorageDriver, requests: list
         finally:
             sink.close()
     blob = f"blobs/sha256/aa/{os.urandom(8).hex()}"
-    driver.publish(key, blob)
+    driver.publish(key, blob)()  # move, then make durable
     assert driver.stat(blob) == len(expected)
     assert read_all(driver, blob) == bytes(expected)
     assert driver.stat(key) is None

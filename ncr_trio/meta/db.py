@@ -93,15 +93,22 @@ class Database(Protocol):
 
     async def read(self, fn: Callable[[Tx], T]) -> T: ...
     async def write(self, fn: Callable[[Tx], T]) -> T: ...
-    def write_sync(self, fn: Callable[[Tx], T]) -> T: ...
+    def write_sync(self, fn: Callable[[Tx], T], before: Callable[[], None] | None = None) -> T:
+        """Blocking write; `before` runs first and must succeed (e.g. fsyncs the unit depends on)."""
+        ...
     def close(self) -> None: ...
+
+
+_Unit = tuple[Callable[["Tx"], Any], Callable[[], None] | None, Future[Any]]
 
 
 class _GroupCommitWriter:
     """One writer thread per process that commits queued units of work in batches.
 
     Each unit runs in its own SAVEPOINT, so one that fails rolls back alone; the batch commits
-    once, so concurrent pushes share one WAL fsync. Across worker processes, a `flock` on
+    once, so concurrent pushes share one WAL fsync. A unit may carry a step to run before it
+    (fsyncing the blob it records): the batch runs those first, back to back, which lets the
+    filesystem commit its journal once for many of them. Across worker processes, a `flock` on
     `<db>.writer.lock` serialises the batches: waiting processes sleep in the kernel and wake as
     soon as the lock is free, instead of in SQLite's busy handler's millisecond back-off.
     """
@@ -112,13 +119,13 @@ class _GroupCommitWriter:
         self._conn = conn
         self._dialect = dialect
         self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        self._queue: queue.SimpleQueue[tuple[Callable[[Tx], Any], Future[Any]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="ncr-sqlite-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[[Tx], T]) -> Future[T]:
+    def submit(self, fn: Callable[[Tx], T], before: Callable[[], None] | None = None) -> Future[T]:
         future: Future[T] = Future()
-        self._queue.put((fn, future))
+        self._queue.put((fn, before, future))
         return future
 
     def _run(self) -> None:
@@ -135,14 +142,26 @@ class _GroupCommitWriter:
                 batch.append(more)
             self._commit(batch)
 
-    def _commit(self, batch: list[tuple[Callable[[Tx], Any], Future[Any]]]) -> None:
+    def _commit(self, batch: list[_Unit]) -> None:
         tx = _CursorTx(self._conn, self._dialect)
         outcomes: list[tuple[bool, Any]] = []
+        # Steps the units depend on (fsyncs of published blobs) run first, all together.
+        ready: list[BaseException | None] = []
+        for _, before, _ in batch:
+            try:
+                if before is not None:
+                    before()
+                ready.append(None)
+            except Exception as e:
+                ready.append(e)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                for fn, _ in batch:
+                for (fn, _, _), failed in zip(batch, ready):
+                    if failed is not None:
+                        outcomes.append((False, failed))
+                        continue
                     self._conn.execute("SAVEPOINT unit")
                     try:
                         outcomes.append((True, fn(tx)))
@@ -158,7 +177,7 @@ class _GroupCommitWriter:
                 outcomes = [(False, e)] * len(batch)
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-        for (_, future), (ok, value) in zip(batch, outcomes):
+        for (_, _, future), (ok, value) in zip(batch, outcomes):
             if ok:
                 future.set_result(value)
             else:
@@ -208,8 +227,8 @@ class SQLiteDatabase:
             await done.wait()
         return future.result()
 
-    def write_sync(self, fn: Callable[[Tx], T]) -> T:
-        return self._writer.submit(fn).result()
+    def write_sync(self, fn: Callable[[Tx], T], before: Callable[[], None] | None = None) -> T:
+        return self._writer.submit(fn, before).result()
 
     def close(self) -> None:
         self._writer.close()
@@ -259,7 +278,9 @@ class PostgresDatabase:
     async def write(self, fn: Callable[[Tx], T]) -> T:
         return await trio.to_thread.run_sync(self._run, fn, limiter=self._limiter)
 
-    def write_sync(self, fn: Callable[[Tx], T]) -> T:
+    def write_sync(self, fn: Callable[[Tx], T], before: Callable[[], None] | None = None) -> T:
+        if before is not None:
+            before()
         return self._run(fn)
 
     def close(self) -> None:

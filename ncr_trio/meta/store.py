@@ -6,7 +6,7 @@ Every change that announces itself writes its event row (the outbox) in the same
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ncr_trio.meta.db import Database, Tx
@@ -120,8 +120,10 @@ class MetaStore:
             (repository, digest)))
         return int(row[0]) if row else None
 
-    def commit_blob_sync(self, repository: str, digest: str, size: int, upload_id: str | None) -> None:
-        """Record a verified, durably written blob and link it into `repository` (and end its upload)."""
+    def commit_blob_sync(self, repository: str, digest: str, size: int, upload_id: str | None,
+                         durable: Callable[[], None] | None = None) -> None:
+        """Record a verified blob and link it into `repository` (and end its upload); `durable`,
+        which makes the blob's bytes durable, runs first and must succeed."""
 
         def run(tx: Tx) -> None:
             repo_id = _ensure_repo(tx, repository)
@@ -135,7 +137,7 @@ class MetaStore:
             if upload_id is not None:
                 tx.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
 
-        self.db.write_sync(run)
+        self.db.write_sync(run, before=durable)
 
     async def mount_blob(self, repository: str, digest: str, source: str) -> int | None:
         """Link a blob that `source` holds into `repository`; returns its size, or None."""

@@ -4,8 +4,8 @@ Reads try `preadv2(RWF_NOWAIT)` first: data already in the page cache is copied 
 Trio thread, with no thread hop; only a read that would block on the device goes to a thread.
 
 Memory stays bounded whatever the number of downloads: each holds one chunk at a time, and the
-chunk shrinks as downloads multiply, so that all of them together hold at most about
-`download_buffer_bytes` (1 MiB chunks for a few clients, 64 KiB for a thousand).
+chunk shrinks as downloads multiply, so that all of them together hold about
+`download_buffer_bytes` per worker (1 MiB chunks for up to 8 downloads, 64 KiB from 128 on).
 """
 
 from __future__ import annotations

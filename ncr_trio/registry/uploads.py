@@ -35,6 +35,7 @@ from ncr_trio.storage import UploadSink, blob_key, upload_key
 from ncr_trio.types import Digest
 
 BATCH_BYTES = 1 << 20
+INLINE_BYTES = 64 << 10
 PIPELINE_DEPTH = 4
 _RANGE_RE = re.compile(r"^(?:bytes[= ])?(\d+)-(\d+)$")
 
@@ -86,6 +87,7 @@ class _Pump:
                 async with send:
                     batch: list[Buffer] = []
                     pending = 0
+                    sent = False
                     async for chunk in body:
                         if not chunk:
                             continue
@@ -96,9 +98,13 @@ class _Pump:
                         pending += len(chunk)
                         if pending >= BATCH_BYTES:
                             await send.send(batch)
-                            batch, pending = [], 0
-                    if batch:
+                            batch, pending, sent = [], 0, True
+                    if batch and (sent or self.sink.size() + pending > INLINE_BYTES):
                         await send.send(batch)
+                    elif batch:
+                        # A tiny upload whole (a config, a small layer): hashing it and copying it
+                        # into the page cache take microseconds, less than a thread hop.
+                        self._consume(batch)
         return self.written
 
 
@@ -228,11 +234,12 @@ class Uploads:
             return False
         key = blob_key(digest)
         with self.reg.locks.hold(str(digest)):
-            if self.reg.storage.stat(key) == size:
-                self.reg.storage.delete(source)  # deduplicated: the content is already there
+            durable = None
+            if self.reg.storage.stat(key) == size and self.reg.meta.blob_known_sync(str(digest)):
+                self.reg.storage.delete(source)  # deduplicated: the content is already there, durably
             else:
-                self.reg.storage.publish(source, key)
-            self.reg.meta.commit_blob_sync(repository, str(digest), size, upload_id)
+                durable = self.reg.storage.publish(source, key)
+            self.reg.meta.commit_blob_sync(repository, str(digest), size, upload_id, durable)
         return True
 
     async def cancel(self, repository: str, upload_id: str, sink: UploadSink | None = None) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ncr_trio.types import Buffer
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 
@@ -45,8 +45,9 @@ class StorageDriver(Protocol):
     def open_upload(self, key: str) -> UploadSink:
         """Open (creating it if needed) and lock an upload for appending."""
         ...
-    def publish(self, upload_key: str, key: str) -> None:
-        """Make an upload's bytes durable and visible at `key`, atomically."""
+    def publish(self, upload_key: str, key: str) -> Callable[[], None]:
+        """Move an upload's bytes to `key` atomically; returns the step that makes them durable there
+        (run it before anything refers to `key`)."""
         ...
     def put(self, key: str, data: bytes) -> None: ...
     def open_read(self, key: str) -> BlobReader | None: ...
