@@ -34,6 +34,8 @@ class Config:
     # All blob downloads of one worker process together hold about this much in read buffers
     # (chunks shrink from 1 MiB to 64 KiB as downloads multiply).
     download_buffer_bytes: int = 8 * MiB
+    # Blob downloads from the page cache go out with sendfile(2) (plain HTTP/1.x; see http/zerocopy.py).
+    zero_copy: bool = True
     # Socket reads: hypercorn reads 64 KiB at a time unless told otherwise.
     recv_chunk_bytes: int = 1 * MiB
     graceful_timeout_seconds: float = 30.0

@@ -13,6 +13,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from ncr_trio.errors import RegistryError
+from ncr_trio.storage import FileSpan
+
+ZEROCOPY = "http.response.zerocopysend"
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -45,6 +48,11 @@ class Request:
             if k == key:
                 return bytes(v).decode("latin-1")
         return None
+
+    @property
+    def zero_copy(self) -> bool:
+        """The server can send file ranges without copying them (see http/zerocopy.py)."""
+        return ZEROCOPY in self.scope.get("extensions", {})
 
     def query(self, name: str) -> str | None:
         values = parse_qs(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True).get(name)
@@ -108,7 +116,8 @@ class Request:
 class Response:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
-    body: bytes | AsyncIterator[bytes] = b""
+    # A streamed body may mix bytes and file spans (sent with `http.response.zerocopysend`).
+    body: bytes | AsyncIterator[bytes | FileSpan] = b""
     length: int | None = None  # Content-Length of a streamed body
 
     async def send(self, send: Send, head_only: bool = False) -> None:
@@ -125,13 +134,17 @@ class Response:
             return
         try:
             async for chunk in self.body:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if isinstance(chunk, FileSpan):
+                    await send({"type": ZEROCOPY, "file": chunk.fd, "offset": chunk.offset, "count": chunk.count,
+                                "more_body": True})
+                else:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
         finally:
             await _close(self.body)
         await send({"type": "http.response.body", "body": b""})
 
 
-async def _close(body: AsyncIterator[bytes]) -> None:
+async def _close(body: AsyncIterator[Any]) -> None:
     aclose = getattr(body, "aclose", None)
     if aclose is not None:
         await aclose()

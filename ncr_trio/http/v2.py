@@ -110,7 +110,7 @@ class V2API:
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
         length = max(end - start + 1, 0)
-        return Response(status, headers, blob.stream(start, end, self.s.disk), length=length)
+        return Response(status, headers, blob.stream(start, end, self.s.disk, spans=request.zero_copy), length=length)
 
     async def delete_blob(self, request: Request) -> Response:
         await self.s.blobs.delete(request.params["name"], Digest.parse(request.params["reference"]))

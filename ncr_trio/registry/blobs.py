@@ -17,10 +17,11 @@ import trio
 
 from ncr_trio.errors import RegistryError
 from ncr_trio.registry.context import Registry
-from ncr_trio.storage import BlobReader, blob_key
+from ncr_trio.storage import BlobReader, FileSpan, blob_key
 from ncr_trio.types import Digest
 
 MAX_CHUNK = 1 << 20
+SPAN_BYTES = 8 << 20
 MIN_CHUNK = 64 << 10
 
 
@@ -42,12 +43,18 @@ class OpenBlob:
     reader: BlobReader
     downloads: _Downloads
 
-    async def stream(self, start: int, end: int, disk: trio.CapacityLimiter) -> AsyncIterator[bytes]:
-        """Bytes [start, end] inclusive; closes the reader when done."""
+    async def stream(self, start: int, end: int, disk: trio.CapacityLimiter,
+                     spans: bool = False) -> AsyncIterator[bytes | FileSpan]:
+        """Bytes [start, end] inclusive; closes the reader when done. With `spans`, cached ranges
+        come as file spans for the caller to send without copying (they hold no memory)."""
         self.downloads.active += 1
         try:
             pos = start
             while pos <= end:
+                if spans and (span := self.reader.span_nowait(pos, min(SPAN_BYTES, end + 1 - pos))) is not None:
+                    pos += span.count
+                    yield span
+                    continue
                 n = min(self.downloads.chunk(), end + 1 - pos)
                 data = self.reader.read_nowait(pos, n)
                 if data is None:

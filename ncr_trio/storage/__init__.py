@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ncr_trio.config import Config
-from ncr_trio.storage.base import BlobReader, StorageDriver, UploadSink
+from ncr_trio.storage.base import BlobReader, FileSpan, StorageDriver, UploadSink
 from ncr_trio.storage.filesystem import FilesystemDriver
 from ncr_trio.storage.keys import blob_key, upload_key
 
@@ -12,4 +12,4 @@ def open_storage(config: Config) -> StorageDriver:
     return FilesystemDriver(config.data_dir, direct_io=config.direct_io)
 
 
-__all__ = ["BlobReader", "FilesystemDriver", "StorageDriver", "UploadSink", "blob_key", "open_storage", "upload_key"]
+__all__ = ["BlobReader", "FileSpan", "FilesystemDriver", "StorageDriver", "UploadSink", "blob_key", "open_storage", "upload_key"]

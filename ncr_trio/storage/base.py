@@ -10,6 +10,7 @@ from __future__ import annotations
 from ncr_trio.types import Buffer
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -29,12 +30,24 @@ class UploadSink(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class FileSpan:
+    """Bytes a reader can hand over as a file range (for sendfile) instead of copying them."""
+
+    fd: int
+    offset: int
+    count: int
+
+
 class BlobReader(Protocol):
     size: int
 
     def read(self, offset: int, length: int) -> bytes: ...
     def read_nowait(self, offset: int, length: int) -> bytes | None:
         """The bytes if they can be had without blocking on the device, else None."""
+        ...
+    def span_nowait(self, offset: int, length: int) -> FileSpan | None:
+        """The range as a file span if it is a local file already in the page cache, else None."""
         ...
     def close(self) -> None: ...
 
@@ -60,4 +73,4 @@ class StorageDriver(Protocol):
     def list(self, prefix: str) -> Iterator[str]: ...
 
 
-__all__ = ["BlobReader", "StorageDriver", "UploadSink"]
+__all__ = ["BlobReader", "FileSpan", "StorageDriver", "UploadSink"]

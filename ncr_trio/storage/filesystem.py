@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from ncr_trio.storage.base import FileSpan
 from ncr_trio.types import Buffer
 
 _NOWAIT = getattr(os, "RWF_NOWAIT", None)
@@ -177,6 +178,7 @@ class FileBlobReader:
         self._fd = fd
         self.size = os.fstat(fd).st_size
         self._scratch = bytearray()  # reused by read_nowait: one copy per chunk, no fresh buffer
+        self._probe = bytearray(1)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
 
     def read(self, offset: int, length: int) -> bytes:
@@ -197,6 +199,22 @@ class FileBlobReader:
         if n == 0 and offset < self.size:
             return None
         return bytes(view[:n])
+
+    def span_nowait(self, offset: int, length: int) -> FileSpan | None:
+        if _NOWAIT is None or length <= 0:
+            return None
+        # Readahead fills a file front to back: if the first and the last byte of the range are
+        # cached, the bytes between almost surely are (sendfile would wait for any that are not).
+        probe = memoryview(self._probe)
+        for at in (offset, offset + length - 1):
+            try:
+                if os.preadv(self._fd, [probe], at, _NOWAIT) != 1:
+                    return None
+            except OSError as e:
+                if e.errno in (errno.EAGAIN, errno.EOPNOTSUPP):
+                    return None
+                raise
+        return FileSpan(self._fd, offset, length)
 
     def close(self) -> None:
         os.close(self._fd)

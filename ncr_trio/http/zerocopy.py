@@ -1,0 +1,140 @@
+"""Zero-copy blob downloads: the ASGI `http.response.zerocopysend` extension over hypercorn.
+
+hypercorn 0.18 does not implement that extension, so every byte of a blob download would be
+copied from the page cache into Python and back into the socket. For plain HTTP/1.x connections
+this module adds it: the app sends `{"type": "http.response.zerocopysend", "file": fd,
+"offset": n, "count": n, "more_body": bool}` and the bytes go from the page cache to the socket
+with `sendfile(2)`. Four small wrappers, each around one hypercorn method:
+
+- `HTTPStream.handle` advertises the extension in the scope of HTTP/1.x requests on plain TCP;
+- `HTTPStream.app_send` turns the message into a `FileRange` event;
+- `H11Protocol.stream_send` counts its bytes against the response's Content-Length in h11 (the
+  bytes never pass through h11), then hands the event on;
+- `TCPServer.protocol_send` writes it with `os.sendfile` under the connection's send lock.
+
+The app only uses it for ranges already in the page cache (`sendfile` would otherwise block the
+event loop on the disk). The wrappers are checked against the pinned hypercorn and h11 versions;
+`install()` refuses (and the registry copies bytes as before) if they do not match.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+EXTENSION = "http.response.zerocopysend"
+SUPPORTED = {"hypercorn": ("0.18.",), "h11": ("0.16.",)}
+
+_installed = False
+
+
+@dataclass(frozen=True)
+class FileRange:
+    """A body part to send straight from a file: `count` bytes of `fd` from `offset`."""
+
+    stream_id: int
+    fd: int
+    offset: int
+    count: int
+
+
+def _versions_ok() -> bool:
+    from importlib.metadata import version
+
+    return all(version(pkg).startswith(prefixes) for pkg, prefixes in SUPPORTED.items())
+
+
+def installed() -> bool:
+    return _installed
+
+
+def install() -> bool:
+    """Patch hypercorn once per process; False when its version is not the one checked here."""
+    global _installed
+    if _installed:
+        return True
+    if not _versions_ok():
+        return False
+    import h11
+    from hypercorn.events import Closed
+    from hypercorn.protocol.h11 import H11Protocol
+    from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
+    from hypercorn.trio.tcp_server import TCPServer
+
+    original_handle = HTTPStream.handle
+    original_app_send = HTTPStream.app_send
+    original_stream_send = H11Protocol.stream_send
+    original_protocol_send = TCPServer.protocol_send
+
+    async def handle(self: Any, event: Any) -> None:
+        await original_handle(self, event)
+        scope = getattr(self, "scope", None)
+        # The app task is started, not yet run: it sees the extension when it reads its scope.
+        if (scope is not None and scope.get("scheme") == "http" and scope.get("http_version") in ("1.0", "1.1")
+                and EXTENSION not in scope["extensions"]):
+            scope["extensions"][EXTENSION] = {}
+
+    async def app_send(self: Any, message: Any) -> None:
+        if message is not None and message.get("type") == EXTENSION and self.state == ASGIHTTPState.RESPONSE:
+            count = int(message["count"])
+            if count:
+                await self.send(FileRange(self.stream_id, int(message["file"]), int(message.get("offset", 0)), count))
+            if not message.get("more_body", False):
+                await self._send_closed()
+            return
+        await original_app_send(self, message)
+
+    async def stream_send(self: Any, event: Any) -> None:
+        if isinstance(event, FileRange):
+            writer = self.connection._writer
+            if not isinstance(writer, h11._writers.ContentLengthWriter) or writer._length < event.count:
+                raise h11.LocalProtocolError("zero-copy bodies need a Content-Length that covers them")
+            writer._length -= event.count
+            await self.send(event)
+            return
+        await original_stream_send(self, event)
+
+    async def protocol_send(self: Any, event: Any) -> None:
+        if isinstance(event, FileRange):
+            async with self.send_lock:
+                try:
+                    with trio.CancelScope(shield=True):
+                        await _sendfile(self.stream.socket, event)
+                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                    # The client went away: what hypercorn does when send_all fails the same way.
+                    await self.protocol.handle(Closed())
+            return
+        await original_protocol_send(self, event)
+
+    HTTPStream.handle = handle  # type: ignore[method-assign]
+    HTTPStream.app_send = app_send  # type: ignore[method-assign]
+    H11Protocol.stream_send = stream_send  # type: ignore[method-assign]
+    TCPServer.protocol_send = protocol_send  # type: ignore[method-assign]
+    _installed = True
+    return True
+
+
+async def _sendfile(sock: trio.socket.SocketType, part: FileRange) -> None:
+    offset, remaining = part.offset, part.count
+    while remaining:
+        try:
+            sent = os.sendfile(sock.fileno(), part.fd, offset, remaining)
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(sock)
+            continue
+        except OSError as e:
+            if e.errno == errno.EINTR:
+                continue
+            raise
+        if sent == 0:
+            raise OSError(errno.EIO, "the file ended before the range did")
+        offset += sent
+        remaining -= sent
+        await trio.lowlevel.checkpoint()
+
+
+__all__ = ["EXTENSION", "FileRange", "install", "installed"]
