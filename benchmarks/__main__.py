@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     stored = len(who) * 3 * size + (settings.streams * size if need_pool else 0) if need_blobs or need_pool else 0
     _check_space(a.workdir, inputs + stored + 2**30)
 
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
     run_dir = Path(tempfile.mkdtemp(prefix="ncr-bench-", dir=a.workdir))
     ncr = next((e.kind for e in who if e.kind.name == NCR_TRIO), None)

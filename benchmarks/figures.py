@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from benchmarks.blobs import MiB, OCI_MANIFEST, Blob, Pool, SmallImage, sha256_digest
+from benchmarks.blobs import OCI_MANIFEST, Blob, MiB, Pool, SmallImage, sha256_digest
 from benchmarks.loads import LoadgenResult, Transfer, WrkResult, loadgen, pull_blob, push_blob, wrk
 from benchmarks.memory import TreeMemorySampler
 from benchmarks.registry import RegistryError, blob_exists, push_small_blob, push_small_image, warm_up
@@ -209,7 +210,6 @@ def _windows(data: Data) -> tuple[Pool, list[int], list[str]]:
 def measure_streams(server: ServerRound, data: Data) -> Sample:
     """`streams` different blobs pushed at once (monolithic), then the same pulled at once. MB/s is the total
     bytes over the wall time from the first timed request to the last response."""
-    import os
 
     pool, offsets, digests = _windows(data)
     size = data.settings.blob_size

@@ -125,7 +125,7 @@ class TreeMemorySampler:
                 last_scan = time.monotonic()
             self._sample()
 
-    def __enter__(self) -> "TreeMemorySampler":
+    def __enter__(self) -> TreeMemorySampler:
         self._scan()
         self._baseline = tree_rss_bytes(self._pids)
         self._peak = self._baseline

@@ -29,10 +29,26 @@ PACKAGES = ("ncr_trio", "hypercorn", "h11", "trio", "outcome")
 FIGURES = ("pull", "manifest-get", "blob-head", "push-small")
 
 
-def _package(frame: str) -> str:
+def _package(frame: str) -> str | None:
     path = frame[frame.find("(") + 1:]
     for name in PACKAGES:
-        if f"/{name}/" in path:
+        if path.startswith(f"{name}/") or f"/{name}/" in path:
+            return name
+    return None
+
+
+def _short(frame: str) -> str:
+    """`func (path:line)` with the path from its package down (site-packages or the repository)."""
+    for marker in ("site-packages/", "/lib/python3.11/", str(Path(__file__).resolve().parent.parent) + "/"):
+        if marker in frame:
+            frame = frame.replace(frame[frame.find("(") + 1:frame.find(marker) + len(marker)], "")
+    return frame[:110]
+
+
+def _owner(frames: list[str]) -> str:
+    """The innermost known package on the stack (a stdlib leaf counts for whoever called it)."""
+    for frame in reversed(frames):
+        if (name := _package(frame)) is not None:
             return name
     return "other"
 
@@ -51,12 +67,12 @@ def summarise(raw: Path, top: int = 15) -> str:
         total += n
         leaf = frames[-1]
         idle = "get_events" in leaf  # the event loop waiting in epoll
-        leaves["(idle: waiting in epoll)" if idle else leaf[:110]] += n
+        leaves["(idle: waiting in epoll)" if idle else _short(leaf)] += n
         packages["idle" if idle else ("kernel send/recv (socket syscalls)" if "_nonblocking_helper" in leaf
-                                      else _package(leaf))] += n
+                                      else _owner(frames[1:]))] += n
     if total == 0:
         return "no samples of the main thread\n"
-    out = [f"main thread: {total} samples", "by package of the leaf frame:"]
+    out = [f"main thread: {total} samples", "by package (the innermost known package on each sampled stack):"]
     out += [f"  {v * 100 / total:5.1f}%  {k}" for k, v in packages.most_common()]
     out.append("top leaf frames:")
     out += [f"  {v * 100 / total:5.1f}%  {k}" for k, v in leaves.most_common(top)]
@@ -106,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             raw = work / "profile.txt"
             spy = subprocess.Popen([py_spy, "record", "--pid", str(server.pid), "--rate", "250", "--threads",
-                                    "--format", "raw", "--output", str(raw), "--duration", str(args.seconds + 30)],
+                                    "--full-filenames", "--format", "raw", "--output", str(raw),
+                                    "--duration", str(args.seconds + 30)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             loader = threading.Thread(target=_load, args=(args.figure, server.url, work, args.seconds))
             loader.start()

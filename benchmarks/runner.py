@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from benchmarks.figures import Data, Figure, ServerRound
 from benchmarks.servers import Running, ServerKind, remove_tree, tree_cpu_seconds

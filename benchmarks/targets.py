@@ -10,8 +10,8 @@ Two kinds:
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 REFERENCE = "distribution-2.8.2"
 

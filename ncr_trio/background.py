@@ -37,7 +37,8 @@ async def _every(interval: float, name: str, job: Callable[[], Awaitable[object]
             log.exception("%s failed; retrying in %.0fs", name, interval)
 
 
-async def run_background(service: RegistryService, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run_background(service: RegistryService, *,
+                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     fd = _try_lead(service)
     task_status.started()
     if fd is None:

@@ -29,7 +29,7 @@ class Digest:
     hex: str
 
     @classmethod
-    def parse(cls, text: str) -> "Digest":
+    def parse(cls, text: str) -> Digest:
         algorithm, sep, encoded = text.partition(":")
         expected = _ENCODED_LEN.get(algorithm)
         if not sep or expected is None:

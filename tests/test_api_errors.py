@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.oci import OCI_INDEX, OCI_MANIFEST, canonical, descriptor, digest, image, push_blob, push_image, push_manifest
+from tests.support.oci import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    canonical,
+    descriptor,
+    digest,
+    image,
+    push_blob,
+    push_image,
+    push_manifest,
+)
 from tests.support.server import Server
 
 

@@ -21,7 +21,8 @@ import pytest
 import trio
 
 from ncr_trio.meta import Database, ManifestRecord, MetaStore, Reference, connect, migrate
-from tests.support.postgres import PostgresServer, postgres_server as _postgres_server
+from tests.support.postgres import PostgresServer
+from tests.support.postgres import postgres_server as _postgres_server
 from tests.support.server import Server
 
 BACKENDS = [pytest.param("sqlite", id="sqlite"),

@@ -8,13 +8,13 @@ from typing import Any
 
 import trio
 
+from ncr_trio.background import run_background
 from ncr_trio.config import Config
 from ncr_trio.errors import RegistryError
 from ncr_trio.http.asgi import ClientDisconnected, Receive, Request, Response, Scope, Send, error_response
 from ncr_trio.http.routes import Route, match
 from ncr_trio.http.v2 import V2API
 from ncr_trio.registry import RegistryService
-from ncr_trio.background import run_background
 from ncr_trio.types import validate_name
 
 log = logging.getLogger("ncr_trio.http")

@@ -12,6 +12,8 @@ from ncr_trio.registry import RegistryService
 from ncr_trio.registry.uploads import parse_content_range, range_header
 from ncr_trio.types import Digest, MediaType, validate_name
 
+_UPLOAD = f"/v2/{_NAME}/blobs/uploads/(?P<upload>[^/]+)"
+
 
 def _digest_param(request: Request, name: str = "digest") -> Digest:
     value = request.query(name)
@@ -20,7 +22,7 @@ def _digest_param(request: Request, name: str = "digest") -> Digest:
     return Digest.parse(value)
 
 
-def _paginate(request: Request, path: str, items: list[str], limit: int | None, key: str, extra: dict[str, object]) -> Response:
+def _paginate(path: str, items: list[str], limit: int | None, key: str, extra: dict[str, object]) -> Response:
     headers: dict[str, str] = {}
     if limit is not None and limit > 0 and len(items) == limit:
         headers["Link"] = f'<{path}?{urlencode({"n": limit, "last": items[-1]})}>; rel="next"'
@@ -41,10 +43,10 @@ class V2API:
             route("manifest.delete", "DELETE", f"/v2/{_NAME}/manifests/{_REF}", "delete", self.delete_manifest),
             route("referrers", "GET", f"/v2/{_NAME}/referrers/{_REF}", "pull", self.referrers),
             route("upload.start", "POST", f"/v2/{_NAME}/blobs/uploads/?", "push", self.start_upload),
-            route("upload.status", "GET", f"/v2/{_NAME}/blobs/uploads/(?P<upload>[^/]+)", "push", self.upload_status),
-            route("upload.patch", "PATCH", f"/v2/{_NAME}/blobs/uploads/(?P<upload>[^/]+)", "push", self.patch_upload),
-            route("upload.finish", "PUT", f"/v2/{_NAME}/blobs/uploads/(?P<upload>[^/]+)", "push", self.finish_upload),
-            route("upload.cancel", "DELETE", f"/v2/{_NAME}/blobs/uploads/(?P<upload>[^/]+)", "push", self.cancel_upload),
+            route("upload.status", "GET", _UPLOAD, "push", self.upload_status),
+            route("upload.patch", "PATCH", _UPLOAD, "push", self.patch_upload),
+            route("upload.finish", "PUT", _UPLOAD, "push", self.finish_upload),
+            route("upload.cancel", "DELETE", _UPLOAD, "push", self.cancel_upload),
             route("blob", "GET HEAD", f"/v2/{_NAME}/blobs/{_REF}", "pull", self.get_blob),
             route("blob.delete", "DELETE", f"/v2/{_NAME}/blobs/{_REF}", "delete", self.delete_blob),
         ]
@@ -56,13 +58,13 @@ class V2API:
     async def catalog(self, request: Request) -> Response:
         limit = request.query_int("n")
         names = await self.s.meta.list_repositories(limit, request.query("last"))
-        return _paginate(request, "/v2/_catalog", names, limit, "repositories", {})
+        return _paginate("/v2/_catalog", names, limit, "repositories", {})
 
     async def tags(self, request: Request) -> Response:
         name = request.params["name"]
         limit = request.query_int("n")
         tags = await self.s.manifests.tags(name, limit, request.query("last"))
-        return _paginate(request, f"/v2/{name}/tags/list", tags, limit, "tags", {"name": name})
+        return _paginate(f"/v2/{name}/tags/list", tags, limit, "tags", {"name": name})
 
     # -- manifests ----------------------------------------------------------------------------
     async def get_manifest(self, request: Request) -> Response:

@@ -35,7 +35,7 @@ Row = tuple[Any, ...]
 class Tx(Protocol):
     """What a unit of work sees: execute SQL with `?` placeholders, read rows."""
 
-    dialect: "Dialect"
+    dialect: Dialect
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
@@ -158,7 +158,7 @@ class _GroupCommitWriter:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                for (fn, _, _), failed in zip(batch, ready):
+                for (fn, _, _), failed in zip(batch, ready, strict=True):
                     if failed is not None:
                         outcomes.append((False, failed))
                         continue
@@ -177,7 +177,7 @@ class _GroupCommitWriter:
                 outcomes = [(False, e)] * len(batch)
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-        for (_, _, future), (ok, value) in zip(batch, outcomes):
+        for (_, _, future), (ok, value) in zip(batch, outcomes, strict=True):
             if ok:
                 future.set_result(value)
             else:

@@ -41,7 +41,7 @@ class RegistryService:
         return self.reg.disk
 
     @classmethod
-    def open(cls, config: Config) -> "RegistryService":
+    def open(cls, config: Config) -> RegistryService:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         db = connect(config.database_url, config.sqlite_path)
         migrate(db)

@@ -3,9 +3,12 @@
 The data flow of one push::
 
     ASGI receive -> batch (~1 MiB) -> bounded channel -> worker thread: hash (native, GIL released)
-                                                        + pwritev into uploads/<id>
+                                                        + direct write into uploads/<id>
                  -> fdatasync -> upload row (size, hash state) committed -> 202
-    PUT ?digest= -> compare digest -> digest lock: fsync + rename to blobs/... + blob row -> 201
+    PUT ?digest= -> compare digest -> digest lock: rename to blobs/..., then, in the metadata
+                    writer's batch: fsync file and directory, commit the blob row -> 201
+
+A tiny upload (under 64 KiB) skips the thread: hashing and copying it take microseconds.
 
 Receiving the next batch overlaps hashing and writing the previous one; the channel's small
 capacity makes a slow disk push back on the socket instead of growing memory.
@@ -16,8 +19,6 @@ resumes from the saved state without re-reading anything.
 """
 
 from __future__ import annotations
-
-from ncr_trio.types import Buffer
 
 import re
 import uuid
@@ -32,7 +33,7 @@ from ncr_trio.errors import RegistryError
 from ncr_trio.meta import Upload
 from ncr_trio.registry.context import Registry
 from ncr_trio.storage import UploadSink, blob_key, upload_key
-from ncr_trio.types import Digest
+from ncr_trio.types import Buffer, Digest
 
 BATCH_BYTES = 1 << 20
 INLINE_BYTES = 64 << 10

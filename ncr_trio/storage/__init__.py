@@ -12,4 +12,7 @@ def open_storage(config: Config) -> StorageDriver:
     return FilesystemDriver(config.data_dir, direct_io=config.direct_io)
 
 
-__all__ = ["BlobReader", "FileSpan", "FilesystemDriver", "StorageDriver", "UploadSink", "blob_key", "open_storage", "upload_key"]
+__all__ = [
+    "BlobReader", "FileSpan", "FilesystemDriver", "StorageDriver", "UploadSink", "blob_key", "open_storage",
+    "upload_key",
+]

@@ -7,11 +7,11 @@ use cases decide how to batch thread hops.
 
 from __future__ import annotations
 
-from ncr_trio.types import Buffer
-
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from ncr_trio.types import Buffer
 
 
 class UploadSink(Protocol):

@@ -11,8 +11,9 @@ freshly pushed blob is in the page cache for its first pull, filled in the backg
 
 Durability: `publish` renames the upload into place and returns the step that fsyncs the file and
 its directory; the registry runs that step before it commits the blob's row, and only the row
-makes a blob visible, so a blob is visible only when all of its bytes are on disk. `UploadSink.sync` makes an acknowledged
-chunk survive a crash. Reads use `preadv2(RWF_NOWAIT)` for a page-cache fast path.
+makes a blob visible, so a blob is visible only when all of its bytes are on disk.
+`UploadSink.sync` makes an acknowledged chunk survive a crash. Reads use `preadv2(RWF_NOWAIT)`
+for a page-cache fast path.
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ class PostgresServer:
             raise RuntimeError(f"{args[0]} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}{tail}")
         return proc
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         self._cmd(str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust",
                   "-E", "UTF8", "--locale=C", "--no-sync")
         with open(self.data / "postgresql.conf", "a") as conf:

@@ -74,7 +74,7 @@ class Server(_OnLoopback):
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         self.data.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data.parent / f"server-{self.port}.log"
         cmd = [sys.executable, "-m", "ncr_trio", "serve", "--listen", self.host, "--data", str(self.data), *self.extra_args]
@@ -112,7 +112,7 @@ class Distribution(_OnLoopback):
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "Distribution":
+    def start(self) -> Distribution:
         self.root.mkdir(parents=True, exist_ok=True)
         cfg = self.root / "config.yml"
         cfg.write_text(
