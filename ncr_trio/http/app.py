@@ -12,7 +12,7 @@ from ncr_trio.background import run_background
 from ncr_trio.config import Config
 from ncr_trio.errors import RegistryError
 from ncr_trio.http.asgi import ClientDisconnected, Receive, Request, Response, Scope, Send, error_response
-from ncr_trio.http.routes import Route, match
+from ncr_trio.http.routes import RouteTable
 from ncr_trio.http.v2 import V2API
 from ncr_trio.registry import RegistryService
 from ncr_trio.types import validate_name
@@ -28,11 +28,11 @@ class App:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.service: RegistryService | None = None
-        self.routes: list[Route] = []
+        self.routes = RouteTable([])
 
     def open(self) -> RegistryService:
         self.service = RegistryService.open(self.config)
-        self.routes = V2API(self.service).routes()
+        self.routes = RouteTable(V2API(self.service).routes())
         return self.service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -81,12 +81,12 @@ class App:
                       (time.perf_counter() - started) * 1000)
 
     async def dispatch(self, request: Request) -> Response:
-        candidates, params = match(self.routes, request.path)
-        if not candidates:
+        by_method, params = self.routes.match(request.path)
+        if not by_method:
             raise RegistryError("UNSUPPORTED", f"no endpoint at {request.path[:200]}", status=404)
-        chosen = next((r for r in candidates if request.method in r.methods), None)
+        chosen = by_method.get(request.method)
         if chosen is None:
-            allowed = ", ".join(sorted({m for r in candidates for m in r.methods}))
+            allowed = ", ".join(sorted(by_method))
             raise RegistryError("UNSUPPORTED", f"{request.method} is not allowed here", headers={"Allow": allowed})
         if "name" in params:
             validate_name(params["name"])

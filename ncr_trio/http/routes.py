@@ -31,13 +31,31 @@ def route(name: str, methods: str, path: str, action: str | None, handler: Handl
     return Route(name, frozenset(methods.split()), re.compile(f"^{path}$"), action, handler)
 
 
-def match(routes: list[Route], path: str) -> tuple[list[Route], dict[str, str]]:
-    """Routes whose pattern matches `path` (the first pattern's group), and its parameters."""
-    for r in routes:
-        m = r.pattern.match(path)
-        if m is not None:
-            return [x for x in routes if x.pattern.pattern == r.pattern.pattern], m.groupdict()
-    return [], {}
+class RouteTable:
+    """The routes grouped by path pattern, in declaration order: one regex match per pattern tried,
+    and a pattern is only tried when the literal text it needs is in the path."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = routes
+        groups: dict[str, list[Route]] = {}
+        for r in routes:
+            groups.setdefault(r.pattern.pattern, []).append(r)
+        self._groups = [(_literal(p), rs[0].pattern, {m: r for r in rs for m in r.methods}) for p, rs in groups.items()]
+
+    def match(self, path: str) -> tuple[dict[str, Route], dict[str, str]]:
+        """The routes of the first pattern that matches `path`, by method, and its parameters."""
+        for literal, pattern, by_method in self._groups:
+            if literal in path and (m := pattern.match(path)) is not None:
+                return by_method, m.groupdict()
+        return {}, {}
 
 
-__all__ = ["Handler", "Route", "_NAME", "_REF", "match", "route"]
+def _literal(pattern: str) -> str:
+    """The longest run of plain characters a path matching `pattern` must contain."""
+    required = re.sub(r"\(\?P<\w+>[^)]*\)", "\0", pattern)  # groups: variable text
+    required = re.sub(r".[?*]", "\0", required)  # an optional character is not required
+    runs = re.split(r"[\0\\^$+.()\[\]]", required)
+    return max(runs, key=len)
+
+
+__all__ = ["Handler", "Route", "RouteTable", "_NAME", "_REF", "route"]
