@@ -35,7 +35,7 @@ def _tune_process(config: Config) -> None:
     # hypercorn reads sockets 64 KiB at a time; larger reads cut per-chunk overhead on pushes.
     import hypercorn.trio.tcp_server as tcp_server
 
-    tcp_server.MAX_RECV = config.recv_chunk_bytes  # type: ignore[attr-defined]
+    tcp_server.MAX_RECV = config.recv_chunk_bytes
     if config.zero_copy and not zerocopy.install():
         log.warning("zero-copy downloads are off: this hypercorn/h11 is not the version they were checked with")
 

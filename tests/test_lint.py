@@ -1,5 +1,5 @@
-"""ruff keeps the package clean (pyflakes, import order, bugbear, pyupgrade, line length); tests and
-benchmarks at least free of pyflakes errors and unsorted imports."""
+"""ruff keeps the package clean (pyflakes, import order, bugbear, pyupgrade, line length) and mypy
+--strict keeps it typed; tests and benchmarks at least free of pyflakes errors and unsorted imports."""
 
 from __future__ import annotations
 
@@ -22,4 +22,9 @@ def test_package_passes_ruff() -> None:
 
 def test_tests_and_benchmarks_have_no_pyflakes_errors() -> None:
     r = ruff("--select", "F,I,E9", "tests", "benchmarks")
+    assert r.returncode == 0, r.stdout[-4000:]
+
+
+def test_package_passes_mypy_strict() -> None:
+    r = subprocess.run([sys.executable, "-m", "mypy", "ncr_trio"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-4000:]

@@ -124,12 +124,12 @@ class FileUploadSink:
             pos = len(self._tail)
             view[:pos] = self._tail
             for chunk in chunks:
-                data = memoryview(chunk).cast("B")
-                while data.nbytes:
-                    n = min(data.nbytes, STAGING_BYTES - pos)
-                    view[pos:pos + n] = data[:n]
+                rest = memoryview(chunk).cast("B")
+                while rest.nbytes:
+                    n = min(rest.nbytes, STAGING_BYTES - pos)
+                    view[pos:pos + n] = rest[:n]
                     pos += n
-                    data = data[n:]
+                    rest = rest[n:]
                     if pos == STAGING_BYTES:
                         self._write_direct(view[:pos])
                         pos = 0
