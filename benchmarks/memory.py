@@ -19,9 +19,10 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 MiB = 1 << 20
 
 
-def process_tree(root: int) -> list[int]:
-    """`root` and its live descendants (this kernel has no /proc/PID/task/TID/children: scan /proc)."""
-    parent: dict[int, int] = {}
+def proc_stats() -> dict[int, list[str]]:
+    """Every live process's /proc/PID/stat fields from field 3 (state) on: [1] is the parent,
+    [11:15] utime stime cutime cstime."""
+    stats: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -29,7 +30,13 @@ def process_tree(root: int) -> list[int]:
             text = (entry / "stat").read_text()
         except OSError:
             continue
-        parent[int(entry.name)] = int(text[text.rindex(")") + 2 :].split()[1])
+        stats[int(entry.name)] = text[text.rindex(")") + 2 :].split()
+    return stats
+
+
+def descendants(root: int, stats: dict[int, list[str]]) -> list[int]:
+    """`root` and its live descendants (this kernel has no /proc/PID/task/TID/children: scan /proc)."""
+    parent = {pid: int(fields[1]) for pid, fields in stats.items()}
     tree, todo = [], [root]
     while todo:
         p = todo.pop()
@@ -37,6 +44,10 @@ def process_tree(root: int) -> list[int]:
             tree.append(p)
             todo += [child for child, pp in parent.items() if pp == p]
     return tree
+
+
+def process_tree(root: int) -> list[int]:
+    return descendants(root, proc_stats())
 
 
 def rss_bytes(pid: int) -> int:

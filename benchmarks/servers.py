@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from benchmarks.memory import descendants, proc_stats
 from tests.support.server import Server, free_port, tool, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,24 +49,9 @@ def _git_describe() -> str:
 
 def tree_cpu_seconds(pid: int) -> float:
     """CPU time used so far by a process and its descendants (live ones, and reaped ones via cutime)."""
-    parent: dict[int, int] = {}
-    cpu: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on; utime is field 14
-        parent[int(entry.name)] = int(fields[1])
-        cpu[int(entry.name)] = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        total += cpu.get(p, 0)
-        todo += [child for child, pp in parent.items() if pp == p]
-    return total / os.sysconf("SC_CLK_TCK")
+    stats = proc_stats()
+    ticks = sum(sum(int(f) for f in stats[p][11:15]) for p in descendants(pid, stats))  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _tail(path: Path, lines: int) -> str:
