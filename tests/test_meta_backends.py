@@ -648,3 +648,21 @@ def _push_and_pull(base: str) -> None:
         assert c.get("/v2/_catalog").json() == {"repositories": [name]}
         # The referenced layer cannot be deleted while the manifest uses it.
         assert c.delete(f"/v2/{name}/blobs/{digest_of(layer)}").status_code != 202
+
+
+@pytest.mark.postgres
+async def test_postgresql_restart_costs_a_reconnect_not_a_failed_request(postgres_server: PostgresServer,
+                                                                        tmp_path: Path) -> None:
+    with postgres_server.database("ncr_restart") as url:
+        db = _open(url, tmp_path)
+        try:
+            db.IDLE_CHECK_SECONDS = 0.0  # type: ignore[attr-defined]  # probe every pooled connection
+            migrate(db)
+            store = MetaStore(db)
+            blob(store, "app", b"before")
+            postgres_server.restart()
+            # The pooled connection died with the old server; the next unit of work must not fail.
+            assert await store.blob_size("app", digest_of(b"before")) == len(b"before")
+            blob(store, "app", b"after")
+        finally:
+            db.close()

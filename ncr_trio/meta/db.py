@@ -20,6 +20,7 @@ import queue
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -244,15 +245,35 @@ class PostgresDatabase:
 
         self._psycopg = psycopg
         self.url = url
-        self._pool: list[Any] = []
+        self._pool: list[tuple[Any, float]] = []  # (connection, when it was last returned)
         self._pool_lock = threading.Lock()
         self._limiter = trio.CapacityLimiter(pool_size)
 
+    IDLE_CHECK_SECONDS = 10.0
+
+    def _pooled(self) -> Any | None:
+        """A pooled connection that still works: one idle for a while is probed first, so that a
+        database restart costs a reconnect, not a failed request."""
+        while True:
+            with self._pool_lock:
+                if not self._pool:
+                    return None
+                conn, returned = self._pool.pop()
+            if conn.closed:
+                continue
+            if time.monotonic() - returned < self.IDLE_CHECK_SECONDS:
+                return conn
+            try:
+                conn.execute("SELECT 1")
+                conn.rollback()
+                return conn
+            except self._psycopg.Error:
+                conn.close()
+
     @contextmanager
     def _connection(self) -> Iterator[Any]:
-        with self._pool_lock:
-            conn = self._pool.pop() if self._pool else None
-        if conn is None or conn.closed:
+        conn = self._pooled()
+        if conn is None:
             conn = self._psycopg.connect(self.url, autocommit=False)
             # The lock-then-recheck steps (GC vs manifest PUT) and migrate's advisory lock rely on
             # each statement seeing what committed before it: pin it whatever the server default.
@@ -265,7 +286,7 @@ class PostgresDatabase:
             conn.close()
             raise
         with self._pool_lock:
-            self._pool.append(conn)
+            self._pool.append((conn, time.monotonic()))
 
     def _run(self, fn: Callable[[Tx], T]) -> T:
         with self._connection() as conn:
@@ -285,7 +306,7 @@ class PostgresDatabase:
 
     def close(self) -> None:
         with self._pool_lock:
-            for conn in self._pool:
+            for conn, _ in self._pool:
                 conn.close()
             self._pool.clear()
 
