@@ -12,6 +12,7 @@ LAYERS = [
     {"errors", "types", "config", "concurrency", "hashing", "_native", "memory"},
     {"storage"},
     {"meta"},
+    {"auth"},
     {"registry"},
     {"http", "background"},
     {"serve", "cli", "__main__"},
