@@ -1,4 +1,4 @@
-"""Authentication building blocks: token-auth scopes and access keys.
+"""Authentication building blocks: token-auth scopes, bearer tokens and access keys.
 
 Pure and not yet wired into the HTTP path.
 """
@@ -22,18 +22,34 @@ from ncr_trio.auth.scopes import (
     parse_scope,
     parse_scopes,
 )
+from ncr_trio.auth.tokens import (
+    LEEWAY_SECONDS,
+    MAX_LIFETIME_SECONDS,
+    Claims,
+    KeyFileError,
+    TokenError,
+    TokenIssuer,
+    libtrust_key_id,
+)
 
 __all__ = [
     "ACTIONS",
     "KEY_ID_PREFIX",
+    "LEEWAY_SECONDS",
     "MAX_KEYS_PER_USER",
+    "MAX_LIFETIME_SECONDS",
     "ROTATION_DAYS",
+    "Claims",
     "InvalidScope",
+    "KeyFileError",
     "Scope",
+    "TokenError",
+    "TokenIssuer",
     "access_entries",
     "format_scope",
     "grant",
     "hash_secret",
+    "libtrust_key_id",
     "needs_rotation",
     "new_access_key",
     "parse_scope",
