@@ -227,7 +227,7 @@ class FilesystemDriver:
     def __init__(self, root: Path, direct_io: bool = True) -> None:
         self.root = root
         self.direct_io = direct_io
-        for sub in ("blobs", "uploads", "trash"):
+        for sub in ("blobs", "uploads"):
             (root / sub).mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
@@ -256,17 +256,6 @@ class FilesystemDriver:
 
         return make_durable
 
-    def put(self, key: str, data: bytes) -> None:
-        dst = self._path(key)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(tmp, dst)
-        _fsync_dir(dst.parent)
-
     def open_read(self, key: str) -> FileBlobReader | None:
         try:
             fd = os.open(self._path(key), os.O_RDONLY)
@@ -289,15 +278,6 @@ class FilesystemDriver:
     def delete(self, key: str) -> bool:
         try:
             self._path(key).unlink()
-            return True
-        except FileNotFoundError:
-            return False
-
-    def move(self, key: str, new_key: str) -> bool:
-        dst = self._path(new_key)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.rename(self._path(key), dst)
             return True
         except FileNotFoundError:
             return False

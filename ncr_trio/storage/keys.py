@@ -4,7 +4,6 @@ Layout under the storage root (filesystem driver: a directory; S3: a key prefix)
 
     blobs/<algorithm>/<first two hex>/<hex>      verified content, immutable, deduplicated
     uploads/<upload id>                          bytes of an upload session, appended in order
-    trash/<random>                               a blob being removed by GC (never served)
 
 Uploads and blobs live on the same filesystem, so publishing a blob is one atomic rename.
 """
