@@ -60,6 +60,16 @@ def _repo_id(tx: Tx, name: str) -> int | None:
     return int(row[0]) if row else None
 
 
+# The columns `_manifest` reads, in its order.
+_MANIFEST_COLUMNS = "SELECT m.digest, m.media_type, m.size, m.content, m.artifact_type, m.subject, m.annotations "
+
+
+def _link_blob(tx: Tx, repo_id: int, digest: str, now: float) -> None:
+    tx.execute("INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES (?, ?, ?) "
+               "ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
+               (repo_id, digest, now))
+
+
 def _ensure_repo(tx: Tx, name: str) -> int:
     tx.execute("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
                (name, time.time()))
@@ -131,9 +141,7 @@ class MetaStore:
             tx.execute("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) "
                        "ON CONFLICT (digest) DO UPDATE SET created_at = excluded.created_at",
                        (digest, size, now))
-            tx.execute("INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES (?, ?, ?) "
-                       "ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
-                       (repo_id, digest, now))
+            _link_blob(tx, repo_id, digest, now)
             if upload_id is not None:
                 tx.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
 
@@ -150,9 +158,7 @@ class MetaStore:
             if row is None:
                 return None
             repo_id = _ensure_repo(tx, repository)
-            tx.execute("INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES (?, ?, ?) "
-                       "ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
-                       (repo_id, digest, time.time()))
+            _link_blob(tx, repo_id, digest, time.time())
             return int(row[0])
 
         return await self.db.write(run)
@@ -213,14 +219,14 @@ class MetaStore:
     # -- manifests and tags ---------------------------------------------------------------------
     async def get_manifest(self, repository: str, digest: str) -> ManifestRecord | None:
         row = await self.db.read(lambda tx: tx.one(
-            "SELECT m.digest, m.media_type, m.size, m.content, m.artifact_type, m.subject, m.annotations "
+            _MANIFEST_COLUMNS +
             "FROM manifests m JOIN repositories r ON r.id = m.repo_id WHERE r.name = ? AND m.digest = ?",
             (repository, digest)))
         return _manifest(row)
 
     async def get_tagged_manifest(self, repository: str, tag: str) -> ManifestRecord | None:
         row = await self.db.read(lambda tx: tx.one(
-            "SELECT m.digest, m.media_type, m.size, m.content, m.artifact_type, m.subject, m.annotations "
+            _MANIFEST_COLUMNS +
             "FROM tags t JOIN repositories r ON r.id = t.repo_id "
             "JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest WHERE r.name = ? AND t.name = ?",
             (repository, tag)))
@@ -318,7 +324,7 @@ class MetaStore:
 
     async def referrers(self, repository: str, subject: str) -> list[ManifestRecord]:
         rows = await self.db.read(lambda tx: tx.all(
-            "SELECT m.digest, m.media_type, m.size, m.content, m.artifact_type, m.subject, m.annotations "
+            _MANIFEST_COLUMNS +
             "FROM manifests m JOIN repositories r ON r.id = m.repo_id WHERE r.name = ? AND m.subject = ? "
             "ORDER BY m.created_at, m.digest", (repository, subject)))
         return [m for m in map(_manifest, rows) if m is not None]
