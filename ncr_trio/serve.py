@@ -141,10 +141,10 @@ def _supervise(config: Config) -> int:
 
 def serve(config: Config) -> int:
     _setup_logging(config)
-    _tune_process(config)
     log.info("ncr-trio listening on %s with %d worker(s), data in %s", ", ".join(config.listen), config.workers,
              config.data_dir.resolve())
     if config.workers <= 1:
+        _tune_process(config)  # the supervisor of several workers serves nothing: they tune themselves
         trio.run(_serve_one, config)
         return 0
     return _supervise(config)
