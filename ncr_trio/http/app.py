@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import trio
 
@@ -94,8 +93,4 @@ class App:
         return await chosen.handler(request)
 
 
-def create_app(config: Config) -> Any:
-    return App(config)
-
-
-__all__ = ["API_VERSION", "App", "create_app"]
+__all__ = ["API_VERSION", "App"]
