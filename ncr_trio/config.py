@@ -17,7 +17,13 @@ MiB = 1024 * 1024
 
 @dataclass(frozen=True)
 class Config:
+    # Public listeners (the registry's public URI) and private ones (its private URI): a registry
+    # with its public URI turned off answers only on the private listeners.
     listen: tuple[str, ...] = ("127.0.0.1:5000",)
+    private_listen: tuple[str, ...] = ()
+    # HTTPS on every listener when both are set (PEM files).
+    tls_cert: str = ""
+    tls_key: str = ""
     data_dir: Path = Path("./data")
     # Empty: SQLite at <data_dir>/meta.sqlite3. Or "postgresql://user@host/db".
     database_url: str = ""
@@ -40,6 +46,20 @@ class Config:
     recv_chunk_bytes: int = 1 * MiB
     graceful_timeout_seconds: float = 30.0
     log_level: str = "info"
+    # Access: the first start creates `admin` with this password (or a random one, written to
+    # <data_dir>/initial-admin-password).
+    admin_password: str = ""
+    token_service: str = "ncr-trio"
+    token_issuer: str = "ncr-trio"
+    # Where clients fetch tokens; empty: this server's own /auth/token, at the address they used.
+    token_realm: str = ""
+    token_lifetime_seconds: int = 12 * 3600  # at most 12 hours, as the guide says
+    login_slow_after: int = 3  # failed logins before each further attempt is slowed
+    login_lock_after: int = 10  # failed logins before attempts are refused
+    login_lockout_seconds: int = 900
+    login_window_seconds: int = 900
+    # Registries' settings, roles and key revocations made on another node apply within this time.
+    access_cache_seconds: float = 2.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

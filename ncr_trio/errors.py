@@ -43,6 +43,10 @@ ERRORS = _table(
     ErrorCode("RANGE_INVALID", 416, "invalid content range"),
     ErrorCode("PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"),
     ErrorCode("UNAVAILABLE", 503, "service unavailable"),
+    # The management API's own codes, in the same body format.
+    ErrorCode("INVALID_REQUEST", 400, "invalid request"),
+    ErrorCode("NOT_FOUND", 404, "not found"),
+    ErrorCode("CONFLICT", 409, "the request conflicts with the current state"),
 )
 
 

@@ -42,7 +42,12 @@ def _tune_process(config: Config) -> None:
 
 def hypercorn_config(config: Config) -> HypercornConfig:
     hc = HypercornConfig()
-    hc.bind = list(config.listen)
+    hc.bind = list(config.listen) + list(config.private_listen)
+    if config.tls_cert or config.tls_key:
+        if not (config.tls_cert and config.tls_key):
+            raise SystemExit("TLS needs both tls_cert and tls_key")
+        hc.certfile = config.tls_cert
+        hc.keyfile = config.tls_key
     hc.worker_class = "trio"
     # hypercorn sets SO_REUSEPORT on the sockets it creates when it is told of several workers.
     hc.workers = config.workers
@@ -91,6 +96,7 @@ def _load(text: str) -> Config:
     raw = json.loads(text)
     raw["data_dir"] = Path(raw["data_dir"])
     raw["listen"] = tuple(raw["listen"])
+    raw["private_listen"] = tuple(raw["private_listen"])
     return Config(**raw)
 
 
@@ -141,8 +147,10 @@ def _supervise(config: Config) -> int:
 
 def serve(config: Config) -> int:
     _setup_logging(config)
-    log.info("ncr-trio listening on %s with %d worker(s), data in %s", ", ".join(config.listen), config.workers,
-             config.data_dir.resolve())
+    scheme = "https" if config.tls_cert else "http"
+    log.info("ncr-trio listening on %s (public) %s(private) over %s with %d worker(s), data in %s",
+             ", ".join(config.listen), "".join(a + " " for a in config.private_listen) or "none ", scheme,
+             config.workers, config.data_dir.resolve())
     if config.workers <= 1:
         _tune_process(config)  # the supervisor of several workers serves nothing: they tune themselves
         trio.run(_serve_one, config)

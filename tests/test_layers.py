@@ -15,7 +15,7 @@ LAYERS = [
     {"auth"},
     {"registry"},
     {"http", "background"},
-    {"serve", "cli", "__main__"},
+    {"serve", "client", "cli", "__main__"},
 ]
 
 

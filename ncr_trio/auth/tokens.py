@@ -76,6 +76,7 @@ class Claims:
     issued_at: int
     jwt_id: str
     access: tuple[Scope, ...]
+    key_id: str | None = None  # the access key the holder logged in with ("akid"), if any
 
 
 def libtrust_key_id(public_key: ec.EllipticCurvePublicKey) -> str:
@@ -158,8 +159,9 @@ class TokenIssuer:
         self._public_key = self._key.public_key()
         self.kid = libtrust_key_id(self._public_key)
 
-    def issue(self, subject: str, access: Iterable[Scope]) -> tuple[str, int, datetime]:
-        """A signed token for `subject` carrying exactly `access` (already granted scopes).
+    def issue(self, subject: str, access: Iterable[Scope], key_id: str | None = None) -> tuple[str, int, datetime]:
+        """A signed token for `subject` carrying exactly `access` (already granted scopes), and
+        the access key it was obtained with (so revoking the key revokes the token).
 
         Returns (token, expires_in seconds, issued_at as an aware UTC datetime)."""
         now = int(self._clock())
@@ -173,6 +175,8 @@ class TokenIssuer:
             "jti": secrets.token_urlsafe(16),
             "access": access_entries(access),
         }
+        if key_id is not None:
+            claims["akid"] = key_id
         token = jwt.encode(claims, self._key, algorithm=_ALGORITHM, headers={"kid": self.kid, "typ": "JWT"})
         return token, self.lifetime, datetime.fromtimestamp(now, UTC)
 
@@ -215,6 +219,7 @@ class TokenIssuer:
             issued_at=times["iat"],
             jwt_id=payload["jti"],
             access=_parse_access(payload["access"]),
+            key_id=payload["akid"] if isinstance(payload.get("akid"), str) else None,
         )
 
     def jwks(self) -> dict[str, Any]:

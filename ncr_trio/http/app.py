@@ -1,4 +1,5 @@
-"""The ASGI application: lifespan (open the registry, run background jobs) and request dispatch."""
+"""The ASGI application: lifespan (open the registry, run background jobs) and request dispatch
+through the access gate."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import trio
 from ncr_trio.background import run_background
 from ncr_trio.config import Config
 from ncr_trio.errors import RegistryError
+from ncr_trio.http.api import ManagementAPI
 from ncr_trio.http.asgi import ClientDisconnected, Receive, Request, Response, Scope, Send, error_response
+from ncr_trio.http.auth import Gate
 from ncr_trio.http.routes import RouteTable
 from ncr_trio.http.v2 import V2API
 from ncr_trio.registry import RegistryService
@@ -28,11 +31,14 @@ class App:
         self.config = config
         self.service: RegistryService | None = None
         self.routes = RouteTable([])
+        self.gate: Gate | None = None
 
     def open(self) -> RegistryService:
-        self.service = RegistryService.open(self.config)
-        self.routes = RouteTable(V2API(self.service).routes())
-        return self.service
+        self.service = service = RegistryService.open(self.config)
+        service.access.bootstrap()
+        self.gate = Gate(self.config, service.access)
+        self.routes = RouteTable(V2API(service).routes() + self.gate.routes() + ManagementAPI(service).routes())
+        return service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -51,6 +57,7 @@ class App:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(run_background, service)
+                await nursery.start(service.access.run)
                 await send({"type": "lifespan.startup.complete"})
                 await receive()  # lifespan.shutdown
                 nursery.cancel_scope.cancel()
@@ -90,7 +97,11 @@ class App:
         if "name" in params:
             validate_name(params["name"])
         request.params = params
-        return await chosen.handler(request)
+        assert self.gate is not None
+        request.principal = await self.gate.check(request, chosen)
+        response = await chosen.handler(request)
+        self.gate.audit(request, chosen, response)
+        return response
 
 
 __all__ = ["API_VERSION", "App"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from ncr_trio.auth.control import ANONYMOUS, Principal
 from ncr_trio.errors import RegistryError
 from ncr_trio.storage import FileSpan
 
@@ -32,6 +33,7 @@ class Request:
     scope: Scope
     receive: Receive
     params: dict[str, str] = field(default_factory=dict)
+    principal: Principal = ANONYMOUS  # set by the access gate before the handler runs
     _consumed: bool = False
 
     @property
@@ -41,6 +43,21 @@ class Request:
     @property
     def path(self) -> str:
         return str(self.scope["path"])
+
+    @property
+    def client(self) -> str | None:
+        """The client's IP address."""
+        client = self.scope.get("client")
+        return str(client[0]) if client else None
+
+    @property
+    def server_port(self) -> int | None:
+        """The local port the request came in on (which listener)."""
+        server = self.scope.get("server")
+        return int(server[1]) if server and server[1] is not None else None
+
+    def query_all(self, name: str) -> list[str]:
+        return parse_qs(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True).get(name, [])
 
     def header(self, name: str) -> str | None:
         key = name.lower().encode()

@@ -1,6 +1,6 @@
 """The route table: every endpoint once, with the action it needs.
 
-Authorization (a later layer) is derived from the `action` column, never repeated in handlers.
+Authorization (http/auth.py) is derived from the `action` column, never repeated in handlers.
 Order matters: the first pattern that matches a path wins, so upload routes come before blob routes.
 """
 
@@ -23,7 +23,9 @@ class Route:
     name: str
     methods: frozenset[str]
     pattern: re.Pattern[str]
-    action: str | None  # "pull" | "push" | "delete" | "catalog" | None (no repository)
+    # What the access gate requires (http/auth.py): None, "login", "catalog", "pull", "push",
+    # "delete", or "api:<read|push|manage|user|admin>".
+    action: str | None
     handler: Handler
 
 

@@ -35,7 +35,7 @@ class V2API:
 
     def routes(self) -> list[Route]:
         return [
-            route("base", "GET HEAD", "/v2/", None, self.base),
+            route("base", "GET HEAD", "/v2/", "login", self.base),
             route("catalog", "GET", "/v2/_catalog", "catalog", self.catalog),
             route("tags", "GET", f"/v2/{_NAME}/tags/list", "pull", self.tags),
             route("manifest", "GET HEAD", f"/v2/{_NAME}/manifests/{_REF}", "pull", self.get_manifest),

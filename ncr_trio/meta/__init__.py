@@ -1,7 +1,9 @@
 """Metadata: one store over SQLite or PostgreSQL."""
 
+from ncr_trio.meta.access import AccessKey, AccessStore, AuditEntry, KeyLimitReached, RegistryInfo, UnknownUser, User
 from ncr_trio.meta.db import Database, connect
 from ncr_trio.meta.schema import migrate
 from ncr_trio.meta.store import ManifestRecord, MetaStore, PutResult, Reference, Upload
 
-__all__ = ["Database", "ManifestRecord", "MetaStore", "PutResult", "Reference", "Upload", "connect", "migrate"]
+__all__ = ["AccessKey", "AccessStore", "AuditEntry", "KeyLimitReached", "RegistryInfo", "UnknownUser", "User",
+           "Database", "ManifestRecord", "MetaStore", "PutResult", "Reference", "Upload", "connect", "migrate"]

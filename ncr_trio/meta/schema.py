@@ -89,6 +89,56 @@ CREATE TABLE gc_runs (
     bytes_freed {bigint} NOT NULL DEFAULT 0
 );
 """),
+    (2, """
+CREATE TABLE registries (
+    id {id},
+    name TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL DEFAULT '',
+    public_read INTEGER NOT NULL DEFAULT 0,
+    public_uri INTEGER NOT NULL DEFAULT 1,
+    allowed_cidrs TEXT NOT NULL DEFAULT '',
+    created_at {float} NOT NULL,
+    updated_at {float} NOT NULL
+);
+CREATE TABLE users (
+    id {id},
+    name TEXT NOT NULL UNIQUE,
+    password_hash TEXT,
+    system_admin INTEGER NOT NULL DEFAULT 0,
+    created_at {float} NOT NULL
+);
+CREATE TABLE access_keys (
+    id TEXT PRIMARY KEY,
+    user_id {bigint} NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    secret_hash TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    created_at {float} NOT NULL,
+    last_used_at {float},
+    revoked_at {float}
+);
+CREATE INDEX access_keys_user ON access_keys(user_id);
+CREATE TABLE role_bindings (
+    user_id {bigint} NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    registry TEXT NOT NULL,
+    role TEXT NOT NULL,
+    granted_at {float} NOT NULL,
+    PRIMARY KEY (user_id, registry)
+);
+CREATE INDEX role_bindings_registry ON role_bindings(registry);
+CREATE TABLE audit_log (
+    id {id},
+    at {float} NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    registry TEXT,
+    repository TEXT,
+    target TEXT,
+    client TEXT,
+    detail TEXT
+);
+CREATE INDEX audit_log_at ON audit_log(at);
+"""),
 )
 
 

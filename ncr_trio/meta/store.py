@@ -101,6 +101,10 @@ _KEPT = (
 )
 
 
+# Names under "prefix/": from "prefix/" up to "prefix0" ('0' follows '/' in byte order).
+_UNDER = "name{c} >= ? AND name{c} < ?"
+
+
 class MetaStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -120,6 +124,28 @@ class MetaStore:
             return [r[0] for r in tx.all(sql, params)]
 
         return await self.db.read(run)
+
+    async def count_repositories(self, prefix: str) -> int:
+        """How many repositories named `prefix/...` hold a manifest (the images of a registry)."""
+        return await self.db.read(lambda tx: MetaStore.count_repositories_in(tx, prefix))
+
+    @staticmethod
+    def count_repositories_in(tx: Tx, prefix: str) -> int:
+        row = tx.one(f"SELECT COUNT(*) FROM repositories r WHERE {_UNDER.format(c=tx.dialect.collate)} "
+                     "AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)", (prefix + "/", prefix + "0"))
+        return int(row[0]) if row else 0
+
+    @staticmethod
+    def purge_repositories(tx: Tx, prefix: str) -> int:
+        """Inside a caller's transaction: delete every repository named `prefix/...`, with its
+        manifests and tags (each announced as an event); GC reclaims the blobs later."""
+        rows = tx.all(f"SELECT id, name FROM repositories WHERE {_UNDER.format(c=tx.dialect.collate)}"
+                      + tx.dialect.for_update, (prefix + "/", prefix + "0"))
+        for repo_id, name in rows:
+            for (digest,) in tx.all("SELECT digest FROM manifests WHERE repo_id = ?", (repo_id,)):
+                _delete_manifest(tx, int(repo_id), name, digest)
+            tx.execute("DELETE FROM repositories WHERE id = ?", (repo_id,))
+        return len(rows)
 
     # -- blobs --------------------------------------------------------------------------------
     async def blob_size(self, repository: str, digest: str) -> int | None:

@@ -1,4 +1,5 @@
-"""Registry use cases: uploads, blobs, manifests (with tags and referrers), garbage collection.
+"""Registry use cases: uploads, blobs, manifests (with tags and referrers), garbage collection,
+registries (namespaces) and, from `auth`, access control and accounts.
 
 `RegistryService.open(config)` wires storage, metadata and locks; HTTP and the CLI call it.
 """
@@ -9,13 +10,16 @@ from dataclasses import dataclass
 
 import trio
 
+from ncr_trio.auth.accounts import Accounts
+from ncr_trio.auth.control import AccessControl
 from ncr_trio.config import Config
-from ncr_trio.meta import MetaStore, connect, migrate
+from ncr_trio.meta import AccessStore, MetaStore, connect, migrate
 from ncr_trio.registry.blobs import Blobs
 from ncr_trio.registry.context import Registry
 from ncr_trio.registry.gc import GarbageCollector, GcReport
 from ncr_trio.registry.locks import DigestLocks
 from ncr_trio.registry.manifests import Manifests
+from ncr_trio.registry.namespaces import Namespaces
 from ncr_trio.registry.uploads import Uploads
 from ncr_trio.storage import open_storage
 
@@ -27,6 +31,9 @@ class RegistryService:
     blobs: Blobs
     manifests: Manifests
     gc: GarbageCollector
+    access: AccessControl
+    namespaces: Namespaces
+    accounts: Accounts
 
     @property
     def config(self) -> Config:
@@ -48,7 +55,9 @@ class RegistryService:
         storage = open_storage(config)
         reg = Registry(config=config, storage=storage, meta=MetaStore(db),
                        locks=DigestLocks(config.data_dir / "locks"), disk=trio.CapacityLimiter(16))
-        return cls(reg, Uploads(reg), Blobs(reg), Manifests(reg), GarbageCollector(reg))
+        access = AccessControl(config, AccessStore(db))
+        return cls(reg, Uploads(reg), Blobs(reg), Manifests(reg), GarbageCollector(reg), access,
+                   Namespaces(reg, access), Accounts(access))
 
     def close(self) -> None:
         self.reg.meta.db.close()

@@ -1,0 +1,359 @@
+"""Access control: who is asking (logins, bearer tokens) and what they may do (roles, registries).
+
+One `AccessControl` per worker process. Hot paths stay cheap: a verified token is remembered
+until it expires (one dict lookup per request instead of an ECDSA verification), registries'
+settings and users' roles are re-read at most every `access_cache_seconds` (a change made on this
+node applies at once; on other nodes within that interval), a key's revocation reaches every
+node within the same interval, and secrets are checked with scrypt in worker threads, with a
+short-lived cache of successful checks so a client that fetches a token per repository does not
+pay tens of milliseconds each time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import trio
+
+from ncr_trio.auth.keys import KEY_ID_PREFIX, hash_secret, verify_secret
+from ncr_trio.auth.roles import Permission, permissions, repository_actions
+from ncr_trio.auth.scopes import Scope, format_scope, grant
+from ncr_trio.auth.throttle import LockedOut, LoginThrottle
+from ncr_trio.auth.tokens import MAX_LIFETIME_SECONDS, Claims, TokenError, TokenIssuer
+from ncr_trio.config import Config
+from ncr_trio.meta import AccessStore, AuditEntry, RegistryInfo
+
+log = logging.getLogger("ncr_trio.auth")
+
+ADMIN_USER = "admin"
+INITIAL_PASSWORD_FILE = "initial-admin-password"
+
+
+class AuthFailed(Exception):
+    """Unknown account, wrong secret or revoked key (the message never says which)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated user (or the anonymous one, `user == ""`)."""
+
+    user: str
+    system_admin: bool = False
+    roles: Mapping[str, str] = field(default_factory=dict)
+    key_id: str | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        return not self.user
+
+    def holds(self, registry: str) -> frozenset[Permission]:
+        return permissions(self.roles, registry, self.system_admin)
+
+
+ANONYMOUS = Principal("")
+
+
+def registry_of(repository: str) -> str:
+    """The registry (namespace) a repository belongs to: its first path component."""
+    return repository.split("/", 1)[0]
+
+
+def client_allowed(info: RegistryInfo, client: str | None) -> bool:
+    if not info.allowed_cidrs:
+        return True
+    if client is None:
+        return False
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(c, strict=False) for c in info.allowed_cidrs)
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _TTLCache(Generic[K, V]):
+    def __init__(self, ttl: float, clock: Callable[[], float], size: int = 10_000) -> None:
+        self.ttl, self._clock, self._size = ttl, clock, size
+        self._items: dict[K, tuple[float, V]] = {}
+
+    def get(self, key: K) -> tuple[bool, V | None]:
+        hit = self._items.get(key)
+        if hit is None or hit[0] < self._clock():
+            return False, None
+        return True, hit[1]
+
+    def put(self, key: K, value: V, ttl: float | None = None) -> None:
+        if len(self._items) >= self._size:
+            self._items.clear()
+        self._items[key] = (self._clock() + (self.ttl if ttl is None else ttl), value)
+
+    def drop(self, key: K) -> None:
+        self._items.pop(key, None)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+class AccessControl:
+    def __init__(self, config: Config, store: AccessStore, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.store = store
+        self._clock = clock
+        key_dir = config.data_dir / "keys"
+        lifetime = min(config.token_lifetime_seconds, MAX_LIFETIME_SECONDS)
+        self.tokens = TokenIssuer(key_dir, config.token_issuer, config.token_service, lifetime, clock=clock)
+        self.refresh_tokens = TokenIssuer(key_dir, config.token_issuer, config.token_service + ":refresh",
+                                          MAX_LIFETIME_SECONDS, clock=clock)
+        self.throttle = LoginThrottle(config.login_slow_after, config.login_lock_after,
+                                      config.login_lockout_seconds, config.login_window_seconds)
+        ttl = config.access_cache_seconds
+        self._hashing = trio.CapacityLimiter(2)
+        self._credentials: _TTLCache[bytes, Principal] = _TTLCache(60.0, clock)
+        self._registries: _TTLCache[str, RegistryInfo | None] = _TTLCache(ttl, clock)
+        self._principals: _TTLCache[str, Principal | None] = _TTLCache(ttl, clock)
+        self._claims: _TTLCache[str, Claims] = _TTLCache(MAX_LIFETIME_SECONDS, clock)
+        self._revoked: set[str] = set()
+        self._revoked_read_at = float("-inf")
+        self._key_use: dict[str, float] = {}
+        self._audit: list[AuditEntry] = []
+        self._dummy_hash = hash_secret(secrets.token_urlsafe(16))
+
+    # -- first start --------------------------------------------------------------------------
+    def bootstrap(self) -> None:
+        """Create the `admin` system administrator on first start (several workers may race: one
+        wins). Its password is NCR_ADMIN_PASSWORD, or a random one written to
+        <data>/initial-admin-password (mode 0600) and logged once."""
+        given = self.config.admin_password
+        password = given or secrets.token_urlsafe(18)
+        path = self.config.data_dir / INITIAL_PASSWORD_FILE
+
+        def write_file() -> None:
+            if given:
+                return
+            tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, (password + "\n").encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+
+        if self.store.ensure_user_sync(ADMIN_USER, hash_secret(password), True, on_created=write_file):
+            if given:
+                log.warning("created the system administrator %r with the password from NCR_ADMIN_PASSWORD",
+                            ADMIN_USER)
+            else:
+                # Printed once, on the console of the first start; the file keeps it (0600).
+                print(f"ncr-trio: created the system administrator {ADMIN_USER!r}; its password is in "
+                      f"{Path(path).resolve()} (shown once): {password}", flush=True)
+
+    # -- logins -------------------------------------------------------------------------------
+    async def login(self, username: str, secret: str, client: str | None) -> Principal:
+        """Check an account (a user's name and password, or an access key's ID and secret).
+
+        Raises AuthFailed or LockedOut; every outcome goes to the audit log."""
+        keys = [f"client:{client}", f"account:{username}"]
+        try:
+            delay = self.throttle.delay(keys)
+        except LockedOut:
+            self.record("login", "refused", actor=username, client=client, detail="locked out")
+            raise
+        fingerprint = hashlib.sha256(f"{username}\0{secret}".encode()).digest()
+        found, cached = self._credentials.get(fingerprint)
+        principal: Principal | None = None
+        if found and cached is not None and (cached.key_id is None or cached.key_id not in self._revoked):
+            principal = await self.principal(cached.user, cached.key_id)
+        if principal is None:
+            if delay:
+                await trio.sleep(delay)
+            principal = await self._check_secret(username, secret)
+        if principal is None:
+            self.throttle.failed(keys)
+            self.record("login", "failed", actor=username, client=client)
+            raise AuthFailed("invalid username or password")
+        self.throttle.succeeded(f"account:{username}")
+        self._credentials.put(fingerprint, principal)
+        if principal.key_id is not None:
+            self._key_use[principal.key_id] = self._clock()
+        self.record("login", "ok", actor=principal.user, client=client, target=principal.key_id)
+        return principal
+
+    async def _check_secret(self, username: str, secret: str) -> Principal | None:
+        if username.startswith(KEY_ID_PREFIX):
+            row = await self.store.key_for_login(username)
+            if row is None:
+                await self._verify(secret, self._dummy_hash)
+                return None
+            key, stored, _ = row
+            if not await self._verify(secret, stored):
+                return None
+            return await self.principal(key.user, key.id, fresh=True)
+        found = await self.store.user(username)
+        if found is None or found[1] is None:
+            await self._verify(secret, self._dummy_hash)  # the same time whether the user exists or not
+            return None
+        if not await self._verify(secret, found[1]):
+            return None
+        return await self.principal(username, None, fresh=True)
+
+    async def _verify(self, secret: str, stored: str) -> bool:
+        return await trio.to_thread.run_sync(verify_secret, secret, stored, limiter=self._hashing)
+
+    async def principal(self, user: str, key_id: str | None = None, *, fresh: bool = False) -> Principal | None:
+        """The user's current rights (None if the user is gone), re-read at most every few seconds."""
+        found, cached = (False, None) if fresh else self._principals.get(user)
+        if not found:
+            row = await self.store.user(user)
+            cached = None if row is None else Principal(user, row[0].system_admin, await self.store.roles(user))
+            self._principals.put(user, cached)
+        if cached is None:
+            return None
+        return cached if key_id is None else Principal(cached.user, cached.system_admin, cached.roles, key_id)
+
+    def forget(self, user: str | None = None, registry: str | None = None) -> None:
+        """Drop cached rights after a change made here (other nodes catch up within the TTL)."""
+        if user is not None:
+            self._principals.drop(user)
+            self._credentials.clear()
+        if registry is not None:
+            self._registries.drop(registry)
+
+    async def key_revoked(self, key_id: str) -> None:
+        self._revoked.add(key_id)
+        self._credentials.clear()
+
+    # -- registries ---------------------------------------------------------------------------
+    async def registry(self, name: str) -> RegistryInfo | None:
+        found, info = self._registries.get(name)
+        if not found:
+            info = await self.store.registry(name)
+            self._registries.put(name, info)
+        return info
+
+    def reachable(self, info: RegistryInfo, private_listener: bool, client: str | None) -> bool:
+        """Public URI off: only private listeners; and the client must be in the CIDR allowlist."""
+        if not info.public_uri and not private_listener:
+            return False
+        return client_allowed(info, client)
+
+    # -- tokens -------------------------------------------------------------------------------
+    async def allowed_actions(self, principal: Principal, scope: Scope) -> frozenset[str]:
+        """What `principal` may do on one requested resource."""
+        if scope.type == "registry" and scope.name == "catalog":
+            # The catalog lists every repository: only those who may read every registry.
+            return frozenset({"*"}) if Permission.READ in principal.holds("*") else frozenset()
+        if scope.type != "repository" or scope.resource_class not in ("", "image"):
+            return frozenset()
+        actions = set(repository_actions(principal.holds(registry_of(scope.name))))
+        if "pull" not in actions:
+            info = await self.registry(registry_of(scope.name))
+            if info is not None and info.public_read:
+                actions.add("pull")
+        return frozenset(actions)
+
+    async def grant(self, principal: Principal, requested: Iterable[Scope]) -> list[Scope]:
+        requested = list(requested)
+        allowed = {s.resource: await self.allowed_actions(principal, s) for s in requested}
+        return grant(requested, lambda s: allowed[s.resource])
+
+    def issue(self, principal: Principal, granted: list[Scope], offline: bool) -> dict[str, Any]:
+        """The token endpoint's answer (Docker token spec and its OAuth2 variant in one body)."""
+        token, expires_in, issued_at = self.tokens.issue(principal.user, granted, principal.key_id)
+        body: dict[str, Any] = {
+            "token": token,
+            "access_token": token,
+            "expires_in": expires_in,
+            "issued_at": issued_at.isoformat().replace("+00:00", "Z"),
+            "scope": " ".join(format_scope(s) for s in granted),
+        }
+        if offline and not principal.anonymous:
+            body["refresh_token"] = self.refresh_tokens.issue(principal.user, [], principal.key_id)[0]
+        return body
+
+    async def refresh(self, refresh_token: str) -> Principal:
+        """The principal a refresh token stands for, if it and its key are still good."""
+        try:
+            claims = self.refresh_tokens.verify(refresh_token, self.refresh_tokens.service)
+        except TokenError as e:
+            raise AuthFailed(str(e)) from None
+        await self._refresh_revoked()
+        if claims.key_id is not None and claims.key_id in self._revoked:
+            raise AuthFailed("the access key of this refresh token was revoked")
+        principal = await self.principal(claims.subject, claims.key_id)
+        if principal is None:
+            raise AuthFailed("unknown user")
+        return principal
+
+    async def verify(self, token: str) -> Claims:
+        """The claims of a bearer token this registry issued, still valid and not revoked."""
+        found, claims = self._claims.get(token)
+        if not found or claims is None:
+            claims = self.tokens.verify(token, self.tokens.service)  # raises TokenError
+            self._claims.put(token, claims)
+        elif self._clock() > claims.expires_at + 60:
+            raise TokenError("token has expired")
+        if claims.key_id is not None:
+            await self._refresh_revoked()
+            if claims.key_id in self._revoked:
+                raise TokenError("the access key this token was issued through was revoked")
+            self._key_use[claims.key_id] = self._clock()
+        return claims
+
+    async def _refresh_revoked(self) -> None:
+        now = self._clock()
+        if now - self._revoked_read_at >= self.config.access_cache_seconds:
+            self._revoked_read_at = now
+            self._revoked = await self.store.revoked_keys()
+
+    # -- audit log ----------------------------------------------------------------------------
+    def record(self, action: str, outcome: str, *, actor: str, client: str | None = None,
+               registry: str | None = None, repository: str | None = None, target: str | None = None,
+               detail: str | None = None) -> None:
+        """Queue an audit entry; `run` writes the queue in batches (every second)."""
+        if len(self._audit) >= 100_000:
+            log.warning("audit log queue full: dropping the oldest entries")
+            del self._audit[:10_000]
+        self._audit.append(AuditEntry(self._clock(), actor or "anonymous", action, outcome, registry, repository,
+                                      target, client, detail))
+
+    async def flush(self) -> None:
+        entries, self._audit = self._audit, []
+        used, self._key_use = self._key_use, {}
+        try:
+            await self.store.write_audit(entries)
+            await self.store.touch_keys(used)
+        except Exception:
+            self._audit[:0] = entries
+            raise
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Background: write queued audit entries and keys' last use every second."""
+        task_status.started()
+        try:
+            while True:
+                await trio.sleep(1.0)
+                try:
+                    await self.flush()
+                except Exception:
+                    log.exception("writing the audit log failed; will retry")
+        finally:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(5):
+                    await self.flush()
+
+
+__all__ = ["ADMIN_USER", "ANONYMOUS", "INITIAL_PASSWORD_FILE", "AccessControl", "AuthFailed", "LockedOut",
+           "Principal", "client_allowed", "registry_of"]

@@ -1,0 +1,207 @@
+"""The management API (`/api/v1/...`): registries, users, access keys, roles and the audit log.
+
+Every route names the permission it needs (see http/auth.py); handlers only parse and answer.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ncr_trio.auth.accounts import _iso
+from ncr_trio.auth.roles import EVERY_REGISTRY
+from ncr_trio.errors import RegistryError
+from ncr_trio.http.asgi import Request, Response, json_response
+from ncr_trio.http.routes import Route, route
+from ncr_trio.meta import AuditEntry, RegistryInfo
+from ncr_trio.registry import RegistryService
+from ncr_trio.registry.namespaces import parse_cidrs
+
+_REG = "(?P<registry>[^/]+)"
+_USER = "(?P<user>[^/]+)"
+
+
+def _ok(status: int, value: Any) -> Response:
+    return json_response(status, json.dumps(value).encode())
+
+
+def registry_view(info: RegistryInfo) -> dict[str, Any]:
+    return {"name": info.name, "description": info.description, "public_read": info.public_read,
+            "public_uri": info.public_uri, "allowed_cidrs": list(info.allowed_cidrs),
+            "created_at": _iso(info.created_at), "updated_at": _iso(info.updated_at)}
+
+
+def audit_view(e: AuditEntry) -> dict[str, Any]:
+    return {"id": e.id, "at": _iso(e.at), "actor": e.actor, "action": e.action, "outcome": e.outcome,
+            "registry": e.registry, "repository": e.repository, "target": e.target, "client": e.client,
+            "detail": json.loads(e.detail) if e.detail and e.detail.startswith("{") else e.detail}
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    raw = await request.read(64 * 1024)
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise RegistryError("INVALID_REQUEST", "the body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise RegistryError("INVALID_REQUEST", "the body must be a JSON object")
+    return value
+
+
+def _bool(body: dict[str, Any], key: str) -> bool | None:
+    value = body.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    raise RegistryError("INVALID_REQUEST", f"{key} must be true or false")
+
+
+def _str(body: dict[str, Any], key: str, required: bool = False) -> str | None:
+    value = body.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise RegistryError("INVALID_REQUEST", f"{key} must be a string")
+    return value
+
+
+class ManagementAPI:
+    def __init__(self, service: RegistryService) -> None:
+        self.s = service
+
+    def routes(self) -> list[Route]:
+        a = "/api/v1"
+        return [
+            route("api.whoami", "GET", f"{a}/whoami", "api:user", self.whoami),
+            route("api.registries", "GET", f"{a}/registries", "api:user", self.list_registries),
+            route("api.registry.create", "POST", f"{a}/registries", "api:manage", self.create_registry),
+            route("api.registry", "GET", f"{a}/registries/{_REG}", "api:read", self.get_registry),
+            route("api.registry.update", "PATCH", f"{a}/registries/{_REG}", "api:manage", self.update_registry),
+            route("api.registry.delete", "DELETE", f"{a}/registries/{_REG}", "api:manage", self.delete_registry),
+            route("api.members", "GET", f"{a}/registries/{_REG}/members", "api:read", self.members),
+            route("api.users", "GET", f"{a}/users", "api:admin", self.list_users),
+            route("api.user.create", "POST", f"{a}/users", "api:admin", self.create_user),
+            route("api.user.delete", "DELETE", f"{a}/users/{_USER}", "api:admin", self.delete_user),
+            route("api.keys", "GET", f"{a}/users/{_USER}/keys", "api:user", self.list_keys),
+            route("api.key.create", "POST", f"{a}/users/{_USER}/keys", "api:user", self.create_key),
+            route("api.key.revoke", "DELETE", f"{a}/users/{_USER}/keys/(?P<key>[^/]+)", "api:user", self.revoke_key),
+            route("api.roles", "GET", f"{a}/users/{_USER}/roles", "api:user", self.list_roles),
+            route("api.role.set", "PUT", f"{a}/users/{_USER}/roles/(?P<on>[^/]+)", "api:admin", self.set_role),
+            route("api.role.delete", "DELETE", f"{a}/users/{_USER}/roles/(?P<on>[^/]+)", "api:admin", self.drop_role),
+            route("api.audit", "GET", f"{a}/audit", "api:admin", self.audit),
+        ]
+
+    def _user(self, request: Request) -> str:
+        """The `{user}` of the path ("me": whoever asks); only administrators act for others."""
+        user = request.params["user"]
+        me = request.principal
+        if user == "me":
+            return me.user
+        if user != me.user and not me.system_admin:
+            raise RegistryError("DENIED", "only a system administrator manages other users' keys and roles")
+        return user
+
+    async def whoami(self, request: Request) -> Response:
+        p = request.principal
+        return _ok(200, {"user": p.user, "system_admin": p.system_admin, "roles": dict(p.roles), "key_id": p.key_id})
+
+    # -- registries ---------------------------------------------------------------------------
+    async def list_registries(self, request: Request) -> Response:
+        p = request.principal
+        infos = [i for i in await self.s.namespaces.list() if p.holds(i.name)]
+        return _ok(200, {"registries": [registry_view(i) for i in infos]})
+
+    async def create_registry(self, request: Request) -> Response:
+        body = await _json(request)
+        name = _str(body, "name", required=True) or ""
+        info = await self.s.namespaces.create(
+            name, request.principal.user, description=_str(body, "description") or "",
+            public_read=bool(_bool(body, "public_read")), public_uri=_bool(body, "public_uri") is not False,
+            allowed_cidrs=parse_cidrs(body.get("allowed_cidrs")))
+        return _ok(201, registry_view(info))
+
+    async def get_registry(self, request: Request) -> Response:
+        info = await self.s.namespaces.get(request.params["registry"])
+        images = await self.s.namespaces.images(info.name)
+        return _ok(200, {**registry_view(info), "images": images})
+
+    async def update_registry(self, request: Request) -> Response:
+        body = await _json(request)
+        cidrs = None if "allowed_cidrs" not in body else parse_cidrs(body["allowed_cidrs"])
+        info = await self.s.namespaces.update(
+            request.params["registry"], request.principal.user, description=_str(body, "description"),
+            public_read=_bool(body, "public_read"), public_uri=_bool(body, "public_uri"), allowed_cidrs=cidrs)
+        return _ok(200, registry_view(info))
+
+    async def delete_registry(self, request: Request) -> Response:
+        force = (request.query("force") or "").lower() in ("1", "true", "yes")
+        removed = await self.s.namespaces.delete(request.params["registry"], request.principal.user, force=force)
+        return _ok(200, {"deleted": request.params["registry"], "images_deleted": removed})
+
+    async def members(self, request: Request) -> Response:
+        members = await self.s.access.store.members(request.params["registry"])
+        return _ok(200, {"members": [{"user": u, "role": r} for u, r in members]})
+
+    # -- users, keys, roles -------------------------------------------------------------------
+    async def list_users(self, request: Request) -> Response:
+        users = await self.s.access.store.users()
+        return _ok(200, {"users": [{"name": u.name, "system_admin": u.system_admin, "created_at": _iso(u.created_at)}
+                                   for u in users if not u.name.startswith("deleted:")]})
+
+    async def create_user(self, request: Request) -> Response:
+        body = await _json(request)
+        name = _str(body, "name", required=True) or ""
+        await self.s.accounts.create_user(name, _str(body, "password"), bool(_bool(body, "system_admin")),
+                                          request.principal.user)
+        return _ok(201, {"name": name})
+
+    async def delete_user(self, request: Request) -> Response:
+        await self.s.accounts.delete_user(request.params["user"], request.principal.user)
+        return Response(204)
+
+    async def list_keys(self, request: Request) -> Response:
+        user = self._user(request)
+        revoked = (request.query("revoked") or "") == "true"
+        return _ok(200, {"keys": await self.s.accounts.keys(user, revoked)})
+
+    async def create_key(self, request: Request) -> Response:
+        user = self._user(request)
+        body = await _json(request)
+        key = await self.s.accounts.create_key(user, _str(body, "description") or "", request.principal.user)
+        return json_response(201, json.dumps(key).encode(), {"Cache-Control": "no-store"})
+
+    async def revoke_key(self, request: Request) -> Response:
+        await self.s.accounts.revoke_key(self._user(request), request.params["key"], request.principal.user)
+        return Response(204)
+
+    async def list_roles(self, request: Request) -> Response:
+        roles = await self.s.access.store.roles(self._user(request))
+        return _ok(200, {"roles": [{"registry": k, "role": v} for k, v in sorted(roles.items())]})
+
+    async def set_role(self, request: Request) -> Response:
+        body = await _json(request)
+        role = _str(body, "role", required=True)
+        await self.s.accounts.set_role(request.params["user"], _registry(request), role, request.principal.user)
+        return _ok(200, {"user": request.params["user"], "registry": _registry(request), "role": role})
+
+    async def drop_role(self, request: Request) -> Response:
+        await self.s.accounts.set_role(request.params["user"], _registry(request), None, request.principal.user)
+        return Response(204)
+
+    # -- audit --------------------------------------------------------------------------------
+    async def audit(self, request: Request) -> Response:
+        await self.s.access.flush()  # what happened just now is in the answer
+        limit = min(request.query_int("limit") or 100, 1000)
+        entries = await self.s.access.store.audit(
+            actor=request.query("actor"), action=request.query("action"), registry=request.query("registry"),
+            before=request.query_int("before"), limit=limit)
+        return _ok(200, {"entries": [audit_view(e) for e in entries]})
+
+
+def _registry(request: Request) -> str:
+    on = request.params["on"]
+    return EVERY_REGISTRY if on in ("*", "all", "_all") else on
+
+
+__all__ = ["ManagementAPI"]

@@ -1,0 +1,255 @@
+"""The access gate in front of every route, and the token endpoint clients log in through.
+
+The gate reads only the route's `action` (see routes.py) and the request:
+
+    None                     no authentication (the token endpoint itself)
+    "login"                  any valid bearer token (GET /v2/, what `docker login` checks)
+    "catalog"                a token granting registry:catalog:*
+    "pull" "push" "delete"   a token granting that action on repository:<name>
+    "api:<permission>"       the management API: Basic (user or access key) or a bearer token,
+                             and the permission (read, push, manage) on the route's registry,
+                             "user" (anyone logged in) or "admin" (a system administrator)
+
+Registries whose public URI is off answer only on private listeners, and a registry's CIDR
+allowlist restricts its clients; to anyone else such a registry does not exist.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from urllib.parse import parse_qs
+
+from ncr_trio.auth.control import ANONYMOUS, AccessControl, AuthFailed, LockedOut, Principal, registry_of
+from ncr_trio.auth.roles import Permission
+from ncr_trio.auth.scopes import InvalidScope, Scope, format_scope, parse_scopes
+from ncr_trio.auth.tokens import Claims, TokenError
+from ncr_trio.config import Config
+from ncr_trio.errors import RegistryError
+from ncr_trio.http.asgi import Request, Response, json_response
+from ncr_trio.http.routes import Route, route
+
+_HOST_RE = re.compile(r"[A-Za-z0-9.\-:\[\]]{1,255}")
+_REPO_ACTIONS = {"pull": "pull", "push": "pull,push", "delete": "delete"}
+AUDITED = {"manifest": ("pull", "GET"), "manifest.put": ("push", "PUT"), "manifest.delete": ("delete", "DELETE"),
+           "blob.delete": ("delete", "DELETE")}
+
+
+def _private_ports(config: Config) -> frozenset[int]:
+    ports = set()
+    for address in config.private_listen:
+        _, _, port = address.rpartition(":")
+        if port.isdigit():
+            ports.add(int(port))
+    return frozenset(ports)
+
+
+def basic_credentials(request: Request) -> tuple[str, str] | None:
+    header = request.header("authorization")
+    if header is None or not header[:6].lower() == "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise RegistryError("UNAUTHORIZED", "malformed Basic credentials") from None
+    username, sep, password = decoded.partition(":")
+    if not sep:
+        raise RegistryError("UNAUTHORIZED", "malformed Basic credentials")
+    return username, password
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.header("authorization")
+    if header is None or header[:7].lower() != "bearer ":
+        return None
+    return header[7:].strip()
+
+
+class Gate:
+    def __init__(self, config: Config, access: AccessControl) -> None:
+        self.config = config
+        self.access = access
+        self.private_ports = _private_ports(config)
+
+    def realm(self, request: Request) -> str:
+        if self.config.token_realm:
+            return self.config.token_realm
+        host = request.header("host")
+        if host is None or _HOST_RE.fullmatch(host) is None:
+            server = request.scope.get("server") or ("localhost", None)
+            host = f"{server[0]}:{server[1]}" if server[1] else str(server[0])
+        return f"{request.scope.get('scheme', 'http')}://{host}/auth/token"
+
+    def _challenge(self, request: Request, scope: str | None, message: str, error: str | None = None,
+                   detail: object = None) -> RegistryError:
+        parts = [f'realm="{self.realm(request)}"', f'service="{self.config.token_service}"']
+        if scope is not None:
+            parts.append(f'scope="{scope}"')
+        if error is not None:
+            parts.append(f'error="{error}"')
+        return RegistryError("UNAUTHORIZED", message, detail=detail,
+                             headers={"WWW-Authenticate": "Bearer " + ",".join(parts)})
+
+    async def check(self, request: Request, r: Route) -> Principal:
+        """The principal the request acts as, or a RegistryError (401 challenge, 403, 404)."""
+        action = r.action
+        if action is None:
+            return ANONYMOUS
+        if action.startswith("api:"):
+            return await self._api(request, action[4:])
+        name = request.params.get("name")
+        info = None
+        if name is not None:
+            info = await self.access.registry(registry_of(name))
+            private = request.server_port in self.private_ports
+            if info is not None and not self.access.reachable(info, private, request.client):
+                raise RegistryError("NAME_UNKNOWN", f"repository {name} is not known on this endpoint")
+        token = bearer_token(request)
+        if action == "login" or action == "catalog":
+            scope = "registry:catalog:*" if action == "catalog" else None
+            if token is None:
+                raise self._challenge(request, scope, "authentication required")
+            claims = await self._claims(request, token, scope)
+            if action == "catalog" and not any(s.type == "registry" and s.name == "catalog" for s in claims.access):
+                raise self._challenge(request, scope, "the catalog needs registry:catalog:*", "insufficient_scope")
+            return Principal(claims.subject, key_id=claims.key_id)
+        assert name is not None
+        scope_text = f"repository:{name}:{_REPO_ACTIONS[action]}"
+        if token is None:
+            if action == "pull" and info is not None and info.public_read:
+                return ANONYMOUS
+            raise self._challenge(request, scope_text, "authentication required",
+                                  detail=[{"Type": "repository", "Name": name, "Action": action}])
+        claims = await self._claims(request, token, scope_text)
+        granted = any(s.type == "repository" and s.name == name and (action in s.actions or "*" in s.actions)
+                      for s in claims.access)
+        if not granted:
+            principal = await self.access.principal(claims.subject, claims.key_id) if claims.subject else ANONYMOUS
+            wanted = Scope("repository", name, frozenset({action}))
+            if principal is None or action not in await self.access.allowed_actions(principal, wanted):
+                raise RegistryError("DENIED", f"requested access to the resource is denied: {action} on {name}")
+            raise self._challenge(request, scope_text, "the token does not grant this action", "insufficient_scope",
+                                  detail=[{"Type": "repository", "Name": name, "Action": action}])
+        if action == "push" and info is None:
+            raise RegistryError("NAME_UNKNOWN", f"registry {registry_of(name)!r} does not exist: create it first "
+                                f"(ncr-trio registry create {registry_of(name)}), then push to it")
+        return Principal(claims.subject, key_id=claims.key_id)
+
+    async def _claims(self, request: Request, token: str, scope: str | None) -> Claims:
+        try:
+            return await self.access.verify(token)
+        except TokenError as e:
+            raise self._challenge(request, scope, str(e), "invalid_token") from None
+
+    async def _api(self, request: Request, needed: str) -> Principal:
+        principal: Principal | None = None
+        token = bearer_token(request)
+        if token is not None:
+            try:
+                claims = await self.access.verify(token)
+            except TokenError as e:
+                raise RegistryError("UNAUTHORIZED", str(e)) from None
+            principal = await self.access.principal(claims.subject, claims.key_id) if claims.subject else None
+        else:
+            creds = basic_credentials(request)
+            if creds is not None:
+                principal = await self._login(request, *creds)
+        if principal is None:
+            raise RegistryError("UNAUTHORIZED", "log in with Basic credentials (user or access key) or a bearer token",
+                                headers={"WWW-Authenticate": 'Basic realm="ncr-trio"'})
+        if needed == "user":
+            return principal
+        if needed == "admin":
+            if not principal.system_admin:
+                raise RegistryError("DENIED", "only a system administrator may do this")
+            return principal
+        registry = request.params.get("registry", "*")
+        if Permission(needed) not in principal.holds(registry):
+            raise RegistryError("DENIED", f"your role does not allow this ({needed} on registry {registry})")
+        return principal
+
+    async def _login(self, request: Request, username: str, password: str) -> Principal:
+        try:
+            return await self.access.login(username, password, request.client)
+        except LockedOut as e:
+            retry = str(int(e.retry_after) + 1)
+            raise RegistryError("TOOMANYREQUESTS", str(e), headers={"Retry-After": retry}) from None
+        except AuthFailed as e:
+            raise RegistryError("UNAUTHORIZED", str(e)) from None
+
+    def audit(self, request: Request, r: Route, response: Response) -> None:
+        """Record pulls, pushes and deletes that succeeded."""
+        what = AUDITED.get(r.name)
+        if what is None or response.status >= 400 or request.method != what[1]:
+            return
+        name = request.params.get("name")
+        target = response.headers.get("Docker-Content-Digest") or request.params.get("reference")
+        self.access.record(what[0], "ok", actor=request.principal.user, client=request.client,
+                           registry=registry_of(name) if name else None, repository=name, target=target)
+
+    # -- the token endpoint -------------------------------------------------------------------
+    def routes(self) -> list[Route]:
+        return [
+            route("token", "GET POST", "/auth/token", None, self.token),
+            route("jwks", "GET", "/auth/jwks.json", None, self.jwks),
+        ]
+
+    async def jwks(self, request: Request) -> Response:
+        return json_response(200, json.dumps(self.access.tokens.jwks()).encode())
+
+    async def token(self, request: Request) -> Response:
+        """Docker token spec: GET with optional Basic auth and repeated `scope`; OAuth2: POST with
+        grant_type password or refresh_token (form-encoded)."""
+        if request.method == "POST":
+            form = parse_qs((await request.read(64 * 1024)).decode("utf-8", "replace"), keep_blank_values=True)
+
+            def field(name: str) -> str | None:
+                values = form.get(name)
+                return values[0] if values else None
+
+            service, scopes = field("service"), [v for v in form.get("scope", [])]
+            grant_type = field("grant_type")
+            offline = field("access_type") == "offline"
+            if grant_type == "password":
+                username, password = field("username"), field("password")
+                if not username or password is None:
+                    raise _oauth_error("invalid_request", "username and password are required")
+                principal = await self._login(request, username, password)
+            elif grant_type == "refresh_token":
+                refresh = field("refresh_token")
+                if not refresh:
+                    raise _oauth_error("invalid_request", "refresh_token is required")
+                try:
+                    principal = await self.access.refresh(refresh)
+                except AuthFailed as e:
+                    self.access.record("login", "failed", actor="refresh-token", client=request.client)
+                    raise RegistryError("UNAUTHORIZED", str(e), detail={"error": "invalid_grant"}) from None
+                offline = True  # keep handing out refresh tokens to a client that uses them
+            else:
+                raise _oauth_error("unsupported_grant_type", "grant_type must be password or refresh_token")
+        else:
+            service, scopes = request.query("service"), request.query_all("scope")
+            offline = request.query("offline_token") == "true"
+            creds = basic_credentials(request)
+            principal = ANONYMOUS if creds is None else await self._login(request, *creds)
+        if service is not None and service != self.config.token_service:
+            raise RegistryError("INVALID_REQUEST", f"this token service is {self.config.token_service!r}, "
+                                f"not {service[:80]!r}")
+        try:
+            requested = parse_scopes(scopes)
+        except InvalidScope as e:
+            raise RegistryError("INVALID_REQUEST", str(e)) from None
+        granted = await self.access.grant(principal, requested)
+        body = self.access.issue(principal, granted, offline)
+        if request.method == "POST":
+            body["scope"] = " ".join(format_scope(s) for s in granted)
+        return json_response(200, json.dumps(body).encode(), {"Cache-Control": "no-store"})
+
+
+def _oauth_error(code: str, message: str) -> RegistryError:
+    return RegistryError("INVALID_REQUEST", message, detail={"error": code})
+
+
+__all__ = ["AUDITED", "Gate", "basic_credentials", "bearer_token"]

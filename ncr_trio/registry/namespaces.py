@@ -1,0 +1,109 @@
+"""Registries (namespaces): created before anything is pushed into them; a repository belongs to
+the registry named by its first path component (`team/app` is image `app` in registry `team`).
+
+Names follow the guide's image-name rules for one path component: lower-case letters and digits,
+separated by `.`, `_`, `__` or dashes, at most 64 characters.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import time
+from dataclasses import replace
+
+from ncr_trio.auth.control import AccessControl
+from ncr_trio.errors import RegistryError
+from ncr_trio.meta import MetaStore, RegistryInfo
+from ncr_trio.meta.db import Tx
+from ncr_trio.registry.context import Registry
+
+NAME_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+MAX_NAME = 64
+
+
+def validate_registry_name(name: str) -> str:
+    if not name or len(name) > MAX_NAME or NAME_RE.fullmatch(name) is None:
+        raise RegistryError(
+            "INVALID_REQUEST",
+            f"invalid registry name {name[:80]!r}: use 1 to {MAX_NAME} lower-case letters and digits, "
+            "separated by '.', '_', '__' or '-' (not at the start or end)")
+    return name
+
+
+def parse_cidrs(values: object) -> tuple[str, ...]:
+    if values is None:
+        return ()
+    if isinstance(values, str):
+        values = [v for v in values.replace(",", " ").split() if v]
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise RegistryError("INVALID_REQUEST", "allowed_cidrs must be a list of CIDR blocks")
+    out = []
+    for v in values:
+        try:
+            out.append(str(ipaddress.ip_network(v.strip(), strict=False)))
+        except ValueError:
+            raise RegistryError("INVALID_REQUEST", f"not a CIDR block: {v[:60]!r}") from None
+    return tuple(out)
+
+
+class Namespaces:
+    def __init__(self, reg: Registry, access: AccessControl) -> None:
+        self.meta: MetaStore = reg.meta
+        self.access = access
+
+    async def create(self, name: str, actor: str, *, description: str = "", public_read: bool = False,
+                     public_uri: bool = True, allowed_cidrs: tuple[str, ...] = ()) -> RegistryInfo:
+        validate_registry_name(name)
+        now = time.time()
+        info = RegistryInfo(name, description, public_read, public_uri, allowed_cidrs, now, now)
+        if not await self.access.store.create_registry(info, actor):
+            raise RegistryError("CONFLICT", f"registry {name!r} already exists")
+        self.access.forget(registry=name)
+        return info
+
+    async def get(self, name: str) -> RegistryInfo:
+        info = await self.access.store.registry(name)
+        if info is None:
+            raise RegistryError("NOT_FOUND", f"registry {name[:80]!r} does not exist")
+        return info
+
+    async def list(self) -> list[RegistryInfo]:
+        return await self.access.store.registries()
+
+    async def images(self, name: str) -> int:
+        return await self.meta.count_repositories(name)
+
+    async def update(self, name: str, actor: str, *, description: str | None = None,
+                     public_read: bool | None = None, public_uri: bool | None = None,
+                     allowed_cidrs: tuple[str, ...] | None = None) -> RegistryInfo:
+        info = await self.get(name)
+        changes: dict[str, object] = {"updated_at": time.time()}
+        for key, value in (("description", description), ("public_read", public_read),
+                           ("public_uri", public_uri), ("allowed_cidrs", allowed_cidrs)):
+            if value is not None:
+                changes[key] = value
+        updated = replace(info, **changes)  # type: ignore[arg-type]
+        if not await self.access.store.update_registry(updated, actor):
+            raise RegistryError("NOT_FOUND", f"registry {name[:80]!r} does not exist")
+        self.access.forget(registry=name)
+        return updated
+
+    async def delete(self, name: str, actor: str, *, force: bool = False) -> int:
+        """Delete a registry; one that still holds images needs `force` (its images go with it,
+        and GC reclaims their blobs). Returns how many images were deleted."""
+        def purge(tx: Tx) -> int:
+            held = MetaStore.count_repositories_in(tx, name)
+            if held and not force:
+                raise RegistryError("CONFLICT", f"registry {name!r} still holds {held} image(s): delete them "
+                                    "first, or delete the registry with force")
+            return MetaStore.purge_repositories(tx, name)
+
+        removed = await self.access.store.delete_registry(name, actor, purge=purge)
+        self.access.forget(registry=name)
+        if removed is None:
+            raise RegistryError("NOT_FOUND", f"registry {name[:80]!r} does not exist")
+        return removed
+
+
+__all__ = ["MAX_NAME", "Namespaces", "parse_cidrs", "validate_registry_name"]
