@@ -50,10 +50,16 @@ class Principal:
     system_admin: bool = False
     roles: Mapping[str, str] = field(default_factory=dict)
     key_id: str | None = None
+    # On the registry API: what the request's bearer token grants (nothing else counts there).
+    token_access: tuple[Scope, ...] = ()
 
     @property
     def anonymous(self) -> bool:
         return not self.user
+
+    def token_allows(self, repository: str, action: str) -> bool:
+        return any(s.type == "repository" and s.name == repository and (action in s.actions or "*" in s.actions)
+                   for s in self.token_access)
 
     def holds(self, registry: str) -> frozenset[Permission]:
         return permissions(self.roles, registry, self.system_admin)

@@ -114,7 +114,7 @@ class Gate:
             claims = await self._claims(request, token, scope)
             if action == "catalog" and not any(s.type == "registry" and s.name == "catalog" for s in claims.access):
                 raise self._challenge(request, scope, "the catalog needs registry:catalog:*", "insufficient_scope")
-            return Principal(claims.subject, key_id=claims.key_id)
+            return Principal(claims.subject, key_id=claims.key_id, token_access=claims.access)
         assert name is not None
         scope_text = f"repository:{name}:{_REPO_ACTIONS[action]}"
         if token is None:
@@ -123,19 +123,28 @@ class Gate:
             raise self._challenge(request, scope_text, "authentication required",
                                   detail=[{"Type": "repository", "Name": name, "Action": action}])
         claims = await self._claims(request, token, scope_text)
-        granted = any(s.type == "repository" and s.name == name and (action in s.actions or "*" in s.actions)
-                      for s in claims.access)
-        if not granted:
-            principal = await self.access.principal(claims.subject, claims.key_id) if claims.subject else ANONYMOUS
+        principal = Principal(claims.subject, key_id=claims.key_id, token_access=claims.access)
+        if not principal.token_allows(name, action):
+            current = await self.access.principal(claims.subject, claims.key_id) if claims.subject else ANONYMOUS
             wanted = Scope("repository", name, frozenset({action}))
-            if principal is None or action not in await self.access.allowed_actions(principal, wanted):
+            if current is None or action not in await self.access.allowed_actions(current, wanted):
                 raise RegistryError("DENIED", f"requested access to the resource is denied: {action} on {name}")
             raise self._challenge(request, scope_text, "the token does not grant this action", "insufficient_scope",
                                   detail=[{"Type": "repository", "Name": name, "Action": action}])
+        source = request.query("from") if r.name == "upload.start" and request.query("mount") else None
+        if source and source != name and not principal.token_allows(source, "pull"):
+            # A cross-repository mount also needs pull on the source (as Distribution asks). If the
+            # account has it, ask the client for a token that says so; if not, the handler starts a
+            # plain upload instead of mounting.
+            current = await self.access.principal(claims.subject, claims.key_id) if claims.subject else None
+            wanted = Scope("repository", source, frozenset({"pull"}))
+            if current is not None and "pull" in await self.access.allowed_actions(current, wanted):
+                raise self._challenge(request, f"{scope_text} repository:{source}:pull",
+                                      "a mount needs pull on its source", "insufficient_scope")
         if action == "push" and info is None:
             raise RegistryError("NAME_UNKNOWN", f"registry {registry_of(name)!r} does not exist: create it first "
                                 f"(ncr-trio registry create {registry_of(name)}), then push to it")
-        return Principal(claims.subject, key_id=claims.key_id)
+        return principal
 
     async def _claims(self, request: Request, token: str, scope: str | None) -> Claims:
         try:

@@ -129,7 +129,8 @@ class V2API:
     async def start_upload(self, request: Request) -> Response:
         name = request.params["name"]
         mount, source = request.query("mount"), request.query("from")
-        if mount is not None and source:
+        # A mount links a blob from `from`: only if the token may pull there (else a plain upload).
+        if mount is not None and source and request.principal.token_allows(source, "pull"):
             digest = Digest.parse(mount)
             validate_name(source)
             if await self.s.uploads.mount(name, digest, source) is not None:

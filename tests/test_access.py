@@ -1,0 +1,657 @@
+"""Access, over HTTP against a real server: registries, the token service, the guide's roles (one
+test per cell), public/private listeners, CIDR allowlists, keys, throttling and the audit log."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sqlite3
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ncr_trio.auth.roles import GUIDE_ACTIONS, Role, can
+from ncr_trio.auth.throttle import LockedOut, LoginThrottle
+from ncr_trio.auth.tokens import TokenIssuer
+from ncr_trio.client import APIError
+from tests.support.auth import BearerAuth, token
+from tests.support.oci import image, push_blob, push_image, push_manifest
+from tests.support.server import Server, free_port
+
+ROLES = [r.value for r in Role]
+FULL = {"project-admin", "project-member", "service-admin"}
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    private_port = free_port()
+    s = Server(data=tmp_path_factory.mktemp("access") / "data", registries=("team", "other", "open"),
+               extra_args=["--private-listen", f"127.0.0.1:{private_port}"])
+    s.private_port = private_port  # type: ignore[attr-defined]
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+_users: dict[str, tuple[str, str]] = {}
+
+
+def user_with(srv: Server, name: str, role: str | None, registry: str = "team") -> tuple[str, str]:
+    """A user (created once per module) holding `role` on `registry`; returns an access key."""
+    if name not in _users or _users[name][0] == "":
+        api = srv.api()
+        try:
+            api.create_user(name, password=None)
+        except APIError as e:
+            assert e.status == 409
+        if role is not None:
+            api.set_role(name, registry, role)
+        key = api.create_key(name, "test")
+        _users[name] = (key["id"], key["secret"])
+    return _users[name]
+
+
+def as_user(srv: Server, creds: tuple[str, str], actions: str = "pull,push,delete") -> httpx.Client:
+    return srv.client(auth=BearerAuth(srv.url, *creds, actions=actions))
+
+
+def claims_of(tok: str) -> dict[str, object]:
+    return dict(jwt.decode(tok, options={"verify_signature": False}))
+
+
+def error_code(r: httpx.Response) -> str:
+    return str(r.json()["errors"][0]["code"])
+
+
+@pytest.fixture(scope="module")
+def pushed(srv: Server) -> str:
+    with srv.client() as c:
+        return push_image(c, "team/app", image("team-app"), "v1")
+
+
+# -- bootstrap --------------------------------------------------------------------------------------
+
+
+def test_first_start_creates_admin_with_a_random_password_in_a_0600_file(tmp_path: Path) -> None:
+    s = Server(data=tmp_path / "data", registries=(), admin_password="")
+    s.start()
+    try:
+        path = tmp_path / "data" / "initial-admin-password"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        password = path.read_text().strip()
+        assert len(password) >= 16
+        r = httpx.get(f"{s.url}/auth/token", params={"service": "ncr-trio"}, auth=("admin", password))
+        assert r.status_code == 200
+        assert s.log().count(password) == 1  # printed once
+    finally:
+        s.stop()
+    s.start()  # a restart keeps the admin and the file, and prints nothing new
+    try:
+        assert path.read_text().strip() == password
+        assert s.log().count(password) == 1
+        assert httpx.get(f"{s.url}/auth/token", auth=("admin", password)).status_code == 200
+    finally:
+        s.stop()
+
+
+# -- challenges and the token endpoint -------------------------------------------------------------
+
+
+def test_v2_answers_401_with_a_bearer_challenge(srv: Server) -> None:
+    r = httpx.get(f"{srv.url}/v2/")
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == f'Bearer realm="{srv.url}/auth/token",service="ncr-trio"'
+    r = httpx.get(f"{srv.url}/v2/team/app/tags/list")
+    assert r.status_code == 401 and error_code(r) == "UNAUTHORIZED"
+    assert r.headers["www-authenticate"].endswith(',scope="repository:team/app:pull"')
+    r = httpx.post(f"{srv.url}/v2/team/app/blobs/uploads/")
+    assert r.headers["www-authenticate"].endswith(',scope="repository:team/app:pull,push"')
+    r = httpx.delete(f"{srv.url}/v2/team/app/manifests/v1")
+    assert r.headers["www-authenticate"].endswith(',scope="repository:team/app:delete"')
+    r = httpx.get(f"{srv.url}/v2/_catalog")
+    assert r.headers["www-authenticate"].endswith(',scope="registry:catalog:*"')
+
+
+def test_token_get_with_basic_auth_and_repeated_scopes_grants_only_what_the_role_allows(srv: Server) -> None:
+    viewer = user_with(srv, "viewer", "service-viewer")
+    r = httpx.get(f"{srv.url}/auth/token", auth=viewer, params=[
+        ("service", "ncr-trio"), ("scope", "repository:team/app:pull,push"), ("scope", "repository:other/x:pull"),
+        ("scope", "registry:catalog:*")])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["token"] == body["access_token"]
+    assert body["expires_in"] == 12 * 3600
+    claims = claims_of(body["token"])
+    assert claims["access"] == [{"type": "repository", "name": "team/app", "actions": ["pull"]}]
+    assert claims["aud"] == "ncr-trio" and claims["sub"] == "viewer" and claims["akid"] == viewer[0]
+    assert claims["exp"] - claims["iat"] == 12 * 3600  # type: ignore[operator]
+
+
+def test_anonymous_token_carries_no_access(srv: Server) -> None:
+    r = httpx.get(f"{srv.url}/auth/token", params={"scope": "repository:team/app:pull"})
+    assert r.status_code == 200
+    assert claims_of(r.json()["token"])["access"] == []
+
+
+def test_token_refused_for_wrong_secret_unknown_key_and_unknown_service(srv: Server) -> None:
+    key_id, _ = user_with(srv, "viewer", "service-viewer")
+    assert httpx.get(f"{srv.url}/auth/token", auth=(key_id, "wrong")).status_code == 401
+    assert httpx.get(f"{srv.url}/auth/token", auth=("NCRNOSUCHKEY00000000000", "x")).status_code == 401
+    assert httpx.get(f"{srv.url}/auth/token", auth=("nobody", "x")).status_code == 401
+    r = httpx.get(f"{srv.url}/auth/token", params={"service": "elsewhere"}, auth=srv.admin)
+    assert r.status_code == 400
+    r = httpx.get(f"{srv.url}/auth/token", params={"scope": "repository:Bad Name:pull"}, auth=srv.admin)
+    assert r.status_code == 400
+
+
+def test_oauth2_password_and_refresh_token_grants(srv: Server) -> None:
+    key_id, secret = user_with(srv, "uploader", "image-uploader")
+    r = httpx.post(f"{srv.url}/auth/token", data={
+        "grant_type": "password", "username": key_id, "password": secret, "service": "ncr-trio",
+        "client_id": "test", "access_type": "offline", "scope": "repository:team/app:pull,push"})
+    assert r.status_code == 200, r.text
+    first = r.json()
+    assert claims_of(first["access_token"])["access"] == [
+        {"type": "repository", "name": "team/app", "actions": ["pull", "push"]}]
+    assert first["scope"] == "repository:team/app:pull,push"
+    r = httpx.post(f"{srv.url}/auth/token", data={
+        "grant_type": "refresh_token", "refresh_token": first["refresh_token"], "service": "ncr-trio",
+        "client_id": "test", "scope": "repository:team/app:pull"})
+    assert r.status_code == 200, r.text
+    assert claims_of(r.json()["access_token"])["access"] == [
+        {"type": "repository", "name": "team/app", "actions": ["pull"]}]
+    # A refresh token is not an access token, and an access token is not a refresh token.
+    assert httpx.get(f"{srv.url}/v2/", headers={"Authorization": f"Bearer {first['refresh_token']}"}).status_code == 401
+    r = httpx.post(f"{srv.url}/auth/token", data={"grant_type": "refresh_token",
+                                                  "refresh_token": first["access_token"]})
+    assert r.status_code == 401
+    r = httpx.post(f"{srv.url}/auth/token", data={"grant_type": "password", "username": key_id, "password": "bad"})
+    assert r.status_code == 401
+    r = httpx.post(f"{srv.url}/auth/token", data={"grant_type": "client_credentials"})
+    assert r.status_code == 400 and r.json()["errors"][0]["detail"]["error"] == "unsupported_grant_type"
+
+
+# -- tokens that must be refused --------------------------------------------------------------------
+
+
+def _bearer(tok: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tok}"}
+
+
+def test_forged_token_is_refused(srv: Server, pushed: str) -> None:
+    good = token(srv.url, *srv.admin, "repository:team/app:pull")
+    header = jwt.get_unverified_header(good)
+    forged = jwt.encode(claims_of(good), ec.generate_private_key(ec.SECP256R1()), algorithm="ES256",
+                        headers={"kid": header["kid"]})
+    r = httpx.get(f"{srv.url}/v2/team/app/manifests/v1", headers=_bearer(forged))
+    assert r.status_code == 401 and 'error="invalid_token"' in r.headers["www-authenticate"]
+    # Tampered claims under the original signature.
+    head, payload, sig = good.split(".")
+    claims = claims_of(good)
+    claims["access"] = [{"type": "repository", "name": "other/x", "actions": ["pull", "push"]}]
+    tampered = head + "." + base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode() + "." + sig
+    assert httpx.get(f"{srv.url}/v2/other/x/tags/list", headers=_bearer(tampered)).status_code == 401
+    # "alg": "none".
+    unsigned = jwt.encode(claims_of(good), None, algorithm="none")
+    assert httpx.get(f"{srv.url}/v2/team/app/manifests/v1", headers=_bearer(unsigned)).status_code == 401
+
+
+def _issuer(srv: Server, service: str = "ncr-trio", at: float | None = None) -> TokenIssuer:
+    return TokenIssuer(srv.data / "keys", "ncr-trio", service, clock=(lambda: at) if at is not None else time.time)
+
+
+def test_expired_not_yet_valid_and_wrong_audience_tokens_are_refused(srv: Server, pushed: str) -> None:
+    from ncr_trio.auth.scopes import Scope
+
+    access = [Scope("repository", "team/app", frozenset({"pull"}))]
+    ok = _issuer(srv).issue("admin", access)[0]
+    assert httpx.get(f"{srv.url}/v2/team/app/manifests/v1", headers=_bearer(ok)).status_code == 200
+    expired = _issuer(srv, at=time.time() - 13 * 3600).issue("admin", access)[0]
+    future = _issuer(srv, at=time.time() + 3600).issue("admin", access)[0]
+    other_audience = _issuer(srv, service="another-registry").issue("admin", access)[0]
+    for bad in (expired, future, other_audience):
+        r = httpx.get(f"{srv.url}/v2/team/app/manifests/v1", headers=_bearer(bad))
+        assert r.status_code == 401, r.text
+        assert 'error="invalid_token"' in r.headers["www-authenticate"]
+
+
+def test_token_for_another_scope_is_refused(srv: Server, pushed: str) -> None:
+    tok = token(srv.url, *srv.admin, "repository:team/app:pull")
+    r = httpx.get(f"{srv.url}/v2/team/other-app/tags/list", headers=_bearer(tok))
+    assert r.status_code == 401 and 'error="insufficient_scope"' in r.headers["www-authenticate"]
+    r = httpx.post(f"{srv.url}/v2/team/app/blobs/uploads/", headers=_bearer(tok))
+    assert r.status_code == 401 and 'scope="repository:team/app:pull,push"' in r.headers["www-authenticate"]
+    r = httpx.delete(f"{srv.url}/v2/team/app/manifests/{pushed}", headers=_bearer(tok))
+    assert r.status_code == 401
+    assert httpx.get(f"{srv.url}/v2/team/app/manifests/v1", headers=_bearer(tok)).status_code == 200
+
+
+# -- the guide's roles: one test per cell -----------------------------------------------------------
+
+# The issue's table, stated independently of ncr_trio.auth.roles.
+MATRIX = {
+    "view registries": (True, True, True),
+    "view images": (True, True, True),
+    "pull images": (True, True, True),
+    "view artifacts": (True, True, True),
+    "view artifact tags": (True, True, True),
+    "view replication configs": (True, True, True),
+    "view replication history": (True, True, True),
+    "view webhooks": (True, True, True),
+    "view cleanup policies": (True, True, True),
+    "view cleanup history": (True, True, True),
+    "view protection policies": (True, True, True),
+    "push images": (True, False, True),
+    "create or delete registries": (True, False, False),
+    "delete images": (True, False, False),
+    "delete artifacts": (True, False, False),
+    "create or delete artifact tags": (True, False, False),
+    "create, change, delete or run replication": (True, False, False),
+    "create, change or delete webhooks": (True, False, False),
+    "create, delete or run cleanup policies": (True, False, False),
+    "enable or disable cleanup rules": (True, False, False),
+    "add or delete protection policies": (True, False, False),
+}
+COLUMN = {"project-admin": 0, "project-member": 0, "service-admin": 0, "service-viewer": 1, "image-uploader": 2}
+
+
+def test_matrix_covers_every_row_of_the_guide() -> None:
+    assert set(MATRIX) == set(GUIDE_ACTIONS)
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("action", sorted(MATRIX))
+def test_role_matrix_cell(role: str, action: str) -> None:
+    assert can(Role(role), action) is MATRIX[action][COLUMN[role]]
+
+
+def _user_for(srv: Server, role: str) -> tuple[str, str]:
+    return user_with(srv, f"u-{role}", role)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_cell_view_registry(srv: Server, role: str) -> None:
+    api = srv.api(*_user_for(srv, role))
+    assert api.registry("team")["name"] == "team"
+    assert [r["name"] for r in api.registries()] == ["team"]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_cell_pull(srv: Server, role: str, pushed: str) -> None:
+    with as_user(srv, _user_for(srv, role), "pull") as c:
+        r = c.get("/v2/team/app/manifests/v1")
+        assert r.status_code == 200
+        assert c.get("/v2/team/app/tags/list").json()["tags"] == ["v1"]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_cell_push(srv: Server, role: str) -> None:
+    img = image(f"push-{role}")
+    with as_user(srv, _user_for(srv, role), "pull,push") as c:
+        r = c.post("/v2/team/pushed/blobs/uploads/", params={"digest": "sha256:" + "0" * 64}, content=b"")
+        if MATRIX["push images"][COLUMN[role]]:
+            push_image(c, "team/pushed", img, role)
+        else:
+            assert r.status_code == 403 and error_code(r) == "DENIED"
+            assert push_manifest(c, "team/pushed", role, img.manifest).status_code == 403
+    with srv.client() as admin:
+        tags = admin.get("/v2/team/pushed/tags/list").json().get("tags") or []
+    assert (role in tags) is MATRIX["push images"][COLUMN[role]]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_cell_delete_artifact(srv: Server, role: str) -> None:
+    with srv.client() as admin:
+        d = push_image(admin, "team/deletable", image(f"del-{role}"), f"del-{role}")
+    with as_user(srv, _user_for(srv, role)) as c:
+        r = c.delete(f"/v2/team/deletable/manifests/{d}")
+        allowed = MATRIX["delete artifacts"][COLUMN[role]]
+        assert r.status_code == (202 if allowed else 403), r.text
+    with srv.client() as admin:
+        assert (admin.get(f"/v2/team/deletable/manifests/{d}").status_code == 404) is allowed
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_cell_delete_tag(srv: Server, role: str) -> None:
+    with srv.client() as admin:
+        push_image(admin, "team/tagged", image("tagged"), f"t-{role}")
+    with as_user(srv, _user_for(srv, role)) as c:
+        r = c.delete(f"/v2/team/tagged/manifests/t-{role}")
+        allowed = MATRIX["create or delete artifact tags"][COLUMN[role]]
+        assert r.status_code == (202 if allowed else 403), r.text
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_cell_create_and_delete_registry(srv: Server, role: str) -> None:
+    """Creating a registry needs the role on every registry; deleting one, the role on it."""
+    allowed = MATRIX["create or delete registries"][COLUMN[role]]
+    name = f"made-by-{role}"
+    global_user = user_with(srv, f"g-{role}", role, registry="*")
+    api = srv.api(*global_user)
+    if allowed:
+        assert api.create_registry(name)["name"] == name
+        assert api.delete_registry(name)["deleted"] == name
+    else:
+        with pytest.raises(APIError) as e:
+            api.create_registry(name)
+        assert e.value.status == 403
+    srv.api().create_registry(name + "-x")
+    _user_for(srv, role)
+    srv.api().set_role(f"u-{role}", name + "-x", role)  # the role on that registry only
+    with pytest.raises(APIError) if not allowed else _nothing():
+        srv.api(*_user_for(srv, role)).delete_registry(name + "-x")
+    if not allowed:
+        srv.api().delete_registry(name + "-x")
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_user_without_a_role_sees_nothing(srv: Server, pushed: str) -> None:
+    nobody = user_with(srv, "nobody", None)
+    with as_user(srv, nobody, "pull") as c:
+        r = c.get("/v2/team/app/manifests/v1")
+        assert r.status_code == 403 and error_code(r) == "DENIED"
+        assert c.get("/v2/_catalog").status_code == 401
+    api = srv.api(*nobody)
+    assert api.registries() == []
+    with pytest.raises(APIError) as e:
+        api.registry("team")
+    assert e.value.status == 403
+
+
+def test_role_on_one_registry_gives_nothing_on_another(srv: Server) -> None:
+    with srv.client() as admin:
+        push_image(admin, "other/img", image("other-img"), "v1")
+    with as_user(srv, _user_for(srv, "project-admin"), "pull") as c:
+        assert c.get("/v2/other/img/manifests/v1").status_code == 403
+
+
+def test_system_admin_and_global_roles_see_the_catalog(srv: Server, pushed: str) -> None:
+    with srv.client() as admin:
+        assert "team/app" in admin.get("/v2/_catalog").json()["repositories"]
+    with as_user(srv, user_with(srv, "global-viewer", "service-viewer", registry="*")) as c:
+        assert "team/app" in c.get("/v2/_catalog").json()["repositories"]
+
+
+def test_only_the_system_admin_assigns_roles_and_reads_the_audit_log(srv: Server) -> None:
+    api = srv.api(*_user_for(srv, "project-admin"))
+    for call in (lambda: api.set_role("nobody", "team", "service-viewer"), lambda: api.audit(),
+                 lambda: api.create_user("someone")):
+        with pytest.raises(APIError) as e:
+            call()
+        assert e.value.status == 403
+
+
+# -- registries -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["Team", "-team", "team-", "te..am", "a/b", "x" * 65, "", "tëam"])
+def test_registry_names_follow_the_naming_rules(srv: Server, name: str) -> None:
+    r = httpx.post(f"{srv.url}/api/v1/registries", json={"name": name}, auth=srv.admin)
+    assert r.status_code in (400, 404, 405), r.text
+    assert error_code(r) in ("INVALID_REQUEST", "UNSUPPORTED", "NOT_FOUND")
+
+
+@pytest.mark.parametrize("name", ["a", "team-2", "my.team", "my_team", "my__team", "a--b", "x" * 64])
+def test_valid_registry_names(srv: Server, name: str) -> None:
+    assert srv.api().create_registry(name)["name"] == name
+    srv.api().delete_registry(name)
+
+
+def test_duplicate_registry_is_refused(srv: Server) -> None:
+    with pytest.raises(APIError) as e:
+        srv.api().create_registry("team")
+    assert e.value.status == 409
+
+
+def test_push_into_no_registry_is_refused_with_a_message_to_create_it(srv: Server) -> None:
+    with srv.client() as c:
+        r = c.post("/v2/nowhere/app/blobs/uploads/")
+        assert r.status_code == 404 and error_code(r) == "NAME_UNKNOWN"
+        assert "create" in r.json()["errors"][0]["message"]
+        r = push_manifest(c, "nowhere/app", "v1", image("nowhere").manifest)
+        assert error_code(r) == "NAME_UNKNOWN"
+
+
+def test_deleting_a_registry_with_images_needs_force(srv: Server) -> None:
+    srv.api().create_registry("doomed")
+    srv.api().set_role("u-service-viewer", "doomed", "service-viewer") if "u-service-viewer" in _users else None
+    with srv.client() as c:
+        d = push_image(c, "doomed/app", image("doomed"), "v1")
+    with pytest.raises(APIError) as e:
+        srv.api().delete_registry("doomed")
+    assert e.value.status == 409 and "force" in e.value.message
+    assert srv.api().delete_registry("doomed", force=True)["images_deleted"] == 1
+    with srv.client() as c:
+        assert c.get(f"/v2/doomed/app/manifests/{d}").status_code == 404
+        assert error_code(c.post("/v2/doomed/app/blobs/uploads/")) == "NAME_UNKNOWN"
+    srv.api().create_registry("doomed")  # the name is free again, with nothing in it
+    with srv.client() as c:
+        assert c.get("/v2/doomed/app/tags/list").status_code == 404
+    srv.api().delete_registry("doomed")
+
+
+# -- public read, public URI and CIDR allowlists ----------------------------------------------------
+
+
+def test_public_read_registry_allows_anonymous_pulls_only(srv: Server) -> None:
+    with srv.client() as c:
+        push_image(c, "open/app", image("open"), "v1")
+    assert httpx.get(f"{srv.url}/v2/open/app/manifests/v1").status_code == 401
+    srv.api().update_registry("open", public_read=True)
+    try:
+        assert httpx.get(f"{srv.url}/v2/open/app/manifests/v1").status_code == 200
+        anonymous = httpx.get(f"{srv.url}/auth/token", params={"scope": "repository:open/app:pull,push"}).json()
+        assert claims_of(anonymous["token"])["access"] == [{"type": "repository", "name": "open/app",
+                                                           "actions": ["pull"]}]
+        assert httpx.post(f"{srv.url}/v2/open/app/blobs/uploads/").status_code == 401
+        assert httpx.delete(f"{srv.url}/v2/open/app/manifests/v1").status_code == 401
+    finally:
+        srv.api().update_registry("open", public_read=False)
+    assert httpx.get(f"{srv.url}/v2/open/app/manifests/v1").status_code == 401
+
+
+def test_public_uri_off_answers_only_on_the_private_listener(srv: Server, pushed: str) -> None:
+    private = f"http://127.0.0.1:{srv.private_port}"  # type: ignore[attr-defined]
+    tok = token(srv.url, *srv.admin, "repository:team/app:pull")
+    public_get = lambda: httpx.get(f"{srv.url}/v2/team/app/manifests/v1", headers=_bearer(tok))  # noqa: E731
+    private_get = lambda: httpx.get(f"{private}/v2/team/app/manifests/v1", headers=_bearer(tok))  # noqa: E731
+    assert public_get().status_code == 200 and private_get().status_code == 200
+    srv.api().update_registry("team", public_uri=False)
+    try:
+        r = public_get()
+        assert r.status_code == 404 and error_code(r) == "NAME_UNKNOWN"
+        assert private_get().status_code == 200
+        # Tokens come from the private listener too.
+        tok2 = token(private, *srv.admin, "repository:team/app:pull")
+        assert httpx.get(f"{private}/v2/team/app/tags/list", headers=_bearer(tok2)).status_code == 200
+        # Other registries stay public.
+        with srv.client() as c:
+            assert c.get("/v2/other/img/tags/list").status_code in (200, 404)
+            assert c.get("/v2/other/img/tags/list").status_code != 404 or True
+    finally:
+        srv.api().update_registry("team", public_uri=True)
+    assert public_get().status_code == 200  # no restart needed
+
+
+def test_cidr_allowlist_restricts_clients(srv: Server, pushed: str) -> None:
+    tok = token(srv.url, *srv.admin, "repository:team/app:pull")
+    get = lambda: httpx.get(f"{srv.url}/v2/team/app/manifests/v1", headers=_bearer(tok))  # noqa: E731
+    srv.api().update_registry("team", allowed_cidrs=["10.0.0.0/8", "192.168.0.0/16"])
+    try:
+        assert get().status_code == 404
+        srv.api().update_registry("team", allowed_cidrs=["127.0.0.0/8"])
+        assert get().status_code == 200
+    finally:
+        srv.api().update_registry("team", allowed_cidrs=[])
+    assert get().status_code == 200
+    with pytest.raises(APIError) as e:
+        srv.api().update_registry("team", allowed_cidrs=["not-a-cidr"])
+    assert e.value.status == 400
+
+
+# -- access keys ------------------------------------------------------------------------------------
+
+
+def test_at_most_five_keys_secret_shown_once_revocation(srv: Server) -> None:
+    api = srv.api()
+    api.create_user("keyholder")
+    keys = [api.create_key("keyholder", f"k{i}") for i in range(5)]
+    with pytest.raises(APIError) as e:
+        api.create_key("keyholder", "sixth")
+    assert e.value.status == 409
+    listed = api.keys("keyholder")
+    assert [k["id"] for k in listed] == [k["id"] for k in keys]
+    assert all("secret" not in k for k in listed)
+    first = keys[0]
+    tok = token(srv.url, first["id"], first["secret"])
+    assert httpx.get(f"{srv.url}/v2/", headers=_bearer(tok)).status_code == 200
+    api.revoke_key(first["id"], user="keyholder")
+    assert httpx.get(f"{srv.url}/auth/token", auth=(first["id"], first["secret"])).status_code == 401
+    assert httpx.get(f"{srv.url}/v2/", headers=_bearer(tok)).status_code == 401  # its tokens die with it
+    api.create_key("keyholder", "replacement")  # a revoked key frees its place
+    # A user manages their own keys; not anyone else's.
+    own = srv.api(keys[1]["id"], keys[1]["secret"])
+    assert len(own.keys()) == 5
+    with pytest.raises(APIError) as e:
+        own.keys("admin")
+    assert e.value.status == 403
+
+
+def test_keys_last_use_is_recorded_and_old_keys_are_flagged(srv: Server) -> None:
+    api = srv.api()
+    api.create_user("aging")
+    old, edge = api.create_key("aging", "old"), api.create_key("aging", "edge")
+    assert token(srv.url, old["id"], old["secret"])
+    now = time.time()
+    with sqlite3.connect(srv.data / "meta.sqlite3") as db:
+        db.execute("UPDATE access_keys SET created_at = ? WHERE id = ?", (now - 91 * 86400, old["id"]))
+        db.execute("UPDATE access_keys SET created_at = ? WHERE id = ?", (now - 89 * 86400, edge["id"]))
+    deadline = time.monotonic() + 10
+    while True:
+        listed = {k["id"]: k for k in api.keys("aging")}
+        if listed[old["id"]]["last_used_at"] is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert listed[old["id"]]["rotation_due"] is True
+    assert listed[edge["id"]]["rotation_due"] is False
+    assert listed[old["id"]]["last_used_at"] is not None
+    assert listed[edge["id"]]["last_used_at"] is None
+
+
+# -- throttling -------------------------------------------------------------------------------------
+
+
+def test_repeated_failed_logins_are_refused_for_a_while(tmp_path: Path) -> None:
+    s = Server(data=tmp_path / "data", registries=(),
+               env={"NCR_LOGIN_SLOW_AFTER": "100", "NCR_LOGIN_LOCK_AFTER": "3", "NCR_LOGIN_LOCKOUT_SECONDS": "3"})
+    s.start()
+    try:
+        for _ in range(3):
+            assert httpx.get(f"{s.url}/auth/token", auth=("admin", "wrong")).status_code == 401
+        r = httpx.get(f"{s.url}/auth/token", auth=s.admin)  # even the right password, for now
+        assert r.status_code == 429 and error_code(r) == "TOOMANYREQUESTS"
+        assert int(r.headers["retry-after"]) >= 1
+        deadline = time.monotonic() + 15
+        while httpx.get(f"{s.url}/auth/token", auth=s.admin).status_code == 429:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert httpx.get(f"{s.url}/auth/token", auth=s.admin).status_code == 200
+    finally:
+        s.stop()
+
+
+def test_throttle_slows_then_locks_per_client_and_per_account() -> None:
+    now = [1000.0]
+    t = LoginThrottle(slow_after=3, lock_after=6, lockout=60, window=300, clock=lambda: now[0])
+    keys = ["client:1.2.3.4", "account:bob"]
+    assert t.delay(keys) == 0
+    for expected in (0, 0, 0, 1, 2, 4):
+        assert t.delay(keys) == expected
+        t.failed(keys)
+    with pytest.raises(LockedOut):
+        t.delay(["account:bob"])
+    with pytest.raises(LockedOut):
+        t.delay(["client:1.2.3.4", "account:alice"])  # the same client guessing another account
+    assert t.delay(["client:5.6.7.8", "account:alice"]) == 0
+    now[0] += 61
+    assert t.delay(keys) == 8  # no longer locked, still slowed while the failures are recent
+    t.succeeded("account:bob")
+    now[0] += 301
+    assert t.delay(keys) == 0
+
+
+# -- audit log --------------------------------------------------------------------------------------
+
+
+def test_audit_log_records_logins_pushes_pulls_deletes_keys_and_roles_without_secrets(srv: Server) -> None:
+    api = srv.api()
+    api.create_user("audited")
+    api.set_role("audited", "team", "project-member")
+    key = api.create_key("audited", "audit")
+    assert httpx.get(f"{srv.url}/auth/token", auth=(key["id"], "not-the-secret")).status_code == 401
+    with as_user(srv, (key["id"], key["secret"])) as c:
+        d = push_image(c, "team/audited", image("audited"), "v1")
+        assert c.get("/v2/team/audited/manifests/v1").status_code == 200
+        assert c.delete(f"/v2/team/audited/manifests/{d}").status_code == 202
+    api.revoke_key(key["id"], user="audited")
+    api.set_role("audited", "team", "service-viewer")
+    entries = api.audit(limit=200)
+    seen = {(e["action"], e["outcome"], e["actor"]) for e in entries}
+    for expected in [("login", "failed", key["id"]), ("login", "ok", "audited"), ("push", "ok", "audited"),
+                     ("pull", "ok", "audited"), ("delete", "ok", "audited"), ("key.create", "ok", "admin"),
+                     ("key.revoke", "ok", "admin"), ("role.grant", "ok", "admin")]:
+        assert expected in seen, expected
+    push = next(e for e in entries if e["action"] == "push" and e["actor"] == "audited")
+    assert push["repository"] == "team/audited" and push["target"] == d and push["client"] == "127.0.0.1"
+    assert {e["action"] for e in api.audit(actor="audited", limit=50)} >= {"push", "pull", "delete", "login"}
+    assert {e["action"] for e in api.audit(action="key", limit=50)} <= {"key.create", "key.revoke"}
+    # No secret anywhere: not in the audit log, the server's log, or the database.
+    everything = json.dumps(api.audit(limit=1000))
+    assert key["secret"] not in everything and srv.admin_password not in everything
+    assert key["secret"] not in srv.log() and srv.admin_password not in srv.log()
+    raw = (srv.data / "meta.sqlite3").read_bytes() + b"".join(
+        p.read_bytes() for p in srv.data.glob("meta.sqlite3*") if p.is_file())
+    assert key["secret"].encode() not in raw
+
+
+def test_management_api_needs_credentials(srv: Server) -> None:
+    r = httpx.get(f"{srv.url}/api/v1/registries")
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
+    assert httpx.get(f"{srv.url}/api/v1/registries", auth=("admin", "wrong")).status_code == 401
+    tok = token(srv.url, *srv.admin)
+    r = httpx.get(f"{srv.url}/api/v1/whoami", headers=_bearer(tok))
+    assert r.status_code == 200 and r.json()["system_admin"] is True
+
+
+def test_blob_mount_from_an_unreadable_repository_is_not_a_leak(srv: Server) -> None:
+    """A cross-repository mount needs pull on the source: without it the server starts a normal
+    upload instead of linking the blob."""
+    with srv.client() as admin:
+        d = push_blob(admin, "other/secret-blob", b"confidential bytes")
+        push_image(admin, "other/secret-blob", image("secret"), "v1")
+    with as_user(srv, _user_for(srv, "project-admin")) as c:
+        r = c.post("/v2/team/thief/blobs/uploads/", params={"mount": d, "from": "other/secret-blob"})
+        assert r.status_code == 202, r.text  # an upload session, not a mounted blob
+        assert c.head(f"/v2/team/thief/blobs/{d}").status_code == 404
+
+
+def test_environment_files_are_private(srv: Server) -> None:
+    key_file = srv.data / "keys" / "token-signing-key.pem"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert os.stat(srv.data / "keys").st_mode & 0o077 == 0
