@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.support.auth import token
 from tests.support.oci import (
     OCI_INDEX,
     OCI_MANIFEST,
@@ -31,7 +32,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture
 def client(srv: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=srv.url, timeout=30) as c:
+    with srv.client() as c:
         yield c
 
 
@@ -76,7 +77,8 @@ def test_bad_tags_refused(client: httpx.Client, tag: str) -> None:
     assert client.get("/v2/errors/tags/tags/list").json()["tags"] in (None, [])
 
 
-@pytest.mark.parametrize("bad", ["sha256:abc", "md5:" + "0" * 32, "sha256:" + "G" * 64, "nocolon", "sha512:" + "0" * 64])
+@pytest.mark.parametrize("bad", ["sha256:abc", "md5:" + "0" * 32, "sha256:" + "G" * 64, "nocolon",
+                                 "sha512:" + "0" * 64])
 def test_bad_digests(client: httpx.Client, bad: str) -> None:
     r = client.get(f"/v2/errors/digests/blobs/{bad}")
     assert r.status_code == 400
@@ -178,9 +180,11 @@ def test_truncated_body_is_not_stored(srv: Server) -> None:
 
     data = b"z" * 1000
     d = digest(data + b"z" * 1000)
+    bearer = token(srv.url, *srv.admin, "repository:errors/truncated:pull,push")
     with socket.create_connection(("127.0.0.1", srv.port)) as s:
         s.sendall(
             f"POST /v2/errors/truncated/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {bearer}\r\n"
             f"Content-Type: application/octet-stream\r\nContent-Length: 2000\r\n\r\n".encode() + data
         )
         s.shutdown(socket.SHUT_WR)
@@ -190,7 +194,7 @@ def test_truncated_body_is_not_stored(srv: Server) -> None:
                 pass
         except OSError:
             pass
-    with httpx.Client(base_url=srv.url) as c:
+    with srv.client() as c:
         assert c.head(f"/v2/errors/truncated/blobs/{d}").status_code == 404
     assert not [f for f in upload_files(srv) if f.startswith("mono-")]
 

@@ -1,4 +1,4 @@
-"""Real registry clients against a running ncr-trio (plain HTTP on 127.0.0.1, no auth).
+"""Real registry clients against a running ncr-trio (plain HTTP on 127.0.0.1, logged in as the admin).
 
 Each test drives one client end to end and checks real outcomes: digests the client reports equal the
 digests of the bytes we built, content pulled back is byte-identical, tag lists and referrers are

@@ -14,9 +14,14 @@ pytestmark = pytest.mark.conformance
 
 
 def run_conformance(server: Server, results: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    # The suite logs in (Docker token auth) with an access key of the admin's, as a CI system would.
+    server.ensure_registries("conformance")
+    key = server.api().create_key(description="conformance")
     env = {
         **os.environ,
         "OCI_REGISTRY": server.host,
+        "OCI_USERNAME": key["id"],
+        "OCI_PASSWORD": key["secret"],
         "OCI_TLS": "disabled",
         "OCI_VERSION": "1.1",
         "OCI_REPO1": "conformance/repo1",
@@ -45,6 +50,7 @@ def test_conformance_suite_passes(server: Server, tmp_path: Path) -> None:
     results = tmp_path / "results"
     proc = run_conformance(server, results)
     summary = (results / "results.yaml").read_text() if (results / "results.yaml").exists() else ""
-    assert proc.returncode == 0, f"conformance failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}\n{server.log()[-3000:]}"
+    assert proc.returncode == 0, (f"conformance failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}\n"
+                                  f"{server.log()[-3000:]}")
     assert "FAIL" not in summary
     assert "Pass" in proc.stdout

@@ -8,10 +8,10 @@ import os
 import socket
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from ncr_trio.http import zerocopy
+from tests.support.auth import token
 from tests.support.oci import digest, push_blob
 from tests.support.server import Server
 
@@ -23,11 +23,16 @@ BLOB = os.urandom(20 * MiB + 12345)
 def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {"NCR_ZERO_COPY": "true" if request.param == "zero-copy" else "false"}
     s = Server(data=tmp_path_factory.mktemp(request.param) / "data", env=env).start()
-    with httpx.Client(base_url=s.url) as c:
+    with s.client() as c:
         push_blob(c, "dl/repo", BLOB)
         c.get(f"/v2/dl/repo/blobs/{digest(BLOB)}")  # now surely in the page cache
     yield s
     s.stop()
+
+
+def pull_token(srv: Server) -> str:
+    """A bearer token to pull dl/repo, for the requests written by hand on raw sockets."""
+    return token(srv.url, *srv.admin, "repository:dl/repo:pull")
 
 
 def test_zero_copy_is_available_with_the_pinned_hypercorn() -> None:
@@ -35,7 +40,7 @@ def test_zero_copy_is_available_with_the_pinned_hypercorn() -> None:
 
 
 def test_whole_blob_is_byte_exact(srv: Server) -> None:
-    with httpx.Client(base_url=srv.url, timeout=60) as c:
+    with srv.client(timeout=60) as c:
         for _ in range(3):
             r = c.get(f"/v2/dl/repo/blobs/{digest(BLOB)}")
             assert r.status_code == 200
@@ -47,7 +52,7 @@ def test_whole_blob_is_byte_exact(srv: Server) -> None:
 def test_ranges(srv: Server, first: int, last: int | None) -> None:
     header = f"bytes={first}-{'' if last is None else last}"
     end = len(BLOB) - 1 if last is None else last
-    with httpx.Client(base_url=srv.url, timeout=60) as c:
+    with srv.client(timeout=60) as c:
         r = c.get(f"/v2/dl/repo/blobs/{digest(BLOB)}", headers={"Range": header})
         assert r.status_code == 206
         assert r.headers["content-range"] == f"bytes {first}-{end}/{len(BLOB)}"
@@ -55,9 +60,11 @@ def test_ranges(srv: Server, first: int, last: int | None) -> None:
 
 
 def test_keep_alive_after_a_download_and_http_1_0(srv: Server) -> None:
+    auth = f"Authorization: Bearer {pull_token(srv)}\r\n"
     with socket.create_connection(("127.0.0.1", srv.port)) as s:
         path = f"/v2/dl/repo/blobs/{digest(BLOB)}"
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-99\r\n\r\nGET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Range: bytes=0-99\r\n\r\n"
+                  f"GET /v2/ HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode())
         data = b""
         while data.count(b"HTTP/1.1 ") < 2 or not data.endswith(b"{}"):
             chunk = s.recv(65536)
@@ -65,7 +72,7 @@ def test_keep_alive_after_a_download_and_http_1_0(srv: Server) -> None:
             data += chunk
         assert BLOB[:100] in data
     with socket.create_connection(("127.0.0.1", srv.port)) as s:
-        s.sendall(f"GET /v2/dl/repo/blobs/{digest(BLOB)} HTTP/1.0\r\n\r\n".encode())
+        s.sendall(f"GET /v2/dl/repo/blobs/{digest(BLOB)} HTTP/1.0\r\n{auth}\r\n".encode())
         data = b""
         while chunk := s.recv(1 << 20):  # HTTP/1.0: the server closes when done
             data += chunk
@@ -73,12 +80,13 @@ def test_keep_alive_after_a_download_and_http_1_0(srv: Server) -> None:
 
 
 def test_clients_hanging_up_midway_leave_the_server_well(srv: Server) -> None:
+    auth = f"Authorization: Bearer {pull_token(srv)}\r\n"
     for _ in range(5):
         with socket.create_connection(("127.0.0.1", srv.port)) as s:
-            s.sendall(f"GET /v2/dl/repo/blobs/{digest(BLOB)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            s.sendall(f"GET /v2/dl/repo/blobs/{digest(BLOB)} HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode())
             s.recv(256 * 1024)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
-    with httpx.Client(base_url=srv.url, timeout=60) as c:
+    with srv.client(timeout=60) as c:
         assert c.get(f"/v2/dl/repo/blobs/{digest(BLOB)}").content == BLOB
     assert "Traceback" not in srv.log()
 
@@ -87,7 +95,7 @@ def test_many_downloads_at_once(srv: Server) -> None:
     import concurrent.futures
 
     def fetch(_: int) -> str:
-        with httpx.Client(base_url=srv.url, timeout=120) as c:
+        with srv.client(timeout=120) as c:
             return hashlib.sha256(c.get(f"/v2/dl/repo/blobs/{digest(BLOB)}").content).hexdigest()
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:

@@ -10,8 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-
+from tests.support.auth import scope_for, token
 from tests.support.oci import OCI_INDEX, digest, image, index, push_image, push_manifest
 from tests.support.server import Server
 
@@ -28,9 +27,11 @@ def wait_for(condition: object, what: str, timeout: float = 30.0) -> None:
 
 def start_partial_patch(srv: Server, location: str, start: int, total: int, first: bytes) -> socket.socket:
     """Open a PATCH of `total` bytes and send only `first` of them."""
+    bearer = token(srv.url, *srv.admin, scope_for(location, "pull,push"))
     s = socket.create_connection(("127.0.0.1", srv.port))
     s.sendall(
-        f"PATCH {location} HTTP/1.1\r\nHost: {srv.host}\r\nContent-Type: application/octet-stream\r\n"
+        f"PATCH {location} HTTP/1.1\r\nHost: {srv.host}\r\nAuthorization: Bearer {bearer}\r\n"
+        f"Content-Type: application/octet-stream\r\n"
         f"Content-Range: {start}-{start + total - 1}\r\nContent-Length: {total}\r\n\r\n".encode() + first
     )
     return s
@@ -41,7 +42,7 @@ def test_sigkill_mid_chunk_resumes_from_acknowledged_bytes(tmp_path: Path) -> No
     blob = os.urandom(6 * MiB)
     part1, part2 = blob[: 2 * MiB], blob[2 * MiB :]
     try:
-        with httpx.Client(base_url=srv.url) as c:
+        with srv.client() as c:
             loc = c.post("/v2/durable/repo/blobs/uploads/").headers["location"]
             r = c.patch(loc, content=part1, headers={"Content-Range": f"0-{len(part1) - 1}"})
             assert r.status_code == 202 and r.headers["range"] == f"0-{len(part1) - 1}"
@@ -56,7 +57,7 @@ def test_sigkill_mid_chunk_resumes_from_acknowledged_bytes(tmp_path: Path) -> No
 
     srv.start()
     try:
-        with httpx.Client(base_url=srv.url) as c:
+        with srv.client() as c:
             status = c.get(loc)
             assert status.status_code == 204
             # Only what was acknowledged counts; it was not lost, and the upload did not start over.
@@ -75,7 +76,7 @@ def test_sigterm_lets_an_inflight_upload_finish(tmp_path: Path) -> None:
     srv = Server(data=tmp_path / "data").start()
     blob = os.urandom(4 * MiB)
     assert srv.proc is not None
-    with httpx.Client(base_url=srv.url) as c:
+    with srv.client() as c:
         loc = c.post("/v2/graceful/repo/blobs/uploads/").headers["location"]
     upload_file = srv.data / "uploads" / loc.rsplit("/", 1)[1]
     sock = start_partial_patch(srv, loc, 0, len(blob), blob[: MiB])
@@ -90,7 +91,7 @@ def test_sigterm_lets_an_inflight_upload_finish(tmp_path: Path) -> None:
     srv.proc = None
     srv.start()
     try:
-        with httpx.Client(base_url=srv.url) as c:
+        with srv.client() as c:
             assert c.get(loc).headers["range"] == f"0-{len(blob) - 1}"
             assert c.put(loc, params={"digest": digest(blob)}).status_code == 201
     finally:
@@ -119,7 +120,7 @@ def test_large_push_streams_without_buffering(tmp_path: Path) -> None:
             yield chunk
 
     try:
-        with httpx.Client(base_url=srv.url, timeout=300) as c:
+        with srv.client(timeout=300) as c:
             c.get("/v2/")
             before = _peak_rss(srv.proc.pid)
             r = c.post("/v2/big/blob/blobs/uploads/", params={"digest": d}, content=body(),
@@ -137,7 +138,7 @@ def test_large_push_streams_without_buffering(tmp_path: Path) -> None:
 
 def test_two_platform_index_round_trips_byte_identical(server: Server) -> None:
     amd64, arm64 = image("multi-amd64", platform=("linux", "amd64")), image("multi-arm64", platform=("linux", "arm64"))
-    with httpx.Client(base_url=server.url) as c:
+    with server.client() as c:
         push_image(c, "multi/app", amd64, "amd64")
         push_image(c, "multi/app", arm64, "arm64")
         idx = index([(amd64, ("linux", "amd64")), (arm64, ("linux", "arm64"))])
@@ -158,7 +159,7 @@ def test_two_platform_index_round_trips_byte_identical(server: Server) -> None:
 def test_abandoned_upload_sessions_expire_and_their_bytes_go(tmp_path: Path) -> None:
     srv = Server(data=tmp_path / "data", env={"NCR_UPLOAD_TTL_SECONDS": "2"}).start()
     try:
-        with httpx.Client(base_url=srv.url) as c:
+        with srv.client() as c:
             loc = c.post("/v2/expiry/repo/blobs/uploads/").headers["location"]
             assert c.patch(loc, content=b"abandoned", headers={"Content-Range": "0-8"}).status_code == 202
             upload_file = srv.data / "uploads" / loc.rsplit("/", 1)[1]
@@ -176,14 +177,14 @@ def test_several_workers_share_one_store(tmp_path: Path) -> None:
         imgs = [image(f"workers-{i}") for i in range(8)]
         # Fresh connections spread the requests over both workers.
         for i, img in enumerate(imgs):
-            with httpx.Client(base_url=srv.url) as c:
+            with srv.client() as c:
                 push_image(c, f"workers/r{i % 3}", img, f"v{i}")
         for i, img in enumerate(imgs):
-            with httpx.Client(base_url=srv.url) as c:
+            with srv.client() as c:
                 assert c.get(f"/v2/workers/r{i % 3}/manifests/v{i}").content == img.manifest
                 for d, blob in img.blobs.items():
                     assert c.get(f"/v2/workers/r{i % 3}/blobs/{d}").content == blob
-        with httpx.Client(base_url=srv.url) as c:
+        with srv.client() as c:
             assert c.get("/v2/_catalog").json()["repositories"] == ["workers/r0", "workers/r1", "workers/r2"]
     finally:
         assert srv.stop() == 0

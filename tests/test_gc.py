@@ -9,7 +9,6 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 import trio
 
@@ -164,7 +163,7 @@ async def test_pushes_racing_gc_never_leave_a_manifest_without_its_blobs(tmp_pat
 
 
 def test_gc_cli_runs_online_next_to_a_live_server(server: Server) -> None:
-    with httpx.Client(base_url=server.url) as c:
+    with server.client() as c:
         img = image("cli-kept")
         push_image(c, "gc/cli", img, "v1")
         orphan = push_blob(c, "gc/cli", b"cli orphan")

@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import trio
 
@@ -584,7 +583,7 @@ def test_server_on_postgresql(postgres_server: PostgresServer, tmp_path: Path) -
     with postgres_server.database(f"ncr_e2e_{next(_db_names)}") as url:
         srv = Server(data=tmp_path / "data", env={"NCR_DATABASE_URL": url}).start()
         try:
-            _push_and_pull(srv.url)
+            _push_and_pull(srv)
         except BaseException:
             print(srv.log())
             raise
@@ -599,11 +598,12 @@ def test_server_on_postgresql(postgres_server: PostgresServer, tmp_path: Path) -
         assert kinds == ["artifact.pushed", "tag.created"]
 
 
-def _push_and_pull(base: str) -> None:
+def _push_and_pull(srv: Server) -> None:
     name = "e2e/app"
+    srv.ensure_registries("e2e")
     layer = b"layer bytes " * 1000
     config = b'{"architecture":"amd64","os":"linux"}'
-    with httpx.Client(base_url=base, timeout=30) as c:
+    with srv.client(timeout=30) as c:
         # Chunked push: POST, PATCH, PUT.
         r = c.post(f"/v2/{name}/blobs/uploads/")
         assert r.status_code == 202, r.text

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from tests.support.auth import BearerAuth
 from tests.support.oci import Image
 from tests.support.server import TOOLS_BIN, Server
 
@@ -67,6 +68,9 @@ class Clients:
     root: Path
     server: Server
     env: dict[str, str] = field(default_factory=dict)
+    # Start with the admin's credentials stored where every client looks (docker's config.json and
+    # containers' auth.json), as after a `docker login`; False: start logged out.
+    logged_in: bool = True
 
     def __post_init__(self) -> None:
         home = self.root / "home"
@@ -100,11 +104,14 @@ class Clients:
                                 f'runroot = "{self.root / "runroot"}"\n')
         containers_conf = home / ".config/containers/containers.conf"
         containers_conf.write_text('[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n')
+        if self.logged_in:
+            self.store_credentials(*self.server.admin)
         keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TERM", "USER", "LOGNAME")}
         self.env = {
             **keep,
             **{k: str(v) for k, v in dirs.items()},
             "REGISTRY_AUTH_FILE": str(auth),
+            "HELM_REGISTRY_CONFIG": str(home / ".docker/config.json"),
             "CONTAINERS_REGISTRIES_CONF": str(registries),
             "CONTAINERS_STORAGE_CONF": str(storage_conf),
             "CONTAINERS_CONF": str(containers_conf),
@@ -112,6 +119,16 @@ class Clients:
             "no_proxy": "*",
             **self.env,
         }
+
+    def store_credentials(self, username: str, password: str) -> None:
+        """What `docker login` stores, in docker's config.json and containers' auth.json."""
+        import base64
+
+        home = self.root / "home"
+        entry = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}
+        for path in (home / ".docker/config.json", home / ".config/containers/auth.json"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"auths": {self.server.host: entry}}) + "\n")
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -288,17 +305,29 @@ def http() -> httpx.Client:
     return _http
 
 
+_auths: dict[tuple[str, str], BearerAuth] = {}
+
+
+def admin_auth(server: Server) -> BearerAuth:
+    """The admin's token auth for `server`: one per server, so its tokens are reused across calls."""
+    key = (server.url, server.admin_password)
+    if key not in _auths:
+        _auths[key] = server.auth()
+    return _auths[key]
+
+
 def registry_get(server: Server, path: str, accept: str | None = None,
                  params: dict[str, str] | None = None) -> httpx.Response:
-    """GET `path` (e.g. "/v2/repo/tags/list") from the server directly, to check what clients report."""
+    """GET `path` (e.g. "/v2/repo/tags/list") from the server directly (as the admin), to check what
+    clients report."""
     headers = {"Accept": accept} if accept else {}
-    return http().get(server.url + path, headers=headers, params=params)
+    return http().get(server.url + path, headers=headers, params=params, auth=admin_auth(server))
 
 
 def put_manifest(server: Server, repo: str, reference: str, content: bytes, media_type: str = OCI_MANIFEST) -> str:
     """PUT a manifest straight over HTTP (e.g. many tags quickly); returns its digest."""
     r = http().put(f"{server.url}/v2/{repo}/manifests/{reference}", content=content,
-                   headers={"Content-Type": media_type})
+                   headers={"Content-Type": media_type}, auth=admin_auth(server))
     assert r.status_code == 201, f"PUT manifest {repo}:{reference}: {r.status_code} {r.text[:500]}"
     return r.headers["docker-content-digest"]
 
@@ -342,6 +371,7 @@ __all__ = [
     "OCI_INDEX",
     "OCI_LAYER_GZIP",
     "OCI_MANIFEST",
+    "admin_auth",
     "blob_bytes",
     "find_tool",
     "gzip_bytes",

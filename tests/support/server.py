@@ -14,6 +14,15 @@ from pathlib import Path
 
 import httpx
 
+from ncr_trio.client import Client as APIClient
+from tests.support.auth import BearerAuth
+
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "test-admin-password-0"
+# Registries every test server has (the first path component of the repositories tests use).
+DEFAULT_REGISTRIES = ("a", "big", "clients", "conformance", "dl", "durable", "errors", "expiry", "gc", "graceful",
+                      "multi", "repo", "workers")
+
 TOOLS_BIN = Path(os.environ.get("NCR_TOOLS", Path.home() / ".cache/ncr-trio/tools")) / "bin"
 
 
@@ -34,13 +43,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 30.0) -> None:
+def wait_ready(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 30.0,
+               verify: bool | str = True) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
         try:
-            r = httpx.get(url + "/v2/", timeout=1.0)
+            r = httpx.get(url + "/v2/", timeout=1.0, verify=verify)
             if r.status_code in (200, 401):
                 return
         except httpx.TransportError:
@@ -73,14 +83,60 @@ class Server(_OnLoopback):
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    registries: tuple[str, ...] = DEFAULT_REGISTRIES
+    admin_password: str = ADMIN_PASSWORD
+    # HTTPS: (certificate chain PEM, key PEM, CA PEM that clients trust).
+    tls: tuple[Path, Path, Path] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    @property
+    def verify(self) -> bool | str:
+        return str(self.tls[2]) if self.tls else True
+
+    @property
+    def admin(self) -> tuple[str, str]:
+        return ADMIN_USER, self.admin_password
+
+    def api(self, username: str | None = None, password: str | None = None) -> APIClient:
+        """The management API, as the admin unless told otherwise."""
+        secret = password if password is not None else self.admin_password
+        return APIClient(self.url, username or ADMIN_USER, secret, cacert=str(self.tls[2]) if self.tls else None)
+
+    def auth(self, username: str | None = None, password: str | None = None, actions: str = "pull,push,delete"
+             ) -> BearerAuth:
+        return BearerAuth(self.url, username or ADMIN_USER,
+                          password if password is not None else self.admin_password, actions, verify=self.verify)
+
+    def client(self, *, auth: httpx.Auth | None = None, **kwargs: object) -> httpx.Client:
+        """An httpx client of the registry API, logged in as the admin (token auth) by default."""
+        kwargs.setdefault("timeout", 30)
+        kwargs.setdefault("verify", self.verify)
+        return httpx.Client(base_url=self.url, auth=auth or self.auth(), **kwargs)  # type: ignore[arg-type]
+
+    def ensure_registries(self, *names: str) -> None:
+        existing = {r["name"] for r in self.api().registries()}
+        for name in names:
+            if name not in existing:
+                self.api().create_registry(name)
 
     def start(self) -> Server:
         self.data.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data.parent / f"server-{self.port}.log"
         cmd = [sys.executable, "-m", "ncr_trio", "serve", "--listen", self.host, "--data", str(self.data), *self.extra_args]
+        if self.tls:
+            cmd += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
+        # Every test client shares 127.0.0.1, so tests that check wrong secrets would otherwise slow
+        # and lock out the next tests' logins; tests of the throttle set their own limits.
+        env = {**os.environ, "NCR_ADMIN_PASSWORD": self.admin_password, "NCR_LOGIN_SLOW_AFTER": "50",
+               "NCR_LOGIN_LOCK_AFTER": "100", **self.env}
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
-        wait_ready(self.url, self.proc)
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        wait_ready(self.url, self.proc, verify=self.verify)
+        if self.registries:
+            self.ensure_registries(*self.registries)
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
