@@ -7,6 +7,7 @@ to look at the event outbox). PostgreSQL tests get a fresh database each from on
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import itertools
@@ -19,7 +20,19 @@ from pathlib import Path
 import pytest
 import trio
 
-from ncr_trio.meta import Database, ManifestRecord, MetaStore, Reference, connect, migrate
+from ncr_trio.meta import (
+    AccessStore,
+    AuditEntry,
+    Database,
+    KeyLimitReached,
+    ManifestRecord,
+    MetaStore,
+    Reference,
+    RegistryInfo,
+    UnknownUser,
+    connect,
+    migrate,
+)
 from tests.support.postgres import PostgresServer
 from tests.support.postgres import postgres_server as _postgres_server
 from tests.support.server import Server
@@ -666,3 +679,97 @@ async def test_postgresql_restart_costs_a_reconnect_not_a_failed_request(postgre
             blob(store, "app", b"after")
         finally:
             db.close()
+
+
+# -- the access store (registries, users, keys, roles, audit) on both engines ----------------------
+
+
+def _registry_info(name: str, **kw: object) -> RegistryInfo:
+    now = time.time()
+    fields: dict[str, object] = {"description": "", "public_read": False, "public_uri": True, "allowed_cidrs": (),
+                                 "created_at": now, "updated_at": now, **kw}
+    return RegistryInfo(name, **fields)  # type: ignore[arg-type]
+
+
+async def test_access_store_registries(store: MetaStore) -> None:
+    access = AccessStore(store.db)
+    assert await access.create_registry(_registry_info("team", allowed_cidrs=("10.0.0.0/8",)), "admin")
+    assert not await access.create_registry(_registry_info("team"), "admin")
+    info = await access.registry("team")
+    assert info is not None and info.allowed_cidrs == ("10.0.0.0/8",) and info.public_uri
+    assert await access.update_registry(dataclasses.replace(info, public_uri=False, allowed_cidrs=()), "admin")
+    updated = await access.registry("team")
+    assert updated is not None and not updated.public_uri and updated.allowed_cidrs == ()
+    # Images of the registry, and only of it ("team2/..." and "teamx" are not under "team/").
+    blob(store, "team/app", b"a")
+    await store.put_manifest("team/app", *manifest(digest_of(b"a")), tag="v1")
+    blob(store, "team2/app", b"b")
+    await store.put_manifest("team2/app", *manifest(digest_of(b"b")), tag="v1")
+    blob(store, "team/only-blobs", b"c")
+    assert await store.count_repositories("team") == 1
+    removed = await access.delete_registry("team", "admin", purge=lambda tx: MetaStore.purge_repositories(tx, "team"))
+    assert removed == 2  # the image and the repository holding only an upload's blob
+    assert await access.registry("team") is None
+    assert await store.list_tags("team/app", None, None) is None
+    assert await store.list_tags("team2/app", None, None) == ["v1"]
+    assert ("artifact.deleted", "team/app") in {(k, r) for k, r, _, _ in await events(store)}
+    assert await access.delete_registry("team", "admin", purge=lambda tx: 0) is None
+
+
+async def test_access_store_keys_limit_holds_under_concurrent_creation(store: MetaStore) -> None:
+    access = AccessStore(store.db)
+    assert access.ensure_user_sync("ci", "hash", False)
+    assert not access.ensure_user_sync("ci", "other", True)  # the first one wins; nothing changes
+    created: list[str] = []
+    refused: list[str] = []
+
+    async def create(i: int) -> None:
+        try:
+            await access.create_key("ci", f"NCRKEY{i:017d}", f"hash{i}", "", 5, "admin")
+            created.append(str(i))
+        except KeyLimitReached:
+            refused.append(str(i))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(8):
+            nursery.start_soon(create, i)
+    assert len(created) == 5 and len(refused) == 3
+    keys = await access.keys("ci")
+    assert len(keys) == 5
+    first = keys[0].id
+    found = await access.key_for_login(first)
+    assert found is not None and found[1].startswith("hash") and found[2] is False
+    assert await access.revoke_key("ci", first, "admin")
+    assert not await access.revoke_key("ci", first, "admin")
+    assert await access.key_for_login(first) is None
+    assert await access.revoked_keys() == {first}
+    await access.touch_keys({keys[1].id: 1234.5})
+    assert (await access.keys("ci"))[0].last_used_at == 1234.5
+    with pytest.raises(UnknownUser):
+        await access.create_key("nobody", "NCRX", "h", "", 5, "admin")
+
+
+async def test_access_store_roles_users_and_audit(store: MetaStore) -> None:
+    access = AccessStore(store.db)
+    access.ensure_user_sync("dev", "hash", False)
+    await access.create_key("dev", "NCRDEVKEY", "h", "", 5, "admin")
+    assert await access.set_role("dev", "team", "service-viewer", "admin")
+    assert await access.set_role("dev", "team", "project-admin", "admin")  # replaces
+    assert await access.set_role("dev", "*", "image-uploader", "admin")
+    assert await access.roles("dev") == {"team": "project-admin", "*": "image-uploader"}
+    assert await access.members("team") == [("dev", "project-admin")]
+    assert await access.set_role("dev", "*", None, "admin")
+    assert not await access.set_role("dev", "*", None, "admin")
+    await access.write_audit([AuditEntry(time.time(), "dev", "pull", "ok", "team", "team/app", "sha256:x", "1.2.3.4")])
+    assert await access.delete_user("dev", "admin")
+    assert await access.user("dev") is None
+    assert await access.revoked_keys() == {"NCRDEVKEY"}  # a deleted user's keys stop working
+    actions = [e.action for e in await access.audit(limit=50)]
+    assert actions[:1] == ["user.delete"]
+    assert {"role.grant", "role.revoke", "key.create", "pull", "user.create"} <= set(actions)
+    assert [e.action for e in await access.audit(action="role")] == ["role.revoke", "role.grant", "role.grant",
+                                                                     "role.grant"]
+    pulls = await access.audit(actor="dev")
+    assert [(e.repository, e.client) for e in pulls] == [("team/app", "1.2.3.4")]
+    newest = await access.audit(limit=2)
+    assert [e.id for e in await access.audit(before=newest[-1].id, limit=1)] == [newest[-1].id - 1]  # type: ignore[operator]
