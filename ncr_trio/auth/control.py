@@ -177,6 +177,7 @@ class AccessControl:
         except LockedOut:
             self.record("login", "refused", actor=username, client=client, detail="locked out")
             raise
+        await self._refresh_revoked()  # a key revoked on another worker or node stops here too
         fingerprint = hashlib.sha256(f"{username}\0{secret}".encode()).digest()
         found, cached = self._credentials.get(fingerprint)
         principal: Principal | None = None

@@ -8,6 +8,7 @@ bodies never need replaying; a 401 (an expired token) fetches a new one and retr
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Generator
 
 import httpx
@@ -27,7 +28,7 @@ def scope_for(path: str, actions: str) -> str:
 
 class BearerAuth(httpx.Auth):
     def __init__(self, base_url: str, username: str, password: str, actions: str = "pull,push,delete",
-                 verify: bool | str = True) -> None:
+                 verify: bool | ssl.SSLContext = True) -> None:
         self.base_url = base_url.rstrip("/")
         self.username = username
         self.password = password
@@ -64,7 +65,7 @@ class BearerAuth(httpx.Auth):
             yield request
 
 
-def token(base_url: str, username: str, password: str, *scopes: str, verify: bool | str = True) -> str:
+def token(base_url: str, username: str, password: str, *scopes: str, verify: bool | ssl.SSLContext = True) -> str:
     params = [("service", "ncr-trio"), *(("scope", s) for s in scopes)]
     r = httpx.get(f"{base_url}/auth/token", params=params, auth=(username, password), timeout=30, verify=verify)
     r.raise_for_status()

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -44,7 +45,7 @@ def free_port() -> int:
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 30.0,
-               verify: bool | str = True) -> None:
+               verify: bool | ssl.SSLContext = True) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -93,8 +94,9 @@ class Server(_OnLoopback):
         return f"{'https' if self.tls else 'http'}://{self.host}"
 
     @property
-    def verify(self) -> bool | str:
-        return str(self.tls[2]) if self.tls else True
+    def verify(self) -> bool | ssl.SSLContext:
+        """What httpx needs to trust this server (its CA, with HTTPS)."""
+        return ssl.create_default_context(cafile=str(self.tls[2])) if self.tls else True
 
     @property
     def admin(self) -> tuple[str, str]:
@@ -134,9 +136,13 @@ class Server(_OnLoopback):
                "NCR_LOGIN_LOCK_AFTER": "100", **self.env}
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        wait_ready(self.url, self.proc, verify=self.verify)
-        if self.registries:
-            self.ensure_registries(*self.registries)
+        try:
+            wait_ready(self.url, self.proc, verify=self.verify)
+            if self.registries:
+                self.ensure_registries(*self.registries)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
