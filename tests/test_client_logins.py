@@ -28,7 +28,16 @@ import pytest
 
 from ncr_trio.client import APIError
 from tests.support.auth import token
-from tests.support.clients import Clients, find_tool, make_image, random_bytes, sha256, write_layout, write_tar
+from tests.support.clients import (
+    Clients,
+    clients_watching,
+    find_tool,
+    make_image,
+    random_bytes,
+    sha256,
+    write_layout,
+    write_tar,
+)
 from tests.support.logins import (
     NO_LOGIN_THROTTLE,
     Account,
@@ -78,11 +87,7 @@ def registry(server: Server, slug: str) -> str:
 @pytest.fixture
 def clients(server: Server, tmp_path: Path) -> Iterator[Clients]:
     """A logged-out client home; afterwards the server must not have logged an error."""
-    start = len(server.log())
-    yield Clients(tmp_path, server, logged_in=False)
-    logged = server.log()[start:]
-    problems = [line for line in logged.splitlines() if " ERROR " in line or "Traceback" in line]
-    assert not problems, f"the server logged errors during the test:\n{logged[-5000:]}"
+    yield from clients_watching(server, tmp_path, logged_in=False)
 
 
 def member(server: Server, registry: str, prefix: str) -> Account:

@@ -28,6 +28,7 @@ from tests.support.clients import (
     OCI_MANIFEST,
     Clients,
     blob_bytes,
+    clients_watching,
     find_tool,
     layout_blobs,
     layout_entry,
@@ -63,11 +64,7 @@ def clients(shared_server: Server, tmp_path: Path) -> Iterator[Clients]:
     Afterwards, the server must not have logged an error or a traceback while the test ran: a client
     that retried its way past a 500 would otherwise hide a server bug.
     """
-    start = len(shared_server.log())
-    yield Clients(tmp_path, shared_server)
-    logged = shared_server.log()[start:]
-    problems = [line for line in logged.splitlines() if " ERROR " in line or "Traceback" in line]
-    assert not problems, f"the server logged errors during the test:\n{logged[-5000:]}"
+    yield from clients_watching(shared_server, tmp_path)
 
 
 @pytest.fixture

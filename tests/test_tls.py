@@ -20,7 +20,16 @@ import httpx
 import pytest
 
 from tests.support.auth import token
-from tests.support.clients import Clients, find_tool, make_image, random_bytes, sha256, write_layout, write_tar
+from tests.support.clients import (
+    Clients,
+    clients_watching,
+    find_tool,
+    make_image,
+    random_bytes,
+    sha256,
+    write_layout,
+    write_tar,
+)
 from tests.support.logins import (
     NO_LOGIN_THROTTLE,
     Account,
@@ -93,11 +102,7 @@ def repo(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def clients(server: Server, tmp_path: Path) -> Iterator[Clients]:
-    start = len(server.log())
-    yield Clients(tmp_path, server, logged_in=False)
-    logged = server.log()[start:]
-    problems = [line for line in logged.splitlines() if " ERROR " in line or "Traceback" in line]
-    assert not problems, f"the server logged errors during the test:\n{logged[-5000:]}"
+    yield from clients_watching(server, tmp_path, logged_in=False)
 
 
 def seed(server: Server, repo: str, label: str) -> Image:

@@ -16,6 +16,7 @@ import random
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,17 @@ def sha256(data: bytes) -> str:
 
 
 # -- running clients ------------------------------------------------------------------------------
+
+
+def clients_watching(server: Server, root: Path, *, logged_in: bool = True) -> Iterator[Clients]:
+    """For a fixture: a `Clients` home under `root`; afterwards, the server must not have logged an
+    error or a traceback meanwhile (a client that retried its way past a 500 would hide a bug)."""
+    start = len(server.log())
+    yield Clients(root, server, logged_in=logged_in)
+    logged = server.log()[start:]
+    problems = [line for line in logged.splitlines() if " ERROR " in line or "Traceback" in line]
+    assert not problems, f"the server logged errors during the test:\n{logged[-5000:]}"
+
 
 
 class ClientError(AssertionError):
@@ -362,6 +374,7 @@ def blob_bytes(server: Server, repo: str, digest: str) -> bytes:
 
 
 __all__ = [
+    "clients_watching",
     "Clients",
     "ClientError",
     "DOCKER_LIST",
