@@ -52,6 +52,10 @@ METHOD = [
     "Request rates: wrk, closed loop, keep-alive. Blob HEAD targets a 0-byte blob because wrk cannot read "
     "HEAD responses announcing a body (wg/wrk#198); the harness checks it is unknown in other repositories.",
     "Distribution runs with its shipped settings (in-memory blob descriptor cache) and its access log off.",
+    "Auth as shipped: ncr-trio is secure by default, so after each start (untimed) the harness creates the registry "
+    "`bench` and fetches one bearer token per repository (Docker token auth, Basic as admin, scope pull,push), and "
+    "every timed request to ncr-trio carries its repository's token, reused as docker does; Distribution has no "
+    "auth configured and gets anonymous requests.",
     "The page cache is flushed (sync) before every measurement; nothing is dropped from it.",
 ]
 

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.auth import ANONYMOUS, Access
 from benchmarks.blobs import OCI_MANIFEST, Blob, MiB, Pool, SmallImage, sha256_digest
 from benchmarks.loads import LoadgenResult, Transfer, WrkResult, loadgen, pull_blob, push_blob, wrk
 from benchmarks.memory import TreeMemorySampler
-from benchmarks.registry import RegistryError, blob_exists, push_small_blob, push_small_image, warm_up
+from benchmarks.registry import RegistryError, blob_exists, elsewhere, push_small_blob, push_small_image, warm_up
 from benchmarks.servers import tree_cpu_seconds
 
 PUSH_REPO = "bench/push"
@@ -22,6 +23,7 @@ SMALL_REPO = "bench/small-blobs"
 LAYER_REPO = "bench/layer"
 IMAGE_REPO = "bench/small"
 IMAGE_TAG = "v1"
+WARMUP_REPO = RSS_REPO + "-warmup"
 
 
 def size_label(n: int) -> str:
@@ -83,10 +85,12 @@ class Data:
 
 @dataclass
 class ServerRound:
-    """One server in one round (or since its last restart): its URL and process, and what was put in it."""
+    """One server in one round (or since its last restart): its URL and process, the credentials its clients send
+    (tokens fetched right after the start), and what was put in it."""
 
     url: str
     pid: int = 0
+    auth: Access = ANONYMOUS
     prepared: set[str] = field(default_factory=set)
 
 
@@ -117,6 +121,8 @@ class Figure:
     needs_blobs: bool = False  # the two curl blobs
     needs_loadgen: bool = False
     needs_pool: bool = False
+    # the repositories it uses: ncr-trio's tokens for them are fetched after each start, before any figure
+    repos: tuple[str, ...] = ()
 
 
 def _transfer_sample(key: str, t: Transfer) -> Sample:
@@ -144,40 +150,40 @@ def _fail_on_errors(what: str, r: LoadgenResult, expected_ok: int) -> None:
 def _ensure_pushed(server: ServerRound, data: Data) -> None:
     """The pull figure needs the blob; push it (untimed) if the push figure did not run or failed."""
     blob = data.need_blob()
-    if "blob" not in server.prepared and not blob_exists(server.url, PUSH_REPO, blob.digest):
-        push_blob(server.url, PUSH_REPO, blob, chunked=False)
+    if "blob" not in server.prepared and not blob_exists(server.url, PUSH_REPO, blob.digest, server.auth):
+        push_blob(server.url, PUSH_REPO, blob, server.auth, chunked=False)
     server.prepared.add("blob")
 
 
 def _ensure_image(server: ServerRound, data: Data) -> None:
     if "image" not in server.prepared:
-        push_small_image(server.url, IMAGE_REPO, IMAGE_TAG, data.image)
+        push_small_image(server.url, IMAGE_REPO, IMAGE_TAG, data.image, server.auth)
         server.prepared.add("image")
 
 
 def _ensure_layer(server: ServerRound, data: Data) -> None:
     if "layer" not in server.prepared:
-        push_small_blob(server.url, LAYER_REPO, data.layer)
+        push_small_blob(server.url, LAYER_REPO, data.layer, server.auth)
         server.prepared.add("layer")
 
 
 def _warm_up(server: ServerRound, data: Data) -> None:
-    warm_up(server.url, RSS_REPO + "-warmup")
+    warm_up(server.url, WARMUP_REPO, server.auth)
 
 
 def measure_push(server: ServerRound, data: Data) -> Sample:
-    t = push_blob(server.url, PUSH_REPO, data.need_blob(), chunked=False)
+    t = push_blob(server.url, PUSH_REPO, data.need_blob(), server.auth, chunked=False)
     server.prepared.add("blob")
     return _transfer_sample("push_monolithic_mbps", t)
 
 
 def measure_push_chunked(server: ServerRound, data: Data) -> Sample:
     return _transfer_sample("push_chunked_mbps",
-                            push_blob(server.url, CHUNKED_REPO, data.need_chunked_blob(), chunked=True))
+                            push_blob(server.url, CHUNKED_REPO, data.need_chunked_blob(), server.auth, chunked=True))
 
 
 def measure_pull(server: ServerRound, data: Data) -> Sample:
-    return _transfer_sample("pull_mbps", pull_blob(server.url, PUSH_REPO, data.need_blob()))
+    return _transfer_sample("pull_mbps", pull_blob(server.url, PUSH_REPO, data.need_blob(), server.auth))
 
 
 def measure_push_rss(server: ServerRound, data: Data) -> Sample:
@@ -185,8 +191,8 @@ def measure_push_rss(server: ServerRound, data: Data) -> Sample:
     process-tree RSS sampled throughout; the figure is the peak minus the RSS just before."""
     window = data.need_pool().windows[-1]
     with TreeMemorySampler(server.pid) as mem:
-        r = loadgen(data.need_loadgen(), "push-streams", url=server.url, repo=RSS_REPO, file=data.need_pool().path,
-                    offsets=[window.offset], digests=[window.digest], size=window.size)
+        r = loadgen(data.need_loadgen(), "push-streams", auth=server.auth, url=server.url, repo=RSS_REPO,
+                    file=data.need_pool().path, offsets=[window.offset], digests=[window.digest], size=window.size)
     _fail_on_errors("push", r, 1)
     assert mem.result is not None
     return Sample({"push_rss_growth_mib": mem.result.growth_mib},
@@ -214,12 +220,13 @@ def measure_streams(server: ServerRound, data: Data) -> Sample:
     pool, offsets, digests = _windows(data)
     size = data.settings.blob_size
     push, push_phase = _phase("push", server.pid, lambda: loadgen(
-        data.need_loadgen(), "push-streams", url=server.url, repo=STREAMS_REPO, file=pool.path,
+        data.need_loadgen(), "push-streams", auth=server.auth, url=server.url, repo=STREAMS_REPO, file=pool.path,
         offsets=offsets, digests=digests, size=size))
     _fail_on_errors(f"{len(digests)} pushes", push, len(digests))
     os.sync()  # the pushes' write-back must not land in the pulls
     pull, pull_phase = _phase("pull", server.pid, lambda: loadgen(
-        data.need_loadgen(), "pull-streams", url=server.url, repo=STREAMS_REPO, digests=digests, size=size))
+        data.need_loadgen(), "pull-streams", auth=server.auth, url=server.url, repo=STREAMS_REPO, digests=digests,
+        size=size))
     _fail_on_errors(f"{len(digests)} pulls", pull, len(digests))
     return Sample(
         {"push_streams_mbps": push.bytes / push.wall_seconds / 1e6,
@@ -231,16 +238,21 @@ def measure_streams(server: ServerRound, data: Data) -> Sample:
 
 def measure_push_chunked_streams(server: ServerRound, data: Data) -> Sample:
     pool, offsets, digests = _windows(data)
-    r = loadgen(data.need_loadgen(), "push-streams", url=server.url, repo=STREAMS_REPO, file=pool.path,
-                offsets=offsets, digests=digests, size=data.settings.blob_size, chunk=data.settings.chunk_size)
+    r = loadgen(data.need_loadgen(), "push-streams", auth=server.auth, url=server.url, repo=STREAMS_REPO,
+                file=pool.path, offsets=offsets, digests=digests, size=data.settings.blob_size,
+                chunk=data.settings.chunk_size)
     _fail_on_errors(f"{len(digests)} chunked pushes", r, len(digests))
     return Sample({"push_chunked_streams_mbps": r.bytes / r.wall_seconds / 1e6}, r.details())
+
+
+def _small_repo(clients: int) -> str:
+    return f"{SMALL_REPO}-{clients}"
 
 
 def _measure_small(clients: int) -> Callable[[ServerRound, Data], Sample]:
     def measure(server: ServerRound, data: Data) -> Sample:
         s = data.settings
-        r = loadgen(data.need_loadgen(), "push-small", url=server.url, repo=f"{SMALL_REPO}-{clients}",
+        r = loadgen(data.need_loadgen(), "push-small", auth=server.auth, url=server.url, repo=_small_repo(clients),
                     count=s.small_count, size=s.small_size, clients=clients)
         _fail_on_errors(f"{s.small_count} small blobs", r, s.small_count)
         if r.verified != s.small_count:
@@ -253,7 +265,7 @@ def _measure_small(clients: int) -> Callable[[ServerRound, Data], Sample]:
 def measure_pull_many(server: ServerRound, data: Data) -> Sample:
     s = data.settings
     with TreeMemorySampler(server.pid) as mem:
-        r = loadgen(data.need_loadgen(), "pull-many", url=server.url, repo=LAYER_REPO,
+        r = loadgen(data.need_loadgen(), "pull-many", auth=server.auth, url=server.url, repo=LAYER_REPO,
                     digest=sha256_digest(data.layer), size=len(data.layer), clients=s.pull_clients)
     assert mem.result is not None
     if r.ok == 0:
@@ -263,10 +275,11 @@ def measure_pull_many(server: ServerRound, data: Data) -> Sample:
                   {**r.details(), **mem.result.details()})
 
 
-def _measure_wrk(prefix: str, method: str, path: str, headers: dict[str, str]) -> Callable[[ServerRound, Data], Sample]:
+def _measure_wrk(prefix: str, method: str, repo: str, path: str, headers: dict[str, str]
+                 ) -> Callable[[ServerRound, Data], Sample]:
     def measure(server: ServerRound, data: Data) -> Sample:
         s = data.settings
-        r = wrk(server.url + path, method=method, headers=headers,
+        r = wrk(f"{server.url}/v2/{repo}/{path}", method=method, headers={**headers, **server.auth.headers(repo)},
                 threads=s.threads, connections=s.connections, duration=s.duration)
         return _wrk_sample(prefix, r)
 
@@ -292,36 +305,36 @@ def _small_metric(clients: int) -> Callable[[Settings], list[Metric]]:
 FIGURES: list[Figure] = [
     Figure("push",
            lambda s: [Metric("push_monolithic_mbps", f"push {s.size_label} monolithic MB/s", "MB/s", True)],
-           measure_push, needs_blobs=True),
+           measure_push, needs_blobs=True, repos=(PUSH_REPO,)),
     Figure("push-chunked",
            lambda s: [Metric("push_chunked_mbps",
                              f"push {s.size_label} chunked {s.chunk_size // MiB} MiB MB/s", "MB/s", True)],
-           measure_push_chunked, needs_blobs=True),
+           measure_push_chunked, needs_blobs=True, repos=(CHUNKED_REPO,)),
     Figure("pull",
            lambda s: [Metric("pull_mbps", f"pull {s.size_label} MB/s", "MB/s", True)],
-           measure_pull, prepare=_ensure_pushed, needs_blobs=True),
+           measure_pull, prepare=_ensure_pushed, needs_blobs=True, repos=(PUSH_REPO,)),
     Figure("push-rss",
            lambda s: [Metric("push_rss_growth_mib", f"push {s.size_label}: server RSS growth MiB", "MiB", False)],
-           measure_push_rss, prepare=_warm_up, needs_loadgen=True, needs_pool=True),
+           measure_push_rss, prepare=_warm_up, needs_loadgen=True, needs_pool=True, repos=(RSS_REPO, WARMUP_REPO)),
     Figure("streams",
            lambda s: [Metric("push_streams_mbps", f"push {s.streams} x {s.size_label} at once MB/s", "MB/s", True),
                       Metric("pull_streams_mbps", f"pull {s.streams} x {s.size_label} at once MB/s", "MB/s", True)],
-           measure_streams, fresh=True, needs_loadgen=True, needs_pool=True),
+           measure_streams, fresh=True, needs_loadgen=True, needs_pool=True, repos=(STREAMS_REPO,)),
     Figure("push-chunked-streams",
            lambda s: [Metric("push_chunked_streams_mbps",
                              f"push {s.streams} x {s.size_label} at once, chunked {s.chunk_size // MiB} MiB MB/s",
                              "MB/s", True)],
-           measure_push_chunked_streams, fresh=True, needs_loadgen=True, needs_pool=True),
+           measure_push_chunked_streams, fresh=True, needs_loadgen=True, needs_pool=True, repos=(STREAMS_REPO,)),
     Figure("manifest-get",
            _rate_metrics("manifest_get", "manifest GET by tag"),
-           _measure_wrk("manifest_get", "GET", f"/v2/{IMAGE_REPO}/manifests/{IMAGE_TAG}", {"Accept": OCI_MANIFEST}),
-           prepare=_ensure_image),
+           _measure_wrk("manifest_get", "GET", IMAGE_REPO, f"manifests/{IMAGE_TAG}", {"Accept": OCI_MANIFEST}),
+           prepare=_ensure_image, repos=(IMAGE_REPO, elsewhere(IMAGE_REPO))),
     Figure("blob-head",
            _rate_metrics("blob_head", "blob HEAD"),
-           _measure_wrk("blob_head", "HEAD", f"/v2/{IMAGE_REPO}/blobs/{sha256_digest(b'')}", {}),
-           prepare=_ensure_image),
-    Figure("push-small-1", _small_metric(1), _measure_small(1), needs_loadgen=True),
-    Figure("push-small-32", _small_metric(32), _measure_small(32), needs_loadgen=True),
+           _measure_wrk("blob_head", "HEAD", IMAGE_REPO, f"blobs/{sha256_digest(b'')}", {}),
+           prepare=_ensure_image, repos=(IMAGE_REPO, elsewhere(IMAGE_REPO))),
+    Figure("push-small-1", _small_metric(1), _measure_small(1), needs_loadgen=True, repos=(_small_repo(1),)),
+    Figure("push-small-32", _small_metric(32), _measure_small(32), needs_loadgen=True, repos=(_small_repo(32),)),
     Figure("pull-many",
            lambda s: [Metric("pull_many_errors", f"{s.pull_clients} clients pull {size_label(s.layer_size)}: errors",
                              "errors", False),
@@ -329,8 +342,13 @@ FIGURES: list[Figure] = [
                              "server peak RSS MiB", "MiB", False),
                       Metric("pull_many_seconds", f"{s.pull_clients} clients pull {size_label(s.layer_size)}: "
                              "wall s", "s", False)],
-           measure_pull_many, prepare=_ensure_layer, needs_loadgen=True),
+           measure_pull_many, prepare=_ensure_layer, needs_loadgen=True, repos=(LAYER_REPO,)),
 ]
+
+
+def repositories(figures: list[Figure]) -> list[str]:
+    """Every repository the figures use (ncr-trio: each needs a token, fetched after each start)."""
+    return sorted({r for f in figures for r in f.repos})
 
 
 def select(names: str) -> list[Figure]:

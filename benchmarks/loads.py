@@ -11,6 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.auth import Access
 from benchmarks.blobs import Blob
 from benchmarks.registry import RegistryError, check_blob_head, resolve_location, start_upload, with_digest
 
@@ -18,6 +19,7 @@ WRK_SCRIPT = Path(__file__).with_name("wrk") / "report.lua"
 WRK_MARKER = "BENCH-WRK "
 LOADGEN_SOURCE = Path(__file__).with_name("loadgen") / "main.go"
 LOADGEN_MARKER = "BENCH-LOADGEN "
+LOADGEN_AUTH_ENV = "LOADGEN_AUTHORIZATION"  # the Authorization header value loadgen sends ("" or unset: none)
 OCTET_STREAM = "Content-Type: application/octet-stream"
 
 
@@ -34,13 +36,13 @@ class Measured:
     cpu_seconds: float
 
 
-def run_measured(cmd: list[str]) -> Measured:
+def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> Measured:
     """Run `cmd` to the end; its CPU time comes from the kernel (wait4), not from sampling.
 
     Callers bound the run with the tool's own limits (curl --max-time, wrk -d). The child is killed if we are
     interrupted (Ctrl-C, or SIGTERM which __main__ turns into SystemExit)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:
@@ -123,23 +125,24 @@ class Transfer:
         return self.size / self.seconds / 1e6
 
 
-def push_blob(base: str, repo: str, blob: Blob, *, chunked: bool) -> Transfer:
+def push_blob(base: str, repo: str, blob: Blob, auth: Access, *, chunked: bool) -> Transfer:
     """Push `blob`: monolithic (`PUT ?digest=` with the whole body) or chunked (a `PATCH` with
     `Content-Range: first-last` per part, then an empty `PUT ?digest=`). The POST that opens the
     upload is not timed; every request after it is."""
     if not chunked and len(blob.parts) != 1:
         raise ValueError("a monolithic push needs a one-part blob")
-    location = start_upload(base, repo)
+    hdrs = auth.headers(repo)
+    location = start_upload(base, repo, auth)
     transfer = Transfer(size=blob.size, seconds=0.0, requests=0)
     if chunked:
         for part, first, last in blob.ranges():
-            r = _expect(curl("PATCH", location, upload=part, headers={"Content-Range": f"{first}-{last}"}),
+            r = _expect(curl("PATCH", location, upload=part, headers={"Content-Range": f"{first}-{last}", **hdrs}),
                         f"PATCH {first}-{last}", 202)
             location = resolve_location(base, r.header("location"), f"PATCH {first}-{last}")
             transfer.add(r)
-        final = curl("PUT", with_digest(location, blob.digest), empty_body=True)
+        final = curl("PUT", with_digest(location, blob.digest), empty_body=True, headers=hdrs)
     else:
-        final = curl("PUT", with_digest(location, blob.digest), upload=blob.parts[0])
+        final = curl("PUT", with_digest(location, blob.digest), upload=blob.parts[0], headers=hdrs)
     _expect(final, "PUT ?digest=", 201)
     transfer.add(final)
     if final.uploaded != (0 if chunked else blob.size):
@@ -147,12 +150,12 @@ def push_blob(base: str, repo: str, blob: Blob, *, chunked: bool) -> Transfer:
     digest = final.header("docker-content-digest")
     if digest is not None and digest != blob.digest:
         raise RegistryError(f"server computed {digest}, want {blob.digest}")
-    check_blob_head(base, repo, blob.digest, blob.size)
+    check_blob_head(base, repo, blob.digest, blob.size, auth)
     return transfer
 
 
-def pull_blob(base: str, repo: str, blob: Blob) -> Transfer:
-    r = _expect(curl("GET", f"{base}/v2/{repo}/blobs/{blob.digest}"), "GET blob", 200)
+def pull_blob(base: str, repo: str, blob: Blob, auth: Access) -> Transfer:
+    r = _expect(curl("GET", f"{base}/v2/{repo}/blobs/{blob.digest}", headers=auth.headers(repo)), "GET blob", 200)
     if r.downloaded != blob.size:
         raise RegistryError(f"GET blob: received {r.downloaded} bytes, want {blob.size}")
     digest = r.header("docker-content-digest")
@@ -256,12 +259,15 @@ class LoadgenResult:
                 "latency_ms": self.latency_ms, "client_cpu_seconds": self.client.cpu_seconds}
 
 
-def loadgen(binary: Path, mode: str, **flags: object) -> LoadgenResult:
-    """Run one loadgen mode to the end. It exits 0 whenever it measured; failed requests are in `errors`."""
+def loadgen(binary: Path, mode: str, *, auth: Access, **flags: object) -> LoadgenResult:
+    """Run one loadgen mode to the end on the repository `flags["repo"]`, with `auth`'s credentials for it (an
+    `Authorization` value passed in the environment, sent on every request). It exits 0 whenever it measured;
+    failed requests are in `errors`."""
     cmd = [str(binary), mode]
+    env = {**os.environ, LOADGEN_AUTH_ENV: auth.authorization(str(flags["repo"]))}
     for k, v in flags.items():
         cmd += [f"-{k.replace('_', '-')}", ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)]
-    m = run_measured(cmd)
+    m = run_measured(cmd, env)
     line = next((ln for ln in m.stdout.splitlines() if ln.startswith(LOADGEN_MARKER)), None)
     if m.returncode != 0 or line is None:
         raise RegistryError(f"loadgen {mode} failed ({m.returncode}): {m.stderr.strip() or m.stdout.strip()}")

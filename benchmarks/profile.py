@@ -4,7 +4,9 @@
 
 Prints (and writes to benchmarks/results/profile-<figure>.txt) the share of the serving thread's
 samples by package (ncr_trio, hypercorn, h11, trio) and by leaf function, so a missed target in
-the README can say where the time goes. py-spy comes with the `bench` extra.
+the README can say where the time goes. py-spy comes with the `bench` extra. As in the benchmarks, the
+clients use bearer tokens, fetched once after the start (benchmarks/auth.py), so the profile includes the
+server's per-request token check.
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks.auth import Access
 from benchmarks.blobs import make_blob, sha256_digest, small_image
 from benchmarks.loads import build_loadgen, loadgen, pull_blob, push_blob, wrk
-from benchmarks.registry import push_small_image
+from benchmarks.registry import elsewhere, push_small_image
 from benchmarks.servers import ServerKind
 
 RESULTS = Path(__file__).with_name("results")
 PACKAGES = ("ncr_trio", "hypercorn", "h11", "trio", "outcome")
 FIGURES = ("pull", "manifest-get", "blob-head", "push-small")
+PULL_REPO, IMAGE_REPO, SMALL_REPO = "profile/pull", "profile/small", "profile/small-blobs"
+REPOS = (PULL_REPO, IMAGE_REPO, elsewhere(IMAGE_REPO), SMALL_REPO)
 
 
 def _package(frame: str) -> str | None:
@@ -79,32 +84,30 @@ def summarise(raw: Path, top: int = 15) -> str:
     return "\n".join(out) + "\n"
 
 
-def _load(figure: str, url: str, work: Path, seconds: int) -> None:
+def _load(figure: str, url: str, auth: Access, work: Path, seconds: int) -> None:
     """Set up the figure's content, then run its load for about `seconds`."""
     if figure == "pull":
         blob = make_blob(work / "blobs", "pull", 1 << 30, 1 << 30)
-        push_blob(url, "profile/pull", blob, chunked=False)
-        pull_blob(url, "profile/pull", blob)  # into the page cache, as in the benchmark's later rounds
+        push_blob(url, PULL_REPO, blob, auth, chunked=False)
+        pull_blob(url, PULL_REPO, blob, auth)  # into the page cache, as in the benchmark's later rounds
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            pull_blob(url, "profile/pull", blob)
+            pull_blob(url, PULL_REPO, blob, auth)
     elif figure in ("manifest-get", "blob-head"):
         image = small_image()
-        push_small_image(url, "profile/small", "latest", image)
+        push_small_image(url, IMAGE_REPO, "latest", image, auth)
         if figure == "manifest-get":
-            wrk(f"{url}/v2/profile/small/manifests/latest", method="GET",
-                headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}, threads=2, connections=64,
-                duration=seconds)
+            wrk(f"{url}/v2/{IMAGE_REPO}/manifests/latest", method="GET",
+                headers={"Accept": "application/vnd.oci.image.manifest.v1+json", **auth.headers(IMAGE_REPO)},
+                threads=2, connections=64, duration=seconds)
         else:
-            wrk(f"{url}/v2/profile/small/blobs/{sha256_digest(image.empty)}", method="HEAD", headers={}, threads=2,
-                connections=64, duration=seconds)
+            wrk(f"{url}/v2/{IMAGE_REPO}/blobs/{sha256_digest(image.empty)}", method="HEAD",
+                headers=auth.headers(IMAGE_REPO), threads=2, connections=64, duration=seconds)
     else:
         binary = build_loadgen(work / "loadgen")
         deadline = time.monotonic() + seconds
-        round_ = 0
-        while time.monotonic() < deadline:
-            loadgen(binary, "push-small", url=url, repo=f"profile/small{round_}", count=1000, size=4096, clients=32)
-            round_ += 1
+        while time.monotonic() < deadline:  # new random blobs every time: one repository will do
+            loadgen(binary, "push-small", auth=auth, url=url, repo=SMALL_REPO, count=1000, size=4096, clients=32)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,12 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         server = ServerKind("ncr-trio", workers=1).start(work / "server")
         try:
+            auth = server.access(REPOS)  # before py-spy starts: token requests are not part of the profile
             raw = work / "profile.txt"
             spy = subprocess.Popen([py_spy, "record", "--pid", str(server.pid), "--rate", "250", "--threads",
                                     "--full-filenames", "--format", "raw", "--output", str(raw),
                                     "--duration", str(args.seconds + 30)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            loader = threading.Thread(target=_load, args=(args.figure, server.url, work, args.seconds))
+            loader = threading.Thread(target=_load, args=(args.figure, server.url, auth, work, args.seconds))
             loader.start()
             loader.join()
             spy.send_signal(2)  # SIGINT: py-spy writes what it has and exits

@@ -4,7 +4,8 @@ Figures are interleaved at the finest grain (figure 1 on every server, then figu
 that machine noise within a round hits all servers alike; rounds repeat the whole to give median/min/max.
 Figures marked `fresh` (the 8 GiB ones) run on a server restarted on empty storage, and restart it empty again
 afterwards, so that at most one server holds their data at a time. Servers are always stopped and their storage
-removed, also on Ctrl-C."""
+removed, also on Ctrl-C. Right after every start (and restart), untimed, the runner gets the credentials the
+clients will send (ncr-trio: a bearer token per repository the figures use; Distribution: none)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.figures import Data, Figure, ServerRound
+from benchmarks.figures import Data, Figure, ServerRound, repositories
 from benchmarks.servers import Running, ServerKind, remove_tree, tree_cpu_seconds
 
 
@@ -62,6 +63,7 @@ def run_rounds(
     out = Outcome()
     dropped: set[str] = set()  # servers that could not start: not retried every round
     metric_keys = {f.name: [m.key for m in f.metrics(data.settings)] for f in figures}
+    repos = repositories(figures)
 
     def fail(rnd: int, label: str, figure: str, error: str) -> None:
         out.errors.append({"round": rnd, "server": label, "figure": figure, "error": error})
@@ -78,7 +80,7 @@ def run_rounds(
             remove_tree(root)
             server = e.kind.start(root)
             running[e.label] = server
-            state[e.label] = ServerRound(server.url, server.pid)
+            state[e.label] = ServerRound(server.url, server.pid, server.access(repos))
 
         def restart_fresh(e: Entrant, figure: str) -> bool:
             """Stop the server, remove its storage, start it again empty. False if it would not start."""

@@ -7,12 +7,14 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from benchmarks.auth import ADMIN_USER, ANONYMOUS, Access, login, new_password
 from benchmarks.memory import descendants, proc_stats
-from tests.support.server import Server, free_port, tool, wait_ready
+from tests.support.server import free_port, tool, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 NCR_TRIO = "ncr-trio"
@@ -35,6 +37,11 @@ class Running(Protocol):
     def stop(self) -> None: ...
 
     def log_tail(self, lines: int = 20) -> str: ...
+
+    def access(self, repos: Iterable[str]) -> Access:
+        """What clients send to use `repos` (ncr-trio: creates their registries and fetches a token for each;
+        untimed: the runner calls it right after the start, before any figure)."""
+        ...
 
 
 def _git_describe() -> str:
@@ -72,25 +79,33 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
 
 @dataclass
 class RunningNcrTrio:
-    server: Server
+    """ncr-trio, secure by default: its first start creates the system administrator `admin` with the password
+    given in NCR_ADMIN_PASSWORD, which `access` then logs in with."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    password: str
 
     @property
     def url(self) -> str:
-        return self.server.url
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int:
-        assert self.server.proc is not None
-        return self.server.proc.pid
+        return self.proc.pid
 
     def alive(self) -> bool:
-        return self.server.proc is not None and self.server.proc.poll() is None
+        return self.proc.poll() is None
 
     def stop(self) -> None:
-        self.server.stop(timeout=15.0)
+        _stop(self.proc)
 
     def log_tail(self, lines: int = 20) -> str:
-        return "\n".join(self.server.log().splitlines()[-lines:])
+        return _tail(self.log_path, lines)
+
+    def access(self, repos: Iterable[str]) -> Access:
+        return login(self.url, ADMIN_USER, self.password, repos)
 
 
 @dataclass
@@ -115,6 +130,9 @@ class RunningDistribution:
 
     def log_tail(self, lines: int = 20) -> str:
         return _tail(self.log_path, lines)
+
+    def access(self, repos: Iterable[str]) -> Access:
+        return ANONYMOUS  # no auth configured, as shipped
 
 
 def distribution_config(root: Path, port: int) -> str:
@@ -170,18 +188,24 @@ class ServerKind:
     def start(self, root: Path) -> Running:
         """Start on a free port with fresh storage under `root` (which must not exist yet)."""
         root.mkdir(parents=True)
-        if self.distribution_version is None:
-            server = Server(data=root / "data", extra_args=["--workers", str(self.workers)])
-            try:
-                server.start()
-            except BaseException:
-                server.stop(timeout=5.0)
-                raise
-            return RunningNcrTrio(server)
         port = free_port()
+        log_path = root / ("server.log" if self.distribution_version is None else "registry.log")
+        if self.distribution_version is None:
+            password = new_password()
+            cmd = [sys.executable, "-m", "ncr_trio", "serve", "--listen", f"127.0.0.1:{port}",
+                   "--data", str(root / "data"), "--workers", str(self.workers)]
+            with open(log_path, "ab") as log:
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                        env={**os.environ, "NCR_ADMIN_PASSWORD": password})
+            ncr = RunningNcrTrio(proc, port, log_path, password)
+            try:
+                wait_ready(ncr.url, proc)  # GET /v2/ answers 401 (a challenge) once it serves
+            except BaseException:
+                ncr.stop()
+                raise
+            return ncr
         cfg = root / "config.yml"
         cfg.write_text(distribution_config(root, port))
-        log_path = root / "registry.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen([self.executable(), "serve", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
         running = RunningDistribution(proc, port, log_path)

@@ -20,6 +20,10 @@
 //	    C clients, each on its own connection, released together, GET the same blob once; a response
 //	    counts as an error if it is not a 200, is short or long, or carries another digest; every K-th
 //	    body is also hashed.
+//
+// Authentication: when the environment has LOADGEN_AUTHORIZATION (e.g. "Bearer <token>", a token the Python side
+// fetched for -repo before starting loadgen), every request carries it as its Authorization header, the way
+// registry clients reuse a token; unset or empty, requests are anonymous.
 package main
 
 import (
@@ -45,6 +49,9 @@ import (
 	"sync/atomic"
 	"time"
 )
+
+// authorization is the Authorization header of every request ("" for none), from LOADGEN_AUTHORIZATION.
+var authorization = os.Getenv("LOADGEN_AUTHORIZATION")
 
 type result struct {
 	Mode        string             `json:"mode"`
@@ -146,6 +153,9 @@ func do(c *http.Client, method, u string, body io.ReadCloser, length int64, hdr 
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
 	return c.Do(req)
 }
 
@@ -218,6 +228,9 @@ func (rc *rawConn) send(method, rawURL string, hdr map[string]string, f *os.File
 		method, u.RequestURI(), u.Host, n)
 	for k, v := range hdr {
 		fmt.Fprintf(&head, "%s: %s\r\n", k, v)
+	}
+	if authorization != "" {
+		fmt.Fprintf(&head, "Authorization: %s\r\n", authorization)
 	}
 	head.WriteString("\r\n")
 	if _, err := rc.conn.Write([]byte(head.String())); err != nil {
