@@ -632,6 +632,16 @@ def test_audit_log_records_logins_pushes_pulls_deletes_keys_and_roles_without_se
     assert key["secret"].encode() not in raw
 
 
+def test_repeated_pulls_are_audited_as_counted_rows(srv: Server) -> None:
+    with srv.client() as c:
+        push_image(c, "team/popular", image("popular"), "v1")
+        for _ in range(25):
+            assert c.get("/v2/team/popular/manifests/v1").status_code == 200
+    pulls = [e for e in srv.api().audit(action="pull", limit=100) if e["repository"] == "team/popular"]
+    counts = [(e["detail"] or {}).get("count", 1) if isinstance(e["detail"], dict) else 1 for e in pulls]
+    assert sum(counts) == 25 and len(pulls) < 25
+
+
 def test_management_api_needs_credentials(srv: Server) -> None:
     r = httpx.get(f"{srv.url}/api/v1/registries")
     assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import logging
 import os
 import secrets
@@ -28,7 +29,7 @@ from ncr_trio.auth.keys import KEY_ID_PREFIX, hash_secret, verify_secret
 from ncr_trio.auth.roles import Permission, permissions, repository_actions
 from ncr_trio.auth.scopes import Scope, format_scope, grant
 from ncr_trio.auth.throttle import LockedOut, LoginThrottle
-from ncr_trio.auth.tokens import MAX_LIFETIME_SECONDS, Claims, TokenError, TokenIssuer
+from ncr_trio.auth.tokens import LEEWAY_SECONDS, MAX_LIFETIME_SECONDS, Claims, TokenError, TokenIssuer
 from ncr_trio.config import Config
 from ncr_trio.meta import AccessStore, AuditEntry, RegistryInfo
 
@@ -129,11 +130,13 @@ class AccessControl:
         self._credentials: _TTLCache[bytes, Principal] = _TTLCache(60.0, clock)
         self._registries: _TTLCache[str, RegistryInfo | None] = _TTLCache(ttl, clock)
         self._principals: _TTLCache[str, Principal | None] = _TTLCache(ttl, clock)
-        self._claims: _TTLCache[str, Claims] = _TTLCache(MAX_LIFETIME_SECONDS, clock)
+        self._claims: _TTLCache[str, tuple[Claims, Principal]] = _TTLCache(MAX_LIFETIME_SECONDS, clock)
         self._revoked: set[str] = set()
         self._revoked_read_at = float("-inf")
         self._key_use: dict[str, float] = {}
         self._audit: list[AuditEntry] = []
+        # Pulls are many: the same (actor, repository, digest, client) within one flush is one row.
+        self._pulls: dict[tuple[str, str | None, str | None, str | None, str | None], list[float]] = {}
         self._dummy_hash = hash_secret(secrets.token_urlsafe(16))
 
     # -- first start --------------------------------------------------------------------------
@@ -306,18 +309,28 @@ class AccessControl:
 
     async def verify(self, token: str) -> Claims:
         """The claims of a bearer token this registry issued, still valid and not revoked."""
-        found, claims = self._claims.get(token)
-        if not found or claims is None:
+        return (await self._verified(token))[0]
+
+    async def bearer(self, token: str) -> Principal:
+        """Who a bearer token speaks for, with what it grants (`token_access`): the registry API's
+        per-request check, a dict lookup once the token has been verified."""
+        return (await self._verified(token))[1]
+
+    async def _verified(self, token: str) -> tuple[Claims, Principal]:
+        found, hit = self._claims.get(token)
+        if not found or hit is None:
             claims = self.tokens.verify(token, self.tokens.service)  # raises TokenError
-            self._claims.put(token, claims)
-        elif self._clock() > claims.expires_at + 60:
+            hit = (claims, Principal(claims.subject, key_id=claims.key_id, token_access=claims.access))
+            self._claims.put(token, hit)
+        claims = hit[0]
+        if self._clock() > claims.expires_at + LEEWAY_SECONDS:
             raise TokenError("token has expired")
         if claims.key_id is not None:
             await self._refresh_revoked()
             if claims.key_id in self._revoked:
                 raise TokenError("the access key this token was issued through was revoked")
             self._key_use[claims.key_id] = self._clock()
-        return claims
+        return hit
 
     async def _refresh_revoked(self) -> None:
         now = self._clock()
@@ -330,6 +343,14 @@ class AccessControl:
                registry: str | None = None, repository: str | None = None, target: str | None = None,
                detail: str | None = None) -> None:
         """Queue an audit entry; `run` writes the queue in batches (every second)."""
+        if action == "pull" and outcome == "ok" and detail is None:
+            key = (actor or "anonymous", registry, repository, target, client)
+            seen = self._pulls.get(key)
+            if seen is None:
+                self._pulls[key] = [self._clock(), 1]
+            else:
+                seen[1] += 1
+            return
         if len(self._audit) >= 100_000:
             log.warning("audit log queue full: dropping the oldest entries")
             del self._audit[:10_000]
@@ -337,6 +358,11 @@ class AccessControl:
                                       target, client, detail))
 
     async def flush(self) -> None:
+        pulls, self._pulls = self._pulls, {}
+        self._audit.extend(
+            AuditEntry(at, actor, "pull", "ok", registry, repository, target, client,
+                       json.dumps({"count": int(n)}) if n > 1 else None)
+            for (actor, registry, repository, target, client), (at, n) in pulls.items())
         entries, self._audit = self._audit, []
         used, self._key_use = self._key_use, {}
         try:

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs
 from ncr_trio.auth.control import ANONYMOUS, AccessControl, AuthFailed, LockedOut, Principal, registry_of
 from ncr_trio.auth.roles import Permission
 from ncr_trio.auth.scopes import InvalidScope, Scope, format_scope, parse_scopes
-from ncr_trio.auth.tokens import Claims, TokenError
+from ncr_trio.auth.tokens import TokenError
 from ncr_trio.config import Config
 from ncr_trio.errors import RegistryError
 from ncr_trio.http.asgi import Request, Response, json_response
@@ -111,10 +111,11 @@ class Gate:
             scope = "registry:catalog:*" if action == "catalog" else None
             if token is None:
                 raise self._challenge(request, scope, "authentication required")
-            claims = await self._claims(request, token, scope)
-            if action == "catalog" and not any(s.type == "registry" and s.name == "catalog" for s in claims.access):
+            principal = await self._bearer(request, token, scope)
+            if action == "catalog" and not any(s.type == "registry" and s.name == "catalog"
+                                               for s in principal.token_access):
                 raise self._challenge(request, scope, "the catalog needs registry:catalog:*", "insufficient_scope")
-            return Principal(claims.subject, key_id=claims.key_id, token_access=claims.access)
+            return principal
         assert name is not None
         scope_text = f"repository:{name}:{_REPO_ACTIONS[action]}"
         if token is None:
@@ -122,10 +123,9 @@ class Gate:
                 return ANONYMOUS
             raise self._challenge(request, scope_text, "authentication required",
                                   detail=[{"Type": "repository", "Name": name, "Action": action}])
-        claims = await self._claims(request, token, scope_text)
-        principal = Principal(claims.subject, key_id=claims.key_id, token_access=claims.access)
+        principal = await self._bearer(request, token, scope_text)
         if not principal.token_allows(name, action):
-            current = await self.access.principal(claims.subject, claims.key_id) if claims.subject else ANONYMOUS
+            current = await self._current(principal)
             wanted = Scope("repository", name, frozenset({action}))
             if current is None or action not in await self.access.allowed_actions(current, wanted):
                 raise RegistryError("DENIED", f"requested access to the resource is denied: {action} on {name}")
@@ -136,7 +136,7 @@ class Gate:
             # A cross-repository mount also needs pull on the source (as Distribution asks). If the
             # account has it, ask the client for a token that says so; if not, the handler starts a
             # plain upload instead of mounting.
-            current = await self.access.principal(claims.subject, claims.key_id) if claims.subject else None
+            current = await self._current(principal)
             wanted = Scope("repository", source, frozenset({"pull"}))
             if current is not None and "pull" in await self.access.allowed_actions(current, wanted):
                 raise self._challenge(request, f"{scope_text} repository:{source}:pull",
@@ -146,9 +146,13 @@ class Gate:
                                 f"(ncr-trio registry create {registry_of(name)}), then push to it")
         return principal
 
-    async def _claims(self, request: Request, token: str, scope: str | None) -> Claims:
+    async def _current(self, holder: Principal) -> Principal | None:
+        """The token holder's rights now (roles may have changed since the token was issued)."""
+        return await self.access.principal(holder.user, holder.key_id) if holder.user else ANONYMOUS
+
+    async def _bearer(self, request: Request, token: str, scope: str | None) -> Principal:
         try:
-            return await self.access.verify(token)
+            return await self.access.bearer(token)
         except TokenError as e:
             raise self._challenge(request, scope, str(e), "invalid_token") from None
 
