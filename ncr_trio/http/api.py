@@ -14,11 +14,15 @@ from ncr_trio.errors import RegistryError
 from ncr_trio.http.asgi import Request, Response, json_response
 from ncr_trio.http.routes import Route, route
 from ncr_trio.meta import AuditEntry, RegistryInfo
+from ncr_trio.meta.catalog import ArtifactSummary, ImageSummary, TagRow
 from ncr_trio.registry import RegistryService
+from ncr_trio.registry.catalog import page_bounds
 from ncr_trio.registry.namespaces import parse_cidrs
 
 _REG = "(?P<registry>[^/]+)"
 _USER = "(?P<user>[^/]+)"
+_IMAGE = "(?P<image>.+?)"
+_DIGEST = "(?P<digest>[^/]+)"
 
 
 def _ok(status: int, value: Any) -> Response:
@@ -29,6 +33,32 @@ def registry_view(info: RegistryInfo) -> dict[str, Any]:
     return {"name": info.name, "description": info.description, "public_read": info.public_read,
             "public_uri": info.public_uri, "allowed_cidrs": list(info.allowed_cidrs),
             "created_at": _iso(info.created_at), "updated_at": _iso(info.updated_at)}
+
+
+def image_view(i: ImageSummary) -> dict[str, Any]:
+    return {"name": i.repository.split("/", 1)[1], "repository": i.repository, "artifacts": i.artifacts,
+            "tags": i.tags, "size": i.size, "pushed_at": _iso(i.pushed_at), "pulled_at": _iso(i.pulled_at)}
+
+
+def artifact_view(a: ArtifactSummary) -> dict[str, Any]:
+    return {"digest": a.digest, "media_type": a.media_type, "artifact_type": a.artifact_type, "size": a.size,
+            "platforms": list(a.platforms), "tags": list(a.tags), "subject": a.subject,
+            "pushed_at": _iso(a.pushed_at), "pulled_at": _iso(a.pulled_at), "signed": None, "scan_status": None}
+
+
+def tag_view(t: TagRow) -> dict[str, Any]:
+    return {"name": t.name, "repository": t.repository, "digest": t.digest, "updated_at": _iso(t.updated_at)}
+
+
+def gc_view(row: tuple[Any, ...]) -> dict[str, Any]:
+    return {"id": int(row[0]), "dry_run": bool(row[1]), "started_at": _iso(row[2]), "finished_at": _iso(row[3]),
+            "blobs_removed": int(row[4]), "manifests_removed": int(row[5]), "uploads_removed": int(row[6]),
+            "bytes_freed": int(row[7])}
+
+
+def _page(request: Request, key: str, items: list[dict[str, Any]], total: int) -> Response:
+    return _ok(200, {key: items, "total": total, "page": request.query_int("page") or 1,
+                     "per_page": request.query_int("per_page") or 50})
 
 
 def audit_view(e: AuditEntry) -> dict[str, Any]:
@@ -72,6 +102,7 @@ class ManagementAPI:
 
     def routes(self) -> list[Route]:
         a = "/api/v1"
+        i = f"{a}/registries/{_REG}/images/{_IMAGE}"
         return [
             route("api.whoami", "GET", f"{a}/whoami", "api:user", self.whoami),
             route("api.registries", "GET", f"{a}/registries", "api:user", self.list_registries),
@@ -80,6 +111,18 @@ class ManagementAPI:
             route("api.registry.update", "PATCH", f"{a}/registries/{_REG}", "api:manage", self.update_registry),
             route("api.registry.delete", "DELETE", f"{a}/registries/{_REG}", "api:manage", self.delete_registry),
             route("api.members", "GET", f"{a}/registries/{_REG}/members", "api:read", self.members),
+            route("api.registry.tags", "GET", f"{a}/registries/{_REG}/tags", "api:read", self.registry_tags),
+            route("api.images", "GET", f"{a}/registries/{_REG}/images", "api:read", self.images),
+            route("api.artifact.tags", "POST", f"{i}/artifacts/{_DIGEST}/tags", "api:manage", self.create_tag),
+            route("api.artifact", "GET", f"{i}/artifacts/{_DIGEST}", "api:read", self.artifact),
+            route("api.artifact.delete", "DELETE", f"{i}/artifacts/{_DIGEST}", "api:manage", self.delete_artifact),
+            route("api.artifacts", "GET", f"{i}/artifacts", "api:read", self.artifacts),
+            route("api.tag.delete", "DELETE", f"{i}/tags/(?P<tag>[^/]+)", "api:manage", self.delete_tag),
+            route("api.tags", "GET", f"{i}/tags", "api:read", self.tags),
+            route("api.image", "GET", i, "api:read", self.image),
+            route("api.image.delete", "DELETE", i, "api:manage", self.delete_image),
+            route("api.gc.run", "POST", f"{a}/gc", "api:admin", self.run_gc),
+            route("api.gc.runs", "GET", f"{a}/gc", "api:admin", self.gc_runs),
             route("api.users", "GET", f"{a}/users", "api:admin", self.list_users),
             route("api.user.create", "POST", f"{a}/users", "api:admin", self.create_user),
             route("api.user.delete", "DELETE", f"{a}/users/{_USER}", "api:admin", self.delete_user),
@@ -142,6 +185,85 @@ class ManagementAPI:
     async def members(self, request: Request) -> Response:
         members = await self.s.access.store.members(request.params["registry"])
         return _ok(200, {"members": [{"user": u, "role": r} for u, r in members]})
+
+    # -- images, artifacts, tags ---------------------------------------------------------------
+    async def images(self, request: Request) -> Response:
+        await self.s.namespaces.get(request.params["registry"])
+        found, total = await self.s.catalog.images(request.params["registry"], request.query("q"),
+                                                   request.query_int("page"), request.query_int("per_page"))
+        return _page(request, "images", [image_view(i) for i in found], total)
+
+    async def image(self, request: Request) -> Response:
+        return _ok(200, image_view(await self.s.catalog.image(request.params["registry"], request.params["image"])))
+
+    async def delete_image(self, request: Request) -> Response:
+        p = request.params
+        removed = await self.s.catalog.delete_image(p["registry"], p["image"])
+        self.s.access.record("delete", "ok", actor=request.principal.user, client=request.client,
+                             registry=p["registry"], repository=f"{p['registry']}/{p['image']}",
+                             detail=json.dumps({"artifacts": removed}))
+        return _ok(200, {"deleted": f"{p['registry']}/{p['image']}", "artifacts_deleted": removed})
+
+    async def artifacts(self, request: Request) -> Response:
+        p = request.params
+        found, total = await self.s.catalog.artifacts(p["registry"], p["image"], request.query_int("page"),
+                                                      request.query_int("per_page"))
+        return _page(request, "artifacts", [artifact_view(x) for x in found], total)
+
+    async def artifact(self, request: Request) -> Response:
+        p = request.params
+        return _ok(200, artifact_view(await self.s.catalog.artifact(p["registry"], p["image"], p["digest"])))
+
+    async def delete_artifact(self, request: Request) -> Response:
+        p = request.params
+        await self.s.catalog.delete_artifact(p["registry"], p["image"], p["digest"])
+        self.s.access.record("delete", "ok", actor=request.principal.user, client=request.client,
+                             registry=p["registry"], repository=f"{p['registry']}/{p['image']}", target=p["digest"])
+        return Response(204)
+
+    async def tags(self, request: Request) -> Response:
+        p = request.params
+        found, total = await self.s.catalog.tags(p["registry"], p["image"], request.query("q"), request.query("glob"),
+                                                 request.query_int("page"), request.query_int("per_page"))
+        return _page(request, "tags", [tag_view(t) for t in found], total)
+
+    async def registry_tags(self, request: Request) -> Response:
+        await self.s.namespaces.get(request.params["registry"])
+        found, total = await self.s.catalog.tags(request.params["registry"], None, request.query("q"),
+                                                 request.query("glob"), request.query_int("page"),
+                                                 request.query_int("per_page"))
+        return _page(request, "tags", [tag_view(t) for t in found], total)
+
+    async def create_tag(self, request: Request) -> Response:
+        p = request.params
+        name = _str(await _json(request), "name", required=True) or ""
+        tag = await self.s.catalog.create_tag(p["registry"], p["image"], p["digest"], name)
+        self.s.access.record("tag.create", "ok", actor=request.principal.user, client=request.client,
+                             registry=p["registry"], repository=tag.repository, target=f"{name}@{tag.digest}")
+        return _ok(201, tag_view(tag))
+
+    async def delete_tag(self, request: Request) -> Response:
+        p = request.params
+        await self.s.catalog.delete_tag(p["registry"], p["image"], p["tag"])
+        self.s.access.record("tag.delete", "ok", actor=request.principal.user, client=request.client,
+                             registry=p["registry"], repository=f"{p['registry']}/{p['image']}", target=p["tag"])
+        return Response(204)
+
+    # -- garbage collection -------------------------------------------------------------------
+    async def run_gc(self, request: Request) -> Response:
+        body = await _json(request)
+        report = await self.s.gc.run(dry_run=bool(_bool(body, "dry_run")),
+                                     delete_untagged=_bool(body, "delete_untagged"))
+        view = gc_view((report.id, report.dry_run, report.started_at, report.finished_at, len(report.blobs),
+                        len(report.manifests), len(report.uploads), report.bytes_freed))
+        self.s.access.record("gc", "ok", actor=request.principal.user, client=request.client,
+                             detail=json.dumps({"dry_run": report.dry_run, "blobs": len(report.blobs)}))
+        return _ok(200, {**view, "blobs": report.blobs, "manifests": report.manifests, "uploads": report.uploads})
+
+    async def gc_runs(self, request: Request) -> Response:
+        limit, offset = page_bounds(request.query_int("page"), request.query_int("per_page"))
+        rows, total = await self.s.catalog.queries.gc_runs(limit, offset)
+        return _page(request, "runs", [gc_view(r) for r in rows], total)
 
     # -- users, keys, roles -------------------------------------------------------------------
     async def list_users(self, request: Request) -> Response:

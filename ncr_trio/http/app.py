@@ -58,6 +58,7 @@ class App:
             async with trio.open_nursery() as nursery:
                 await nursery.start(run_background, service)
                 await nursery.start(service.access.run)
+                await nursery.start(service.catalog.pulls.run)
                 await send({"type": "lifespan.startup.complete"})
                 await receive()  # lifespan.shutdown
                 nursery.cancel_scope.cancel()

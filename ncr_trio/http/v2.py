@@ -69,6 +69,8 @@ class V2API:
     # -- manifests ----------------------------------------------------------------------------
     async def get_manifest(self, request: Request) -> Response:
         m = await self.s.manifests.get(request.params["name"], request.params["reference"])
+        if request.method == "GET":
+            self.s.catalog.pulls.record(request.params["name"], m.digest)
         headers = {"Content-Type": m.media_type, "Docker-Content-Digest": m.digest, "ETag": f'"{m.digest}"'}
         return Response(200, headers, m.content)
 

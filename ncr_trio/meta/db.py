@@ -51,6 +51,8 @@ class Dialect:
     for_share = ""
     # Byte-order comparison for names, so listings and `last=` pagination agree on every engine.
     collate = ""
+    # The position of a substring (0: absent): `{instr}(haystack, needle) > 0`.
+    instr = "instr"
 
     def sql(self, text: str) -> str:
         return text
@@ -66,6 +68,7 @@ class PostgresDialect(Dialect):
     for_update = " FOR UPDATE"
     for_share = " FOR SHARE"
     collate = ' COLLATE "C"'
+    instr = "strpos"
     _placeholder = re.compile(r"\?")
 
     def sql(self, text: str) -> str:

@@ -139,6 +139,16 @@ CREATE TABLE audit_log (
 );
 CREATE INDEX audit_log_at ON audit_log(at);
 """),
+    (3, """
+ALTER TABLE manifests ADD COLUMN pulled_at {float};
+CREATE INDEX manifests_created ON manifests(repo_id, created_at);
+CREATE TABLE gc_run_items (
+    run_id {bigint} NOT NULL REFERENCES gc_runs(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    item TEXT NOT NULL
+);
+CREATE INDEX gc_run_items_run ON gc_run_items(run_id);
+"""),
 )
 
 

@@ -333,6 +333,55 @@ class MetaStore:
 
         return await self.db.write(run)
 
+    async def tag_artifact(self, repository: str, tag: str, digest: str) -> str:
+        """Point a new tag at an artifact: "created", "exists" (the tag is taken) or "unknown"."""
+
+        def run(tx: Tx) -> str:
+            repo_id = _repo_id(tx, repository)
+            if repo_id is None:
+                return "unknown"
+            row = tx.one("SELECT media_type FROM manifests WHERE repo_id = ? AND digest = ?" + tx.dialect.for_share,
+                         (repo_id, digest))
+            if row is None:
+                return "unknown"
+            n = tx.execute("INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?) "
+                           "ON CONFLICT (repo_id, name) DO NOTHING", (repo_id, tag, digest, time.time()))
+            if not n:
+                return "exists"
+            _emit(tx, "tag.created", repository, digest, tag, row[0])
+            return "created"
+
+        return await self.db.write(run)
+
+    async def delete_repository(self, repository: str) -> int | None:
+        """Delete a repository with its artifacts and tags (each announced); None if unknown."""
+
+        def run(tx: Tx) -> int | None:
+            repo_id = _repo_id(tx, repository)
+            if repo_id is None:
+                return None
+            tx.one("SELECT 1 FROM repositories WHERE id = ?" + tx.dialect.for_update, (repo_id,))
+            digests = [r[0] for r in tx.all("SELECT digest FROM manifests WHERE repo_id = ?", (repo_id,))]
+            for digest in digests:
+                _delete_manifest(tx, repo_id, repository, digest)
+            tx.execute("DELETE FROM repositories WHERE id = ?", (repo_id,))
+            return len(digests)
+
+        return await self.db.write(run)
+
+    async def record_pulls(self, pulls: dict[tuple[str, str], float]) -> None:
+        """When artifacts were last pulled (batched by the caller)."""
+        if not pulls:
+            return
+
+        def run(tx: Tx) -> None:
+            for (repository, digest), at in pulls.items():
+                tx.execute("UPDATE manifests SET pulled_at = ? WHERE digest = ? AND (pulled_at IS NULL OR "
+                           "pulled_at < ?) AND repo_id = (SELECT id FROM repositories WHERE name = ?)",
+                           (at, digest, at, repository))
+
+        await self.db.write(run)
+
     async def list_tags(self, repository: str, limit: int | None, last: str | None) -> list[str] | None:
         def run(tx: Tx) -> list[str] | None:
             repo_id = _repo_id(tx, repository)
@@ -430,11 +479,20 @@ class MetaStore:
         return self.db.write_sync(lambda tx: tx.one("SELECT 1 FROM blobs WHERE digest = ?", (digest,)) is not None)
 
     async def record_gc(self, started: float, dry_run: bool, blobs: int, manifests: int, uploads: int,
-                        freed: int) -> None:
-        await self.db.write(lambda tx: tx.execute(
-            "INSERT INTO gc_runs (started_at, finished_at, dry_run, blobs_removed, manifests_removed, "
-            "uploads_removed, bytes_freed) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (started, time.time(), int(dry_run), blobs, manifests, uploads, freed)))
+                        freed: int, items: Sequence[tuple[str, str]] = ()) -> int:
+        """Record a GC run and (at most 10,000 of) what it removed; returns the run's ID."""
+
+        def run(tx: Tx) -> int:
+            row = tx.one(
+                "INSERT INTO gc_runs (started_at, finished_at, dry_run, blobs_removed, manifests_removed, "
+                "uploads_removed, bytes_freed) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (started, time.time(), int(dry_run), blobs, manifests, uploads, freed))
+            assert row is not None
+            for kind, item in items[:10_000]:
+                tx.execute("INSERT INTO gc_run_items (run_id, kind, item) VALUES (?, ?, ?)", (row[0], kind, item))
+            return int(row[0])
+
+        return await self.db.write(run)
 
 
 def _manifest(row: tuple[object, ...] | None) -> ManifestRecord | None:

@@ -15,6 +15,7 @@ from ncr_trio.auth.control import AccessControl
 from ncr_trio.config import Config
 from ncr_trio.meta import AccessStore, MetaStore, connect, migrate
 from ncr_trio.registry.blobs import Blobs
+from ncr_trio.registry.catalog import Catalog
 from ncr_trio.registry.context import Registry
 from ncr_trio.registry.gc import GarbageCollector, GcReport
 from ncr_trio.registry.locks import DigestLocks
@@ -34,6 +35,7 @@ class RegistryService:
     access: AccessControl
     namespaces: Namespaces
     accounts: Accounts
+    catalog: Catalog
 
     @property
     def config(self) -> Config:
@@ -57,7 +59,7 @@ class RegistryService:
                        locks=DigestLocks(config.data_dir / "locks"), disk=trio.CapacityLimiter(16))
         access = AccessControl(config, AccessStore(db))
         return cls(reg, Uploads(reg), Blobs(reg), Manifests(reg), GarbageCollector(reg), access,
-                   Namespaces(reg, access), Accounts(access))
+                   Namespaces(reg, access), Accounts(access), Catalog(reg))
 
     def close(self) -> None:
         self.reg.meta.db.close()

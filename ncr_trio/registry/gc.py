@@ -33,6 +33,9 @@ class GcReport:
     links: list[str] = field(default_factory=list)
     blobs: list[str] = field(default_factory=list)
     bytes_freed: int = 0
+    id: int | None = None  # the run's row in gc_runs
+    started_at: float | None = None
+    finished_at: float | None = None
 
     def summary(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
@@ -44,12 +47,15 @@ class GarbageCollector:
     def __init__(self, reg: Registry) -> None:
         self.reg = reg
 
-    async def run(self, dry_run: bool = False, now: float | None = None) -> GcReport:
+    async def run(self, dry_run: bool = False, now: float | None = None,
+                  delete_untagged: bool | None = None) -> GcReport:
         now = time.time() if now is None else now
         report = GcReport(dry_run)
+        if delete_untagged is None:
+            delete_untagged = self.reg.config.gc_delete_untagged
         cutoff = now - self.reg.config.gc_grace_seconds
         await self._uploads(report, now - self.reg.config.upload_ttl_seconds)
-        if self.reg.config.gc_delete_untagged:
+        if delete_untagged:
             for repository, digest in await self.reg.meta.untagged_manifests(cutoff):
                 if dry_run or await self.reg.meta.delete_untagged_manifest(repository, digest, cutoff):
                     report.manifests.append(f"{repository}@{digest}")
@@ -66,8 +72,12 @@ class GarbageCollector:
                 report.bytes_freed += size
         if not dry_run:
             await self._orphan_blob_files(report, cutoff)
-        await self.reg.meta.record_gc(now, dry_run, len(report.blobs), len(report.manifests), len(report.uploads),
-                                      report.bytes_freed)
+        items = ([("blob", d) for d in report.blobs] + [("manifest", m) for m in report.manifests]
+                 + [("upload", u) for u in report.uploads])
+        report.id = await self.reg.meta.record_gc(now, dry_run, len(report.blobs), len(report.manifests),
+                                                  len(report.uploads), report.bytes_freed, items)
+        report.finished_at = time.time()
+        report.started_at = now
         return report
 
     async def expire_uploads(self, now: float | None = None) -> GcReport:

@@ -1,0 +1,41 @@
+"""The guide's filter patterns, one implementation for every filter (tags, images, cleanup,
+protection, replication), on wcmatch (a well-kept glob library):
+
+    *      any characters except the separator "/"      path/* matches path/hello-world, not path/my/x
+    **     any characters, "/" included (as a whole     path/** matches path/my/hello-world
+           path component)
+    ?      one character except "/"                     1.? matches 1.0, not 1.10
+    {a,b}  either alternative                           {v1,v2}.* matches v1.0 and v2.3
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+
+from wcmatch import glob
+
+_FLAGS = glob.GLOBSTAR | glob.BRACE
+
+
+class InvalidPattern(ValueError):
+    pass
+
+
+@lru_cache(maxsize=1024)
+def compile_pattern(pattern: str) -> Callable[[str], bool]:
+    """A predicate: does a name match `pattern`?"""
+    if not pattern or len(pattern) > 512:
+        raise InvalidPattern("a pattern has 1 to 512 characters")
+    try:
+        matcher = glob.compile(pattern, flags=_FLAGS)
+    except (ValueError, TypeError) as e:
+        raise InvalidPattern(f"invalid pattern {pattern[:80]!r}: {e}") from None
+    return lambda name: bool(matcher.match(name))
+
+
+def matches(pattern: str, name: str) -> bool:
+    return compile_pattern(pattern)(name)
+
+
+__all__ = ["InvalidPattern", "compile_pattern", "matches"]
