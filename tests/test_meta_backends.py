@@ -33,6 +33,9 @@ from ncr_trio.meta import (
     connect,
     migrate,
 )
+from ncr_trio.meta.policies import DuplicatePolicy, PolicyLimitReached, PolicyStore, UnknownRegistry
+from ncr_trio.meta.store import ACTOR
+from ncr_trio.meta.webhooks import DuplicateWebhook, Event, Webhook, WebhookStore
 from tests.support.postgres import PostgresServer
 from tests.support.postgres import postgres_server as _postgres_server
 from tests.support.server import Server
@@ -773,3 +776,78 @@ async def test_access_store_roles_users_and_audit(store: MetaStore) -> None:
     assert [(e.repository, e.client) for e in pulls] == [("team/app", "1.2.3.4")]
     newest = await access.audit(limit=2)
     assert [e.id for e in await access.audit(before=newest[-1].id, limit=1)] == [newest[-1].id - 1]  # type: ignore[operator]
+
+
+# -- policies, schedules and webhooks on both engines -----------------------------------------------
+
+
+async def test_policy_store_limits_duplicates_runs_and_schedules(store: MetaStore) -> None:
+    access, policies = AccessStore(store.db), PolicyStore(store.db)
+    await access.create_registry(_registry_info("team"), "admin")
+    with pytest.raises(UnknownRegistry):
+        await policies.add_protection("nowhere", "**", "v*", 15)
+    first = await policies.add_cleanup("team", "**", "v*", False, "older_than", 30, 15)
+    with pytest.raises(DuplicatePolicy) as dup:
+        await policies.add_cleanup("team", "**", "v*", False, "older_than", 30, 15)
+    assert dup.value.existing == first.id
+    for n in range(14):
+        await policies.add_cleanup("team", "**", "v*", False, "older_than", 31 + n, 15)
+    with pytest.raises(PolicyLimitReached):
+        await policies.add_cleanup("team", "**", "x", False, "older_than", 1, 15)
+    assert await policies.set_cleanup_enabled("team", first.id, False)
+    assert not (await policies.cleanup_policies("team"))[0].enabled
+    guard = await policies.add_protection("team", "**", "release-*", 15)
+    with pytest.raises(DuplicatePolicy):
+        await policies.add_protection("team", "**", "release-*", 15)
+    assert [p.id for p in await policies.protection_policies("team")] == [guard.id]
+    run_id = await policies.start_run("team", "manual", True, [{"id": first.id}])
+    await policies.add_run_items(run_id, [("team/app", "sha256:a", '["v1"]', "would-delete", None)])
+    await policies.finish_run(run_id, "succeeded", 1, 0)
+    found = await policies.run("team", run_id)
+    assert found is not None and found[0].status == "succeeded" and found[1][0]["tags"] == ["v1"]
+    assert (await policies.runs("team", 10, 0))[1] == 1
+    # Two nodes never take the same due job.
+    await policies.set_schedule("cleanup:team", "0 * * * *", 100.0)
+    a, b = await policies.claim_due("node-a", 200.0, 60), await policies.claim_due("node-b", 200.0, 60)
+    assert [j.job for j in a] == ["cleanup:team"] and b == []
+    await policies.finish_job("cleanup:team", "node-a", 200.0, 3600.0)
+    assert await policies.claim_due("node-b", 300.0, 60) == []
+    row = await policies.schedule("cleanup:team")
+    assert row is not None and row.last_run_at == 200.0 and row.next_run_at == 3600.0
+
+
+async def test_webhook_fan_out_is_exactly_once_and_claims_are_exclusive(store: MetaStore) -> None:
+    hooks = WebhookStore(store.db)
+    all_events = await hooks.create("team", "all", "http", "http://127.0.0.1:1/", "s", "", [])
+    pushes = await hooks.create("team", "pushes", "slack", "http://127.0.0.1:1/", "", "", ["artifact.pushed"])
+    with pytest.raises(DuplicateWebhook):
+        await hooks.create("team", "all", "http", "http://x/", "", "", [])
+    token = ACTOR.set("alice")
+    try:
+        blob(store, "team/app", b"x")
+        await store.put_manifest("team/app", *manifest(digest_of(b"x")), tag="v1")  # pushed + tag.created
+        blob(store, "other/app", b"y")
+        await store.put_manifest("other/app", *manifest(digest_of(b"y")), tag="v1")  # another registry
+    finally:
+        ACTOR.reset(token)
+    seen: list[tuple[str, str, str | None]] = []
+
+    def render(hook: Webhook, event: Event) -> str:
+        seen.append((hook.name, event.kind, event.actor))
+        return json.dumps({"type": event.kind})
+
+    assert await hooks.fan_out(render) >= 4
+    assert await hooks.fan_out(render) == 0  # the cursor moved with the deliveries
+    assert sorted(seen) == [("all", "artifact.pushed", "alice"), ("all", "tag.created", "alice"),
+                            ("pushes", "artifact.pushed", "alice")]
+    now = time.time()
+    first = await hooks.claim(now + 1, 30, 10)
+    assert len(first) == 3 and await hooks.claim(now + 1, 30, 10) == []  # leased
+    await hooks.record_attempt(first[0].id, True, 200, None, None)
+    await hooks.record_attempt(first[1].id, False, 500, "HTTP 500", now + 5)
+    await hooks.record_attempt(first[2].id, False, None, "refused", None)
+    assert [d.id for d in await hooks.claim(now + 6, 30, 10)] == [first[1].id]
+    history, total = await hooks.deliveries(all_events.id, 10, 0)
+    assert total == 2 and {d.status for d in history} <= {"delivered", "pending", "failed"}
+    assert await hooks.enqueue(pushes.id, "test", "{}") > 0
+    assert await hooks.delete("team", pushes.id) and await hooks.by_id(pushes.id) is None

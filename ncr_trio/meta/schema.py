@@ -149,6 +149,94 @@ CREATE TABLE gc_run_items (
 );
 CREATE INDEX gc_run_items_run ON gc_run_items(run_id);
 """),
+    (4, """
+ALTER TABLE events ADD COLUMN actor TEXT;
+CREATE TABLE webhooks (
+    id {id},
+    registry TEXT NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    url TEXT NOT NULL,
+    secret TEXT NOT NULL DEFAULT '',
+    auth_header TEXT NOT NULL DEFAULT '',
+    event_types TEXT NOT NULL DEFAULT '',
+    enabled INTEGER NOT NULL DEFAULT 1,
+    created_at {float} NOT NULL,
+    UNIQUE (registry, name)
+);
+CREATE TABLE deliveries (
+    id {id},
+    webhook_id {bigint} NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+    event_id {bigint},
+    event_type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at {float} NOT NULL,
+    last_status INTEGER,
+    last_error TEXT,
+    created_at {float} NOT NULL,
+    finished_at {float}
+);
+CREATE INDEX deliveries_due ON deliveries(status, next_attempt_at);
+CREATE INDEX deliveries_webhook ON deliveries(webhook_id, id);
+CREATE TABLE cursors (
+    name TEXT PRIMARY KEY,
+    position {bigint} NOT NULL
+);
+CREATE TABLE cleanup_policies (
+    id {id},
+    registry TEXT NOT NULL,
+    image_pattern TEXT NOT NULL,
+    tag_pattern TEXT NOT NULL,
+    untagged INTEGER NOT NULL,
+    rule TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    created_at {float} NOT NULL,
+    UNIQUE (registry, image_pattern, tag_pattern, untagged, rule, n)
+);
+CREATE TABLE protection_policies (
+    id {id},
+    registry TEXT NOT NULL,
+    image_pattern TEXT NOT NULL,
+    tag_pattern TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    created_at {float} NOT NULL,
+    UNIQUE (registry, image_pattern, tag_pattern)
+);
+CREATE TABLE cleanup_runs (
+    id {id},
+    registry TEXT NOT NULL,
+    triggered_by TEXT NOT NULL,
+    dry_run INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    started_at {float} NOT NULL,
+    finished_at {float},
+    deleted INTEGER NOT NULL DEFAULT 0,
+    kept INTEGER NOT NULL DEFAULT 0,
+    policies TEXT NOT NULL DEFAULT '',
+    error TEXT
+);
+CREATE INDEX cleanup_runs_registry ON cleanup_runs(registry, id);
+CREATE TABLE cleanup_run_items (
+    run_id {bigint} NOT NULL REFERENCES cleanup_runs(id) ON DELETE CASCADE,
+    repository TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    reason TEXT
+);
+CREATE INDEX cleanup_run_items_run ON cleanup_run_items(run_id);
+CREATE TABLE schedules (
+    job TEXT PRIMARY KEY,
+    expression TEXT NOT NULL,
+    last_run_at {float},
+    next_run_at {float},
+    lease_owner TEXT,
+    lease_until {float}
+);
+"""),
 )
 
 

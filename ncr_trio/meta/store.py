@@ -5,6 +5,7 @@ Every change that announces itself writes its event row (the outbox) in the same
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,11 +48,18 @@ class PutResult:
     created: bool = False
 
 
+# Who is acting (a user, "anonymous", or a job such as "cleanup"), for the events a change writes.
+# Set once per request or job; read by each write method *before* its transaction function runs
+# (which may run on the writer's thread, outside this context).
+ACTOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("ncr_trio_actor", default=None)
+
+
 def _emit(tx: Tx, kind: str, repository: str, digest: str | None = None, tag: str | None = None,
-          media_type: str | None = None) -> None:
+          media_type: str | None = None, actor: str | None = None) -> None:
     tx.execute(
-        "INSERT INTO events (kind, repository, digest, tag, media_type, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (kind, repository, digest, tag, media_type, time.time()),
+        "INSERT INTO events (kind, repository, digest, tag, media_type, actor, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (kind, repository, digest, tag, media_type, actor, time.time()),
     )
 
 
@@ -78,7 +86,7 @@ def _ensure_repo(tx: Tx, name: str) -> int:
     return repo_id
 
 
-def _delete_manifest(tx: Tx, repo_id: int, repository: str, digest: str) -> bool:
+def _delete_manifest(tx: Tx, repo_id: int, repository: str, digest: str, actor: str | None = None) -> bool:
     # Lock the row first: a concurrent PUT that tags it holds it FOR SHARE until it commits.
     if tx.one("SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?" + tx.dialect.for_update,
               (repo_id, digest)) is None:
@@ -88,8 +96,8 @@ def _delete_manifest(tx: Tx, repo_id: int, repository: str, digest: str) -> bool
     tx.execute("DELETE FROM manifest_refs WHERE repo_id = ? AND parent = ?", (repo_id, digest))
     tx.execute("DELETE FROM manifests WHERE repo_id = ? AND digest = ?", (repo_id, digest))
     for tag in tags:
-        _emit(tx, "tag.deleted", repository, digest, tag)
-    _emit(tx, "artifact.deleted", repository, digest)
+        _emit(tx, "tag.deleted", repository, digest, tag, actor=actor)
+    _emit(tx, "artifact.deleted", repository, digest, actor=actor)
     return True
 
 
@@ -136,14 +144,14 @@ class MetaStore:
         return int(row[0]) if row else 0
 
     @staticmethod
-    def purge_repositories(tx: Tx, prefix: str) -> int:
+    def purge_repositories(tx: Tx, prefix: str, actor: str | None = None) -> int:
         """Inside a caller's transaction: delete every repository named `prefix/...`, with its
         manifests and tags (each announced as an event); GC reclaims the blobs later."""
         rows = tx.all(f"SELECT id, name FROM repositories WHERE {_UNDER.format(c=tx.dialect.collate)}"
                       + tx.dialect.for_update, (prefix + "/", prefix + "0"))
         for repo_id, name in rows:
             for (digest,) in tx.all("SELECT digest FROM manifests WHERE repo_id = ?", (repo_id,)):
-                _delete_manifest(tx, int(repo_id), name, digest)
+                _delete_manifest(tx, int(repo_id), name, digest, actor)
             tx.execute("DELETE FROM repositories WHERE id = ?", (repo_id,))
         return len(rows)
 
@@ -266,6 +274,8 @@ class MetaStore:
         locked for the transaction so that a concurrent GC cannot remove them meanwhile.
         """
 
+        actor = ACTOR.get()
+
         def run(tx: Tx) -> PutResult:
             existing = _repo_id(tx, repository)
             if existing is None and refs:
@@ -300,14 +310,14 @@ class MetaStore:
                 for ref in {r.digest: r for r in refs}.values():
                     tx.execute("INSERT INTO manifest_refs (repo_id, parent, child, kind) VALUES (?, ?, ?, ?) "
                                "ON CONFLICT DO NOTHING", (repo_id, record.digest, ref.digest, ref.kind))
-                _emit(tx, "artifact.pushed", repository, record.digest, tag, record.media_type)
+                _emit(tx, "artifact.pushed", repository, record.digest, tag, record.media_type, actor)
             if tag is not None:
                 previous = tx.one("SELECT digest FROM tags WHERE repo_id = ? AND name = ?", (repo_id, tag))
                 if previous is None or previous[0] != record.digest:
                     tx.execute("INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?) "
                                "ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, "
                                "updated_at = excluded.updated_at", (repo_id, tag, record.digest, now))
-                    _emit(tx, "tag.created", repository, record.digest, tag, record.media_type)
+                    _emit(tx, "tag.created", repository, record.digest, tag, record.media_type, actor)
             return PutResult(created=created)
 
         return await self.db.write(run)
@@ -315,26 +325,32 @@ class MetaStore:
     async def delete_manifest(self, repository: str, digest: str) -> bool:
         """Delete a manifest and every tag that points at it."""
 
+        actor = ACTOR.get()
+
         def run(tx: Tx) -> bool:
             repo_id = _repo_id(tx, repository)
-            return repo_id is not None and _delete_manifest(tx, repo_id, repository, digest)
+            return repo_id is not None and _delete_manifest(tx, repo_id, repository, digest, actor)
 
         return await self.db.write(run)
 
     async def delete_tag(self, repository: str, tag: str) -> bool:
+        actor = ACTOR.get()
+
         def run(tx: Tx) -> bool:
             row = tx.one("SELECT t.repo_id, t.digest FROM tags t JOIN repositories r ON r.id = t.repo_id "
                          "WHERE r.name = ? AND t.name = ?", (repository, tag))
             if row is None:
                 return False
             tx.execute("DELETE FROM tags WHERE repo_id = ? AND name = ?", (row[0], tag))
-            _emit(tx, "tag.deleted", repository, row[1], tag)
+            _emit(tx, "tag.deleted", repository, row[1], tag, actor=actor)
             return True
 
         return await self.db.write(run)
 
     async def tag_artifact(self, repository: str, tag: str, digest: str) -> str:
         """Point a new tag at an artifact: "created", "exists" (the tag is taken) or "unknown"."""
+
+        actor = ACTOR.get()
 
         def run(tx: Tx) -> str:
             repo_id = _repo_id(tx, repository)
@@ -348,13 +364,15 @@ class MetaStore:
                            "ON CONFLICT (repo_id, name) DO NOTHING", (repo_id, tag, digest, time.time()))
             if not n:
                 return "exists"
-            _emit(tx, "tag.created", repository, digest, tag, row[0])
+            _emit(tx, "tag.created", repository, digest, tag, row[0], actor)
             return "created"
 
         return await self.db.write(run)
 
     async def delete_repository(self, repository: str) -> int | None:
         """Delete a repository with its artifacts and tags (each announced); None if unknown."""
+
+        actor = ACTOR.get()
 
         def run(tx: Tx) -> int | None:
             repo_id = _repo_id(tx, repository)
@@ -363,7 +381,7 @@ class MetaStore:
             tx.one("SELECT 1 FROM repositories WHERE id = ?" + tx.dialect.for_update, (repo_id,))
             digests = [r[0] for r in tx.all("SELECT digest FROM manifests WHERE repo_id = ?", (repo_id,))]
             for digest in digests:
-                _delete_manifest(tx, repo_id, repository, digest)
+                _delete_manifest(tx, repo_id, repository, digest, actor)
             tx.execute("DELETE FROM repositories WHERE id = ?", (repo_id,))
             return len(digests)
 
@@ -424,7 +442,7 @@ class MetaStore:
             if tx.one(f"SELECT 1 FROM manifests m WHERE m.repo_id = ? AND m.digest = ? AND m.created_at < ? "
                       f"AND NOT ({_KEPT})", (repo_id, digest, cutoff)) is None:
                 return False
-            return _delete_manifest(tx, repo_id, repository, digest)
+            return _delete_manifest(tx, repo_id, repository, digest, "gc")
 
         return await self.db.write(run)
 

@@ -108,7 +108,9 @@ def _by_rule(policy: CleanupPolicy, scope: Sequence[Artifact], now: float) -> li
     if policy.rule == "older_than":
         horizon = now - policy.n * DAY
         return [a for a in scope if max(a.pushed_at, a.pulled_at or 0.0) < horizon]
-    key = (lambda a: a.pushed_at) if policy.rule == "retain_pushed" else (lambda a: a.pulled_at or 0.0)
+    def key(a: Artifact) -> float:
+        return a.pushed_at if policy.rule == "retain_pushed" else (a.pulled_at or 0.0)
+
     doomed: list[Artifact] = []
     by_image: dict[str, list[Artifact]] = {}
     for a in scope:
