@@ -16,6 +16,7 @@ from ncr_trio.http.asgi import ClientDisconnected, Receive, Request, Response, S
 from ncr_trio.http.auth import Gate
 from ncr_trio.http.routes import RouteTable
 from ncr_trio.http.v2 import V2API
+from ncr_trio.meta.store import ACTOR
 from ncr_trio.registry import RegistryService
 from ncr_trio.types import validate_name
 
@@ -100,6 +101,7 @@ class App:
         request.params = params
         assert self.gate is not None
         request.principal = await self.gate.check(request, chosen)
+        ACTOR.set(request.principal.user or "anonymous")  # for the events this request's changes write
         response = await chosen.handler(request)
         self.gate.audit(request, chosen, response)
         return response
