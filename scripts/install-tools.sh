@@ -22,7 +22,8 @@ CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
 
 log() { printf '[install-tools] %s\n' "$*" >&2; }
 
-apt_packages=(skopeo podman docker-registry wrk curl uidmap fuse-overlayfs)
+# chromium: tests/test_console.py drives it headless through Playwright (never `playwright install`).
+apt_packages=(skopeo podman docker-registry wrk curl uidmap fuse-overlayfs chromium)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -14,6 +14,7 @@ from ncr_trio.errors import RegistryError
 from ncr_trio.http.api import ManagementAPI
 from ncr_trio.http.asgi import ClientDisconnected, Receive, Request, Response, Scope, Send, error_response
 from ncr_trio.http.auth import Gate
+from ncr_trio.http.console import Console
 from ncr_trio.http.routes import RouteTable
 from ncr_trio.http.v2 import V2API
 from ncr_trio.meta.store import ACTOR
@@ -38,7 +39,8 @@ class App:
         self.service = service = RegistryService.open(self.config)
         service.access.bootstrap()
         self.gate = Gate(self.config, service.access)
-        self.routes = RouteTable(V2API(service).routes() + self.gate.routes() + ManagementAPI(service).routes())
+        self.routes = RouteTable(V2API(service).routes() + self.gate.routes() + ManagementAPI(service).routes()
+                                 + Console().routes())
         return service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

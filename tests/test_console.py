@@ -1,0 +1,435 @@
+"""The web console in a real headless Chromium (Debian's `chromium`, driven by Playwright).
+
+An administrator logs in, creates a registry, sees an image pushed by skopeo with its artifact and
+tags, creates a tag, finds it by substring and by glob, deletes it, deletes the artifact, and
+creates and revokes an access key whose secret is shown once. A service viewer logging in with an
+access key sees the images and none of the controls their role does not allow. An administrator
+creates a user, grants and revokes roles, changes a registry's settings, searches the registry's
+tags, deletes an image, runs GC, and deletes a registry that still holds an image (only when forced).
+
+Every step leaves a screenshot in test-artifacts/console/<test>/<nn>-<step>.png (repository root).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.support.clients import Clients, find_tool, make_image, write_layout
+from tests.support.server import Server
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts" / "console"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.clients,
+    pytest.mark.skipif(not Path(CHROMIUM).exists() or find_tool("skopeo") is None,
+                       reason="needs Debian's chromium and skopeo (make tools)"),
+]
+
+expect.set_options(timeout=10_000)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Steps:
+    """A page, and a numbered screenshot after each step; fails on any script error in the page."""
+
+    def __init__(self, page: Page, name: str) -> None:
+        self.page = page
+        self.dir = ARTIFACTS / name
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        self.n = 0
+        self.errors: list[str] = []
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+        # Answers like the 401 of a wrong password are logged as failed loads; anything else is a bug.
+        page.on("console", lambda m: self.errors.append(m.text)
+                if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
+
+    def shot(self, step: str) -> None:
+        self.n += 1
+        self.page.screenshot(path=str(self.dir / f"{self.n:02d}-{step}.png"), full_page=True)
+        assert not self.errors, f"errors in the page: {self.errors}"
+
+
+@pytest.fixture
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Steps]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    pg = context.new_page()
+    try:
+        yield Steps(pg, request.node.name)
+    finally:
+        context.close()
+
+
+def push(server: Server, tmp_path: Path, repository: str, *tags: str) -> str:
+    """`skopeo copy` a small image into `repository` under each tag (as the admin); its digest."""
+    c = Clients(tmp_path / "clients", server)
+    image = make_image(f"console-{repository}", n_layers=2)
+    layout = c.path("layout")
+    write_layout(layout, "t", [image])
+    for tag in tags:
+        c.run("skopeo", "copy", "--dest-tls-verify=false", f"oci:{layout}:t", f"docker://{server.host}/{repository}:{tag}")
+    return image.digest
+
+
+def log_in(page: Page, server: Server, username: str, password: str) -> None:
+    page.goto(server.url + "/")
+    expect(page).to_have_url(re.compile(r"/console/"))
+    page.get_by_label("User name or access key ID").fill(username)
+    page.get_by_label("Password or secret").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", level=1, name="Registries")).to_be_visible()
+
+
+def api_get(server: Server, path: str, auth: tuple[str, str] | None = None) -> httpx.Response:
+    return httpx.get(f"{server.url}/api/v1{path}", auth=auth or server.admin, timeout=10)
+
+
+def token_status(server: Server, key_id: str, secret: str) -> int:
+    return httpx.get(f"{server.url}/auth/token", auth=(key_id, secret), timeout=10).status_code
+
+
+def test_admin_manages_images_tags_and_keys(server: Server, page: Steps, tmp_path: Path) -> None:
+    pg = page.page
+    response = httpx.get(f"{server.url}/console/", timeout=10)
+    assert response.headers["content-security-policy"].startswith("default-src 'self'")
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+
+    # Log in.
+    pg.goto(server.url + "/")
+    expect(pg.get_by_role("heading", name="Log in to ncr-trio")).to_be_visible()
+    page.shot("login-form")
+    pg.get_by_label("User name or access key ID").fill("admin")
+    pg.get_by_label("Password or secret").fill("wrong-password")
+    pg.get_by_role("button", name="Log in").click()
+    expect(pg.get_by_role("alert")).to_contain_text("Wrong user name")
+    pg.get_by_label("Password or secret").fill(server.admin_password)
+    pg.get_by_role("button", name="Log in").click()
+    expect(pg.get_by_role("heading", level=1, name="Registries")).to_be_visible()
+    expect(pg.get_by_text("Signed in as admin (system administrator)")).to_be_visible()
+    page.shot("registries")
+
+    # Create a registry.
+    pg.get_by_text("Create a registry", exact=True).first.click()
+    pg.get_by_label("Registry name").fill("console")
+    pg.get_by_label("Description").fill("made in the console")
+    pg.get_by_role("button", name="Create registry").click()
+    expect(pg.get_by_role("heading", level=1, name="Registry console")).to_be_visible()
+    expect(pg.get_by_text("No images yet")).to_be_visible()
+    assert api_get(server, "/registries/console").json()["description"] == "made in the console"
+    page.shot("registry-created")
+
+    # An image pushed by skopeo appears, with its artifact and tags.
+    digest = push(server, tmp_path, "console/app", "v1", "latest")
+    short = digest[:len("sha256:") + 12]
+    pg.reload()
+    app_link = pg.get_by_role("link", name="app", exact=True)
+    expect(app_link).to_be_visible()
+    row = pg.get_by_role("row").filter(has=app_link)
+    expect(row.get_by_role("cell").nth(0)).to_have_text("1")  # artifacts (the name is the row header)
+    expect(row.get_by_role("cell").nth(1)).to_have_text("2")  # tags
+    page.shot("image-listed")
+    pg.get_by_label("Search images").fill("nothing-like-this")
+    pg.get_by_role("button", name="Search", exact=True).click()
+    expect(pg.get_by_text("No image matches.")).to_be_visible()
+    pg.get_by_label("Search images").fill("ap")
+    pg.get_by_role("button", name="Search", exact=True).click()
+    app_link.click()
+
+    expect(pg.get_by_role("heading", level=1, name="Image console/app")).to_be_visible()
+    artifacts = pg.get_by_role("table", name="Artifacts of console/app")
+    artifact_row = artifacts.get_by_role("row").filter(has=pg.get_by_role("link", name=short))
+    expect(artifact_row).to_contain_text("OCI image manifest")
+    expect(artifact_row.get_by_text("v1", exact=True)).to_be_visible()
+    expect(artifact_row.get_by_text("latest", exact=True)).to_be_visible()
+    page.shot("image-artifacts")
+
+    artifacts.get_by_role("link", name=short).click()
+    expect(pg.get_by_role("heading", level=1, name=f"Artifact {short}")).to_be_visible()
+    expect(pg.get_by_text(digest, exact=True)).to_be_visible()
+    page.shot("artifact")
+
+    # Create a tag on the artifact.
+    pg.get_by_label("New tag").fill("release-1.0")
+    pg.get_by_role("button", name="Add tag").click()
+    expect(pg.get_by_role("status")).to_contain_text("Tag release-1.0 now points to")
+    expect(pg.get_by_role("row", name=re.compile("release-1.0"))).to_be_visible()
+    tags = api_get(server, "/registries/console/images/app/tags").json()["tags"]
+    assert sorted(t["name"] for t in tags) == ["latest", "release-1.0", "v1"]
+    page.shot("tag-created")
+
+    # Search it: by substring, then by glob, on the image's page.
+    pg.get_by_role("link", name="app", exact=True).first.click()
+    expect(pg.get_by_role("heading", level=1, name="Image console/app")).to_be_visible()
+    tag_table = pg.get_by_role("table", name="Tags of console/app")
+    pg.get_by_label("Search tags").fill("lease")
+    pg.get_by_label("Match").select_option("q")
+    pg.get_by_role("button", name="Search tags").click()
+    expect(tag_table.get_by_role("rowheader")).to_have_text(["release-1.0"])
+    page.shot("tag-search-substring")
+    pg.get_by_label("Search tags").fill("v*")
+    pg.get_by_label("Match").select_option("glob")
+    pg.get_by_role("button", name="Search tags").click()
+    expect(tag_table.get_by_role("rowheader")).to_have_text(["v1"])
+    pg.get_by_label("Search tags").fill("release-*.?")
+    pg.get_by_role("button", name="Search tags").click()
+    expect(tag_table.get_by_role("rowheader")).to_have_text(["release-1.0"])
+    page.shot("tag-search-glob")
+
+    # Delete it (with a confirmation).
+    tag_table.get_by_role("button", name="Delete tag release-1.0").click()
+    dialog = pg.get_by_role("dialog", name="Delete tag release-1.0?")
+    expect(dialog).to_be_visible()
+    page.shot("tag-delete-confirm")
+    dialog.get_by_role("button", name="Delete tag").click()
+    expect(pg.get_by_role("status")).to_contain_text("Tag release-1.0 deleted")
+    expect(pg.get_by_text("No tag matches.")).to_be_visible()
+    tags = api_get(server, "/registries/console/images/app/tags").json()["tags"]
+    assert sorted(t["name"] for t in tags) == ["latest", "v1"]
+    page.shot("tag-deleted")
+
+    # Delete the artifact: cancel once, then confirm.
+    pg.get_by_role("link", name=short).first.click()
+    pg.get_by_role("button", name="Delete artifact").click()
+    pg.get_by_role("dialog").get_by_role("button", name="Cancel").click()
+    expect(pg.get_by_role("dialog")).to_have_count(0)
+    assert api_get(server, f"/registries/console/images/app/artifacts/{digest}").status_code == 200
+    pg.get_by_role("button", name="Delete artifact").click()
+    dialog = pg.get_by_role("dialog", name=f"Delete artifact {short}?")
+    page.shot("artifact-delete-confirm")
+    dialog.get_by_role("button", name="Delete artifact").click()
+    expect(pg.get_by_role("status")).to_contain_text(f"Artifact {short} deleted")
+    assert api_get(server, f"/registries/console/images/app/artifacts/{digest}").status_code == 404
+    page.shot("artifact-deleted")
+
+    # Create an access key: the secret is shown once.
+    pg.get_by_role("link", name="Access keys").click()
+    expect(pg.get_by_role("heading", level=1, name="Access keys")).to_be_visible()
+    pg.get_by_label("Key description").fill("laptop")
+    pg.get_by_role("button", name="Create access key").click()
+    dialog = pg.get_by_role("dialog", name="Access key created")
+    expect(dialog).to_be_visible()
+    key_id = dialog.get_by_label("Key ID").input_value()
+    secret = dialog.get_by_label("Secret").input_value()
+    assert key_id.startswith("NCR") and len(secret) >= 20
+    dialog.get_by_role("button", name="Copy secret").click()
+    expect(dialog.get_by_text("Copied.")).to_be_visible()
+    assert pg.evaluate("navigator.clipboard.readText()") == secret
+    page.shot("key-secret-once")
+    assert token_status(server, key_id, secret) == 200
+    dialog.get_by_role("button", name="Done").click()
+    expect(pg.get_by_role("dialog")).to_have_count(0)
+    key_row = pg.get_by_role("row").filter(has=pg.get_by_text(key_id, exact=True))
+    expect(key_row).to_contain_text("laptop")
+    expect(key_row).to_contain_text("active")
+    shown = pg.evaluate("secret => document.body.innerText.includes(secret) || "
+                        "[...document.querySelectorAll('input, textarea')].some(i => i.value.includes(secret)) || "
+                        "document.documentElement.outerHTML.includes(secret)", secret)
+    assert shown is False, "the secret is still on the page after its dialog closed"
+    page.shot("key-listed")
+
+    # Revoke it.
+    key_row.get_by_role("button", name=f"Revoke key {key_id}").click()
+    pg.get_by_role("dialog").get_by_role("button", name="Revoke key").click()
+    expect(pg.get_by_role("status")).to_contain_text(f"Access key {key_id} revoked")
+    expect(pg.get_by_text(key_id, exact=True)).to_have_count(0)
+    pg.get_by_label("Show revoked keys").check()
+    expect(pg.get_by_role("row").filter(has=pg.get_by_text(key_id, exact=True))).to_contain_text("revoked")
+    assert token_status(server, key_id, secret) == 401
+    page.shot("key-revoked")
+
+    # The administrator's pages: users, GC, audit log.
+    pg.get_by_role("link", name="Garbage collection").click()
+    pg.get_by_role("button", name="Dry run").click()
+    expect(pg.get_by_role("heading", name="Dry run result")).to_be_visible()
+    page.shot("gc-dry-run")
+    pg.get_by_role("link", name="Audit log").click()
+    pg.get_by_label("Action").fill("key")
+    pg.get_by_role("button", name="Filter").click()
+    audit = pg.get_by_role("table", name="Audit log entries, newest first")
+    expect(audit.get_by_role("cell", name="key.revoke")).to_be_visible()
+    expect(audit.get_by_role("cell", name="key.create")).to_be_visible()
+    page.shot("audit-log")
+
+    # Log out: back to the login form, and the token is gone.
+    pg.get_by_role("button", name="Log out").click()
+    expect(pg.get_by_role("heading", name="Log in to ncr-trio")).to_be_visible()
+    assert pg.evaluate("Object.keys(sessionStorage).length") == 0
+    page.shot("logged-out")
+
+
+def test_viewer_sees_images_but_no_controls(server: Server, page: Steps, tmp_path: Path) -> None:
+    pg = page.page
+    api = server.api()
+    api.create_registry("view")
+    digest = push(server, tmp_path, "view/tools/lint", "v1")
+    short = digest[:len("sha256:") + 12]
+    api.create_user("viewer")
+    api.set_role("viewer", "view", "service-viewer")
+    key = api.create_key(user="viewer", description="browser")
+
+    log_in(pg, server, key["id"], key["secret"])
+    expect(pg.get_by_text(f"Signed in as viewer with key {key['id']}")).to_be_visible()
+    expect(pg.get_by_role("link", name="view", exact=True)).to_be_visible()
+    expect(pg.get_by_role("link", name="a", exact=True)).to_have_count(0)  # no role there
+    nav = pg.get_by_role("navigation", name="Main")
+    expect(nav.get_by_role("link")).to_have_text(["Registries", "Access keys"])
+    expect(pg.get_by_text("Create a registry")).to_have_count(0)
+    page.shot("registries")
+
+    pg.get_by_role("link", name="view", exact=True).click()
+    lint = pg.get_by_role("link", name="tools/lint", exact=True)
+    expect(lint).to_be_visible()
+    expect(pg.get_by_role("button", name=re.compile("Delete"))).to_have_count(0)
+    page.shot("images")
+
+    lint.click()
+    expect(pg.get_by_role("heading", level=1, name="Image view/tools/lint")).to_be_visible()
+    artifact_link = pg.get_by_role("table", name="Artifacts of view/tools/lint").get_by_role("link", name=short)
+    expect(artifact_link).to_be_visible()
+    expect(pg.get_by_role("button", name=re.compile("Delete"))).to_have_count(0)
+    page.shot("artifacts")
+
+    artifact_link.click()
+    expect(pg.get_by_role("heading", level=1, name=f"Artifact {short}")).to_be_visible()
+    expect(pg.get_by_role("rowheader", name="v1", exact=True)).to_be_visible()
+    expect(pg.get_by_label("New tag")).to_have_count(0)
+    expect(pg.get_by_role("button")).to_have_text(["Log out"])  # nothing else to press
+    page.shot("artifact")
+
+    pg.get_by_role("link", name="view", exact=True).first.click()
+    pg.get_by_role("link", name="Settings").click()
+    expect(pg.get_by_role("heading", level=2, name="Settings")).to_be_visible()
+    expect(pg.get_by_role("button", name="Save settings")).to_have_count(0)
+    expect(pg.get_by_role("button", name="Delete registry")).to_have_count(0)
+    pg.get_by_role("link", name="Members").click()
+    expect(pg.get_by_role("row", name=re.compile("viewer"))).to_contain_text("service-viewer")
+    expect(pg.get_by_role("button", name=re.compile("Revoke|Grant"))).to_have_count(0)
+    page.shot("members")
+
+    for admin_page in ("users", "gc", "audit"):
+        pg.goto(f"{server.url}/console/#/{admin_page}")
+        expect(pg.get_by_role("heading", level=1, name="Not found")).to_be_visible()
+    page.shot("no-admin-pages")
+
+    # What the console hides, the API refuses.
+    viewer = (key["id"], key["secret"])
+    assert api_get(server, "/users", viewer).status_code == 403
+    assert httpx.delete(f"{server.url}/api/v1/registries/view/images/tools/lint", auth=viewer).status_code == 403
+
+    pg.get_by_role("link", name="Access keys").click()
+    expect(pg.get_by_role("row").filter(has=pg.get_by_text(key["id"], exact=True))).to_contain_text("(this session)")
+    page.shot("own-keys")
+
+
+def test_admin_pages_users_roles_settings_gc_and_deletions(server: Server, page: Steps, tmp_path: Path) -> None:
+    pg = page.page
+    server.api().create_registry("ops")
+    push(server, tmp_path, "ops/web", "v1", "v2")
+    log_in(pg, server, *server.admin)
+
+    # Users: create one, grant a role from the user's page, then a second one from the registry's members.
+    pg.get_by_role("link", name="Users").click()
+    pg.get_by_text("Create a user", exact=True).first.click()
+    pg.get_by_label("User name").fill("dev")
+    pg.get_by_label("Password").fill("dev-password-0")
+    pg.get_by_role("button", name="Create user").click()
+    expect(pg.get_by_role("heading", level=1, name="User dev")).to_be_visible()
+    pg.get_by_label("Registry", exact=True).select_option("ops")
+    pg.get_by_label("Role", exact=True).select_option("image-uploader")
+    pg.get_by_role("button", name="Grant role").click()
+    expect(pg.get_by_role("table", name="Roles of dev")).to_contain_text("image-uploader")
+    assert server.api().roles("dev") == [{"registry": "ops", "role": "image-uploader"}]
+    page.shot("user-role-granted")
+
+    pg.goto(f"{server.url}/console/#/registries/ops/members")
+    members = pg.get_by_role("table", name="Roles on ops")
+    expect(members.get_by_role("row", name=re.compile("dev"))).to_contain_text("image-uploader")
+    pg.get_by_label("Role", exact=True).select_option("project-member")
+    pg.get_by_label("User", exact=True).select_option("dev")
+    pg.get_by_role("button", name="Grant role").click()
+    expect(members.get_by_role("row", name=re.compile("dev"))).to_contain_text("project-member")
+    members.get_by_role("button", name="Revoke the role of dev").click()
+    pg.get_by_role("dialog").get_by_role("button", name="Revoke role").click()
+    expect(pg.get_by_text("Nobody holds a role on this registry itself.")).to_be_visible()
+    assert server.api().roles("dev") == []
+    page.shot("members")
+
+    # Settings.
+    pg.get_by_role("link", name="Settings").click()
+    pg.get_by_label("Description").fill("operations")
+    pg.get_by_label("Public read").check()
+    pg.get_by_label("Allowed CIDR blocks").fill("127.0.0.0/8, 10.0.0.0/8")
+    pg.get_by_role("button", name="Save settings").click()
+    expect(pg.get_by_role("status")).to_contain_text("Settings saved")
+    settings = api_get(server, "/registries/ops").json()
+    assert (settings["description"], settings["public_read"], settings["allowed_cidrs"]) == (
+        "operations", True, ["127.0.0.0/8", "10.0.0.0/8"])
+    page.shot("settings")
+
+    # Tags across the registry, then delete the image from the images list.
+    pg.get_by_role("link", name="Tags", exact=True).click()
+    tags = pg.get_by_role("table", name="Tags in ops")
+    expect(tags.get_by_role("rowheader")).to_have_count(2)
+    pg.get_by_label("Search tags").fill("{v2,v3}")
+    pg.get_by_label("Match").select_option("glob")
+    pg.get_by_role("button", name="Search tags").click()
+    expect(tags.get_by_role("rowheader")).to_have_text(["v2"])
+    expect(tags.get_by_role("link", name="web", exact=True)).to_be_visible()
+    page.shot("registry-tags")
+    pg.get_by_role("link", name="Images", exact=True).click()
+    pg.get_by_role("button", name="Delete image web").click()
+    pg.keyboard.press("Escape")  # dismissed: nothing happens
+    expect(pg.get_by_role("dialog")).to_have_count(0)
+    expect(pg.get_by_role("link", name="web", exact=True)).to_be_visible()
+    pg.get_by_role("button", name="Delete image web").click()
+    pg.get_by_role("dialog").get_by_role("button", name="Delete image").click()
+    expect(pg.get_by_role("status")).to_contain_text("Image ops/web deleted (1 artifacts)")
+    expect(pg.get_by_text("No images yet")).to_be_visible()
+    page.shot("image-deleted")
+
+    # GC now, then its history.
+    pg.get_by_role("link", name="Garbage collection").click()
+    pg.get_by_role("button", name="Run GC now").click()
+    pg.get_by_role("dialog").get_by_role("button", name="Run GC").click()
+    expect(pg.get_by_role("heading", name="Result", exact=True)).to_be_visible()
+    expect(pg.get_by_role("table", name="Garbage collection runs").get_by_role("row")).to_have_count(2)
+    page.shot("gc-run")
+
+    # Delete the registry (it holds an image again: only with force).
+    push(server, tmp_path, "ops/web", "v3")
+    pg.goto(f"{server.url}/console/#/registries/ops/settings")
+    pg.get_by_role("button", name="Delete registry").click()
+    pg.get_by_role("dialog").get_by_role("button", name="Delete registry").click()
+    expect(pg.get_by_role("alert")).to_contain_text("image")  # 409: it holds images
+    pg.get_by_role("button", name="Delete registry").click()
+    dialog = pg.get_by_role("dialog")
+    dialog.get_by_label("Also delete its 1 images").check()
+    page.shot("registry-delete-confirm")
+    dialog.get_by_role("button", name="Delete registry").click()
+    expect(pg.get_by_role("status")).to_contain_text("Registry ops deleted (1 images)")
+    expect(pg.get_by_role("heading", level=1, name="Registries")).to_be_visible()
+    expect(pg.get_by_role("link", name="ops", exact=True)).to_have_count(0)
+    page.shot("registry-deleted")
