@@ -1,7 +1,13 @@
-"""A small client of the management API, for the CLI (standard library only).
+"""A typed client of the management API (`/api/v1`, docs/api.md), standard library only.
 
-Credentials: a user's name and password, or an access key's ID and secret, sent as Basic auth
-over the connection the URL names (HTTPS with `cacert` to trust a private CA).
+One method per endpoint, answering the API's JSON document as it came (typed below), so callers
+can print exactly what the server said. Credentials: a user's name and password, or an access
+key's ID and secret, sent as Basic auth over the connection the URL names (HTTPS with `cacert` to
+trust a private CA). An error answer raises `APIError` with the code and message of its body;
+an unreachable server raises `OSError` (urllib's `URLError`).
+
+A few older shortcuts answer only the list inside the document (`registries()`, `users()`,
+`keys()`, `roles()`, `audit()`); the `list_*` methods answer the whole document.
 """
 
 from __future__ import annotations
@@ -11,27 +17,235 @@ import json
 import ssl
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, NotRequired, TypedDict, TypeVar, cast
 from urllib.parse import quote, urlencode
+
+from ncr_trio import __version__
+
+PER_PAGE_MAX = 500
 
 
 class APIError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    """An error answer: `code` and `message` from the registry error body, `status` the HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str, detail: Any = None) -> None:
         super().__init__(f"{code}: {message} (HTTP {status})")
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.detail = status, code, message, detail
+
+
+# -- the API's documents (docs/api.md) ------------------------------------------------------------
+
+
+class Page(TypedDict):
+    total: int
+    page: int
+    per_page: int
+
+
+class WhoAmI(TypedDict):
+    user: str
+    system_admin: bool
+    roles: dict[str, str]
+    key_id: str | None
+
+
+class Registry(TypedDict):
+    name: str
+    description: str
+    public_read: bool
+    public_uri: bool
+    allowed_cidrs: list[str]
+    created_at: str | None
+    updated_at: str | None
+
+
+class RegistryDetail(Registry):
+    images: int
+
+
+class RegistryList(TypedDict):
+    registries: list[Registry]
+
+
+class RegistryDeleted(TypedDict):
+    deleted: str
+    images_deleted: int
+
+
+class Member(TypedDict):
+    user: str
+    role: str
+
+
+class MemberList(TypedDict):
+    members: list[Member]
+
+
+class Image(TypedDict):
+    name: str
+    repository: str
+    artifacts: int
+    tags: int
+    size: int
+    pushed_at: str | None
+    pulled_at: str | None
+
+
+class ImagePage(Page):
+    images: list[Image]
+
+
+class ImageDeleted(TypedDict):
+    deleted: str
+    artifacts_deleted: int
+
+
+class Platform(TypedDict):
+    os: str
+    architecture: str
+    variant: NotRequired[str]
+
+
+class Artifact(TypedDict):
+    digest: str
+    media_type: str
+    artifact_type: str | None
+    size: int
+    platforms: list[Platform]
+    tags: list[str]
+    subject: str | None
+    pushed_at: str | None
+    pulled_at: str | None
+    signed: Any
+    scan_status: Any
+
+
+class ArtifactPage(Page):
+    artifacts: list[Artifact]
+
+
+class Tag(TypedDict):
+    name: str
+    repository: str
+    digest: str
+    updated_at: str | None
+
+
+class TagPage(Page):
+    tags: list[Tag]
+
+
+class GcRun(TypedDict):
+    id: int
+    dry_run: bool
+    started_at: str | None
+    finished_at: str | None
+    blobs_removed: int
+    manifests_removed: int
+    uploads_removed: int
+    bytes_freed: int
+
+
+class GcReport(GcRun):
+    blobs: list[str]
+    manifests: list[str]
+    uploads: NotRequired[list[str]]
+
+
+class GcPage(Page):
+    runs: list[GcRun]
+
+
+class User(TypedDict):
+    name: str
+    system_admin: bool
+    created_at: str | None
+
+
+class UserList(TypedDict):
+    users: list[User]
+
+
+class UserCreated(TypedDict):
+    name: str
+
+
+class Key(TypedDict):
+    id: str
+    user: str
+    description: str
+    created_at: str | None
+    last_used_at: str | None
+    revoked_at: str | None
+    rotation_due: bool
+
+
+class NewKey(Key):
+    secret: str
+
+
+class KeyList(TypedDict):
+    keys: list[Key]
+
+
+class Role(TypedDict):
+    registry: str
+    role: str
+
+
+class RoleList(TypedDict):
+    roles: list[Role]
+
+
+class RoleGrant(TypedDict):
+    user: str
+    registry: str
+    role: str
+
+
+class AuditEntry(TypedDict):
+    id: int
+    at: str | None
+    actor: str | None
+    action: str
+    outcome: str
+    registry: str | None
+    repository: str | None
+    target: str | None
+    client: str | None
+    detail: Any
+
+
+class AuditLog(TypedDict):
+    entries: list[AuditEntry]
+
+
+P = TypeVar("P", bound=Page)
+
+
+def _seg(value: str) -> str:
+    """One path segment (a registry, user, key, tag or digest)."""
+    return quote(value, safe=":")
+
+
+def _image(value: str) -> str:
+    """An image name: several segments (`tools/lint`)."""
+    return quote(value, safe="/")
 
 
 @dataclass
 class Client:
     url: str
     username: str
-    password: str
+    password: str = field(repr=False)
     cacert: str | None = None
     timeout: float = 60.0
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None,
-                query: dict[str, Any] | None = None) -> Any:
+                query: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        """One call of `/api/v1` + `path`: the decoded JSON answer (None for an empty one)."""
         url = self.url.rstrip("/") + "/api/v1" + path
         params = {k: v for k, v in (query or {}).items() if v is not None}
         if params:
@@ -40,66 +254,181 @@ class Client:
         req = urllib.request.Request(url, data=data, method=method)
         token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
         req.add_header("Authorization", f"Basic {token}")
+        req.add_header("Accept", "application/json")
+        req.add_header("User-Agent", f"ncr-trio-cli/{__version__}")
         if data is not None:
             req.add_header("Content-Type", "application/json")
         context = ssl.create_default_context(cafile=self.cacert) if self.cacert else None
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout, context=context) as resp:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout, context=context) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as e:
             raw = e.read()
             try:
                 err = json.loads(raw)["errors"][0]
-                raise APIError(e.code, err.get("code", "ERROR"), err.get("message", "")) from None
-            except (ValueError, KeyError, IndexError, TypeError):
-                raise APIError(e.code, "HTTP_ERROR", raw[:200].decode("utf-8", "replace")) from None
-        return json.loads(raw) if raw.strip() else None
+                code, message, detail = str(err.get("code", "ERROR")), str(err.get("message", "")), err.get("detail")
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+                code, message, detail = "HTTP_ERROR", raw[:200].decode("utf-8", "replace").strip() or e.reason, None
+            raise APIError(e.code, code, message, detail) from None
+        if not raw.strip():
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise APIError(200, "BAD_RESPONSE", f"{url} did not answer JSON: {raw[:80]!r}") from None
 
-    # -- verbs --------------------------------------------------------------------------------
-    def registries(self) -> Any:
-        return self.request("GET", "/registries")["registries"]
+    def pages(self, fetch: Callable[..., P], key: str, *args: Any, per_page: int = PER_PAGE_MAX,
+              **kwargs: Any) -> Iterator[P]:
+        """Every page of a paginated listing, first to last: `fetch(*args, page=, per_page=, **kwargs)`,
+        `key` naming the list in each page (`images`, `tags`...)."""
+        page, fetched = 1, 0
+        while True:
+            answer = fetch(*args, page=page, per_page=per_page, **kwargs)
+            yield answer
+            got = len(cast(dict[str, Any], answer).get(key) or [])
+            fetched += got
+            if not got or fetched >= answer["total"]:
+                return
+            page += 1
 
-    def create_registry(self, name: str, **settings: Any) -> Any:
-        return self.request("POST", "/registries", {"name": name, **settings})
+    # -- who am I -----------------------------------------------------------------------------
+    def whoami(self) -> WhoAmI:
+        return cast(WhoAmI, self.request("GET", "/whoami"))
 
-    def registry(self, name: str) -> Any:
-        return self.request("GET", f"/registries/{quote(name, safe='')}")
+    # -- registries ---------------------------------------------------------------------------
+    def list_registries(self) -> RegistryList:
+        return cast(RegistryList, self.request("GET", "/registries"))
 
-    def update_registry(self, name: str, **settings: Any) -> Any:
-        return self.request("PATCH", f"/registries/{quote(name, safe='')}", settings)
+    def create_registry(self, name: str, **settings: Any) -> Registry:
+        """`settings`: description, public_read, public_uri, allowed_cidrs."""
+        return cast(Registry, self.request("POST", "/registries", {"name": name, **settings}))
 
-    def delete_registry(self, name: str, force: bool = False) -> Any:
-        return self.request("DELETE", f"/registries/{quote(name, safe='')}", query={"force": "true" if force else None})
+    def registry(self, name: str) -> RegistryDetail:
+        return cast(RegistryDetail, self.request("GET", f"/registries/{_seg(name)}"))
 
-    def users(self) -> Any:
-        return self.request("GET", "/users")["users"]
+    def update_registry(self, name: str, **settings: Any) -> Registry:
+        return cast(Registry, self.request("PATCH", f"/registries/{_seg(name)}", settings))
 
-    def create_user(self, name: str, password: str | None = None, system_admin: bool = False) -> Any:
-        return self.request("POST", "/users", {"name": name, "password": password, "system_admin": system_admin})
+    def delete_registry(self, name: str, force: bool = False) -> RegistryDeleted:
+        return cast(RegistryDeleted, self.request("DELETE", f"/registries/{_seg(name)}",
+                                                  query={"force": "true" if force else None}))
 
-    def delete_user(self, name: str) -> Any:
-        return self.request("DELETE", f"/users/{quote(name, safe='')}")
+    def members(self, registry: str) -> MemberList:
+        return cast(MemberList, self.request("GET", f"/registries/{_seg(registry)}/members"))
 
-    def keys(self, user: str = "me") -> Any:
-        return self.request("GET", f"/users/{quote(user, safe='')}/keys")["keys"]
+    # -- images, artifacts, tags --------------------------------------------------------------
+    def images(self, registry: str, q: str | None = None, page: int | None = None,
+               per_page: int | None = None) -> ImagePage:
+        return cast(ImagePage, self.request("GET", f"/registries/{_seg(registry)}/images",
+                                            query={"q": q, "page": page, "per_page": per_page}))
 
-    def create_key(self, user: str = "me", description: str = "") -> Any:
-        return self.request("POST", f"/users/{quote(user, safe='')}/keys", {"description": description})
+    def image(self, registry: str, image: str) -> Image:
+        return cast(Image, self.request("GET", f"/registries/{_seg(registry)}/images/{_image(image)}"))
 
-    def revoke_key(self, key_id: str, user: str = "me") -> Any:
-        return self.request("DELETE", f"/users/{quote(user, safe='')}/keys/{quote(key_id, safe='')}")
+    def delete_image(self, registry: str, image: str, timeout: float | None = 600.0) -> ImageDeleted:
+        return cast(ImageDeleted, self.request("DELETE", f"/registries/{_seg(registry)}/images/{_image(image)}",
+                                               timeout=timeout))
 
-    def roles(self, user: str = "me") -> Any:
-        return self.request("GET", f"/users/{quote(user, safe='')}/roles")["roles"]
+    def artifacts(self, registry: str, image: str, page: int | None = None,
+                  per_page: int | None = None) -> ArtifactPage:
+        return cast(ArtifactPage, self.request(
+            "GET", f"/registries/{_seg(registry)}/images/{_image(image)}/artifacts",
+            query={"page": page, "per_page": per_page}))
 
-    def set_role(self, user: str, registry: str, role: str) -> Any:
-        return self.request("PUT", f"/users/{quote(user, safe='')}/roles/{quote(registry, safe='')}", {"role": role})
+    def artifact(self, registry: str, image: str, digest: str) -> Artifact:
+        return cast(Artifact, self.request(
+            "GET", f"/registries/{_seg(registry)}/images/{_image(image)}/artifacts/{_seg(digest)}"))
 
-    def drop_role(self, user: str, registry: str) -> Any:
-        return self.request("DELETE", f"/users/{quote(user, safe='')}/roles/{quote(registry, safe='')}")
+    def delete_artifact(self, registry: str, image: str, digest: str) -> None:
+        self.request("DELETE", f"/registries/{_seg(registry)}/images/{_image(image)}/artifacts/{_seg(digest)}")
 
-    def audit(self, **filters: Any) -> Any:
-        return self.request("GET", "/audit", query=filters)["entries"]
+    def tags(self, registry: str, image: str, q: str | None = None, glob: str | None = None,
+             page: int | None = None, per_page: int | None = None) -> TagPage:
+        return cast(TagPage, self.request(
+            "GET", f"/registries/{_seg(registry)}/images/{_image(image)}/tags",
+            query={"q": q, "glob": glob, "page": page, "per_page": per_page}))
+
+    def create_tag(self, registry: str, image: str, digest: str, tag: str) -> Tag:
+        return cast(Tag, self.request(
+            "POST", f"/registries/{_seg(registry)}/images/{_image(image)}/artifacts/{_seg(digest)}/tags",
+            {"name": tag}))
+
+    def delete_tag(self, registry: str, image: str, tag: str) -> None:
+        self.request("DELETE", f"/registries/{_seg(registry)}/images/{_image(image)}/tags/{_seg(tag)}")
+
+    def registry_tags(self, registry: str, q: str | None = None, glob: str | None = None,
+                      page: int | None = None, per_page: int | None = None) -> TagPage:
+        """Tags of every image of a registry."""
+        return cast(TagPage, self.request("GET", f"/registries/{_seg(registry)}/tags",
+                                          query={"q": q, "glob": glob, "page": page, "per_page": per_page}))
+
+    # -- garbage collection (system administrators) ------------------------------------------
+    def run_gc(self, dry_run: bool = False, delete_untagged: bool = False,
+               timeout: float | None = 3600.0) -> GcReport:
+        return cast(GcReport, self.request("POST", "/gc", {"dry_run": dry_run, "delete_untagged": delete_untagged},
+                                           timeout=timeout))
+
+    def gc_runs(self, page: int | None = None, per_page: int | None = None) -> GcPage:
+        return cast(GcPage, self.request("GET", "/gc", query={"page": page, "per_page": per_page}))
+
+    # -- users, keys, roles, audit ------------------------------------------------------------
+    def list_users(self) -> UserList:
+        return cast(UserList, self.request("GET", "/users"))
+
+    def create_user(self, name: str, password: str | None = None, system_admin: bool = False) -> UserCreated:
+        return cast(UserCreated, self.request("POST", "/users",
+                                              {"name": name, "password": password, "system_admin": system_admin}))
+
+    def delete_user(self, name: str) -> None:
+        self.request("DELETE", f"/users/{_seg(name)}")
+
+    def list_keys(self, user: str = "me", revoked: bool = False) -> KeyList:
+        return cast(KeyList, self.request("GET", f"/users/{_seg(user)}/keys",
+                                          query={"revoked": "true" if revoked else None}))
+
+    def create_key(self, user: str = "me", description: str = "") -> NewKey:
+        """A new access key with its secret (the only answer that ever carries it)."""
+        return cast(NewKey, self.request("POST", f"/users/{_seg(user)}/keys", {"description": description}))
+
+    def revoke_key(self, key_id: str, user: str = "me") -> None:
+        self.request("DELETE", f"/users/{_seg(user)}/keys/{_seg(key_id)}")
+
+    def list_roles(self, user: str = "me") -> RoleList:
+        return cast(RoleList, self.request("GET", f"/users/{_seg(user)}/roles"))
+
+    def set_role(self, user: str, registry: str, role: str) -> RoleGrant:
+        """`registry` may be `*` (every registry)."""
+        return cast(RoleGrant, self.request("PUT", f"/users/{_seg(user)}/roles/{quote(registry, safe='*')}",
+                                            {"role": role}))
+
+    def drop_role(self, user: str, registry: str) -> None:
+        self.request("DELETE", f"/users/{_seg(user)}/roles/{quote(registry, safe='*')}")
+
+    def audit_log(self, actor: str | None = None, action: str | None = None, registry: str | None = None,
+                  before: int | None = None, limit: int | None = None) -> AuditLog:
+        return cast(AuditLog, self.request("GET", "/audit", query={
+            "actor": actor, "action": action, "registry": registry, "before": before, "limit": limit}))
+
+    # -- shortcuts answering only the list ----------------------------------------------------
+    def registries(self) -> list[Registry]:
+        return self.list_registries()["registries"]
+
+    def users(self) -> list[User]:
+        return self.list_users()["users"]
+
+    def keys(self, user: str = "me") -> list[Key]:
+        return self.list_keys(user)["keys"]
+
+    def roles(self, user: str = "me") -> list[Role]:
+        return self.list_roles(user)["roles"]
+
+    def audit(self, **filters: Any) -> list[AuditEntry]:
+        return self.audit_log(**filters)["entries"]
 
 
-__all__ = ["APIError", "Client"]
+__all__ = [
+    "APIError", "Artifact", "ArtifactPage", "AuditEntry", "AuditLog", "Client", "GcPage", "GcReport", "GcRun",
+    "Image", "ImageDeleted", "ImagePage", "Key", "KeyList", "Member", "MemberList", "NewKey", "PER_PAGE_MAX", "Page",
+    "Platform", "Registry", "RegistryDeleted", "RegistryDetail", "RegistryList", "Role", "RoleGrant", "RoleList",
+    "Tag", "TagPage", "User", "UserCreated", "UserList", "WhoAmI",
+]

@@ -680,7 +680,7 @@ def _cli(srv: Server, *args: str, password: str | None = None, user: str = "admi
 
 
 def test_cli_registries_users_keys_roles_and_audit(srv: Server) -> None:
-    r = _cli(srv, "registry", "create", "cli-made", "--public-uri", "off", "--allow-cidr", "127.0.0.0/8")
+    r = _cli(srv, "registry", "create", "cli-made", "--public-uri", "off", "--allow-cidr", "127.0.0.0/8", "-o", "json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["public_uri"] is False
     r = _cli(srv, "registry", "list")
@@ -691,19 +691,19 @@ def test_cli_registries_users_keys_roles_and_audit(srv: Server) -> None:
     assert _cli(srv, "user", "create", "cli-user").returncode == 0
     assert _cli(srv, "role", "grant", "cli-user", "image-uploader", "--registry", "cli-made").returncode == 0
     r = _cli(srv, "role", "list", "cli-user", "-o", "json")
-    assert json.loads(r.stdout) == [{"registry": "cli-made", "role": "image-uploader"}]
+    assert json.loads(r.stdout) == {"roles": [{"registry": "cli-made", "role": "image-uploader"}]}
     r = _cli(srv, "key", "create", "--user", "cli-user", "--description", "from the cli")
     assert r.returncode == 0 and "shown only this once" in r.stdout
     key_id = r.stdout.split("access key ID:")[1].split()[0]
     secret = r.stdout.split("secret:")[1].split()[0]
     r = _cli(srv, "key", "list", user=key_id, password=secret)  # the new key lists its own user's keys
     assert r.returncode == 0 and key_id in r.stdout and secret not in r.stdout
-    r = _cli(srv, "registry", "delete", "cli-made", user=key_id, password=secret)
+    r = _cli(srv, "registry", "delete", "cli-made", "--yes", user=key_id, password=secret)
     assert r.returncode == 1 and "DENIED" in r.stderr  # an image uploader may not
-    assert _cli(srv, "key", "revoke", key_id, "--user", "cli-user").returncode == 0
+    assert _cli(srv, "key", "revoke", key_id, "--user", "cli-user", "--yes").returncode == 0
     assert _cli(srv, "registry", "show", "cli-made", user=key_id, password=secret).returncode == 1
     r = _cli(srv, "audit", "--action", "key", "-o", "json")
-    assert {e["action"] for e in json.loads(r.stdout)} == {"key.create", "key.revoke"}
-    assert _cli(srv, "registry", "delete", "cli-made").returncode == 0
+    assert {e["action"] for e in json.loads(r.stdout)["entries"]} == {"key.create", "key.revoke"}
+    assert _cli(srv, "registry", "delete", "cli-made", "--yes").returncode == 0
     r = _cli(srv, "registry", "list", password="wrong")
     assert r.returncode == 1 and "UNAUTHORIZED" in r.stderr

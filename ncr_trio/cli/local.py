@@ -1,0 +1,100 @@
+"""Commands that work on this machine's data directory: `serve`, and `gc` without a verb."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ncr_trio.config import load
+
+GC_HELP = """\
+Garbage collection, two ways:
+
+  ncr-trio gc run [--dry-run] [--delete-untagged]   through a running server's API (system administrators;
+                                                    uses your login, like every API command)
+  ncr-trio gc history                               the server's past GC runs
+  ncr-trio gc [--data DIR] [--config FILE] [--dry-run] [--delete-untagged] [--grace S] [--json]
+                                                    directly on a data directory of this machine (default
+                                                    ./data), next to a live server or with none running
+
+`gc` with no verb is the local one; it needs access to the data directory and its database, not a login.
+"""
+
+
+def _data_options(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--data", type=Path, help="data directory (default ./data)")
+    sp.add_argument("--config", type=Path, help="the server's TOML configuration file")
+
+
+def add_serve(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="run the registry server", description="Run the registry server.")
+    _data_options(serve)
+    serve.add_argument("--listen", action="append", help="HOST:PORT to listen on (repeatable; default 127.0.0.1:5000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument("--private-listen", action="append",
+                       help="HOST:PORT of a private listener (a registry's private URI; repeatable)")
+    serve.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    serve.set_defaults(handler=run_serve)
+
+
+def add_local_gc_options(gc: argparse.ArgumentParser) -> None:
+    """The options of `ncr-trio gc` without a verb (on the `gc` parser itself)."""
+    _data_options(gc)
+    gc.add_argument("--dry-run", dest="local_dry_run", action="store_true",
+                    help="local: report what would be removed, remove nothing")
+    gc.add_argument("--delete-untagged", dest="local_delete_untagged", action="store_true",
+                    help="local: also delete manifests no tag, index or subject keeps")
+    gc.add_argument("--grace", type=int, help="local: seconds; leave anything younger alone (default from config)")
+    gc.add_argument("--json", action="store_true", help="local: print the report as JSON (also: -o json)")
+
+
+def local_gc_given(args: argparse.Namespace) -> list[str]:
+    """The local-only options given on the command line (a mistake with `gc run|history`)."""
+    given = [("--data", args.data is not None), ("--config", args.config is not None),
+             ("--dry-run", args.local_dry_run), ("--delete-untagged", args.local_delete_untagged),
+             ("--grace", args.grace is not None), ("--json", args.json)]
+    return [name for name, on in given if on]
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from ncr_trio.serve import serve
+
+    config = load(args.config, data_dir=args.data, listen=tuple(args.listen) if args.listen else None,
+                  private_listen=tuple(args.private_listen) if args.private_listen else None,
+                  tls_cert=args.tls_cert, tls_key=args.tls_key, workers=args.workers)
+    return serve(config)
+
+
+def run_local_gc(args: argparse.Namespace) -> int:
+    import trio
+
+    from ncr_trio.registry import RegistryService
+
+    overrides: dict[str, Any] = {"data_dir": args.data, "gc_grace_seconds": args.grace}
+    if args.local_delete_untagged:
+        overrides["gc_delete_untagged"] = True
+    config = load(args.config, **overrides)
+
+    async def run() -> int:
+        service = RegistryService.open(config)
+        try:
+            report = await service.gc.run(dry_run=args.local_dry_run)
+        finally:
+            service.close()
+        if args.json or getattr(args, "output", None) == "json":
+            print(json.dumps(report.__dict__, indent=2))
+        else:
+            print(report.summary())
+            for digest in report.blobs:
+                print(f"  blob {digest}")
+            for ref in report.manifests:
+                print(f"  manifest {ref}")
+        return 0
+
+    return trio.run(run)
+
+
+__all__ = ["GC_HELP", "add_local_gc_options", "add_serve", "local_gc_given", "run_local_gc", "run_serve"]
