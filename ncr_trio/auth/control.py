@@ -170,10 +170,12 @@ class AccessControl:
                       f"{Path(path).resolve()} (shown once): {password}", flush=True)
 
     # -- logins -------------------------------------------------------------------------------
-    async def login(self, username: str, secret: str, client: str | None) -> Principal:
+    async def login(self, username: str, secret: str, client: str | None, *, audit_cached: bool = True) -> Principal:
         """Check an account (a user's name and password, or an access key's ID and secret).
 
-        Raises AuthFailed or LockedOut; every outcome goes to the audit log."""
+        Raises AuthFailed or LockedOut; every outcome goes to the audit log (with `audit_cached`
+        False, a success answered from the credential cache does not: the management API checks
+        Basic credentials on every call)."""
         keys = [f"client:{client}", f"account:{username}"]
         try:
             delay = self.throttle.delay(keys)
@@ -186,6 +188,7 @@ class AccessControl:
         principal: Principal | None = None
         if found and cached is not None and (cached.key_id is None or cached.key_id not in self._revoked):
             principal = await self.principal(cached.user, cached.key_id)
+        from_cache = principal is not None
         if principal is None:
             if delay:
                 await trio.sleep(delay)
@@ -198,7 +201,8 @@ class AccessControl:
         self._credentials.put(fingerprint, principal)
         if principal.key_id is not None:
             self._key_use[principal.key_id] = self._clock()
-        self.record("login", "ok", actor=principal.user, client=client, target=principal.key_id)
+        if audit_cached or not from_cache:
+            self.record("login", "ok", actor=principal.user, client=client, target=principal.key_id)
         return principal
 
     async def _check_secret(self, username: str, secret: str) -> Principal | None:

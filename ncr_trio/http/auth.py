@@ -168,7 +168,7 @@ class Gate:
         else:
             creds = basic_credentials(request)
             if creds is not None:
-                principal = await self._login(request, *creds)
+                principal = await self._login(request, *creds, audit_cached=False)
         if principal is None:
             raise RegistryError("UNAUTHORIZED", "log in with Basic credentials (user or access key) or a bearer token",
                                 headers={"WWW-Authenticate": 'Basic realm="ncr-trio"'})
@@ -183,9 +183,9 @@ class Gate:
             raise RegistryError("DENIED", f"your role does not allow this ({needed} on registry {registry})")
         return principal
 
-    async def _login(self, request: Request, username: str, password: str) -> Principal:
+    async def _login(self, request: Request, username: str, password: str, audit_cached: bool = True) -> Principal:
         try:
-            return await self.access.login(username, password, request.client)
+            return await self.access.login(username, password, request.client, audit_cached=audit_cached)
         except LockedOut as e:
             retry = str(int(e.retry_after) + 1)
             raise RegistryError("TOOMANYREQUESTS", str(e), headers={"Retry-After": retry}) from None
