@@ -6,6 +6,7 @@ Examples:
   python -m benchmarks --quick --servers 2.8.2,2.8.2     # self-check: the same server twice, ratios ~1
   python -m benchmarks --servers 2.8.2,3.1.1 --figures manifest-get,blob-head
   python -m benchmarks --ncr-workers 1                   # ncr-trio with one worker process
+  python -m benchmarks --distribution-auth none          # Distribution without auth, as shipped
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from benchmarks.blobs import MiB, make_blob, make_pool, small_image
 from benchmarks.loads import build_loadgen, go_version
 from benchmarks.report import RESULTS, cpu_table, hasher_table, noise_note, results_json, table, write_json
 from benchmarks.runner import Entrant, Outcome, run_rounds
-from benchmarks.servers import DISTRIBUTION_BINARIES, NCR_TRIO, ServerKind, parse_kind
+from benchmarks.servers import DISTRIBUTION_AUTH, DISTRIBUTION_BINARIES, NCR_TRIO, ServerKind, parse_kind
 
 HASHER = "hasher"  # not a server figure: benchmarks.bench_hasher.run() once per run
 POOL_STEP = MiB  # the pool's windows start 1 MiB apart
@@ -52,10 +53,14 @@ METHOD = [
     "Request rates: wrk, closed loop, keep-alive. Blob HEAD targets a 0-byte blob because wrk cannot read "
     "HEAD responses announcing a body (wg/wrk#198); the harness checks it is unknown in other repositories.",
     "Distribution runs with its shipped settings (in-memory blob descriptor cache) and its access log off.",
-    "Auth as shipped: ncr-trio is secure by default, so after each start (untimed) the harness creates the registry "
-    "`bench` and fetches one bearer token per repository (Docker token auth, Basic as admin, scope pull,push), and "
-    "every timed request to ncr-trio carries its repository's token, reused as docker does; Distribution has no "
-    "auth configured and gets anonymous requests.",
+    "Auth: ncr-trio is secure by default, so after each start (untimed) the harness creates the registry `bench` "
+    "and fetches one bearer token per repository (Docker token auth, Basic as admin, scope pull,push), and every "
+    "timed request carries its repository's token, reused as docker does. Distribution (--distribution-auth token, "
+    "the default) runs with token auth trusting the signing key of a small ncr-trio started each round only as its "
+    "token issuer (a self-signed certificate of the key as rootcertbundle; 3.x also the issuer's JWKS): its tokens "
+    "are fetched the same way before timing and sent on every request, so both servers require the same kind of ES256 "
+    "token on every request (ncr-trio checks a token it has verified before in its cache, Distribution verifies the "
+    "signature every time, each as it ships). With --distribution-auth none, Distribution gets anonymous requests.",
     "The page cache is flushed (sync) before every measurement; nothing is dropped from it.",
 ]
 
@@ -72,6 +77,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, help="rounds (default 3; --quick: 1)")
     p.add_argument("--quick", action="store_true",
                    help="smoke mode: 64 MiB blobs, 200 small blobs, 200 pulling clients, 2 s wrk runs, 1 round")
+    p.add_argument("--distribution-auth", choices=DISTRIBUTION_AUTH, default="token",
+                   help="Distribution's auth: token (default: bearer tokens of an ncr-trio token issuer, checked on "
+                   "every request, as ncr-trio does) or none (Distribution as shipped, anonymous requests)")
     p.add_argument("--ncr-workers", type=int, default=os.cpu_count() or 1,
                    help="ncr-trio worker processes (default: one per core, %(default)s here; 1 for a single process)")
     p.add_argument("--size-mib", type=int, help="blob size in MiB (default 1024; --quick: 64)")
@@ -104,13 +112,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def entrants(a: argparse.Namespace, say: Any) -> list[Entrant]:
     if a.servers:
-        kinds = [parse_kind(n) for n in a.servers.split(",") if n.strip()]
+        kinds = [parse_kind(n, a.distribution_auth) for n in a.servers.split(",") if n.strip()]
     else:
         versions = [v.strip() for v in a.against.split(",") if v.strip()]
         auto = versions == ["auto"]
         kinds = [ServerKind(NCR_TRIO, a.ncr_workers)]
         for v in (list(DISTRIBUTION_BINARIES) if auto else versions):
-            kind = parse_kind(v)
+            kind = parse_kind(v, a.distribution_auth)
             if auto and kind.missing():
                 say(f"note: {kind.name} left out: {kind.missing()}")
                 continue
@@ -252,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                      "wrk_connections": settings.connections, "streams": settings.streams,
                      "small_blobs": settings.small_count, "small_blob_bytes": settings.small_size,
                      "pull_clients": settings.pull_clients, "layer_bytes": settings.layer_size,
-                     "ncr_workers": a.ncr_workers, "quick": a.quick, "figures": names},
+                     "ncr_workers": a.ncr_workers, "distribution_auth": a.distribution_auth, "quick": a.quick,
+                     "figures": names},
         "tools": {"curl": _first_line(["curl", "--version"]), "wrk": _first_line(["wrk", "-v"]), "go": go_version()},
         "servers": [{"label": e.label, "kind": e.kind.name, "version": e.kind.version()} for e in who],
         "method": METHOD,

@@ -1,4 +1,4 @@
-"""How the load clients authenticate: Docker token auth against ncr-trio, nothing against Distribution.
+"""How the load clients authenticate: Docker token auth, with tokens of ncr-trio (or none, for Distribution as shipped).
 
 ncr-trio is secure by default: every /v2 request needs a bearer token, and pushes go only into registries
 (namespaces: a repository name's first path component) that exist. So, right after each ncr-trio start and
@@ -7,7 +7,9 @@ HTTP Basic as the admin) and fetches one token per repository from the token end
 and skopeo do (`GET /auth/token?service=...&scope=repository:<name>:pull,push` with Basic auth). Every
 request then carries `Authorization: Bearer <token>`, the same token for the whole run of that server (valid
 12 h; real clients reuse theirs too), so the timed requests pay for the server's check of a token, never for
-fetching one. Distribution runs without auth (its shipped configuration has none): `ANONYMOUS` adds no header.
+fetching one. Distribution with token auth (the default) gets the same kind of tokens, from the ncr-trio that serves
+as its token issuer (benchmarks/servers.py); with `--distribution-auth none` (its shipped configuration) it gets
+`ANONYMOUS` requests, without a header.
 """
 
 from __future__ import annotations

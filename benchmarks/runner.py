@@ -5,7 +5,9 @@ that machine noise within a round hits all servers alike; rounds repeat the whol
 Figures marked `fresh` (the 8 GiB ones) run on a server restarted on empty storage, and restart it empty again
 afterwards, so that at most one server holds their data at a time. Servers are always stopped and their storage
 removed, also on Ctrl-C. Right after every start (and restart), untimed, the runner gets the credentials the
-clients will send (ncr-trio: a bearer token per repository the figures use; Distribution: none)."""
+clients will send: a bearer token per repository the figures use, from ncr-trio itself, or for Distribution (token
+auth, the default) from the round's token issuer, a small ncr-trio of its own whose signing key Distribution trusts;
+with `--distribution-auth none`, Distribution gets anonymous requests."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.figures import Data, Figure, ServerRound, repositories
-from benchmarks.servers import Running, ServerKind, remove_tree, tree_cpu_seconds
+from benchmarks.servers import Running, RunningNcrTrio, ServerKind, remove_tree, start_token_issuer, tree_cpu_seconds
 
 
 @dataclass(frozen=True)
@@ -74,11 +76,15 @@ def run_rounds(
         running: dict[str, Running] = {}
         state: dict[str, ServerRound] = {}
         round_dir = workdir / f"round-{rnd}"
+        issuer: RunningNcrTrio | None = None  # Distribution's token issuer this round (a new signing key each round)
 
         def start(e: Entrant) -> None:
+            nonlocal issuer
             root = round_dir / e.label.replace("#", "-")
             remove_tree(root)
-            server = e.kind.start(root)
+            if e.kind.needs_issuer and issuer is None:
+                issuer = start_token_issuer(round_dir / "token-issuer")
+            server = e.kind.start(root, issuer)
             running[e.label] = server
             state[e.label] = ServerRound(server.url, server.pid, server.access(repos))
 
@@ -118,6 +124,8 @@ def run_rounds(
         finally:
             for label, server in running.items():
                 server.stop()
+            if issuer is not None:
+                issuer.stop()
             remove_tree(round_dir)
     return out
 

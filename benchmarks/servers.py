@@ -1,4 +1,10 @@
-"""The servers under test: ncr-trio and CNCF Distribution, each started on 127.0.0.1 with fresh storage."""
+"""The servers under test: ncr-trio and CNCF Distribution, each started on 127.0.0.1 with fresh storage.
+
+Distribution runs with token auth by default (`--distribution-auth token`): its `auth: token:` trusts the signing
+key of a small ncr-trio started only as its token issuer (`start_token_issuer`, one per round), exactly as
+tests/test_token_interop.py configures it (`tests.support.server.distribution_token_auth`), and its clients send
+that issuer's tokens. `--distribution-auth none` gives Distribution's shipped, auth-less configuration.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +20,15 @@ from typing import Protocol
 
 from benchmarks.auth import ADMIN_USER, ANONYMOUS, Access, login, new_password
 from benchmarks.memory import descendants, proc_stats
-from tests.support.server import free_port, tool, wait_ready
+from tests.support.server import distribution_token_auth, free_port, token_auth_yaml, tool, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 NCR_TRIO = "ncr-trio"
 DISTRIBUTION_PREFIX = "distribution-"
 # Distribution version -> executable name (looked up in $NCR_TOOLS/bin, then PATH).
 DISTRIBUTION_BINARIES = {"2.8.2": "docker-registry", "3.1.1": "registry-v3"}
+# How Distribution authenticates requests: bearer tokens of an ncr-trio token issuer (the default), or not at all.
+DISTRIBUTION_AUTH = ("token", "none")
 
 
 class Running(Protocol):
@@ -86,6 +94,7 @@ class RunningNcrTrio:
     port: int
     log_path: Path
     password: str
+    data: Path  # its data directory (keys/token-signing-key.pem)
 
     @property
     def url(self) -> str:
@@ -113,6 +122,7 @@ class RunningDistribution:
     proc: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    issuer: RunningNcrTrio | None = None  # the ncr-trio whose tokens it accepts; None: no auth configured
 
     @property
     def url(self) -> str:
@@ -132,13 +142,16 @@ class RunningDistribution:
         return _tail(self.log_path, lines)
 
     def access(self, repos: Iterable[str]) -> Access:
-        return ANONYMOUS  # no auth configured, as shipped
+        if self.issuer is None:
+            return ANONYMOUS  # no auth configured, as shipped
+        # The issuer's tokens, fetched as for ncr-trio (its registries created first): Distribution checks them.
+        return login(self.issuer.url, ADMIN_USER, self.issuer.password, repos)
 
 
-def distribution_config(root: Path, port: int) -> str:
+def distribution_config(root: Path, port: int, auth_token: dict[str, str] | None = None) -> str:
     """Distribution's config as shipped (upstream example and Debian's: in-memory blob descriptor cache,
     delete enabled), with the access log off and errors only, so the baseline does not pay for per-request
-    log lines that ncr-trio does not write either."""
+    log lines that ncr-trio does not write either; with `auth_token`, its `auth: token:` section."""
     return (
         "version: 0.1\n"
         "log:\n  level: error\n  accesslog:\n    disabled: true\n"
@@ -147,6 +160,7 @@ def distribution_config(root: Path, port: int) -> str:
         f"  filesystem:\n    rootdirectory: {root / 'data'}\n"
         "  delete:\n    enabled: true\n"
         f"http:\n  addr: 127.0.0.1:{port}\n"
+        + (token_auth_yaml(auth_token) if auth_token is not None else "")
     )
 
 
@@ -156,10 +170,16 @@ class ServerKind:
 
     name: str
     workers: int = 1  # ncr-trio's worker processes (`ncr-trio serve --workers N`)
+    auth: str = "token"  # Distribution only: "token" (an ncr-trio token issuer's tokens) or "none"
 
     @property
     def distribution_version(self) -> str | None:
         return self.name.removeprefix(DISTRIBUTION_PREFIX) if self.name.startswith(DISTRIBUTION_PREFIX) else None
+
+    @property
+    def needs_issuer(self) -> bool:
+        """Whether `start` needs a running ncr-trio token issuer (Distribution with token auth)."""
+        return self.distribution_version is not None and self.auth == "token"
 
     def executable(self) -> str:
         version = self.distribution_version
@@ -183,10 +203,12 @@ class ServerKind:
                                  capture_output=True, text=True, timeout=30)
             return f"ncr-trio {out.stdout.strip() or '?'} ({_git_describe()}), {self.workers} worker(s)"
         out = subprocess.run([self.executable(), "--version"], capture_output=True, text=True, timeout=30)
-        return (out.stdout or out.stderr).strip()
+        auth = "token auth (ES256 tokens of an ncr-trio issuer)" if self.auth == "token" else "no auth"
+        return f"{(out.stdout or out.stderr).strip()}, {auth}"
 
-    def start(self, root: Path) -> Running:
-        """Start on a free port with fresh storage under `root` (which must not exist yet)."""
+    def start(self, root: Path, issuer: RunningNcrTrio | None = None) -> Running:
+        """Start on a free port with fresh storage under `root` (which must not exist yet). Distribution with token
+        auth trusts `issuer`'s signing key and names its token endpoint as realm."""
         root.mkdir(parents=True)
         port = free_port()
         log_path = root / ("server.log" if self.distribution_version is None else "registry.log")
@@ -197,18 +219,25 @@ class ServerKind:
             with open(log_path, "ab") as log:
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
                                         env={**os.environ, "NCR_ADMIN_PASSWORD": password})
-            ncr = RunningNcrTrio(proc, port, log_path, password)
+            ncr = RunningNcrTrio(proc, port, log_path, password, root / "data")
             try:
                 wait_ready(ncr.url, proc)  # GET /v2/ answers 401 (a challenge) once it serves
             except BaseException:
                 ncr.stop()
                 raise
             return ncr
+        auth_token = None
+        if self.needs_issuer:
+            if issuer is None:
+                raise RuntimeError(f"{self.name} with token auth needs a running ncr-trio token issuer")
+            # 2.x finds the key in the certificate bundle by the token's libtrust `kid`; 3.x also needs jwks.
+            auth_token = distribution_token_auth(issuer.url, issuer.data, root / "auth",
+                                                 jwks=not self.distribution_version.startswith("2."))
         cfg = root / "config.yml"
-        cfg.write_text(distribution_config(root, port))
+        cfg.write_text(distribution_config(root, port, auth_token))
         with open(log_path, "ab") as log:
             proc = subprocess.Popen([self.executable(), "serve", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
-        running = RunningDistribution(proc, port, log_path)
+        running = RunningDistribution(proc, port, log_path, issuer if auth_token is not None else None)
         try:
             wait_ready(running.url, proc)
         except BaseException:
@@ -217,17 +246,28 @@ class ServerKind:
         return running
 
 
+def start_token_issuer(root: Path) -> RunningNcrTrio:
+    """A small ncr-trio (one worker, fresh data under `root`) that only issues the tokens Distribution checks: its
+    signing key is created on this first start. The runner starts one per round, before the servers, and stops it
+    at the end of the round; it serves token requests only right after a server starts, never while measuring."""
+    issuer = ServerKind(NCR_TRIO, workers=1).start(root)
+    assert isinstance(issuer, RunningNcrTrio)
+    return issuer
+
+
 def known_kinds() -> list[str]:
     return [NCR_TRIO, *(DISTRIBUTION_PREFIX + v for v in DISTRIBUTION_BINARIES)]
 
 
-def parse_kind(name: str) -> ServerKind:
+def parse_kind(name: str, distribution_auth: str = "token") -> ServerKind:
     name = name.strip()
     if name in DISTRIBUTION_BINARIES:  # "2.8.2" is short for "distribution-2.8.2"
         name = DISTRIBUTION_PREFIX + name
     if name not in known_kinds():
         raise ValueError(f"unknown server {name!r}; known: {', '.join(known_kinds())}")
-    return ServerKind(name)
+    if distribution_auth not in DISTRIBUTION_AUTH:
+        raise ValueError(f"unknown Distribution auth {distribution_auth!r}; known: {', '.join(DISTRIBUTION_AUTH)}")
+    return ServerKind(name, auth=distribution_auth)
 
 
 def remove_tree(path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import shutil
 import signal
@@ -10,10 +12,15 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from ncr_trio.client import Client as APIClient
 from tests.support.auth import BearerAuth
@@ -167,12 +174,17 @@ class Server(_OnLoopback):
 
 @dataclass
 class Distribution(_OnLoopback):
-    """CNCF Distribution (Debian's docker-registry 2.8.2, or the pinned v3 build) on 127.0.0.1."""
+    """CNCF Distribution (Debian's docker-registry 2.8.2, or the pinned v3 build) on 127.0.0.1.
+
+    `auth_token`: the options of Distribution's `auth: token:` section (realm, service, issuer,
+    rootcertbundle and/or jwks; see `distribution_token_auth`); None (the default) configures no auth.
+    """
 
     root: Path
     binary: str = "docker-registry"
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    auth_token: Mapping[str, str] | None = None
 
     def start(self) -> Distribution:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -182,6 +194,7 @@ class Distribution(_OnLoopback):
             "log:\n  level: error\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n  delete:\n    enabled: true\n"
             f"http:\n  addr: {self.host}\n"
+            + (token_auth_yaml(self.auth_token) if self.auth_token is not None else "")
         )
         exe = shutil.which(self.binary) or tool(self.binary)
         with open(self.root / "registry.log", "ab") as log:
@@ -198,3 +211,74 @@ class Distribution(_OnLoopback):
                 self.proc.kill()
                 self.proc.wait()
             self.proc = None
+
+    def log(self) -> str:
+        path = self.root / "registry.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+# -- Distribution trusting ncr-trio's tokens --------------------------------------------------------
+
+TOKEN_KEY = Path("keys") / "token-signing-key.pem"  # under an ncr-trio data directory
+
+
+def token_auth_yaml(options: Mapping[str, str]) -> str:
+    """Distribution's `auth: token:` section (values JSON-quoted: valid YAML double-quoted scalars)."""
+    return "auth:\n  token:\n" + "".join(f"    {k}: {json.dumps(v)}\n" for k, v in options.items())
+
+
+def token_signing_cert(key_pem: Path, out: Path, days: int = 30) -> Path:
+    """Write to `out` a self-signed X.509 certificate (PEM) for the public key of ncr-trio's token signing
+    key `key_pem` (<data>/keys/token-signing-key.pem), for Distribution's `rootcertbundle`. Distribution
+    only takes the public key out of it; self-signing needs the private key, so the file must be readable."""
+    key = serialization.load_pem_private_key(key_pem.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{key_pem} is not an EC private key")
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ncr-trio token signing")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return out
+
+
+def distribution_token_auth(ncr_url: str, ncr_data: Path, out_dir: Path, *, jwks: bool = True,
+                            realm: str | None = None, service: str = "ncr-trio", issuer: str = "ncr-trio"
+                            ) -> dict[str, str]:
+    """The `auth: token:` options that make Distribution accept the tokens of the ncr-trio server at
+    `ncr_url` (data directory `ncr_data`, already started: its signing key exists) and send clients to its
+    token endpoint (`realm`, by default `<ncr_url>/auth/token`).
+
+    `rootcertbundle` is a self-signed certificate of ncr-trio's signing key: Distribution 2.x looks the
+    token header's `kid` (ncr-trio: the key's libtrust fingerprint) up among the libtrust key IDs of the
+    bundle's certificates. Distribution 3 keys the bundle's certificates by their RFC 7638 JWK thumbprint
+    instead, so it only finds ncr-trio's key through `jwks`: a file holding ncr-trio's
+    `/auth/jwks.json` (the same key, with the libtrust `kid`). 2.x ignores the `jwks` option.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    options = {
+        "realm": realm or f"{ncr_url}/auth/token",
+        "service": service,
+        "issuer": issuer,
+        "rootcertbundle": str(token_signing_cert(ncr_data / TOKEN_KEY, out_dir / "token-signing-cert.pem")),
+    }
+    if jwks:
+        r = httpx.get(f"{ncr_url}/auth/jwks.json", timeout=10)
+        r.raise_for_status()
+        path = out_dir / "token-jwks.json"
+        path.write_text(r.text)
+        options["jwks"] = str(path)
+    return options
