@@ -14,8 +14,10 @@ from collections.abc import Callable
 from functools import lru_cache
 
 from wcmatch import glob
+from wcmatch._wcparse import PatternLimitException  # documented, but only exported from here
 
 _FLAGS = glob.GLOBSTAR | glob.BRACE
+MAX_PATTERN = 512
 
 
 class InvalidPattern(ValueError):
@@ -25,11 +27,11 @@ class InvalidPattern(ValueError):
 @lru_cache(maxsize=1024)
 def compile_pattern(pattern: str) -> Callable[[str], bool]:
     """A predicate: does a name match `pattern`?"""
-    if not pattern or len(pattern) > 512:
-        raise InvalidPattern("a pattern has 1 to 512 characters")
+    if not pattern or len(pattern) > MAX_PATTERN:
+        raise InvalidPattern(f"a pattern has 1 to {MAX_PATTERN} characters")
     try:
         matcher = glob.compile(pattern, flags=_FLAGS)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, PatternLimitException) as e:  # the last: braces expanding to > 1000 patterns
         raise InvalidPattern(f"invalid pattern {pattern[:80]!r}: {e}") from None
     return lambda name: bool(matcher.match(name))
 
@@ -38,4 +40,4 @@ def matches(pattern: str, name: str) -> bool:
     return compile_pattern(pattern)(name)
 
 
-__all__ = ["InvalidPattern", "compile_pattern", "matches"]
+__all__ = ["MAX_PATTERN", "InvalidPattern", "compile_pattern", "matches"]

@@ -19,6 +19,7 @@ from ncr_trio.auth.keys import MAX_KEYS_PER_USER, hash_secret, needs_rotation, n
 from ncr_trio.auth.roles import EVERY_REGISTRY, parse_role
 from ncr_trio.errors import RegistryError
 from ncr_trio.meta import AccessKey, KeyLimitReached, UnknownUser
+from ncr_trio.meta.access import LastSystemAdmin
 
 USER_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
@@ -55,7 +56,12 @@ class Accounts:
             raise RegistryError("CONFLICT", f"user {name!r} already exists")
 
     async def delete_user(self, name: str, actor: str) -> None:
-        if not await self.store.delete_user(name, actor):
+        try:
+            deleted = await self.store.delete_user(name, actor)
+        except LastSystemAdmin:
+            raise RegistryError("CONFLICT", f"{name[:80]!r} is the last system administrator: nobody could "
+                                "manage users after it") from None
+        if not deleted:
             raise RegistryError("NOT_FOUND", f"no user {name[:80]!r}")
         self.access.forget(user=name)
         for key in await self.store.keys(name, include_revoked=True):
@@ -83,7 +89,8 @@ class Accounts:
             raise RegistryError("NOT_FOUND", f"user {user[:80]!r} holds no active key {key_id[:40]!r}")
         await self.access.key_revoked(key_id)
 
-    async def set_role(self, user: str, registry: str, role: str | None, actor: str) -> None:
+    async def set_role(self, user: str, registry: str, role: str | None, actor: str) -> str | None:
+        """Bind `role` (None: unbind); the role as stored (`Project Admin` is `project-admin`)."""
         if registry != EVERY_REGISTRY and await self.store.registry(registry) is None:
             raise RegistryError("NOT_FOUND", f"registry {registry[:80]!r} does not exist")
         value = None
@@ -99,6 +106,7 @@ class Accounts:
         if role is None and not changed:
             raise RegistryError("NOT_FOUND", f"user {user!r} holds no role on {registry!r}")
         self.access.forget(user=user)
+        return value
 
 
 __all__ = ["USER_NAME_RE", "Accounts", "key_view"]

@@ -12,6 +12,7 @@ from ncr_trio.auth.accounts import _iso
 from ncr_trio.auth.roles import EVERY_REGISTRY
 from ncr_trio.errors import RegistryError
 from ncr_trio.http.asgi import Request, Response, json_response
+from ncr_trio.http.openapi import DOCUMENT_JSON
 from ncr_trio.http.routes import Route, route
 from ncr_trio.meta import AuditEntry, RegistryInfo
 from ncr_trio.meta.catalog import ArtifactSummary, ImageSummary, TagRow
@@ -73,7 +74,7 @@ async def _json(request: Request) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # the latter: arrays or objects nested thousands deep
         raise RegistryError("INVALID_REQUEST", "the body is not valid JSON") from None
     if not isinstance(value, dict):
         raise RegistryError("INVALID_REQUEST", "the body must be a JSON object")
@@ -104,6 +105,7 @@ class ManagementAPI:
         a = "/api/v1"
         i = f"{a}/registries/{_REG}/images/{_IMAGE}"
         return [
+            route("api.openapi", "GET", f"{a}/openapi.json", None, self.openapi),
             route("api.whoami", "GET", f"{a}/whoami", "api:user", self.whoami),
             route("api.registries", "GET", f"{a}/registries", "api:user", self.list_registries),
             route("api.registry.create", "POST", f"{a}/registries", "api:manage", self.create_registry),
@@ -144,6 +146,9 @@ class ManagementAPI:
         if user != me.user and not me.system_admin:
             raise RegistryError("DENIED", "only a system administrator manages other users' keys and roles")
         return user
+
+    async def openapi(self, request: Request) -> Response:
+        return json_response(200, DOCUMENT_JSON)
 
     async def whoami(self, request: Request) -> Response:
         p = request.principal
@@ -303,8 +308,8 @@ class ManagementAPI:
 
     async def set_role(self, request: Request) -> Response:
         body = await _json(request)
-        role = _str(body, "role", required=True)
-        await self.s.accounts.set_role(request.params["user"], _registry(request), role, request.principal.user)
+        role = await self.s.accounts.set_role(request.params["user"], _registry(request),
+                                              _str(body, "role", required=True), request.principal.user)
         return _ok(200, {"user": request.params["user"], "registry": _registry(request), "role": role})
 
     async def drop_role(self, request: Request) -> Response:

@@ -66,6 +66,10 @@ class UnknownUser(Exception):
     pass
 
 
+class LastSystemAdmin(Exception):
+    """Deleting this user would leave no system administrator (nobody could manage users again)."""
+
+
 _REGISTRY_COLUMNS = ("SELECT name, description, public_read, public_uri, allowed_cidrs, created_at, updated_at "
                      "FROM registries ")
 _KEY_COLUMNS = ("SELECT k.id, u.name, k.description, k.created_at, k.last_used_at, k.revoked_at "
@@ -200,10 +204,16 @@ class AccessStore:
     async def delete_user(self, name: str, actor: str) -> bool:
         def run(tx: Tx) -> bool:
             now = time.time()
+            # Every administrator's row is locked first, in one statement, so two administrators
+            # deleting each other at once queue up (and the second sees itself alone) instead of
+            # both going.
+            admins = {int(r[0]) for r in tx.all("SELECT id FROM users WHERE system_admin = 1" + tx.dialect.for_update)}
             try:
                 uid = _user_id(tx, name, lock=True)
             except UnknownUser:
                 return False
+            if admins == {uid}:
+                raise LastSystemAdmin(name)
             # Keys are kept, revoked, so tokens issued through them stop working at once.
             tx.execute("UPDATE access_keys SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL", (now, uid))
             tx.execute("DELETE FROM role_bindings WHERE user_id = ?", (uid,))
@@ -333,11 +343,12 @@ class AccessStore:
             params.extend([action, action.replace("%", "").replace("_", "") + ".%"])
         if before is not None:
             where.append("id < ?")
-            params.append(before)
+            params.append(min(before, 2**63 - 1))  # IDs are 64-bit: anything above means "all"
         sql = _AUDIT_COLUMNS + (("WHERE " + " AND ".join(where)) if where else "") + " ORDER BY id DESC LIMIT ?"
         params.append(limit)
         rows = await self.db.read(lambda tx: tx.all(sql, params))
         return [AuditEntry(float(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], int(r[0])) for r in rows]
 
 
-__all__ = ["AccessKey", "AccessStore", "AuditEntry", "KeyLimitReached", "RegistryInfo", "UnknownUser", "User"]
+__all__ = ["AccessKey", "AccessStore", "AuditEntry", "KeyLimitReached", "LastSystemAdmin", "RegistryInfo",
+           "UnknownUser", "User"]

@@ -29,6 +29,8 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
+from ncr_trio.errors import RegistryError
+
 T = TypeVar("T")
 Row = tuple[Any, ...]
 
@@ -75,21 +77,32 @@ class PostgresDialect(Dialect):
         return self._placeholder.sub("%s", text.replace("%", "%%"))
 
 
+def _params(params: Sequence[Any]) -> tuple[Any, ...]:
+    """A statement's parameters. Text holding a NUL character is a client's mistake on both engines:
+    PostgreSQL can neither store nor compare it (psycopg raises DataError, which was a 500), and
+    SQLite must not keep what PostgreSQL refuses."""
+    values = tuple(params)
+    for v in values:
+        if isinstance(v, str) and "\x00" in v:
+            raise RegistryError("INVALID_REQUEST", "text must not contain NUL characters")
+    return values
+
+
 class _CursorTx:
     def __init__(self, conn: Any, dialect: Dialect) -> None:
         self._conn = conn
         self.dialect = dialect
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        cur = self._conn.execute(self.dialect.sql(sql), tuple(params))
+        cur = self._conn.execute(self.dialect.sql(sql), _params(params))
         return int(cur.rowcount)
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        row = self._conn.execute(self.dialect.sql(sql), tuple(params)).fetchone()
+        row = self._conn.execute(self.dialect.sql(sql), _params(params)).fetchone()
         return tuple(row) if row is not None else None
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return [tuple(r) for r in self._conn.execute(self.dialect.sql(sql), tuple(params)).fetchall()]
+        return [tuple(r) for r in self._conn.execute(self.dialect.sql(sql), _params(params)).fetchall()]
 
 
 class Database(Protocol):
