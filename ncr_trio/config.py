@@ -33,6 +33,9 @@ class Config:
     gc_grace_seconds: int = 3600
     # 0 disables the background GC; it still runs on demand (`ncr-trio gc`).
     gc_interval_seconds: int = 6 * 3600
+    # When set, the background GC follows this schedule instead of the interval: a preset (None,
+    # Hourly, Daily, Weekly) or five cron fields in UTC, as cleanup schedules (ncr_trio/cron.py).
+    gc_schedule: str = ""
     gc_delete_untagged: bool = False
     max_manifest_bytes: int = 4 * MiB
     # Write upload bytes with O_DIRECT (far faster than filling new page-cache pages on most VMs).
@@ -60,6 +63,14 @@ class Config:
     login_window_seconds: int = 900
     # Registries' settings, roles and key revocations made on another node apply within this time.
     access_cache_seconds: float = 2.0
+    # The registry host in webhook payloads' pull references; empty: the first `listen` address.
+    external_host: str = ""
+    # Webhook deliveries (registry/webhooks.py): each attempt may take this long; a failed one is
+    # retried after base * 2**(n-1) seconds (n: attempts so far), at most cap, until max attempts.
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_base_seconds: float = 2.0
+    webhook_retry_cap_seconds: float = 300.0
+    webhook_max_attempts: int = 8
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -237,6 +237,21 @@ CREATE TABLE schedules (
     lease_until {float}
 );
 """),
+    (5, """
+CREATE TABLE delivery_attempts (
+    delivery_id {bigint} NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+    attempt INTEGER NOT NULL,
+    at {float} NOT NULL,
+    status INTEGER,
+    error TEXT,
+    duration_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX delivery_attempts_delivery ON delivery_attempts(delivery_id, attempt);
+CREATE INDEX deliveries_finished ON deliveries(finished_at);
+ALTER TABLE events ADD COLUMN fanned_out INTEGER NOT NULL DEFAULT 0;
+UPDATE events SET fanned_out = 1;
+CREATE INDEX events_to_fan_out ON events(id) WHERE fanned_out = 0;
+"""),
 )
 
 

@@ -1,0 +1,135 @@
+"""A registry's webhooks in the management API (`/api/v1/registries/{registry}/webhooks...`).
+
+Viewing webhooks and their delivery history needs *read* on the registry; creating, changing,
+deleting and sending a test needs *manage* (the route table's action column; http/auth.py). A
+webhook's secret and auth header are write-only: answers say only whether they are set.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ncr_trio.errors import RegistryError
+from ncr_trio.http.asgi import Request, Response, json_response
+from ncr_trio.http.routes import Route, route
+from ncr_trio.meta.webhooks import Webhook
+from ncr_trio.registry import RegistryService
+from ncr_trio.registry.webhooks import DeliveryRecord, iso
+
+_REG = "(?P<registry>[^/]+)"
+_HOOK = "(?P<webhook>[^/]+)"
+
+
+def _ok(status: int, value: Any) -> Response:
+    return json_response(status, json.dumps(value).encode())
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else iso(t)
+
+
+def webhook_view(h: Webhook) -> dict[str, Any]:
+    return {"id": h.id, "registry": h.registry, "name": h.name, "kind": h.kind, "url": h.url,
+            "event_types": list(h.event_types), "enabled": h.enabled, "secret_set": bool(h.secret),
+            "auth_header_set": bool(h.auth_header), "created_at": _iso(h.created_at)}
+
+
+def delivery_view(r: DeliveryRecord) -> dict[str, Any]:
+    d = r.delivery
+    try:
+        payload: Any = json.loads(d.payload)
+    except ValueError:
+        payload = d.payload
+    return {"id": d.id, "webhook_id": d.webhook_id, "event_id": d.event_id, "event_type": d.event_type,
+            "status": d.status, "attempts": d.attempts, "last_status": d.last_status, "last_error": d.last_error,
+            "created_at": _iso(d.created_at), "finished_at": _iso(d.finished_at),
+            "next_attempt_at": _iso(d.next_attempt_at) if d.status == "pending" else None,
+            "attempt_log": [{"attempt": a.attempt, "at": _iso(a.at), "status": a.status, "error": a.error,
+                             "duration_ms": a.duration_ms} for a in r.attempts],
+            "payload": payload}
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    raw = await request.read(64 * 1024)
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise RegistryError("INVALID_REQUEST", "the body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise RegistryError("INVALID_REQUEST", "the body must be a JSON object")
+    return value
+
+
+def _hook_id(request: Request) -> int:
+    value = request.params["webhook"]
+    if not value.isdigit() or len(value) > 18:
+        raise RegistryError("NOT_FOUND", f"no webhook {value[:40]!r} in registry {request.params['registry'][:80]!r}")
+    return int(value)
+
+
+def _page(request: Request, key: str, items: list[dict[str, Any]], total: int) -> Response:
+    return _ok(200, {key: items, "total": total, "page": request.query_int("page") or 1,
+                     "per_page": request.query_int("per_page") or 50})
+
+
+class WebhooksAPI:
+    def __init__(self, service: RegistryService) -> None:
+        self.s = service
+
+    def routes(self) -> list[Route]:
+        w = f"/api/v1/registries/{_REG}/webhooks"
+        return [
+            route("api.webhooks", "GET", w, "api:read", self.list_webhooks),
+            route("api.webhook.create", "POST", w, "api:manage", self.create),
+            route("api.webhook", "GET", f"{w}/{_HOOK}", "api:read", self.get),
+            route("api.webhook.update", "PATCH", f"{w}/{_HOOK}", "api:manage", self.update),
+            route("api.webhook.delete", "DELETE", f"{w}/{_HOOK}", "api:manage", self.delete),
+            route("api.webhook.test", "POST", f"{w}/{_HOOK}/test", "api:manage", self.test),
+            route("api.webhook.deliveries", "GET", f"{w}/{_HOOK}/deliveries", "api:read", self.deliveries),
+        ]
+
+    def _audit(self, request: Request, action: str, hook_id: int, **detail: Any) -> None:
+        self.s.access.record(action, "ok", actor=request.principal.user, client=request.client,
+                             registry=request.params["registry"], target=f"webhook {hook_id}",
+                             detail=json.dumps(detail) if detail else None)
+
+    async def list_webhooks(self, request: Request) -> Response:
+        hooks, total = await self.s.webhooks.in_registry(request.params["registry"], request.query_int("page"),
+                                                         request.query_int("per_page"))
+        return _page(request, "webhooks", [webhook_view(h) for h in hooks], total)
+
+    async def create(self, request: Request) -> Response:
+        hook = await self.s.webhooks.create(request.params["registry"], await _json(request))
+        self._audit(request, "webhook.create", hook.id, name=hook.name, kind=hook.kind)
+        return _ok(201, webhook_view(hook))
+
+    async def get(self, request: Request) -> Response:
+        return _ok(200, webhook_view(await self.s.webhooks.get(request.params["registry"], _hook_id(request))))
+
+    async def update(self, request: Request) -> Response:
+        body = await _json(request)
+        hook = await self.s.webhooks.update(request.params["registry"], _hook_id(request), body)
+        self._audit(request, "webhook.update", hook.id, fields=sorted(body))
+        return _ok(200, webhook_view(hook))
+
+    async def delete(self, request: Request) -> Response:
+        hook = await self.s.webhooks.delete(request.params["registry"], _hook_id(request))
+        self._audit(request, "webhook.delete", hook.id, name=hook.name)
+        return Response(204)
+
+    async def test(self, request: Request) -> Response:
+        record = await self.s.webhooks.send_test(request.params["registry"], _hook_id(request),
+                                                 request.principal.user)
+        self._audit(request, "webhook.test", record.delivery.webhook_id, status=record.delivery.last_status)
+        return _ok(200, delivery_view(record))
+
+    async def deliveries(self, request: Request) -> Response:
+        found, total = await self.s.webhooks.deliveries(request.params["registry"], _hook_id(request),
+                                                        request.query_int("page"), request.query_int("per_page"))
+        return _page(request, "deliveries", [delivery_view(r) for r in found], total)
+
+
+__all__ = ["WebhooksAPI", "delivery_view", "webhook_view"]
