@@ -1,6 +1,8 @@
-"""App-lifetime jobs, supervised by the lifespan nursery: upload expiry (every few minutes) and GC.
+"""App-lifetime jobs, supervised by the lifespan nursery: upload expiry (every few minutes) and the
+scheduler (ncr_trio/scheduler.py), which runs GC and cleanups on their schedules.
 
-With several worker processes only one runs the jobs: the one holding `<data>/leader.lock`.
+With several worker processes only one per node runs them: the one holding `<data>/leader.lock`.
+Several nodes may each run a scheduler: its leases keep any one job to one node at a time.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from ncr_trio.registry import RegistryService
+from ncr_trio.scheduler import Scheduler
 
 log = logging.getLogger("ncr_trio.background")
 
@@ -40,15 +43,15 @@ async def _every(interval: float, name: str, job: Callable[[], Awaitable[object]
 async def run_background(service: RegistryService, *,
                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     fd = _try_lead(service)
-    task_status.started()
     if fd is None:
+        task_status.started()
         return
     try:
         async with trio.open_nursery() as nursery:
+            await nursery.start(Scheduler(service).run)
+            task_status.started()
             ttl = service.config.upload_ttl_seconds
             nursery.start_soon(_every, max(min(ttl / 4, 600.0), 1.0), "upload expiry", service.gc.expire_uploads)
-            if service.config.gc_interval_seconds > 0:
-                nursery.start_soon(_every, service.config.gc_interval_seconds, "gc", service.gc.run)
     finally:
         os.close(fd)
 

@@ -14,7 +14,7 @@ LAYERS = [
     {"meta"},
     {"auth"},
     {"registry"},
-    {"http", "background"},
+    {"http", "background", "scheduler"},
     {"serve", "client", "cli", "__main__"},
 ]
 

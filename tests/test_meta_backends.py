@@ -14,6 +14,7 @@ import itertools
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,9 +34,11 @@ from ncr_trio.meta import (
     connect,
     migrate,
 )
+from ncr_trio.meta.db import Tx
 from ncr_trio.meta.policies import DuplicatePolicy, PolicyLimitReached, PolicyStore, UnknownRegistry
-from ncr_trio.meta.store import ACTOR
+from ncr_trio.meta.store import ACTOR, Guard, Protected
 from ncr_trio.meta.webhooks import DuplicateWebhook, Event, Webhook, WebhookStore
+from ncr_trio.registry.protection import current_guard
 from tests.support.postgres import PostgresServer
 from tests.support.postgres import postgres_server as _postgres_server
 from tests.support.server import Server
@@ -611,7 +614,8 @@ def test_server_on_postgresql(postgres_server: PostgresServer, tmp_path: Path) -
 
         with psycopg.connect(url) as conn:
             kinds = [r[0] for r in conn.execute("SELECT kind FROM events ORDER BY id").fetchall()]
-        assert kinds == ["artifact.pushed", "tag.created"]
+        assert kinds[:2] == ["artifact.pushed", "tag.created"]
+        assert set(kinds[2:]) == {"artifact.pulled"}  # pulls are announced in batches
 
 
 def _push_and_pull(srv: Server) -> None:
@@ -816,6 +820,76 @@ async def test_policy_store_limits_duplicates_runs_and_schedules(store: MetaStor
     assert row is not None and row.last_run_at == 200.0 and row.next_run_at == 3600.0
 
 
+async def test_guards_refuse_inside_the_transaction_and_planned_deletes_recheck(store: MetaStore) -> None:
+    access, policies = AccessStore(store.db), PolicyStore(store.db)
+    await access.create_registry(_registry_info("team"), "admin")
+
+    def guard(tx: Tx, repository: str, tag: str) -> str | None:
+        return f"{tag} of {repository} is kept" if tag.startswith("v") else None
+
+    one, two = manifest(blob(store, "team/app", b"g1")), manifest(blob(store, "team/app", b"g2"))
+    await store.put_manifest("team/app", *one, tag="v1", guard=guard)  # creating a guarded tag is fine
+    with pytest.raises(Protected, match="v1 of team/app is kept"):
+        await store.put_manifest("team/app", *two, tag="v1", guard=guard)
+    found = await store.get_tagged_manifest("team/app", "v1")
+    assert found is not None and found.digest == one[0].digest
+    assert await store.get_manifest("team/app", two[0].digest) is None  # the refused push stored nothing
+    await store.put_manifest("team/app", *one, tag="v1", guard=guard)  # the same digest again: no change
+    await store.put_manifest("team/app", *two, tag="dev", guard=guard)
+    held = index(two[0].digest)
+    await store.put_manifest("team/app", *held, tag="v-index", guard=guard)
+    for refused in (store.delete_tag("team/app", "v1", guard), store.delete_manifest("team/app", one[0].digest, guard),
+                    store.delete_repository("team/app", guard)):
+        with pytest.raises(Protected):
+            await refused
+    with pytest.raises(Protected, match=f"is part of {held[0].digest}: v-index"):
+        await store.delete_manifest("team/app", two[0].digest, guard)
+    with pytest.raises(Protected):
+        await store.db.write(lambda tx: MetaStore.purge_repositories(tx, "team", guard=guard))
+    assert await store.list_tags("team/app", None, None) == ["dev", "v-index", "v1"]
+
+    # What a cleanup plans over, and deletions that re-check what the plan saw.
+    a, b = manifest(blob(store, "team/plan", b"pa")), manifest(blob(store, "team/plan", b"pb"))
+    child = manifest(blob(store, "team/plan", b"pc"))
+    await store.put_manifest("team/plan", *a, tag="a")
+    await store.put_manifest("team/plan", *b, tag="b")
+    await store.put_manifest("team/plan", *child, tag=None)
+    parent = index(child[0].digest)
+    await store.put_manifest("team/plan", *parent, tag="c")
+    seen = {x.digest: x for x in await policies.cleanup_candidates("team") if x.repository == "team/plan"}
+    assert seen[parent[0].digest].children == {child[0].digest} and seen[child[0].digest].tags == frozenset()
+    assert seen[a[0].digest].tags == {"a"} and seen[a[0].digest].tagged_at is not None
+
+    async def planned(d: str, tags: frozenset[str] | None = None, g: Guard | None = None) -> tuple[str, str | None]:
+        x = seen[d]
+        return await store.delete_planned("team/plan", d, x.tags if tags is None else tags, x.pushed_at, x.pulled_at,
+                                          g)
+
+    assert await planned(a[0].digest) == ("deleted", None)
+    assert await planned(a[0].digest) == ("changed", "deleted meanwhile")
+    assert (await planned(b[0].digest, frozenset({"other"})))[0] == "changed"
+    assert await planned(child[0].digest) == ("needed", f"referenced by {parent[0].digest}")
+    await store.record_pulls({("team/plan", b[0].digest): time.time() + 60})
+    assert await planned(b[0].digest) == ("changed", "pulled since the plan")
+    await policies.add_protection("team", "plan", "c", 15)
+    outcome, reason = await planned(parent[0].digest, g=current_guard)
+    assert outcome == "protected" and reason is not None and "tag c of team/plan is protected" in reason
+
+    # Leases are kept, given back, and only by their owner; a deleted registry takes its policies along.
+    await policies.set_schedule("cleanup:team", "* * * * *", 100.0)
+    assert [j.job for j in await policies.claim_due("node-a", 200.0, 60)] == ["cleanup:team"]
+    assert await policies.extend_lease("cleanup:team", "node-a", 400.0)
+    assert not await policies.extend_lease("cleanup:team", "node-b", 400.0)
+    assert await policies.claim_due("node-b", 300.0, 60) == []
+    await policies.release_lease("cleanup:team", "node-a")
+    assert [j.job for j in await policies.claim_due("node-b", 300.0, 60)] == ["cleanup:team"]
+    await policies.add_cleanup("team", "**", "**", True, "older_than", 1, 15)
+    await policies.start_run("team", "manual", True, [])
+    await store.db.write(lambda tx: PolicyStore.purge_registry(tx, "team"))
+    assert await policies.cleanup_policies("team") == [] and await policies.protection_policies("team") == []
+    assert (await policies.runs("team", 10, 0))[1] == 0 and await policies.schedule("cleanup:team") is None
+
+
 async def test_webhook_fan_out_is_exactly_once_and_claims_are_exclusive(store: MetaStore) -> None:
     hooks = WebhookStore(store.db)
     all_events = await hooks.create("team", "all", "http", "http://127.0.0.1:1/", "s", "", [])
@@ -851,3 +925,53 @@ async def test_webhook_fan_out_is_exactly_once_and_claims_are_exclusive(store: M
     assert total == 2 and {d.status for d in history} <= {"delivered", "pending", "failed"}
     assert await hooks.enqueue(pushes.id, "test", "{}") > 0
     assert await hooks.delete("team", pushes.id) and await hooks.by_id(pushes.id) is None
+
+
+async def test_webhook_fan_out_takes_late_events_and_claims_leave_room_for_other_webhooks(store: MetaStore) -> None:
+    hooks = WebhookStore(store.db)
+    first = await hooks.create("team", "first", "http", "http://127.0.0.1:1/", "", "", [])
+    second = await hooks.create("team", "second", "http", "http://127.0.0.1:2/", "", "", [], enabled=False)
+    assert not second.enabled
+    with pytest.raises(DuplicateWebhook):
+        await hooks.update(dataclasses.replace(second, name="first"))
+    assert await hooks.update(dataclasses.replace(second, enabled=True))
+
+    async def event(event_id: int, at: float) -> None:
+        # Written with its ID: on PostgreSQL a transaction still open holds a lower ID while higher
+        # ones commit, so a lower ID can appear after a higher one was fanned out.
+        def run(tx: Tx) -> None:
+            override = " OVERRIDING SYSTEM VALUE" if tx.dialect.name == "postgresql" else ""
+            tx.execute(f"INSERT INTO events (id, kind, repository, tag, created_at){override} "
+                       "VALUES (?, 'tag.created', 'team/app', 'v1', ?)", (event_id, at))
+
+        await store.db.write(run)
+
+    def render(hook: Webhook, e: Event) -> str:
+        return json.dumps({"event": e.id})
+
+    now = time.time()
+    await event(2, now)
+    assert (await hooks.work_due())[0] and await hooks.fan_out(render) == 1
+    await event(1, now)  # late, below one already done: not skipped
+    assert (await hooks.work_due())[0] and await hooks.fan_out(render) == 1
+    await event(4, now)  # 3 never comes (rolled back): nothing waits for it
+    assert await hooks.fan_out(render) == 1 and not (await hooks.work_due())[0]
+    assert await hooks.fan_out(render) == 0
+
+    # Three deliveries per webhook; a caller already sending one to `first` gets one more of it.
+    claimed = await hooks.claim(now + 1, 30, 10, per_webhook=2, busy={first.id: 1})
+    assert Counter(d.webhook_id for d in claimed) == {first.id: 1, second.id: 2}
+    assert (await hooks.work_due())[1] == pytest.approx(now + 1)  # the rest are due
+    mine = claimed[0]
+    await hooks.release([mine.id], now)
+    again = await hooks.claim(now + 1, 30, 10, per_webhook=2, busy={first.id: 1, second.id: 2})
+    assert [d.id for d in again] == [mine.id]
+    await hooks.record_attempt(mine.id, False, 500, "HTTP 500", now + 2, duration=0.25)
+    await hooks.record_attempt(mine.id, True, 204, None, None)
+    log = await hooks.attempts_of([mine.id, 999_999])
+    assert [(a.attempt, a.status, a.error) for a in log[mine.id]] == [(1, 500, "HTTP 500"), (2, 204, None)]
+    assert log[mine.id][0].duration_ms == 250 and log[999_999] == []
+    done = await hooks.delivery(mine.webhook_id, mine.id)
+    assert done is not None and (done.status, done.attempts, done.last_status) == ("delivered", 2, 204)
+    assert await hooks.prune(time.time() + 1) == 1  # only the finished one
+    assert await hooks.delivery(mine.webhook_id, mine.id) is None and await hooks.pending() == 5

@@ -15,8 +15,10 @@ from ncr_trio.http.api import ManagementAPI
 from ncr_trio.http.asgi import ClientDisconnected, Receive, Request, Response, Scope, Send, error_response
 from ncr_trio.http.auth import Gate
 from ncr_trio.http.console import Console
+from ncr_trio.http.policies_api import PoliciesAPI
 from ncr_trio.http.routes import RouteTable
 from ncr_trio.http.v2 import V2API
+from ncr_trio.http.webhooks_api import WebhooksAPI
 from ncr_trio.meta.store import ACTOR
 from ncr_trio.registry import RegistryService
 from ncr_trio.types import validate_name
@@ -40,7 +42,7 @@ class App:
         service.access.bootstrap()
         self.gate = Gate(self.config, service.access)
         self.routes = RouteTable(V2API(service).routes() + self.gate.routes() + ManagementAPI(service).routes()
-                                 + Console().routes())
+                                 + WebhooksAPI(service).routes() + PoliciesAPI(service).routes() + Console().routes())
         return service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -62,6 +64,7 @@ class App:
                 await nursery.start(run_background, service)
                 await nursery.start(service.access.run)
                 await nursery.start(service.catalog.pulls.run)
+                await nursery.start(service.webhooks.delivery.run)
                 await send({"type": "lifespan.startup.complete"})
                 await receive()  # lifespan.shutdown
                 nursery.cancel_scope.cancel()

@@ -66,6 +66,20 @@ class CleanupRun:
 
 
 @dataclass(frozen=True)
+class StoredArtifact:
+    """An artifact as a cleanup run plans over it."""
+
+    repository: str
+    digest: str
+    tags: frozenset[str]
+    pushed_at: float  # when the manifest was stored
+    pulled_at: float | None
+    children: frozenset[str]  # the manifests it references (an index's)
+    subject: str | None
+    tagged_at: float | None = None  # when a push last pointed one of its tags at it
+
+
+@dataclass(frozen=True)
 class ScheduleRow:
     job: str
     expression: str
@@ -161,8 +175,49 @@ class PolicyStore:
         return await self.db.write(run)
 
     async def protection_policies(self, registry: str) -> list[ProtectionRow]:
-        rows = await self.db.read(lambda tx: tx.all(_PROTECTION + "WHERE registry = ? ORDER BY id", (registry,)))
-        return [_protection(r) for r in rows]
+        return await self.db.read(lambda tx: PolicyStore.protection_in(tx, registry))
+
+    @staticmethod
+    def protection_in(tx: Tx, registry: str) -> list[ProtectionRow]:
+        """Inside a caller's transaction: the registry's protection policies as they are now."""
+        return [_protection(r) for r in tx.all(_PROTECTION + "WHERE registry = ? ORDER BY id", (registry,))]
+
+    @staticmethod
+    def purge_registry(tx: Tx, registry: str) -> None:
+        """Inside the transaction that deletes a registry: its policies, cleanup history and schedule."""
+        tx.execute("DELETE FROM cleanup_policies WHERE registry = ?", (registry,))
+        tx.execute("DELETE FROM protection_policies WHERE registry = ?", (registry,))
+        tx.execute("DELETE FROM cleanup_runs WHERE registry = ?", (registry,))
+        tx.execute("DELETE FROM schedules WHERE job = ?", (f"cleanup:{registry}",))
+
+    # -- what a cleanup run plans over ------------------------------------------------------------
+    async def cleanup_candidates(self, registry: str) -> list[StoredArtifact]:
+        """Every artifact of the registry's repositories (`registry/...`), read in one transaction."""
+
+        def run(tx: Tx) -> list[StoredArtifact]:
+            c = tx.dialect.collate
+            under = (f"r.name{c} >= ? AND r.name{c} < ?", (registry + "/", registry + "0"))
+            tags: dict[tuple[str, str], set[str]] = {}
+            tagged: dict[tuple[str, str], float] = {}
+            for repo, digest, tag, at in tx.all("SELECT r.name, t.digest, t.name, t.updated_at FROM tags t JOIN "
+                                                f"repositories r ON r.id = t.repo_id WHERE {under[0]}", under[1]):
+                tags.setdefault((repo, digest), set()).add(tag)
+                tagged[(repo, digest)] = max(float(at), tagged.get((repo, digest), 0.0))
+            children: dict[tuple[str, str], set[str]] = {}
+            for repo, parent, child in tx.all("SELECT r.name, x.parent, x.child FROM manifest_refs x JOIN "
+                                              f"repositories r ON r.id = x.repo_id WHERE {under[0]} AND "
+                                              "x.kind = 'manifest'", under[1]):
+                children.setdefault((repo, parent), set()).add(child)
+            rows = tx.all("SELECT r.name, m.digest, m.created_at, m.pulled_at, m.subject FROM manifests m "
+                          f"JOIN repositories r ON r.id = m.repo_id WHERE {under[0]} ORDER BY r.name{c}, m.digest",
+                          under[1])
+            return [StoredArtifact(str(repo), str(digest), frozenset(tags.get((repo, digest), ())), float(pushed),
+                                   None if pulled is None else float(pulled),
+                                   frozenset(children.get((repo, digest), ())),
+                                   None if subject is None else str(subject), tagged.get((repo, digest)))
+                    for repo, digest, pushed, pulled, subject in rows]
+
+        return await self.db.read(run)
 
     async def set_protection_enabled(self, registry: str, policy_id: int, enabled: bool) -> bool:
         return bool(await self.db.write(lambda tx: tx.execute(
@@ -263,9 +318,20 @@ class PolicyStore:
             "UPDATE schedules SET last_run_at = ?, next_run_at = ?, lease_owner = NULL, lease_until = NULL "
             "WHERE job = ? AND lease_owner = ?", (ran_at, next_run_at, job, owner)))
 
+    async def extend_lease(self, job: str, owner: str, until: float) -> bool:
+        """Keep a running job's lease (False: the lease is no longer this owner's)."""
+        return bool(await self.db.write(lambda tx: tx.execute(
+            "UPDATE schedules SET lease_until = ? WHERE job = ? AND lease_owner = ?", (until, job, owner))))
+
+    async def release_lease(self, job: str, owner: str) -> None:
+        """Give a claimed job back without running it: it stays due."""
+        await self.db.write(lambda tx: tx.execute(
+            "UPDATE schedules SET lease_owner = NULL, lease_until = NULL WHERE job = ? AND lease_owner = ?",
+            (job, owner)))
+
     async def delete_schedule(self, job: str) -> None:
         await self.db.write(lambda tx: tx.execute("DELETE FROM schedules WHERE job = ?", (job,)))
 
 
 __all__ = ["CleanupRow", "CleanupRun", "DuplicatePolicy", "PolicyLimitReached", "PolicyStore", "ProtectionRow",
-           "ScheduleRow", "UnknownRegistry"]
+           "ScheduleRow", "StoredArtifact", "UnknownRegistry"]

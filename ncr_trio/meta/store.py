@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ncr_trio.meta.db import Database, Tx
@@ -54,6 +54,26 @@ class PutResult:
 ACTOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("ncr_trio_actor", default=None)
 
 
+class Protected(Exception):
+    """A change refused inside its transaction: a protection policy covers a tag it would move or
+    remove. The message says which (the guard's reason)."""
+
+
+# A protection check, run inside a write transaction against the tag state read there:
+# guard(tx, repository, tag) is the reason a change may not move or remove `tag` of `repository`,
+# or None. Every write that moves or removes tags takes one; the default (None) protects nothing.
+Guard = Callable[[Tx, str, str], str | None]
+
+
+def _check(tx: Tx, guard: Guard | None, repository: str, tags: Sequence[str], prefix: str = "") -> None:
+    if guard is None:
+        return
+    for tag in tags:
+        reason = guard(tx, repository, tag)
+        if reason is not None:
+            raise Protected(prefix + reason)
+
+
 def _emit(tx: Tx, kind: str, repository: str, digest: str | None = None, tag: str | None = None,
           media_type: str | None = None, actor: str | None = None) -> None:
     tx.execute(
@@ -86,12 +106,35 @@ def _ensure_repo(tx: Tx, name: str) -> int:
     return repo_id
 
 
-def _delete_manifest(tx: Tx, repo_id: int, repository: str, digest: str, actor: str | None = None) -> bool:
+def _tags_of(tx: Tx, repo_id: int, digest: str) -> list[str]:
+    return [r[0] for r in tx.all("SELECT name FROM tags WHERE repo_id = ? AND digest = ?", (repo_id, digest))]
+
+
+def _check_parents(tx: Tx, guard: Guard | None, repo_id: int, repository: str, digest: str) -> None:
+    """A manifest an index holds is part of that index: the index's protected tags keep it too."""
+    if guard is None:
+        return
+    seen, todo = {digest}, [digest]
+    while todo:
+        child = todo.pop()
+        for (parent,) in tx.all("SELECT parent FROM manifest_refs WHERE repo_id = ? AND child = ? AND "
+                                "kind = 'manifest'", (repo_id, child)):
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+                _check(tx, guard, repository, sorted(_tags_of(tx, repo_id, parent)),
+                       f"artifact {digest} of {repository} is part of {parent}: ")
+
+
+def _delete_manifest(tx: Tx, repo_id: int, repository: str, digest: str, actor: str | None = None,
+                     guard: Guard | None = None) -> bool:
     # Lock the row first: a concurrent PUT that tags it holds it FOR SHARE until it commits.
     if tx.one("SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?" + tx.dialect.for_update,
               (repo_id, digest)) is None:
         return False
-    tags = [r[0] for r in tx.all("SELECT name FROM tags WHERE repo_id = ? AND digest = ?", (repo_id, digest))]
+    tags = _tags_of(tx, repo_id, digest)
+    _check(tx, guard, repository, sorted(tags))
+    _check_parents(tx, guard, repo_id, repository, digest)
     tx.execute("DELETE FROM tags WHERE repo_id = ? AND digest = ?", (repo_id, digest))
     tx.execute("DELETE FROM manifest_refs WHERE repo_id = ? AND parent = ?", (repo_id, digest))
     tx.execute("DELETE FROM manifests WHERE repo_id = ? AND digest = ?", (repo_id, digest))
@@ -144,14 +187,15 @@ class MetaStore:
         return int(row[0]) if row else 0
 
     @staticmethod
-    def purge_repositories(tx: Tx, prefix: str, actor: str | None = None) -> int:
+    def purge_repositories(tx: Tx, prefix: str, actor: str | None = None, guard: Guard | None = None) -> int:
         """Inside a caller's transaction: delete every repository named `prefix/...`, with its
-        manifests and tags (each announced as an event); GC reclaims the blobs later."""
+        manifests and tags (each announced as an event); GC reclaims the blobs later. Raises
+        `Protected` (and the caller's transaction rolls back) if `guard` refuses a tag."""
         rows = tx.all(f"SELECT id, name FROM repositories WHERE {_UNDER.format(c=tx.dialect.collate)}"
                       + tx.dialect.for_update, (prefix + "/", prefix + "0"))
         for repo_id, name in rows:
             for (digest,) in tx.all("SELECT digest FROM manifests WHERE repo_id = ?", (repo_id,)):
-                _delete_manifest(tx, int(repo_id), name, digest, actor)
+                _delete_manifest(tx, int(repo_id), name, digest, actor, guard)
             tx.execute("DELETE FROM repositories WHERE id = ?", (repo_id,))
         return len(rows)
 
@@ -267,11 +311,12 @@ class MetaStore:
         return _manifest(row)
 
     async def put_manifest(self, repository: str, record: ManifestRecord, refs: Sequence[Reference],
-                           tag: str | None) -> PutResult:
+                           tag: str | None, guard: Guard | None = None) -> PutResult:
         """Store a manifest and its references, then point `tag` at it: all or nothing.
 
         Every referenced blob and child manifest must already be in the repository; the rows are
-        locked for the transaction so that a concurrent GC cannot remove them meanwhile.
+        locked for the transaction so that a concurrent GC cannot remove them meanwhile. Moving an
+        existing `tag` to another digest raises `Protected` if `guard` refuses it (nothing is stored).
         """
 
         actor = ACTOR.get()
@@ -312,8 +357,18 @@ class MetaStore:
                                "ON CONFLICT DO NOTHING", (repo_id, record.digest, ref.digest, ref.kind))
                 _emit(tx, "artifact.pushed", repository, record.digest, tag, record.media_type, actor)
             if tag is not None:
-                previous = tx.one("SELECT digest FROM tags WHERE repo_id = ? AND name = ?", (repo_id, tag))
+                tag_sql = "SELECT digest FROM tags WHERE repo_id = ? AND name = ?" + tx.dialect.for_update
+                previous = tx.one(tag_sql, (repo_id, tag))
+                if previous is None and guard is not None:
+                    # Create, never overwrite: a tag a concurrent push created meanwhile is a move, checked below.
+                    if tx.execute("INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?) "
+                                  "ON CONFLICT (repo_id, name) DO NOTHING", (repo_id, tag, record.digest, now)):
+                        _emit(tx, "tag.created", repository, record.digest, tag, record.media_type, actor)
+                        return PutResult(created=created)
+                    previous = tx.one(tag_sql, (repo_id, tag))
                 if previous is None or previous[0] != record.digest:
+                    if previous is not None:
+                        _check(tx, guard, repository, (tag,))
                     tx.execute("INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?) "
                                "ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, "
                                "updated_at = excluded.updated_at", (repo_id, tag, record.digest, now))
@@ -322,18 +377,19 @@ class MetaStore:
 
         return await self.db.write(run)
 
-    async def delete_manifest(self, repository: str, digest: str) -> bool:
-        """Delete a manifest and every tag that points at it."""
+    async def delete_manifest(self, repository: str, digest: str, guard: Guard | None = None) -> bool:
+        """Delete a manifest and every tag that points at it (`Protected` if `guard` refuses one of
+        them, or a tag of an index that holds it)."""
 
         actor = ACTOR.get()
 
         def run(tx: Tx) -> bool:
             repo_id = _repo_id(tx, repository)
-            return repo_id is not None and _delete_manifest(tx, repo_id, repository, digest, actor)
+            return repo_id is not None and _delete_manifest(tx, repo_id, repository, digest, actor, guard)
 
         return await self.db.write(run)
 
-    async def delete_tag(self, repository: str, tag: str) -> bool:
+    async def delete_tag(self, repository: str, tag: str, guard: Guard | None = None) -> bool:
         actor = ACTOR.get()
 
         def run(tx: Tx) -> bool:
@@ -341,6 +397,7 @@ class MetaStore:
                          "WHERE r.name = ? AND t.name = ?", (repository, tag))
             if row is None:
                 return False
+            _check(tx, guard, repository, (tag,))
             tx.execute("DELETE FROM tags WHERE repo_id = ? AND name = ?", (row[0], tag))
             _emit(tx, "tag.deleted", repository, row[1], tag, actor=actor)
             return True
@@ -369,8 +426,9 @@ class MetaStore:
 
         return await self.db.write(run)
 
-    async def delete_repository(self, repository: str) -> int | None:
-        """Delete a repository with its artifacts and tags (each announced); None if unknown."""
+    async def delete_repository(self, repository: str, guard: Guard | None = None) -> int | None:
+        """Delete a repository with its artifacts and tags (each announced); None if unknown.
+        All or nothing: `Protected` if `guard` refuses one of its tags."""
 
         actor = ACTOR.get()
 
@@ -381,22 +439,69 @@ class MetaStore:
             tx.one("SELECT 1 FROM repositories WHERE id = ?" + tx.dialect.for_update, (repo_id,))
             digests = [r[0] for r in tx.all("SELECT digest FROM manifests WHERE repo_id = ?", (repo_id,))]
             for digest in digests:
-                _delete_manifest(tx, repo_id, repository, digest, actor)
+                _delete_manifest(tx, repo_id, repository, digest, actor, guard)
             tx.execute("DELETE FROM repositories WHERE id = ?", (repo_id,))
             return len(digests)
 
         return await self.db.write(run)
 
-    async def record_pulls(self, pulls: dict[tuple[str, str], float]) -> None:
-        """When artifacts were last pulled (batched by the caller)."""
+    async def delete_planned(self, repository: str, digest: str, tags: frozenset[str], pushed_at: float,
+                             pulled_at: float | None, guard: Guard | None = None) -> tuple[str, str | None]:
+        """Delete an artifact a cleanup plan chose, only if, once locked, it is still as the plan saw
+        it: the same push, no newer pull, exactly `tags`, nothing holding it (an index, a referrer)
+        and no tag `guard` refuses. Answers (outcome, reason): ("deleted", None), ("changed", why),
+        ("needed", by what) or ("protected", the guard's reason); only "deleted" changed anything."""
+
+        actor = ACTOR.get()
+
+        def run(tx: Tx) -> tuple[str, str | None]:
+            repo_id = _repo_id(tx, repository)
+            row = None if repo_id is None else tx.one(
+                "SELECT created_at, pulled_at FROM manifests WHERE repo_id = ? AND digest = ?" + tx.dialect.for_update,
+                (repo_id, digest))
+            if repo_id is None or row is None:
+                return "changed", "deleted meanwhile"
+            if float(row[0]) != pushed_at:
+                return "changed", "pushed again since the plan"
+            if row[1] is not None and float(row[1]) > (pulled_at or 0.0):
+                return "changed", "pulled since the plan"
+            now_tags = frozenset(_tags_of(tx, repo_id, digest))
+            if now_tags != tags:
+                return "changed", f"its tags changed since the plan: now {sorted(now_tags) or 'untagged'}"
+            parent = tx.one("SELECT parent FROM manifest_refs WHERE repo_id = ? AND child = ? AND kind = 'manifest' "
+                            "LIMIT 1", (repo_id, digest))
+            if parent is not None:
+                return "needed", f"referenced by {parent[0]}"
+            referrer = tx.one("SELECT digest FROM manifests WHERE repo_id = ? AND subject = ? LIMIT 1",
+                              (repo_id, digest))
+            if referrer is not None:
+                return "needed", f"the subject of {referrer[0]}"
+            try:
+                _check(tx, guard, repository, sorted(now_tags))
+            except Protected as e:
+                return "protected", str(e)
+            _delete_manifest(tx, repo_id, repository, digest, actor)
+            return "deleted", None
+
+        return await self.db.write(run)
+
+    async def record_pulls(self, pulls: dict[tuple[str, str], float],
+                           actors: Mapping[tuple[str, str], str | None] | None = None) -> None:
+        """When artifacts were last pulled (batched by the caller), with one `artifact.pulled` event
+        per artifact and batch (its actor: the last puller in `actors`) in the same transaction."""
         if not pulls:
             return
 
         def run(tx: Tx) -> None:
             for (repository, digest), at in pulls.items():
-                tx.execute("UPDATE manifests SET pulled_at = ? WHERE digest = ? AND (pulled_at IS NULL OR "
-                           "pulled_at < ?) AND repo_id = (SELECT id FROM repositories WHERE name = ?)",
-                           (at, digest, at, repository))
+                row = tx.one("SELECT m.repo_id, m.media_type FROM manifests m JOIN repositories r ON r.id = m.repo_id "
+                             "WHERE r.name = ? AND m.digest = ?", (repository, digest))
+                if row is None:
+                    continue  # deleted since it was pulled
+                tx.execute("UPDATE manifests SET pulled_at = ? WHERE repo_id = ? AND digest = ? AND "
+                           "(pulled_at IS NULL OR pulled_at < ?)", (at, row[0], digest, at))
+                _emit(tx, "artifact.pulled", repository, digest, media_type=row[1],
+                      actor=(actors or {}).get((repository, digest)))
 
         await self.db.write(run)
 
@@ -525,4 +630,4 @@ def _manifest(row: tuple[object, ...] | None) -> ManifestRecord | None:
     )
 
 
-__all__ = ["ManifestRecord", "MetaStore", "PutResult", "Reference", "Upload"]
+__all__ = ["ACTOR", "Guard", "ManifestRecord", "MetaStore", "Protected", "PutResult", "Reference", "Upload"]

@@ -1,5 +1,5 @@
 """Registry use cases: uploads, blobs, manifests (with tags and referrers), garbage collection,
-registries (namespaces) and, from `auth`, access control and accounts.
+registries (namespaces), webhooks and, from `auth`, access control and accounts.
 
 `RegistryService.open(config)` wires storage, metadata and locks; HTTP and the CLI call it.
 """
@@ -13,15 +13,21 @@ import trio
 from ncr_trio.auth.accounts import Accounts
 from ncr_trio.auth.control import AccessControl
 from ncr_trio.config import Config
+from ncr_trio.cron import InvalidSchedule, parse_schedule
 from ncr_trio.meta import AccessStore, MetaStore, connect, migrate
+from ncr_trio.meta.policies import PolicyStore
+from ncr_trio.meta.webhooks import WebhookStore
 from ncr_trio.registry.blobs import Blobs
 from ncr_trio.registry.catalog import Catalog
+from ncr_trio.registry.cleanup import Policies
 from ncr_trio.registry.context import Registry
 from ncr_trio.registry.gc import GarbageCollector, GcReport
 from ncr_trio.registry.locks import DigestLocks
 from ncr_trio.registry.manifests import Manifests
 from ncr_trio.registry.namespaces import Namespaces
+from ncr_trio.registry.protection import Protection
 from ncr_trio.registry.uploads import Uploads
+from ncr_trio.registry.webhooks import Webhooks
 from ncr_trio.storage import open_storage
 
 
@@ -36,6 +42,8 @@ class RegistryService:
     namespaces: Namespaces
     accounts: Accounts
     catalog: Catalog
+    webhooks: Webhooks
+    policies: Policies  # cleanup and protection policies, cleanup runs and their schedules
 
     @property
     def config(self) -> Config:
@@ -51,6 +59,11 @@ class RegistryService:
 
     @classmethod
     def open(cls, config: Config) -> RegistryService:
+        if config.gc_schedule.strip():
+            try:
+                parse_schedule(config.gc_schedule)
+            except InvalidSchedule as e:
+                raise ValueError(f"gc_schedule: {e}") from None
         config.data_dir.mkdir(parents=True, exist_ok=True)
         db = connect(config.database_url, config.sqlite_path)
         migrate(db)
@@ -58,8 +71,13 @@ class RegistryService:
         reg = Registry(config=config, storage=storage, meta=MetaStore(db),
                        locks=DigestLocks(config.data_dir / "locks"), disk=trio.CapacityLimiter(16))
         access = AccessControl(config, AccessStore(db))
-        return cls(reg, Uploads(reg), Blobs(reg), Manifests(reg), GarbageCollector(reg), access,
-                   Namespaces(reg, access), Accounts(access), Catalog(reg))
+        policy_store = PolicyStore(db)
+        protection = Protection(policy_store, config.access_cache_seconds)
+        namespaces = Namespaces(reg, access, protection)
+        return cls(reg, Uploads(reg), Blobs(reg), Manifests(reg, protection), GarbageCollector(reg), access,
+                   namespaces, Accounts(access), Catalog(reg, protection),
+                   webhooks=Webhooks(config, WebhookStore(db), access.store),
+                   policies=Policies(reg, policy_store, protection, namespaces))
 
     def close(self) -> None:
         self.reg.meta.db.close()

@@ -15,13 +15,16 @@ import trio
 
 from ncr_trio.errors import RegistryError
 from ncr_trio.meta.catalog import ArtifactSummary, CatalogQueries, ImageSummary, TagRow
+from ncr_trio.meta.store import ACTOR, Guard, Protected
 from ncr_trio.patterns import InvalidPattern, compile_pattern
 from ncr_trio.registry.context import Registry
+from ncr_trio.registry.protection import Protection, denied
 from ncr_trio.types import Digest, validate_name, validate_tag
 
 log = logging.getLogger("ncr_trio.registry")
 
 MAX_PER_PAGE = 500
+MAX_OFFSET = 2**63 - 1  # what SQL's OFFSET takes (a 64-bit integer): any page past it is empty anyway
 
 
 def page_bounds(page: int | None, per_page: int | None) -> tuple[int, int]:
@@ -30,7 +33,7 @@ def page_bounds(page: int | None, per_page: int | None) -> tuple[int, int]:
     per_page = 50 if per_page is None else per_page
     if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
         raise RegistryError("INVALID_REQUEST", f"page starts at 1 and per_page is 1 to {MAX_PER_PAGE}")
-    return per_page, (page - 1) * per_page
+    return per_page, min((page - 1) * per_page, MAX_OFFSET)
 
 
 def repository_of(registry: str, image: str) -> str:
@@ -44,18 +47,22 @@ class PullRecorder:
         self.reg = reg
         self.interval = interval
         self._pulls: dict[tuple[str, str], float] = {}
+        self._pullers: dict[tuple[str, str], str | None] = {}  # who pulled last (the event's actor)
 
     def record(self, repository: str, digest: str) -> None:
         if len(self._pulls) < 100_000:
             self._pulls[(repository, digest)] = time.time()
+            self._pullers[(repository, digest)] = ACTOR.get()
 
     async def flush(self) -> None:
         pulls, self._pulls = self._pulls, {}
+        pullers, self._pullers = self._pullers, {}
         try:
-            await self.reg.meta.record_pulls(pulls)
+            await self.reg.meta.record_pulls(pulls, pullers)
         except Exception:
             for key, at in pulls.items():  # keep them for the next try
                 self._pulls.setdefault(key, at)
+                self._pullers.setdefault(key, pullers.get(key))
             raise
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -73,10 +80,14 @@ class PullRecorder:
 
 
 class Catalog:
-    def __init__(self, reg: Registry) -> None:
+    def __init__(self, reg: Registry, protection: Protection | None = None) -> None:
         self.reg = reg
         self.queries = CatalogQueries(reg.meta.db)
         self.pulls = PullRecorder(reg)
+        self.protection = protection
+
+    async def _guard(self, registry: str) -> Guard | None:
+        return await self.protection.registry_guard(registry) if self.protection else None
 
     async def images(self, registry: str, contains: str | None, page: int | None, per_page: int | None
                      ) -> tuple[list[ImageSummary], int]:
@@ -93,7 +104,10 @@ class Catalog:
 
     async def delete_image(self, registry: str, image: str) -> int:
         await self.pulls.flush()
-        removed = await self.reg.meta.delete_repository(repository_of(registry, image))
+        try:
+            removed = await self.reg.meta.delete_repository(repository_of(registry, image), await self._guard(registry))
+        except Protected as e:
+            raise denied(e) from None
         if removed is None:
             raise RegistryError("NAME_UNKNOWN", f"no image {image[:200]!r} in registry {registry!r}")
         return removed
@@ -142,14 +156,22 @@ class Catalog:
     async def delete_tag(self, registry: str, image: str, tag: str) -> None:
         repository = repository_of(registry, image)
         validate_tag(tag)
-        if not await self.reg.meta.delete_tag(repository, tag):
+        try:
+            found = await self.reg.meta.delete_tag(repository, tag, await self._guard(registry))
+        except Protected as e:
+            raise denied(e) from None
+        if not found:
             raise RegistryError("MANIFEST_UNKNOWN", f"no tag {tag!r} in {repository}")
 
     async def delete_artifact(self, registry: str, image: str, digest: str) -> None:
         repository = repository_of(registry, image)
         d = str(Digest.parse(digest))
-        if not await self.reg.meta.delete_manifest(repository, d):
+        try:
+            found = await self.reg.meta.delete_manifest(repository, d, await self._guard(registry))
+        except Protected as e:
+            raise denied(e) from None
+        if not found:
             raise RegistryError("MANIFEST_UNKNOWN", f"no artifact {d} in {repository}")
 
 
-__all__ = ["Catalog", "PullRecorder", "page_bounds", "repository_of"]
+__all__ = ["MAX_PER_PAGE", "Catalog", "PullRecorder", "page_bounds", "repository_of"]

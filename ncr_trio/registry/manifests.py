@@ -16,7 +16,9 @@ from typing import Any
 
 from ncr_trio.errors import RegistryError
 from ncr_trio.meta import ManifestRecord, Reference
+from ncr_trio.meta.store import Protected
 from ncr_trio.registry.context import Registry
+from ncr_trio.registry.protection import Protection, denied
 from ncr_trio.types import Digest, MediaType, parse_reference
 
 
@@ -131,8 +133,9 @@ def compute_digest(content: bytes, algorithm: str = "sha256") -> Digest:
 
 
 class Manifests:
-    def __init__(self, reg: Registry) -> None:
+    def __init__(self, reg: Registry, protection: Protection | None = None) -> None:
         self.reg = reg
+        self.protection = protection
 
     async def put(self, repository: str, reference: str, content: bytes, content_type: str | None) -> PutManifest:
         ref = parse_reference(reference)
@@ -148,7 +151,11 @@ class Manifests:
         else:
             digest, tag = compute_digest(content), ref
         record, refs = parse_manifest(content, content_type, digest)
-        result = await self.reg.meta.put_manifest(repository, record, refs, tag)
+        guard = await self.protection.guard(repository) if tag is not None and self.protection else None
+        try:
+            result = await self.reg.meta.put_manifest(repository, record, refs, tag, guard)
+        except Protected as e:
+            raise denied(e) from None
         if result.missing:
             raise RegistryError("MANIFEST_BLOB_UNKNOWN", detail={"missing": list(result.missing)[:20]})
         return PutManifest(digest, record.subject, result.created)
@@ -165,10 +172,14 @@ class Manifests:
 
     async def delete(self, repository: str, reference: str) -> None:
         ref = parse_reference(reference)
-        if isinstance(ref, Digest):
-            found = await self.reg.meta.delete_manifest(repository, str(ref))
-        else:
-            found = await self.reg.meta.delete_tag(repository, ref)
+        guard = await self.protection.guard(repository) if self.protection else None
+        try:
+            if isinstance(ref, Digest):
+                found = await self.reg.meta.delete_manifest(repository, str(ref), guard)
+            else:
+                found = await self.reg.meta.delete_tag(repository, ref, guard)
+        except Protected as e:
+            raise denied(e) from None
         if not found:
             raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference[:200]})
 

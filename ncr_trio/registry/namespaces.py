@@ -16,7 +16,11 @@ from ncr_trio.auth.control import AccessControl
 from ncr_trio.errors import RegistryError
 from ncr_trio.meta import MetaStore, RegistryInfo
 from ncr_trio.meta.db import Tx
+from ncr_trio.meta.policies import PolicyStore
+from ncr_trio.meta.store import Protected
+from ncr_trio.meta.webhooks import WebhookStore
 from ncr_trio.registry.context import Registry
+from ncr_trio.registry.protection import Protection, denied
 
 NAME_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 MAX_NAME = 64
@@ -48,9 +52,10 @@ def parse_cidrs(values: object) -> tuple[str, ...]:
 
 
 class Namespaces:
-    def __init__(self, reg: Registry, access: AccessControl) -> None:
+    def __init__(self, reg: Registry, access: AccessControl, protection: Protection | None = None) -> None:
         self.meta: MetaStore = reg.meta
         self.access = access
+        self.protection = protection
 
     async def create(self, name: str, actor: str, *, description: str = "", public_read: bool = False,
                      public_uri: bool = True, allowed_cidrs: tuple[str, ...] = ()) -> RegistryInfo:
@@ -91,16 +96,27 @@ class Namespaces:
 
     async def delete(self, name: str, actor: str, *, force: bool = False) -> int:
         """Delete a registry; one that still holds images needs `force` (its images go with it,
-        and GC reclaims their blobs). Returns how many images were deleted."""
+        and GC reclaims their blobs). Returns how many images were deleted. Refused while a
+        protection policy covers one of its tags; its policies, cleanup history, schedule and webhooks go with it."""
+        guard = await self.protection.registry_guard(name) if self.protection else None
+
         def purge(tx: Tx) -> int:
             held = MetaStore.count_repositories_in(tx, name)
             if held and not force:
                 raise RegistryError("CONFLICT", f"registry {name!r} still holds {held} image(s): delete them "
                                     "first, or delete the registry with force")
-            return MetaStore.purge_repositories(tx, name)
+            removed = MetaStore.purge_repositories(tx, name, guard=guard)
+            PolicyStore.purge_registry(tx, name)
+            WebhookStore.purge_registry(tx, name)
+            return removed
 
-        removed = await self.access.store.delete_registry(name, actor, purge=purge)
+        try:
+            removed = await self.access.store.delete_registry(name, actor, purge=purge)
+        except Protected as e:
+            raise denied(e) from None
         self.access.forget(registry=name)
+        if self.protection:
+            self.protection.forget(name)
         if removed is None:
             raise RegistryError("NOT_FOUND", f"registry {name[:80]!r} does not exist")
         return removed
