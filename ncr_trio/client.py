@@ -222,6 +222,119 @@ class AuditLog(TypedDict):
     entries: list[AuditEntry]
 
 
+class Webhook(TypedDict):
+    id: int
+    registry: str
+    name: str
+    kind: str
+    url: str
+    event_types: list[str]
+    enabled: bool
+    secret_set: bool
+    auth_header_set: bool
+    created_at: str | None
+
+
+class WebhookPage(Page):
+    webhooks: list[Webhook]
+
+
+class DeliveryAttempt(TypedDict):
+    attempt: int
+    at: str | None
+    status: int | None
+    error: str | None
+    duration_ms: int | None
+
+
+class Delivery(TypedDict):
+    id: int
+    webhook_id: int
+    event_id: str
+    event_type: str
+    status: str
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    created_at: str | None
+    finished_at: str | None
+    next_attempt_at: str | None
+    attempt_log: list[DeliveryAttempt]
+    payload: Any
+
+
+class DeliveryPage(Page):
+    deliveries: list[Delivery]
+
+
+class CleanupPolicy(TypedDict):
+    id: int
+    registry: str
+    image: str
+    tag: str
+    untagged: bool
+    rule: str
+    n: int
+    description: str
+    enabled: bool
+    created_at: str | None
+
+
+class CleanupPolicyList(TypedDict):
+    policies: list[CleanupPolicy]
+
+
+class ProtectionPolicy(TypedDict):
+    id: int
+    registry: str
+    image: str
+    tag: str
+    enabled: bool
+    created_at: str | None
+
+
+class ProtectionPolicyList(TypedDict):
+    policies: list[ProtectionPolicy]
+
+
+class Schedule(TypedDict):
+    schedule: str
+    preset: str | None
+    timezone: str
+    next_run_at: str | None
+    last_run_at: str | None
+
+
+class CleanupRun(TypedDict):
+    id: int
+    registry: str
+    triggered_by: str
+    dry_run: bool
+    status: str
+    started_at: str | None
+    finished_at: str | None
+    deleted: int
+    kept: int
+    policies: list[dict[str, Any]]
+    error: str | None
+
+
+class CleanupItem(TypedDict):
+    repository: str
+    digest: str
+    tags: list[str]
+    outcome: str
+    reason: str | None
+
+
+class CleanupRunDetail(CleanupRun):
+    items: list[CleanupItem]
+
+
+class CleanupRunPage(Page):
+    runs: list[CleanupRun]
+
+
 P = TypeVar("P", bound=Page)
 
 
@@ -362,6 +475,109 @@ class Client:
         return cast(TagPage, self.request("GET", f"/registries/{_seg(registry)}/tags",
                                           query={"q": q, "glob": glob, "page": page, "per_page": per_page}))
 
+    # -- webhooks -----------------------------------------------------------------------------
+    def webhooks(self, registry: str, page: int | None = None, per_page: int | None = None) -> WebhookPage:
+        return cast(WebhookPage, self.request("GET", f"/registries/{_seg(registry)}/webhooks",
+                                              query={"page": page, "per_page": per_page}))
+
+    def create_webhook(self, registry: str, name: str, url: str, kind: str = "http", *,
+                       event_types: list[str] | None = None, secret: str | None = None,
+                       auth_header: str | None = None, enabled: bool = True) -> Webhook:
+        """`event_types` empty or None: every type. `secret` and `auth_header` are never answered back."""
+        body: dict[str, Any] = {"name": name, "kind": kind, "url": url, "event_types": event_types or [],
+                                "enabled": enabled}
+        if secret is not None:
+            body["secret"] = secret
+        if auth_header is not None:
+            body["auth_header"] = auth_header
+        return cast(Webhook, self.request("POST", f"/registries/{_seg(registry)}/webhooks", body))
+
+    def webhook(self, registry: str, webhook_id: int) -> Webhook:
+        return cast(Webhook, self.request("GET", f"/registries/{_seg(registry)}/webhooks/{int(webhook_id)}"))
+
+    def update_webhook(self, registry: str, webhook_id: int, **fields: Any) -> Webhook:
+        """`fields`: any of name, kind, url, event_types, secret, auth_header, enabled; an empty or None
+        `secret` / `auth_header` removes it."""
+        return cast(Webhook, self.request("PATCH", f"/registries/{_seg(registry)}/webhooks/{int(webhook_id)}",
+                                          fields))
+
+    def delete_webhook(self, registry: str, webhook_id: int) -> None:
+        self.request("DELETE", f"/registries/{_seg(registry)}/webhooks/{int(webhook_id)}")
+
+    def test_webhook(self, registry: str, webhook_id: int, timeout: float | None = 120.0) -> Delivery:
+        """Send a `test` event now: the delivery, with how it went (one attempt)."""
+        return cast(Delivery, self.request("POST", f"/registries/{_seg(registry)}/webhooks/{int(webhook_id)}/test",
+                                           {}, timeout=timeout))
+
+    def webhook_deliveries(self, registry: str, webhook_id: int, page: int | None = None,
+                           per_page: int | None = None) -> DeliveryPage:
+        return cast(DeliveryPage, self.request(
+            "GET", f"/registries/{_seg(registry)}/webhooks/{int(webhook_id)}/deliveries",
+            query={"page": page, "per_page": per_page}))
+
+    # -- cleanup and protection policies ------------------------------------------------------
+    def cleanup_policies(self, registry: str) -> CleanupPolicyList:
+        return cast(CleanupPolicyList, self.request("GET", f"/registries/{_seg(registry)}/cleanup/policies"))
+
+    def add_cleanup_policy(self, registry: str, rule: str, n: int, image: str | None = None,
+                           tag: str | None = None, untagged: bool = False) -> CleanupPolicy:
+        """`rule`: older_than (n days), retain_pushed or retain_pulled (n artifacts); patterns default to `**`."""
+        body: dict[str, Any] = {"rule": rule, "n": n, "untagged": untagged}
+        if image is not None:
+            body["image"] = image
+        if tag is not None:
+            body["tag"] = tag
+        return cast(CleanupPolicy, self.request("POST", f"/registries/{_seg(registry)}/cleanup/policies", body))
+
+    def set_cleanup_policy_enabled(self, registry: str, policy_id: int, enabled: bool) -> CleanupPolicy:
+        return cast(CleanupPolicy, self.request(
+            "PATCH", f"/registries/{_seg(registry)}/cleanup/policies/{int(policy_id)}", {"enabled": enabled}))
+
+    def delete_cleanup_policy(self, registry: str, policy_id: int) -> None:
+        self.request("DELETE", f"/registries/{_seg(registry)}/cleanup/policies/{int(policy_id)}")
+
+    def cleanup_schedule(self, registry: str) -> Schedule:
+        return cast(Schedule, self.request("GET", f"/registries/{_seg(registry)}/cleanup/schedule"))
+
+    def set_cleanup_schedule(self, registry: str, schedule: str) -> Schedule:
+        """A preset (None, Hourly, Daily, Weekly) or five cron fields, in UTC."""
+        return cast(Schedule, self.request("PUT", f"/registries/{_seg(registry)}/cleanup/schedule",
+                                           {"schedule": schedule}))
+
+    def test_cleanup(self, registry: str, timeout: float | None = 3600.0) -> CleanupRunDetail:
+        """A test run: what a run would delete now (nothing is deleted)."""
+        return cast(CleanupRunDetail, self.request("POST", f"/registries/{_seg(registry)}/cleanup/test", {},
+                                                   timeout=timeout))
+
+    def run_cleanup(self, registry: str, timeout: float | None = 3600.0) -> CleanupRunDetail:
+        """Run the registry's cleanup now; answers when the run has finished."""
+        return cast(CleanupRunDetail, self.request("POST", f"/registries/{_seg(registry)}/cleanup/run", {},
+                                                   timeout=timeout))
+
+    def cleanup_runs(self, registry: str, page: int | None = None, per_page: int | None = None) -> CleanupRunPage:
+        return cast(CleanupRunPage, self.request("GET", f"/registries/{_seg(registry)}/cleanup/runs",
+                                                 query={"page": page, "per_page": per_page}))
+
+    def cleanup_run(self, registry: str, run_id: int) -> CleanupRunDetail:
+        return cast(CleanupRunDetail, self.request("GET", f"/registries/{_seg(registry)}/cleanup/runs/{int(run_id)}"))
+
+    def protection_policies(self, registry: str) -> ProtectionPolicyList:
+        return cast(ProtectionPolicyList, self.request("GET", f"/registries/{_seg(registry)}/protection/policies"))
+
+    def add_protection_policy(self, registry: str, tag: str, image: str | None = None) -> ProtectionPolicy:
+        body: dict[str, Any] = {"tag": tag}
+        if image is not None:
+            body["image"] = image
+        return cast(ProtectionPolicy, self.request("POST", f"/registries/{_seg(registry)}/protection/policies",
+                                                   body))
+
+    def set_protection_policy_enabled(self, registry: str, policy_id: int, enabled: bool) -> ProtectionPolicy:
+        return cast(ProtectionPolicy, self.request(
+            "PATCH", f"/registries/{_seg(registry)}/protection/policies/{int(policy_id)}", {"enabled": enabled}))
+
+    def delete_protection_policy(self, registry: str, policy_id: int) -> None:
+        self.request("DELETE", f"/registries/{_seg(registry)}/protection/policies/{int(policy_id)}")
+
     # -- garbage collection (system administrators) ------------------------------------------
     def run_gc(self, dry_run: bool = False, delete_untagged: bool = False,
                timeout: float | None = 3600.0) -> GcReport:
@@ -427,8 +643,10 @@ class Client:
 
 
 __all__ = [
-    "APIError", "Artifact", "ArtifactPage", "AuditEntry", "AuditLog", "Client", "GcPage", "GcReport", "GcRun",
-    "Image", "ImageDeleted", "ImagePage", "Key", "KeyList", "Member", "MemberList", "NewKey", "PER_PAGE_MAX", "Page",
-    "Platform", "Registry", "RegistryDeleted", "RegistryDetail", "RegistryList", "Role", "RoleGrant", "RoleList",
-    "Tag", "TagPage", "User", "UserCreated", "UserList", "WhoAmI",
+    "APIError", "Artifact", "ArtifactPage", "AuditEntry", "AuditLog", "CleanupItem", "CleanupPolicy",
+    "CleanupPolicyList", "CleanupRun", "CleanupRunDetail", "CleanupRunPage", "Client", "Delivery", "DeliveryAttempt",
+    "DeliveryPage", "GcPage", "GcReport", "GcRun", "Image", "ImageDeleted", "ImagePage", "Key", "KeyList", "Member",
+    "MemberList", "NewKey", "PER_PAGE_MAX", "Page", "Platform", "ProtectionPolicy", "ProtectionPolicyList",
+    "Registry", "RegistryDeleted", "RegistryDetail", "RegistryList", "Role", "RoleGrant", "RoleList", "Schedule",
+    "Tag", "TagPage", "User", "UserCreated", "UserList", "Webhook", "WebhookPage", "WhoAmI",
 ]

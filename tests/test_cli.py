@@ -1,10 +1,14 @@
 """The `ncr-trio` CLI against a running server: `python -m ncr_trio ...` as a subprocess with its own
 HOME and XDG_CONFIG_HOME, so the login file it writes is the test's. Every API verb in table and
 JSON form (the JSON compared with the API's own answer), login and the flags > environment > file
-precedence, errors and exit codes, confirmations, secrets shown once."""
+precedence, errors and exit codes, confirmations, secrets shown once. The automation verbs too: webhooks
+against a real receiver (tests, signatures, deliveries), cleanup policies with test runs, runs and their
+history, protection refusing a push, cleanup schedules, and a viewer who may read but not change them."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import pty
@@ -12,6 +16,7 @@ import select
 import stat
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +27,8 @@ import httpx
 import pytest
 
 from tests.support.logins import issue_tls
-from tests.support.oci import OCI_INDEX, image, index, push_image, push_manifest
+from tests.support.oci import OCI_INDEX, image, index, push_blob, push_image, push_manifest
+from tests.support.receivers import Receiver
 from tests.support.server import ADMIN_PASSWORD, Server, free_port
 
 
@@ -525,3 +531,240 @@ def test_a_terminal_is_asked_and_shown_progress(admin: CLI, srv: Server, pushed:
     assert code == 0 and "would remove" in out
     code, out = on_tty("image", "list", "shop", "--all", "--per-page", "1")
     assert code == 0 and "Listing images" in out and "tools/lint" in out  # the progress bar, then the table
+    code, out = on_tty("cleanup", "run", "scratch", answer="n")
+    assert code == 1 and "Run the cleanup of registry scratch" in out and "0 enabled cleanup policies" in out
+    assert admin.json("cleanup", "history", "scratch")["runs"] == []  # not run
+    code, out = on_tty("cleanup", "test", "scratch")
+    assert code == 0 and "Test run #" in out and "no policy was enabled" in out
+
+
+# -- webhooks, cleanup, protection, schedules --------------------------------------------------------------------
+
+
+def test_webhook_verbs_with_a_receiver(admin: CLI, srv: Server) -> None:
+    srv.ensure_registries("hooks")
+    with Receiver() as receiver:
+        r = admin("webhook", "create", "hooks", "ci", receiver.url, "--event", "artifact.pushed", "--event",
+                  "tag.created", "--secret-stdin", stdin="cli-hook-secret\n")
+        assert r.returncode == 0, r.stderr
+        f = fields(r.stdout)
+        assert (f["name"], f["kind"], f["url"], f["events"]) == ("ci", "http", receiver.url,
+                                                                 "artifact.pushed, tag.created")
+        assert (f["secret"], f["auth header"], f["enabled"]) == ("set", "not set", "yes")
+        assert "cli-hook-secret" not in r.stdout + r.stderr  # write-only
+        hook_id = int(f["id"])
+        path = f"/registries/hooks/webhooks/{hook_id}"
+
+        out = admin.ok("webhook", "list", "hooks")
+        assert table(out)[0] == ["ID", "NAME", "KIND", "URL", "EVENTS", "ENABLED", "SECRET", "AUTH_HEADER", "CREATED"]
+        assert column(out, "NAME") == ["ci"] and column(out, "SECRET") == ["set"]
+        assert admin.json("webhook", "list", "hooks") == api(srv, "/registries/hooks/webhooks")
+        assert admin.json("webhook", "show", "hooks", "ci") == api(srv, path)  # by name or by ID
+        assert fields(admin.ok("webhook", "show", "hooks", str(hook_id)))["name"] == "ci"
+
+        # The auth header from the environment; --secret-env with an unset variable is a usage error.
+        doc = admin.json("webhook", "update", "hooks", "ci", "--auth-header-env", "HOOK_AUTH", "--all-events",
+                         env={"HOOK_AUTH": "Bearer cli-hook-token"})
+        assert doc == api(srv, path) and doc["auth_header_set"] is True and doc["event_types"] == []
+        assert "cli-hook-token" not in json.dumps(doc)
+        for args in (["--secret-env", "NO_SUCH_VAR"], [], ["--event", "artifact.pushed", "--all-events"],
+                     ["--secret-stdin", "--auth-header-stdin"], ["--event", "no.such.type"]):
+            r = admin("webhook", "update", "hooks", "ci", *args, stdin="x\n")
+            assert r.returncode == 2, (args, r.stderr)
+        r = admin("webhook", "update", "hooks", "ci", "--secret-stdin", "--username", "admin", "--password-stdin",
+                  stdin=ADMIN_PASSWORD + "\nsecret\n")
+        assert r.returncode == 2 and "cannot both read stdin" in r.stderr
+
+        # Send a test: delivered, signed with the secret, with the auth header.
+        out = admin.ok("webhook", "test", "hooks", "ci")
+        assert out.startswith("Test delivery ") and "delivered (HTTP 200" in out
+        got = receiver.wait_for(lambda rs: any(x.headers.get("x-ncr-event") == "test" for x in rs))[-1]
+        assert got.headers["authorization"] == "Bearer cli-hook-token"
+        assert got.headers["x-ncr-signature"] == "sha256=" + hmac.new(b"cli-hook-secret", got.body,
+                                                                      hashlib.sha256).hexdigest()
+        # A receiver that fails: exit status 1, the delivery (JSON) says why.
+        receiver.fail_next(1, status=503)
+        r = admin("webhook", "test", "hooks", str(hook_id), "-o", "json")
+        assert r.returncode == 1
+        failed = json.loads(r.stdout)
+        assert failed["status"] == "failed" and failed["last_status"] == 503
+
+        # Disabled, it gets no deliveries; enabled again, a push is delivered.
+        assert admin.ok("webhook", "disable", "hooks", "ci").strip() == f"Disabled webhook ci (#{hook_id}) of registry hooks"
+        assert admin.json("webhook", "show", "hooks", "ci")["enabled"] is False
+        assert admin.json("webhook", "enable", "hooks", "ci")["enabled"] is True
+        with srv.client() as c:
+            pushed = push_image(c, "hooks/app", image("cli-hook"), "v1")
+        receiver.wait_for(lambda rs: any(x.headers.get("x-ncr-event") == "artifact.pushed" for x in rs))
+
+        # The delivery history, with each attempt's HTTP status.
+        def history() -> Any:
+            return api(srv, f"{path}/deliveries")
+
+        deadline = time.monotonic() + 30
+        while not {"artifact.pushed", "tag.created"} <= {d["event_type"] for d in history()["deliveries"]
+                                                         if d["status"] == "delivered"}:  # every type again
+            assert time.monotonic() < deadline, history()
+            time.sleep(0.2)
+        out = admin.ok("webhook", "deliveries", "hooks", "ci")
+        assert table(out)[0] == ["ID", "EVENT", "STATUS", "ATTEMPTS", "HTTP_STATUS", "ERROR", "CREATED", "FINISHED"]
+        rows = {(row[1], row[2], row[4]) for row in table(out)[1:]}
+        assert {("test", "delivered", "200"), ("test", "failed", "503"), ("artifact.pushed", "delivered", "200")} <= rows
+        assert admin.json("webhook", "deliveries", "hooks", "ci") == history()
+        pushed_delivery = next(d for d in history()["deliveries"] if d["event_type"] == "artifact.pushed")
+        assert pushed_delivery["payload"]["digest"] == pushed
+        assert len(admin.json("webhook", "deliveries", "hooks", "ci", "--all", "--per-page", "1")["deliveries"]) == 4
+
+        r = admin("webhook", "delete", "hooks", "ci")
+        assert r.returncode == 2 and "--yes" in r.stderr
+        assert admin.ok("webhook", "delete", "hooks", "ci", "--yes").strip() == "Deleted webhook ci of registry hooks"
+        r = admin("webhook", "show", "hooks", "ci")
+        assert r.returncode == 1 and "NOT_FOUND" in r.stderr
+        assert "cli-hook-secret" not in json.dumps(admin.json("audit", "--registry", "hooks", "--limit", "100"))
+
+
+def test_cleanup_policies_test_run_run_and_history(admin: CLI, srv: Server) -> None:
+    srv.ensure_registries("tidy")
+    with srv.client() as c:
+        keep = push_image(c, "tidy/app", image("cli-tidy-keep"), "v1")
+        dev = push_image(c, "tidy/app", image("cli-tidy-dev"), "dev-1")
+    out = admin.ok("cleanup", "policy", "add", "tidy", "older_than", "0", "--tag", "dev-*")
+    f = fields(out)
+    assert (f["image"], f["tag"], f["untagged"], f["rule"], f["enabled"]) == ("**", "dev-*", "no", "older_than 0",
+                                                                             "yes")
+    policy_id = f["id"]
+    doc = admin.json("cleanup", "policy", "add", "tidy", "retain-pushed", "5", "--image", "other/*", "--untagged")
+    assert (doc["rule"], doc["n"], doc["untagged"], doc["image"]) == ("retain_pushed", 5, True, "other/*")
+    r = admin("cleanup", "policy", "add", "tidy", "older_than", "0", "--tag", "dev-*")
+    assert r.returncode == 1 and "CONFLICT" in r.stderr and f"#{policy_id}" in r.stderr  # a duplicate
+    r = admin("cleanup", "policy", "add", "tidy", "newest", "3")
+    assert r.returncode == 2 and "older_than" in r.stderr
+
+    out = admin.ok("cleanup", "policy", "list", "tidy")
+    assert table(out)[0] == ["ID", "IMAGE", "TAG", "UNTAGGED", "RULE", "N", "ENABLED", "CREATED", "DESCRIPTION"]
+    assert column(out, "TAG") == ["dev-*", "**"]
+    assert admin.json("cleanup", "policy", "list", "tidy") == api(srv, "/registries/tidy/cleanup/policies")
+    assert admin.ok("cleanup", "policy", "disable", "tidy", str(doc["id"])).startswith(
+        f"Disabled cleanup policy #{doc['id']} of registry tidy")
+    assert admin.json("cleanup", "policy", "enable", "tidy", str(doc["id"]))["enabled"] is True
+    r = admin("cleanup", "policy", "delete", "tidy", str(doc["id"]))
+    assert r.returncode == 2 and "--yes" in r.stderr
+    assert admin("cleanup", "policy", "delete", "tidy", str(doc["id"]), "-y", "-o", "json").stdout == ""
+    assert len(admin.json("cleanup", "policy", "list", "tidy")["policies"]) == 1
+
+    # A test run: the items as a table, nothing deleted.
+    out = admin.ok("cleanup", "test", "tidy")
+    assert out.startswith("Test run #") and "1 would be deleted" in out
+    rows = table(out)
+    header = rows.index(["REPOSITORY", "DIGEST", "TAGS", "OUTCOME", "REASON"])
+    assert rows[header + 1][:4] == ["tidy/app", dev, "dev-1", "would-delete"]
+    assert f"cleanup policy #{policy_id}" in rows[header + 1][4]
+    test_run = admin.json("cleanup", "test", "tidy")
+    assert test_run["dry_run"] is True and test_run["triggered_by"] == "test"
+    assert [(i["digest"], i["outcome"]) for i in test_run["items"]] == [(dev, "would-delete")]
+    assert admin.json("artifact", "show", f"tidy/app@{dev}")["tags"] == ["dev-1"]
+
+    # Run now: asks first; then deletes.
+    r = admin("cleanup", "run", "tidy")
+    assert r.returncode == 2 and "--yes" in r.stderr
+    out = admin.ok("cleanup", "run", "tidy", "--yes")
+    assert out.startswith("Cleanup run #") and "1 deleted" in out
+    assert ["tidy/app", dev, "dev-1", "deleted"] == [row for row in table(out) if dev in row][0][:4]
+    assert admin("artifact", "show", f"tidy/app@{dev}").returncode == 1
+    assert admin.json("artifact", "show", f"tidy/app@{keep}")["tags"] == ["v1"]
+
+    # The history, and one run's details with its items.
+    out = admin.ok("cleanup", "history", "tidy")
+    assert table(out)[0] == ["ID", "TRIGGER", "DRY_RUN", "STATUS", "STARTED", "FINISHED", "DELETED", "KEPT", "ERROR"]
+    assert column(out, "TRIGGER") == ["manual", "test", "test"] and column(out, "STATUS") == ["succeeded"] * 3
+    assert admin.json("cleanup", "history", "tidy") == api(srv, "/registries/tidy/cleanup/runs")
+    out = admin.ok("cleanup", "history", "tidy", str(test_run["id"]))
+    details_part, _, items_part = out.partition("\n\n")
+    f = fields(details_part)
+    assert (f["run"], f["triggered by"], f["test run"], f["would delete"]) == (str(test_run["id"]), "test", "yes", "1")
+    assert f"cleanup #{policy_id}" in f["policies"]
+    assert table(items_part)[1][:4] == ["tidy/app", dev, "dev-1", "would-delete"]
+    assert admin.json("cleanup", "history", "tidy", str(test_run["id"])) == api(
+        srv, f"/registries/tidy/cleanup/runs/{test_run['id']}")
+    assert admin.json("cleanup", "history", "tidy", "--per-page", "1")["runs"][0]["triggered_by"] == "manual"
+    r = admin("cleanup", "history", "tidy", "999999")
+    assert r.returncode == 1 and "NOT_FOUND" in r.stderr
+    r = admin("cleanup", "history", "tidy", str(test_run["id"]), "--all")
+    assert r.returncode == 2
+
+
+def test_protection_refuses_a_push_and_can_be_disabled(admin: CLI, srv: Server) -> None:
+    srv.ensure_registries("guard")
+    with srv.client() as c:
+        first = push_image(c, "guard/app", image("cli-guard-1"), "v1")
+    f = fields(admin.ok("protection", "add", "guard", "v*"))
+    assert (f["image"], f["tag"], f["enabled"]) == ("**", "v*", "yes")
+    pid = f["id"]
+    out = admin.ok("protection", "list", "guard")
+    assert table(out)[0] == ["ID", "IMAGE", "TAG", "ENABLED", "CREATED"] and column(out, "TAG") == ["v*"]
+    assert admin.json("protection", "list", "guard") == api(srv, "/registries/guard/protection/policies")
+    r = admin("protection", "add", "guard", "v*")
+    assert r.returncode == 1 and "CONFLICT" in r.stderr
+
+    other = image("cli-guard-2")
+    with srv.client() as c:
+        for blob in other.blobs.values():
+            push_blob(c, "guard/app", blob)
+        r = push_manifest(c, "guard/app", "v1", other.manifest)
+    assert r.status_code == 403, r.text
+    error = r.json()["errors"][0]
+    assert error["code"] == "DENIED" and f"protection policy #{pid}" in error["message"]
+    r = admin("tag", "delete", "guard/app:v1", "--yes")  # the CLI shows the server's refusal
+    assert r.returncode == 1 and "DENIED" in r.stderr and f"protection policy #{pid}" in r.stderr
+    assert admin.json("artifact", "show", "guard/app:v1")["digest"] == first
+
+    assert admin.ok("protection", "disable", "guard", pid).strip() == (
+        f'Disabled protection policy #{pid} of registry guard (image "**", tag "v*")')
+    with srv.client() as c:
+        assert push_manifest(c, "guard/app", "v1", other.manifest).status_code == 201
+    assert admin.json("protection", "enable", "guard", pid)["enabled"] is True
+    r = admin("protection", "delete", "guard", pid)
+    assert r.returncode == 2 and "--yes" in r.stderr
+    assert admin.ok("protection", "delete", "guard", pid, "--yes").strip() == (
+        f"Deleted protection policy #{pid} of registry guard")
+    assert admin.json("protection", "list", "guard") == {"policies": []}
+    r = admin("protection", "enable", "guard", pid)
+    assert r.returncode == 1 and "NOT_FOUND" in r.stderr
+
+
+def test_cleanup_schedule_set_and_show(admin: CLI, srv: Server) -> None:
+    srv.ensure_registries("sched")
+    f = fields(admin.ok("cleanup", "schedule", "show", "sched"))
+    assert (f["schedule"], f["preset"], f["timezone"], f["next run"]) == ("None", "None", "UTC", "-")
+    f = fields(admin.ok("cleanup", "schedule", "set", "sched", "Daily"))
+    assert (f["schedule"], f["preset"]) == ("0 0 * * *", "Daily") and f["next run"].endswith("00:00:00")
+    doc = admin.json("cleanup", "schedule", "set", "sched", "30 2 * * 1-5")
+    assert doc == api(srv, "/registries/sched/cleanup/schedule")
+    assert (doc["schedule"], doc["preset"], doc["timezone"]) == ("30 2 * * 1-5", None, "UTC")
+    f = fields(admin.ok("cleanup", "schedule", "show", "sched"))
+    assert (f["schedule"], f["preset"]) == ("30 2 * * 1-5", "- (custom)") and f["next run"].endswith("02:30:00")
+    r = admin("cleanup", "schedule", "set", "sched", "every day")
+    assert r.returncode == 1 and "INVALID_REQUEST" in r.stderr
+    assert admin.json("cleanup", "schedule", "show", "sched")["schedule"] == "30 2 * * 1-5"  # unchanged
+    assert admin.json("cleanup", "schedule", "set", "sched", "weekly")["preset"] == "Weekly"
+    assert admin.json("cleanup", "schedule", "set", "sched", "None") == {**api(srv, "/registries/sched/cleanup/schedule"),
+                                                                        "schedule": "None"}
+    r = admin("cleanup", "schedule", "set", "no-such-registry", "Daily")
+    assert r.returncode == 1 and "NOT_FOUND" in r.stderr
+
+
+def test_a_viewer_reads_but_cannot_change_automation(admin: CLI, srv: Server) -> None:
+    srv.ensure_registries("watch")
+    srv.api().create_user("cli-watcher")
+    srv.api().set_role("cli-watcher", "watch", "service-viewer")
+    key = srv.api().create_key(user="cli-watcher", description="cli viewer")
+    admin.ok("protection", "add", "watch", "release-*")
+    viewer = {"NCR_USERNAME": key["id"], "NCR_PASSWORD": key["secret"]}
+    assert column(admin.ok("protection", "list", "watch", env=viewer), "TAG") == ["release-*"]
+    assert admin.json("cleanup", "schedule", "show", "watch", env=viewer)["schedule"] == "None"
+    assert admin.json("cleanup", "history", "watch", env=viewer)["runs"] == []
+    for args in (["cleanup", "test", "watch"], ["cleanup", "policy", "add", "watch", "older_than", "1"],
+                 ["webhook", "create", "watch", "x", "http://127.0.0.1:1/x"], ["cleanup", "schedule", "set", "watch",
+                                                                            "Daily"]):
+        r = admin(*args, env=viewer)
+        assert r.returncode == 1 and "DENIED" in r.stderr, (args, r.stderr)

@@ -6,12 +6,18 @@ creates and revokes an access key whose secret is shown once. A service viewer l
 access key sees the images and none of the controls their role does not allow. An administrator
 creates a user, grants and revokes roles, changes a registry's settings, searches the registry's
 tags, deletes an image, runs GC, and deletes a registry that still holds an image (only when forced).
+On a registry's Webhooks, Cleanup and Protection tabs an administrator creates, tests, changes and
+disables a webhook (its test delivered in the history), adds protection and cleanup policies, sets the
+cleanup schedule and finds a test run's would-delete item in its details; a service viewer sees them
+read-only.
 
 Every step leaves a screenshot in test-artifacts/console/<test>/<nn>-<step>.png (repository root).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import shutil
 from collections.abc import Iterator
@@ -22,6 +28,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.support.clients import Clients, find_tool, make_image, write_layout
+from tests.support.oci import image, push_image
+from tests.support.receivers import Receiver
 from tests.support.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -433,3 +441,229 @@ def test_admin_pages_users_roles_settings_gc_and_deletions(server: Server, page:
     expect(pg.get_by_role("heading", level=1, name="Registries")).to_be_visible()
     expect(pg.get_by_role("link", name="ops", exact=True)).to_have_count(0)
     page.shot("registry-deleted")
+
+
+def test_webhooks_cleanup_and_protection_tabs(server: Server, page: Steps) -> None:
+    """An administrator creates a webhook pointing at a receiver, sends a test and sees it delivered in the
+    history, changes and disables it; adds a protection policy and a cleanup policy, sets the schedule, runs a
+    test run and finds the would-delete item in the run's details. A service viewer sees the tabs read-only."""
+    pg = page.page
+    api = server.api()
+    api.create_registry("auto")
+    with server.client() as c:
+        kept = push_image(c, "auto/app", image("console-kept"), "v1")
+        doomed = push_image(c, "auto/app", image("console-doomed"), "dev")
+    short_kept, short_doomed = kept[:len("sha256:") + 12], doomed[:len("sha256:") + 12]
+
+    with Receiver() as receiver:
+        log_in(pg, server, *server.admin)
+        pg.get_by_role("link", name="auto", exact=True).click()
+        tabs = pg.get_by_role("navigation", name="Registry")
+        expect(tabs.get_by_role("link")).to_have_text(
+            ["Images", "Tags", "Members", "Webhooks", "Cleanup", "Protection", "Settings"])
+        tabs.get_by_role("link", name="Webhooks").click()
+        expect(pg.get_by_role("heading", level=2, name="Webhooks")).to_be_visible()
+        expect(pg.get_by_text("No webhooks yet")).to_be_visible()
+
+        # Create a webhook: events, URL, kind, a secret and an auth header (write-only).
+        pg.get_by_text("Create a webhook", exact=True).click()
+        pg.get_by_label("Webhook name").fill("ci")
+        pg.get_by_label("Kind").select_option("http")
+        pg.get_by_label("URL", exact=True).fill(receiver.url)
+        pg.get_by_label("Artifact pushed (artifact.pushed)").check()
+        pg.get_by_label("Tag created (tag.created)").check()
+        pg.get_by_label("Secret", exact=True).fill("console-secret-1")
+        pg.get_by_label("Authorization header", exact=True).fill("Bearer console-token-1")
+        page.shot("webhook-form")
+        pg.get_by_role("button", name="Create webhook").click()
+        expect(pg.get_by_role("heading", level=1, name="Webhook ci")).to_be_visible()
+        hook = api.webhooks("auto")["webhooks"][0]
+        assert (hook["name"], hook["kind"], hook["url"]) == ("ci", "http", receiver.url)
+        assert hook["event_types"] == ["artifact.pushed", "tag.created"]
+        assert hook["secret_set"] is True and hook["auth_header_set"] is True and hook["enabled"] is True
+        facts = pg.locator("dl.details")
+        expect(facts).to_contain_text("artifact.pushed, tag.created")
+        for secret in ("console-secret-1", "console-token-1"):  # write-only: never on the page again
+            assert secret not in pg.content()
+            assert pg.evaluate("s => [...document.querySelectorAll('input')].some(i => i.value.includes(s))",
+                               secret) is False
+        page.shot("webhook-created")
+
+        # Send a test: the result, then the delivery in the history with its status code.
+        pg.get_by_role("button", name="Send test").click()
+        expect(pg.get_by_role("heading", name="Test of ci: delivered")).to_be_visible()
+        deliveries = pg.get_by_role("table", name="Deliveries of ci, newest first")
+        test_row = deliveries.get_by_role("row").filter(has_text="test")
+        expect(test_row).to_have_count(1)
+        expect(test_row).to_contain_text("delivered")
+        expect(test_row.get_by_role("cell").nth(2)).to_have_text("200")  # HTTP status (the ID is the row header)
+        test_row.get_by_text("1 attempt", exact=True).click()
+        expect(test_row.get_by_role("listitem")).to_contain_text("HTTP 200")
+        got = receiver.wait_for(lambda rs: any(r.headers.get("x-ncr-event") == "test" for r in rs))[-1]
+        assert got.headers["authorization"] == "Bearer console-token-1"
+        assert got.headers["x-ncr-signature"] == "sha256=" + hmac.new(b"console-secret-1", got.body,
+                                                                      hashlib.sha256).hexdigest()
+        page.shot("webhook-test-delivered")
+
+        # Change it: one event type fewer, the auth header removed (the secret stays).
+        pg.get_by_text("Change this webhook", exact=True).click()
+        expect(pg.get_by_label("Secret", exact=True)).to_have_value("")
+        expect(pg.get_by_text("Set: it is never shown.")).to_have_count(2)
+        pg.get_by_label("Tag created (tag.created)").uncheck()
+        pg.get_by_label("Remove the authorization header").check()
+        pg.get_by_role("button", name="Save webhook").click()
+        expect(pg.get_by_role("status")).to_contain_text("Webhook ci saved.")
+        changed = api.webhook("auto", hook["id"])
+        assert changed["event_types"] == ["artifact.pushed"]
+        assert changed["auth_header_set"] is False and changed["secret_set"] is True
+        page.shot("webhook-changed")
+
+        # Disable it from the list.
+        pg.goto(f"{server.url}/console/#/registries/auto/webhooks")
+        switch = pg.get_by_role("switch", name="Enable webhook ci")
+        expect(switch).to_be_checked()
+        switch.uncheck()
+        expect(pg.get_by_role("status")).to_contain_text("Webhook ci disabled.")
+        expect(pg.get_by_role("switch", name="Enable webhook ci")).not_to_be_checked()
+        assert api.webhook("auto", hook["id"])["enabled"] is False
+        page.shot("webhook-disabled")
+
+    # Protection: tags v* of every image.
+    tabs.get_by_role("link", name="Protection").click()
+    expect(pg.get_by_text("No protection policies.")).to_be_visible()
+    pg.get_by_text("Add a protection policy", exact=True).click()
+    pg.get_by_label("Tag pattern").fill("v*")
+    pg.get_by_role("button", name="Add protection policy").click()
+    expect(pg.get_by_role("status")).to_contain_text("added")
+    protection = pg.get_by_role("table", name="Protection policies of auto")
+    expect(protection.get_by_role("row").filter(has_text="v*")).to_have_count(1)
+    [guard] = api.protection_policies("auto")["policies"]
+    assert (guard["image"], guard["tag"], guard["enabled"]) == ("**", "v*", True)
+    expect(pg.get_by_role("switch", name=f"Enable protection policy #{guard['id']}")).to_be_checked()
+    page.shot("protection-added")
+    pg.get_by_text("Add a protection policy", exact=True).click()  # a second one: disabled, then deleted
+    pg.get_by_label("Image pattern").fill("tools/*")
+    pg.get_by_label("Tag pattern").fill("release-*")
+    pg.get_by_role("button", name="Add protection policy").click()
+    expect(protection.get_by_role("row").filter(has_text="release-*")).to_have_count(1)
+    second = next(p for p in api.protection_policies("auto")["policies"] if p["tag"] == "release-*")
+    pg.get_by_role("switch", name=f"Enable protection policy #{second['id']}").uncheck()
+    expect(pg.get_by_role("status")).to_contain_text(f"Protection policy #{second['id']} disabled.")
+    assert next(p for p in api.protection_policies("auto")["policies"] if p["id"] == second["id"])["enabled"] is False
+    pg.get_by_role("button", name=f"Delete protection policy #{second['id']}").click()
+    pg.get_by_role("dialog", name=f"Delete protection policy #{second['id']}?").get_by_role(
+        "button", name="Delete policy").click()
+    expect(protection.get_by_role("row").filter(has_text="release-*")).to_have_count(0)
+    assert [p["id"] for p in api.protection_policies("auto")["policies"]] == [guard["id"]]
+
+    # Cleanup: a policy, the schedule, a test run and its details.
+    tabs.get_by_role("link", name="Cleanup").click()
+    expect(pg.get_by_text("No cleanup policies.")).to_be_visible()
+    pg.get_by_text("Add a cleanup policy", exact=True).click()
+    pg.get_by_label("Image pattern").fill("**")
+    pg.get_by_label("Tag pattern").fill("**")
+    pg.get_by_label("Include untagged artifacts").check()
+    pg.get_by_label("Rule").select_option("older_than")
+    pg.get_by_label("N", exact=True).fill("0")
+    pg.get_by_role("button", name="Add cleanup policy").click()
+    policies = pg.get_by_role("table", name="Cleanup policies of auto")
+    expect(policies).to_contain_text("exclude artifacts pushed or pulled within 0 days")
+    [rule] = api.cleanup_policies("auto")["policies"]
+    assert (rule["image"], rule["tag"], rule["untagged"], rule["rule"], rule["n"]) == ("**", "**", True,
+                                                                                         "older_than", 0)
+    page.shot("cleanup-policy-added")
+
+    expect(pg.get_by_label("Cron expression (UTC)")).to_be_hidden()  # only for a custom schedule
+    pg.get_by_label("Schedule preset").select_option("Custom")
+    pg.get_by_label("Cron expression (UTC)").fill("30 2 * * 1-5")
+    pg.get_by_role("button", name="Save schedule").click()
+    expect(pg.get_by_role("status")).to_contain_text("Cleanup schedule saved: 30 2 * * 1-5")
+    assert api.cleanup_schedule("auto")["schedule"] == "30 2 * * 1-5"
+    pg.get_by_label("Schedule preset").select_option("Weekly")
+    pg.get_by_role("button", name="Save schedule").click()
+    expect(pg.get_by_role("status")).to_contain_text("Cleanup schedule saved: Weekly")
+    expect(pg.locator("dl.details")).to_contain_text("Weekly (0 0 * * 0)")
+    assert api.cleanup_schedule("auto")["preset"] == "Weekly"
+    page.shot("cleanup-schedule")
+
+    pg.get_by_role("button", name="Test run").click()
+    expect(pg.get_by_role("heading", name="Test run #1: succeeded")).to_be_visible()
+    items = pg.get_by_role("table", name="Items of run #1")
+    expect(items.get_by_role("row").filter(has_text=short_doomed)).to_contain_text("would-delete")
+    expect(items.get_by_role("row").filter(has_text=short_kept)).to_contain_text("kept-protected")
+    runs = pg.get_by_role("table", name="Cleanup runs of auto, newest first")
+    expect(runs.get_by_role("row").filter(has=pg.get_by_role("link", name="#1"))).to_contain_text("Test run")
+    page.shot("cleanup-test-run")
+    runs.get_by_role("link", name="#1").click()
+    expect(pg.get_by_role("heading", level=1, name="Cleanup run #1")).to_be_visible()
+    doomed_row = pg.get_by_role("table", name="Items of run #1").get_by_role("row").filter(has_text=short_doomed)
+    expect(doomed_row).to_contain_text("would-delete")
+    expect(doomed_row).to_contain_text("dev")
+    expect(doomed_row).to_contain_text("selected by cleanup policy")
+    with server.client() as c:  # a test run deletes nothing
+        assert c.head(f"/v2/auto/app/manifests/{doomed}").status_code == 200
+    page.shot("cleanup-run-details")
+
+    # A service viewer sees every tab, and changes nothing.
+    api.create_user("auto-viewer")
+    api.set_role("auto-viewer", "auto", "service-viewer")
+    key = api.create_key(user="auto-viewer", description="console")
+    pg.get_by_role("button", name="Log out").click()
+    log_in(pg, server, key["id"], key["secret"])
+
+    def read_only() -> None:
+        expect(pg.locator("main button")).to_have_count(0)
+        expect(pg.locator("main form")).to_have_count(0)
+        expect(pg.locator("main input")).to_have_count(0)
+
+    pg.goto(f"{server.url}/console/#/registries/auto/webhooks")
+    hooks = pg.get_by_role("table", name="Webhooks of auto")
+    expect(hooks.get_by_role("row").filter(has_text="ci")).to_contain_text("disabled")
+    expect(pg.get_by_text("Create a webhook")).to_have_count(0)
+    read_only()
+    page.shot("viewer-webhooks")
+    hooks.get_by_role("link", name="ci", exact=True).click()
+    expect(pg.get_by_role("heading", level=1, name="Webhook ci")).to_be_visible()
+    expect(pg.get_by_role("table", name="Deliveries of ci, newest first")).to_contain_text("delivered")
+    read_only()
+    page.shot("viewer-webhook")
+
+    pg.goto(f"{server.url}/console/#/registries/auto/cleanup")
+    expect(pg.get_by_role("table", name="Cleanup policies of auto")).to_contain_text("enabled")
+    expect(pg.locator("dl.details")).to_contain_text("Weekly (0 0 * * 0)")
+    expect(pg.get_by_role("link", name="#1")).to_be_visible()
+    read_only()
+    page.shot("viewer-cleanup")
+    pg.get_by_role("link", name="#1").click()
+    expect(pg.get_by_role("table", name="Items of run #1")).to_contain_text("would-delete")
+
+    pg.goto(f"{server.url}/console/#/registries/auto/protection")
+    expect(pg.get_by_role("table", name="Protection policies of auto")).to_contain_text("v*")
+    read_only()
+    page.shot("viewer-protection")
+
+    viewer = (key["id"], key["secret"])  # and the API refuses what the console does not offer
+    assert httpx.post(f"{server.url}/api/v1/registries/auto/cleanup/test", auth=viewer, timeout=10).status_code == 403
+    assert httpx.post(f"{server.url}/api/v1/registries/auto/webhooks/{hook['id']}/test", auth=viewer,
+                      timeout=10).status_code == 403
+
+    # The administrator again: run the cleanup now (after a confirmation), then delete the webhook.
+    pg.get_by_role("button", name="Log out").click()
+    log_in(pg, server, *server.admin)
+    pg.goto(f"{server.url}/console/#/registries/auto/cleanup")
+    pg.get_by_role("button", name="Run now").click()
+    pg.get_by_role("dialog", name="Run the cleanup of auto now?").get_by_role("button", name="Run now").click()
+    expect(pg.get_by_role("heading", name="Run #2: succeeded")).to_be_visible()
+    expect(pg.get_by_role("table", name="Items of run #2").get_by_role("row").filter(
+        has_text=short_doomed)).to_contain_text("deleted")
+    with server.client() as c:
+        assert c.head(f"/v2/auto/app/manifests/{doomed}").status_code == 404
+        assert c.head(f"/v2/auto/app/manifests/{kept}").status_code == 200  # protected
+    page.shot("cleanup-run-now")
+    pg.goto(f"{server.url}/console/#/registries/auto/webhooks/{hook['id']}")
+    pg.get_by_role("button", name="Delete webhook").click()
+    pg.get_by_role("dialog", name="Delete webhook ci?").get_by_role("button", name="Delete webhook").click()
+    expect(pg.get_by_role("status")).to_contain_text("Webhook ci deleted.")
+    expect(pg.get_by_text("No webhooks yet")).to_be_visible()
+    assert api.webhooks("auto")["webhooks"] == []
+    page.shot("webhook-deleted")

@@ -4,6 +4,7 @@ server's management API (everything else; see `ncr-trio --help`).
     cli/__init__.py     the parser and `main` (the `ncr-trio` entry point)
     cli/local.py        serve, and `gc` on a local data directory
     cli/commands.py     the API commands, one handler per verb
+    cli/automation.py   webhook, cleanup and protection (a registry's automation), on commands.py's helpers
     cli/credentials.py  the login file and the flags > environment > file precedence
     cli/output.py       tables, fields, JSON, progress, confirmations
 """
@@ -14,7 +15,7 @@ import argparse
 import sys
 
 from ncr_trio import __version__
-from ncr_trio.cli import commands, credentials, local
+from ncr_trio.cli import automation, commands, credentials, local
 
 EPILOG = f"""\
 API commands use the server and credentials given by, in order:
@@ -24,7 +25,7 @@ API commands use the server and credentials given by, in order:
                  {credentials.config_path()}
   default        {credentials.DEFAULT_URL}
 -o json prints the API's JSON answer (for scripts); tables and messages are for people. Progress is
-shown on stderr when it is a terminal. Deleting asks first; without a terminal it needs --yes.
+shown on stderr when it is a terminal. Deleting (and `cleanup run`) asks first; without a terminal it needs --yes.
 Exit status: 0 ok; 1 the server refused (its message on stderr), could not be reached, or no login; 2 usage.
 """
 
@@ -37,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     local.add_serve(sub)
     commands.add_commands(sub)
+    automation.add_commands(sub)
     return p
 
 

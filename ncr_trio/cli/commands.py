@@ -585,21 +585,30 @@ def cmd_audit(ctx: Ctx) -> int:
 # -- the command tree ------------------------------------------------------------------------------------
 
 
+def add_group(parent: Any, name: str, help: str, dest: str = "verb") -> Any:
+    """A command (or a verb) that only holds verbs: its subparsers, the chosen one in `dest`."""
+    p = parent.add_parser(name, help=help, description=help)
+    return p.add_subparsers(dest=dest, required=True, metavar="VERB")
+
+
+def add_leaf(parent: Any, name: str, help: str, handler: Handler, destructive: bool = False
+             ) -> argparse.ArgumentParser:
+    """A verb that runs `handler`; `destructive` ones ask first (`--yes` to skip)."""
+    sp: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help, parents=[CLIENT_OPTIONS])
+    if destructive:
+        sp.add_argument("--yes", "-y", action="store_true",
+                        help="do not ask for confirmation (needed without a terminal)")
+    sp.set_defaults(handler=handler)
+    return sp
+
+
 def add_commands(sub: Any) -> None:
     """Every API command, on the top-level subparsers `sub`."""
 
     def group(name: str, help: str) -> Any:
-        p = sub.add_parser(name, help=help, description=help)
-        return p.add_subparsers(dest="verb", required=True, metavar="VERB")
+        return add_group(sub, name, help)
 
-    def leaf(parent: Any, name: str, help: str, handler: Handler, destructive: bool = False
-             ) -> argparse.ArgumentParser:
-        sp: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help, parents=[CLIENT_OPTIONS])
-        if destructive:
-            sp.add_argument("--yes", "-y", action="store_true",
-                            help="do not ask for confirmation (needed without a terminal)")
-        sp.set_defaults(handler=handler)
-        return sp
+    leaf = add_leaf
 
     sp = leaf(sub, "login", "check credentials and store them for later commands", cmd_login)
     sp.add_argument("server", nargs="?", metavar="URL", help="the server (default: $NCR_URL, the last login, "
@@ -758,4 +767,5 @@ def _error(message: str) -> None:
     sys.stderr.flush()
 
 
-__all__ = ["CLIENT_OPTIONS", "Ctx", "Ref", "add_commands", "parse_ref", "run"]
+__all__ = ["CLIENT_OPTIONS", "Ctx", "Ref", "add_commands", "add_group", "add_leaf", "done", "listing", "paging_options",
+           "parse_ref", "read_stdin_secret", "run", "show_fields", "show_listing"]

@@ -5,7 +5,9 @@ import { button, clearStaleFlash, field, flash, h, replace, showError } from "./
 import { auditView, gcView, userView, usersView } from "./views/admin.js";
 import { artifactView, imageView } from "./views/images.js";
 import { keysView } from "./views/keys.js";
+import { cleanupRunView } from "./views/policies.js";
 import { registriesView, registryView } from "./views/registries.js";
+import { webhookView } from "./views/webhooks.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -14,7 +16,9 @@ const account = document.getElementById("account");
 // Path patterns (after "#"), each with its view; captured parts are URI-decoded.
 const ROUTES = [
   [/^\/registries$/, registriesView],
-  [/^\/registries\/([^/]+)(?:\/(images|tags|members|settings))?$/, registryView],
+  [/^\/registries\/([^/]+)(?:\/(images|tags|members|webhooks|cleanup|protection|settings))?$/, registryView],
+  [/^\/registries\/([^/]+)\/webhooks\/(\d+)$/, webhookView],
+  [/^\/registries\/([^/]+)\/cleanup\/runs\/(\d+)$/, cleanupRunView],
   [/^\/registries\/([^/]+)\/images\/([^/]+)$/, imageView],
   [/^\/registries\/([^/]+)\/images\/([^/]+)\/artifacts\/([^/]+)$/, artifactView],
   [/^\/keys$/, keysView],

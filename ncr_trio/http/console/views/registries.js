@@ -1,10 +1,13 @@
-// Registries: the list, creating one, and a registry's pages (images, tags, members, settings).
+// Registries: the list, creating one, and a registry's pages (images, tags, members, settings, and the
+// webhooks, cleanup and protection tabs of views/webhooks.js and views/policies.js).
 
 import { ROLES, del, get, imagePath, patch, post, put, seg } from "../api.js";
 import {
   attempt, badge, button, bytes, checkbox, confirm, details, field, flash, h, link, pager, replace, select,
   shortDigest, table, time, yesNo,
 } from "../dom.js";
+import { cleanupTab, protectionTab } from "./policies.js";
+import { webhooksTab } from "./webhooks.js";
 
 export function registryHref(registry, tab) {
   return `#/registries/${seg(registry)}${tab ? "/" + tab : ""}`;
@@ -83,7 +86,8 @@ function createRegistryForm(ctx) {
   return h("details", { class: "panel" }, h("summary", {}, "Create a registry"), form);
 }
 
-const TABS = [["images", "Images"], ["tags", "Tags"], ["members", "Members"], ["settings", "Settings"]];
+const TABS = [["images", "Images"], ["tags", "Tags"], ["members", "Members"], ["webhooks", "Webhooks"],
+  ["cleanup", "Cleanup"], ["protection", "Protection"], ["settings", "Settings"]];
 
 export async function registryView(ctx) {
   const [name, tab = "images"] = ctx.params;
@@ -91,7 +95,8 @@ export async function registryView(ctx) {
   const tabs = h("nav", { class: "tabs", "aria-label": "Registry" }, h("ul", {}, TABS.map(([key, label]) =>
     h("li", {}, h("a", { href: registryHref(name, key), "aria-current": key === tab ? "page" : undefined }, label)))));
   const body = {
-    images: imagesTab, tags: tagsTab, members: membersTab, settings: settingsTab,
+    images: imagesTab, tags: tagsTab, members: membersTab, webhooks: webhooksTab, cleanup: cleanupTab,
+    protection: protectionTab, settings: settingsTab,
   }[tab];
   return h("section", {},
     breadcrumbs([["#/registries", "Registries"]], name),
