@@ -18,13 +18,13 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 PRESETS = {"hourly": "0 * * * *", "daily": "0 0 * * *", "weekly": "0 0 * * 0"}
 
 _MONTHS = "JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC"
 _DAYS = "SUN|MON|TUE|WED|THU|FRI|SAT"
-_FIELDS = (
+FIELDS = (  # (name, lowest, highest, names allowed, whether `?` is allowed)
     ("minute", 0, 59, None, False),
     ("hour", 0, 23, None, False),
     ("day of month", 1, 31, None, True),
@@ -91,14 +91,18 @@ def parse_schedule(text: str | None) -> Schedule:
     if len(fields) != 5:
         raise InvalidSchedule(f"a schedule is a preset (None, Hourly, Daily, Weekly) or five cron fields, "
                               f"not {len(fields)}")
-    for field_text, (name, low, high, names, question) in zip(fields, _FIELDS, strict=True):
+    for field_text, (name, low, high, names, question) in zip(fields, FIELDS, strict=True):
         _check_field(field_text, name, low, high, names, question)
     if fields[2] == "?" and fields[4] == "?":
         raise InvalidSchedule("'?' may stand in one of the day fields, not both")
     expression = " ".join(fields).upper()
     if not croniter.is_valid(expression):
         raise InvalidSchedule(f"invalid schedule {stripped[:80]!r}")
+    try:  # fields that never meet (February 31st) make croniter give up looking for the next run
+        croniter(expression, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+    except CroniterBadDateError:
+        raise InvalidSchedule(f"schedule {stripped[:80]!r} matches no date") from None
     return Schedule(expression)
 
 
-__all__ = ["PRESETS", "InvalidSchedule", "Schedule", "parse_schedule"]
+__all__ = ["FIELDS", "PRESETS", "InvalidSchedule", "Schedule", "parse_schedule"]

@@ -1,8 +1,9 @@
 """The management API and its OpenAPI document (`/api/v1/openapi.json`, ncr_trio/http/openapi.py).
 
-1. The document and the route table cannot drift apart: every route of `ManagementAPI.routes()` is
-   documented with its methods, parameters and authentication, and every documented operation has a
-   route.
+1. The document and the route table cannot drift apart: every `/api/v1` route of the app's route
+   table (`App.routes`, whichever class declares it: ManagementAPI, WebhooksAPI, PoliciesAPI, and any
+   route module added later) is documented with its methods, path parameters, authentication and
+   permission, and every documented operation has a route.
 2. schemathesis runs against a real server, loading the document from its live URL and logging in
    with the administrator's Basic credentials: no operation may answer a 500, a status the document
    does not list, a content type it does not list, or a body that breaks its schema.
@@ -18,8 +19,13 @@ is left out, by a hook: `DELETE /users/admin`. The server refuses to delete its 
 administrator (409), but the run's own `POST /users` may have made another one, and then deleting
 `admin` would lock the run out; `test_the_administrator_survives_the_run` checks the 409 instead.
 A run in which every request was refused (401, 403, or 429 after failed logins) fails too. Random names and digests almost never hit stored data, so a hook
-(tests/support/openapi_hooks.py) mixes the names, tags, digests, users and keys of the pushed content
-into the generated path parameters: list, get and delete operations also answer with real data.
+(tests/support/openapi_hooks.py) mixes the names, tags, digests, users, keys, webhook, policy and run
+IDs of the seeded content into the generated path parameters: list, get and delete operations also
+answer with real data. The seed has webhooks on local receivers (tests/support/receivers.py; one on a
+closed port, so its deliveries are pending retries) with their delivery history, cleanup and protection
+policies, schedules, a test run and a run; registry `tidy` is cleanup's, whose run now deletes for real.
+`NCR_OPENAPI_ST_ARGS` adds arguments to `st run` (`--report har --report-dir /tmp/st`, to see every
+request and answer).
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +45,10 @@ from typing import Any
 import httpx
 import pytest
 
-from ncr_trio.http.api import ManagementAPI
-from ncr_trio.http.openapi import DOCUMENT
+from ncr_trio.config import Config
+from ncr_trio.http.app import App
+from ncr_trio.http.openapi import DOCUMENT, PERMISSIONS
+from ncr_trio.http.routes import Route
 from tests.support.oci import (
     OCI_EMPTY,
     OCI_INDEX,
@@ -54,15 +63,30 @@ from tests.support.oci import (
     push_manifest,
 )
 from tests.support.postgres import postgres_server
-from tests.support.server import Server
+from tests.support.receivers import Receiver
+from tests.support.server import Server, free_port
 
 CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conformance", "response_schema_conformance"]
 MAX_EXAMPLES = 25  # per operation in the fuzzing phase; the examples and coverage phases add their own
 
 
 # -- 1. the document and the route table ------------------------------------------------------------
-class _NoService:
-    """The route table is built from the handlers' names only; no request reaches them here."""
+API_PREFIX = "/api/v1/"
+# What each route action lets the document say about who may call the operation (openapi.PERMISSIONS).
+ALLOWED_PERMISSIONS = {"api:user": {"user", "self"}, "api:read": {"read"}, "api:manage": {"manage", "manage*"},
+                       "api:admin": {"admin"}}
+
+
+@pytest.fixture(scope="module")
+def api_routes(tmp_path_factory: pytest.TempPathFactory) -> list[Route]:
+    """Every /api/v1 route of the app's route table, whichever route class declares it: a route
+    module added to the app later is covered without this test knowing about it."""
+    app = App(Config(data_dir=tmp_path_factory.mktemp("routes") / "data", admin_password="routes-password-0"))
+    service = app.open()
+    try:
+        return [r for r in app.routes.routes if r.pattern.pattern.removeprefix("^").startswith(API_PREFIX)]
+    finally:
+        service.close()
 
 
 def _template(pattern: str) -> str:
@@ -81,9 +105,16 @@ def _resolve(item: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def test_every_route_is_documented_and_every_documented_operation_is_routed() -> None:
-    routes = ManagementAPI(_NoService()).routes()  # type: ignore[arg-type]
-    routed = {(_template(r.pattern.pattern), m.lower()): r for r in routes for m in r.methods}
+def test_the_route_list_holds_every_api_route_class(api_routes: list[Route]) -> None:
+    """The filter on the prefix finds the routes of the three route classes, and nothing else."""
+    names = {r.name for r in api_routes}
+    assert {"api.whoami", "api.webhook.test", "api.cleanup.run", "api.protection.policy.delete"} <= names
+    assert all(r.name.startswith("api.") for r in api_routes)
+
+
+def test_every_route_is_documented_and_every_documented_operation_is_routed(api_routes: list[Route]) -> None:
+    routed = {(_template(r.pattern.pattern), m.lower()): r for r in api_routes for m in r.methods}
+    assert len(routed) == sum(len(r.methods) for r in api_routes), "two routes share a path and method"
     documented = {(path, method): op for path, item in DOCUMENT["paths"].items() for method, op in item.items()}
     assert sorted(routed) == sorted(documented), (
         f"routes without a document entry: {sorted(set(routed) - set(documented))}; "
@@ -97,6 +128,16 @@ def test_every_route_is_documented_and_every_documented_operation_is_routed() ->
         assert (op.get("security") == []) == (r.action is None), key
         if r.action is not None:
             assert {"401", "429"} <= set(op["responses"]), key
+            # The permission the document states is the one the gate enforces (the route's action).
+            stated = {p for p, text in PERMISSIONS.items() if op["description"] == f"Permission: {text}."}
+            assert stated & ALLOWED_PERMISSIONS[r.action], (key, r.action, op["description"])
+            if r.action != "api:user":
+                assert "403" in op["responses"], key
+        # Every 2xx is closed: a schema of the document, or no body at all (204).
+        for status, response in op["responses"].items():
+            if status.startswith("2") and status != "204" and r.action is not None:
+                schema = _resolve(response["content"]["application/json"]["schema"])
+                assert schema.get("additionalProperties") is False, (key, status)
 
 
 def test_every_reference_resolves_and_every_error_uses_the_error_body() -> None:
@@ -134,11 +175,40 @@ def _api(srv: Server, method: str, path: str, **kw: Any) -> httpx.Response:
     return r
 
 
-def seed(srv: Server) -> dict[str, dict[str, list[str]]]:
-    """Push images, an index and a referrer, add users with a role and a key, run a dry GC. Returns the
-    path parameter values that name what is stored: under "*" for every operation, and under
-    "METHOD /path" what a destructive operation may destroy, each its own part, so that whatever order
-    they run in, each one also meets data it can delete."""
+def _id(r: httpx.Response) -> str:
+    return str(r.json()["id"])
+
+
+def _wait_deliveries(srv: Server, registry: str, hook: str, done: Callable[[list[dict[str, Any]]], bool]) -> None:
+    deadline = time.monotonic() + 20
+    while not done(found := _api(srv, "GET", f"/registries/{registry}/webhooks/{hook}/deliveries").json()
+                   ["deliveries"]):
+        assert time.monotonic() < deadline, f"webhook {hook}: deliveries never got there: {found}"
+        time.sleep(0.05)
+
+
+def seed(srv: Server, receiver: Receiver, slack: Receiver) -> dict[str, dict[str, list[str]]]:
+    """Webhooks (on local receivers, one on a closed port), then pushes (their events become
+    deliveries: delivered, and pending retries with failed attempts), an index and a referrer, users
+    with a role and a key, a dry GC, cleanup and protection policies, schedules, a test run and a run.
+    Registry `tidy` is cleanup's: its test run found an artifact to delete, one kept by protection and
+    two kept because a kept index needs them, and its run now deletes them for real.
+
+    Returns the path parameter values that name what is stored: under "*" for every operation, and
+    under "METHOD /path" what a destructive operation may destroy (or, for `{id}`, what kind of thing
+    the ID names), each its own part, so that whatever order they run in, each one also meets data
+    it can delete."""
+    hooks = "/registries/shop/webhooks"
+    ci = _id(_api(srv, "POST", hooks, json={"name": "ci", "kind": "http", "url": receiver.url, "secret": "s3cret",
+                                           "auth_header": "Bearer t0ken"}))
+    chat = _id(_api(srv, "POST", hooks, json={"name": "chat", "kind": "slack", "url": slack.url,
+                                             "event_types": ["artifact.pushed", "tag.created"]}))
+    dead = _id(_api(srv, "POST", hooks, json={"name": "dead", "kind": "http", "event_types": ["tag.created"],
+                                             "url": f"http://127.0.0.1:{free_port()}/hook"}))
+    off = _id(_api(srv, "POST", hooks, json={"name": "off", "kind": "http", "url": receiver.url, "enabled": False}))
+    doomed = _id(_api(srv, "POST", hooks, json={"name": "doomed", "kind": "http", "url": receiver.url}))
+    _api(srv, "POST", "/registries/junk/webhooks", json={"name": "junk-hook", "kind": "http", "url": receiver.url})
+
     amd, arm = image("oa-amd64"), image("oa-arm64", platform=("linux", "arm64"))
     with srv.client() as c:
         v1, v2 = push_image(c, "shop/web", amd, "v1"), push_image(c, "shop/web", arm, "v2")
@@ -151,48 +221,102 @@ def seed(srv: Server) -> dict[str, dict[str, list[str]]]:
                          "subject": {"mediaType": OCI_MANIFEST, "digest": v1, "size": len(amd.manifest)}})
         assert push_manifest(c, "shop/web", "sig", sig).status_code == 201
         fmt = push_image(c, "shop/tools/fmt", image("oa-fmt"), "latest")
+        keep = push_image(c, "shop/keep", image("oa-keep"), "stable")
         tmp = push_image(c, "junk/tmp", image("oa-tmp"), "t1")
         assert c.get(f"/v2/shop/web/manifests/{v1}").status_code == 200  # a pull time
+        # tidy/app: an index (tagged `stable`, to be protected) and its children, an old tag, an untagged image.
+        kids = [image("oa-tidy-amd64"), image("oa-tidy-arm64", platform=("linux", "arm64"))]
+        for kid in kids:
+            push_image(c, "tidy/app", kid, kid.digest)
+        stable = index([(kids[0], ("linux", "amd64")), (kids[1], ("linux", "arm64"))])
+        assert push_manifest(c, "tidy/app", "stable", stable, OCI_INDEX).status_code == 201
+        old = push_image(c, "tidy/app", image("oa-tidy-old"), "old")
+        loose = image("oa-tidy-loose")
+        push_image(c, "tidy/app", loose, loose.digest)
     for name in ("bot", "gone"):
         _api(srv, "POST", "/users", json={"name": name, "password": f"{name}-password-0123"})
     _api(srv, "PUT", "/users/bot/roles/shop", json={"role": "image-uploader"})
     _api(srv, "PUT", "/users/bot/roles/*", json={"role": "service-viewer"})
     key = _api(srv, "POST", "/users/bot/keys", json={"description": "fleet"}).json()["id"]
     _api(srv, "POST", "/gc", json={"dry_run": True})
+
+    # Deliveries: delivered ones (http and Slack), pending ones with failed attempts, tests sent.
+    _wait_deliveries(srv, "shop", ci, lambda ds: any(d["status"] == "delivered" for d in ds))
+    _wait_deliveries(srv, "shop", chat, lambda ds: any(d["status"] == "delivered" for d in ds))
+    _wait_deliveries(srv, "shop", dead, lambda ds: any(d["attempt_log"] for d in ds))
+    for hook in (ci, chat, dead):
+        _api(srv, "POST", f"{hooks}/{hook}/test")
+
+    # Policies, schedules and runs.
+    shop_c, shop_p, tidy_c, tidy_p = ("/registries/shop/cleanup", "/registries/shop/protection",
+                                      "/registries/tidy/cleanup", "/registries/tidy/protection")
+    cleanup = [_id(_api(srv, "POST", f"{shop_c}/policies", json=b)) for b in (
+        {"rule": "older_than", "n": 3650},
+        {"image": "tools/**", "tag": "v*", "untagged": True, "rule": "retain_pushed", "n": 1000},
+        {"rule": "retain_pulled", "n": 999999})]
+    _api(srv, "PATCH", f"{shop_c}/policies/{cleanup[1]}", json={"enabled": False})
+    protection = [_id(_api(srv, "POST", f"{shop_p}/policies", json=b))
+                  for b in ({"image": "keep", "tag": "stable"}, {"tag": "release-*"})]
+    _api(srv, "PUT", f"{shop_c}/schedule", json={"schedule": "30 3 * * 1-5"})
+    _api(srv, "POST", "/registries/junk/cleanup/policies", json={"rule": "older_than", "n": 30})
+    tidy = [_id(_api(srv, "POST", f"{tidy_c}/policies", json=b))
+            for b in ({"untagged": True, "rule": "older_than", "n": 0}, {"rule": "retain_pushed", "n": 1})]
+    _api(srv, "POST", f"{tidy_p}/policies", json={"image": "app", "tag": "stable"})
+    _api(srv, "PUT", f"{tidy_c}/schedule", json={"schedule": "Weekly"})
+    test_run = _api(srv, "POST", f"{tidy_c}/test").json()
+    assert {i["outcome"] for i in test_run["items"]} == {"would-delete", "kept-protected", "kept-needed"}, test_run
+    runs = [str(test_run["id"]), _id(_api(srv, "POST", f"{shop_c}/run"))]
+
     artifact = "/api/v1/registries/{registry}/images/{image}/artifacts/{digest}"
     in_web = {"registry": ["shop"], "image": ["web"]}
+    webhook = "/api/v1/registries/{registry}/webhooks/{webhook}"
+    policy = "/api/v1/registries/{registry}/%s/policies/{id}"
     # Not the names the document's examples use (team, app, ci): the examples phase would destroy them first.
     return {
         "*": {
-            "registry": ["shop", "junk"],
-            "image": ["web", "tools/fmt", "tmp"],
-            "digest": [v1, v2, digest(body), digest(sig), fmt, tmp],
-            "tag": ["v1", "v2", "multi", "sig", "latest", "t1"],
+            "registry": ["shop", "junk", "tidy"],
+            "image": ["web", "tools/fmt", "keep", "tmp", "app"],
+            "digest": [v1, v2, digest(body), digest(sig), fmt, keep, tmp, digest(stable), old],
+            "tag": ["v1", "v2", "multi", "sig", "latest", "stable", "t1", "old"],
             "user": ["admin", "bot", "me"],
             "key": [key],
             "on": ["shop", "*"],
+            "webhook": [ci, chat, dead, off],
         },
         "DELETE /api/v1/registries/{registry}": {"registry": ["junk"]},
-        "DELETE /api/v1/registries/{registry}/images/{image}": {"registry": ["shop"], "image": ["tools/fmt"]},
+        "DELETE /api/v1/registries/{registry}/images/{image}": {"registry": ["shop"], "image": ["tools/fmt", "keep"]},
         f"DELETE {artifact}": {**in_web, "digest": [v2, digest(sig)]},
         f"POST {artifact}/tags": {**in_web, "digest": [v1, digest(body)]},
         "DELETE /api/v1/registries/{registry}/images/{image}/tags/{tag}": {**in_web, "tag": ["v1", "multi"]},
         "DELETE /api/v1/users/{user}": {"user": ["gone"]},
         "DELETE /api/v1/users/{user}/keys/{key}": {"user": ["bot"], "key": [key]},
+        f"DELETE {webhook}": {"registry": ["shop"], "webhook": [doomed]},
+        f"PATCH {policy % 'cleanup'}": {"registry": ["shop", "tidy"], "id": [*cleanup[:2], *tidy]},
+        f"DELETE {policy % 'cleanup'}": {"registry": ["shop"], "id": [cleanup[2]]},
+        f"PATCH {policy % 'protection'}": {"registry": ["shop"], "id": [protection[0]]},
+        f"DELETE {policy % 'protection'}": {"registry": ["shop"], "id": [protection[1]]},
+        "GET /api/v1/registries/{registry}/cleanup/runs/{id}": {"registry": ["tidy", "shop"], "id": runs},
+        # Run now: for real in tidy (deleting what the test run found), and in shop (its policies spare everything).
+        "POST /api/v1/registries/{registry}/cleanup/run": {"registry": ["tidy", "shop"]},
     }
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    """A fresh server per metadata backend (PostgreSQL refuses some input SQLite takes: NUL in text)."""
+    """A fresh server per metadata backend (PostgreSQL refuses some input SQLite takes: NUL in text),
+    with webhook receivers of its own. A webhook attempt may take 2 s: the run's own webhooks may
+    point at hosts that never answer."""
     with contextlib.ExitStack() as stack:
-        env = {}
+        env = {"NCR_WEBHOOK_TIMEOUT_SECONDS": "2"}
         if request.param == "postgresql":
             pg = stack.enter_context(postgres_server())
             env["NCR_DATABASE_URL"] = stack.enter_context(pg.database("openapi"))
-        srv = Server(data=tmp_path_factory.mktemp("openapi") / "data", registries=("shop", "junk"), env=env).start()
+        receiver = stack.enter_context(Receiver())
+        slack = stack.enter_context(Receiver(slack=True))
+        srv = Server(data=tmp_path_factory.mktemp("openapi") / "data", registries=("shop", "junk", "tidy"),
+                     env=env).start()
         stack.callback(srv.stop)
-        yield Live(srv, seed(srv))
+        yield Live(srv, seed(srv, receiver, slack))
 
 
 def schemathesis_config(srv: Server, path: Path) -> Path:
@@ -242,7 +366,8 @@ fail-on = ["missing_auth", "rate_limited"]
 def run_schemathesis(live: Live, tmp_path: Path, *selection: str) -> None:
     config = schemathesis_config(live.server, tmp_path / "schemathesis.toml")
     cmd = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "--no-color", "run",
-           f"{live.server.url}/api/v1/openapi.json", *selection]
+           f"{live.server.url}/api/v1/openapi.json", *selection,
+           *os.environ.get("NCR_OPENAPI_ST_ARGS", "").split()]
     env = {**os.environ, "NCR_OPENAPI_LIVE": json.dumps(live.values)}
     r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     print(r.stdout)  # shown with -s, or -rP
@@ -315,3 +440,53 @@ def test_inputs_that_were_500s_get_a_4xx_and_store_nothing(live: Live) -> None:
     # The role in the answer is the role stored, as the document says (it echoed the request's spelling).
     r = call("PUT", "/users/regress-user/roles/regress", json={"role": "Service Viewer"})
     assert r.status_code == 200 and r.json()["role"] == "service-viewer", r.text
+
+
+def test_webhook_and_policy_inputs_that_were_500s_get_a_4xx_and_store_nothing(live: Live) -> None:
+    """What a review of WebhooksAPI and PoliciesAPI found (and the fuzzing now covers nearby), as plain
+    regression checks: each of these was a 500."""
+    srv = live.server
+    reg = "/registries/regress-hooks"
+
+    def call(method: str, path: str, **kw: Any) -> httpx.Response:
+        return httpx.request(method, f"{srv.url}/api/v1{path}", auth=srv.admin, timeout=30, **kw)
+
+    def refused(r: httpx.Response, status: int, code: str) -> None:
+        assert r.status_code == status and r.json()["errors"][0]["code"] == code, (r.request.url, r.text)
+
+    assert call("POST", "/registries", json={"name": "regress-hooks"}).status_code == 201
+    hook = call("POST", f"{reg}/webhooks", json={"name": "h", "kind": "http", "url": "http://127.0.0.1:1/"}).json()
+    cleanup = call("POST", f"{reg}/cleanup/policies", json={"rule": "older_than", "n": 5}).json()["id"]
+    protection = call("POST", f"{reg}/protection/policies", json={"tag": "v*"}).json()["id"]
+    before = {p: call("GET", reg + p).json() for p in ("/webhooks", "/cleanup/policies", "/protection/policies",
+                                                        "/cleanup/schedule")}
+    # JSON nested too deep for the parser (RecursionError), on every operation that reads a body.
+    for method, path in [("POST", "/webhooks"), ("PATCH", f"/webhooks/{hook['id']}"), ("POST", "/cleanup/policies"),
+                         ("PATCH", f"/cleanup/policies/{cleanup}"), ("PUT", "/cleanup/schedule"),
+                         ("POST", "/protection/policies"), ("PATCH", f"/protection/policies/{protection}")]:
+        refused(call(method, reg + path, content=b"[" * 50_000), 400, "INVALID_REQUEST")
+    # An ID of digits that are not ASCII: "²".isdigit(), but int("²") raised ValueError.
+    for method, path in [("GET", "/webhooks/\u00b2"), ("POST", "/webhooks/\u00b2/test"),
+                         ("GET", "/webhooks/\u00b2/deliveries"), ("GET", "/cleanup/runs/\u00b2"),
+                         ("DELETE", "/cleanup/policies/\u00b2"), ("PATCH", "/protection/policies/\u00b2")]:
+        refused(call(method, reg + path, json={"enabled": False}), 404, "NOT_FOUND")
+    # A schedule whose fields never meet (February 31st): croniter gave up finding its next run.
+    for schedule in ("0 0 31 2 *", "0 0 30 2 ?", "0 0 31 4,6,9,11 *"):
+        refused(call("PUT", f"{reg}/cleanup/schedule", json={"schedule": schedule}), 400, "INVALID_REQUEST")
+    # Text with a lone surrogate (JSON "\ud800"): neither database driver can encode it.
+    for method, path, body in [
+            ("POST", "/webhooks", '{"name": "s", "kind": "http", "url": "http://a/", "secret": "\\ud800"}'),
+            ("POST", "/cleanup/policies", '{"image": "\\ud800", "rule": "older_than", "n": 1}'),
+            ("POST", "/protection/policies", '{"tag": "\\udfff"}'),
+            ("PATCH", "", '{"description": "\\ud800"}')]:
+        refused(call(method, reg + path, content=body.encode()), 400, "INVALID_REQUEST")
+    assert {p: call("GET", reg + p).json() for p in before} == before
+    assert call("GET", reg).json()["description"] == ""
+    # A webhook whose host IDNA refuses (an empty label, one longer than 63 characters, a bad A-label):
+    # sending a test raised UnicodeError. It is a failed delivery now, like a host that does not resolve.
+    for url in ("http://a..b/", "http://" + "a" * 64 + ".example/", "http://xn--zz.example/"):
+        assert call("PATCH", f"{reg}/webhooks/{hook['id']}", json={"url": url}).status_code == 200
+        r = call("POST", f"{reg}/webhooks/{hook['id']}/test")
+        assert r.status_code == 200, r.text
+        d = r.json()
+        assert d["status"] == "failed" and d["last_status"] is None and "Error" in d["last_error"], d

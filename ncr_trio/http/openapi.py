@@ -1,11 +1,12 @@
 """The OpenAPI 3.1 document of the management API (`/api/v1`), built once at import and served at
 `GET /api/v1/openapi.json` (docs/api.md is its prose).
 
-Every operation's `operationId` is its route's name in `ManagementAPI.routes()` and its path is
-the route's pattern with each `(?P<x>...)` group written `{x}`; tests/test_openapi.py checks that
-the two never drift apart and runs schemathesis against a live server with this document.
-Parameter constraints come from the code that enforces them (name, tag and user-name grammars,
-page bounds), so they cannot disagree with it either.
+Every operation's `operationId` is its route's name in the app's route table (every `/api/v1` route:
+`ManagementAPI`, `WebhooksAPI` and `PoliciesAPI`) and its path is the route's pattern with each
+`(?P<x>...)` group written `{x}`; tests/test_openapi.py checks that the two never drift apart and runs
+schemathesis against a live server with this document. Parameter and body constraints come from the
+code that enforces them (name, tag, user-name and webhook-name grammars, page bounds, pattern and URL
+lengths, rules, event types), so they cannot disagree with it either.
 """
 
 from __future__ import annotations
@@ -16,10 +17,16 @@ from typing import Any
 from ncr_trio.auth.accounts import USER_NAME_RE
 from ncr_trio.auth.keys import KEY_ID_PREFIX, MAX_KEYS_PER_USER
 from ncr_trio.auth.roles import Role
+from ncr_trio.cron import FIELDS as CRON_FIELDS
+from ncr_trio.cron import PRESETS
 from ncr_trio.patterns import MAX_PATTERN
 from ncr_trio.registry.catalog import MAX_PER_PAGE
+from ncr_trio.registry.cleanup import MAX_N, OUTCOMES
 from ncr_trio.registry.namespaces import MAX_NAME
 from ncr_trio.registry.namespaces import NAME_RE as REGISTRY_RE
+from ncr_trio.registry.policies import MAX_POLICIES, RULES
+from ncr_trio.registry.webhooks import EVENT_TYPES, KINDS, MAX_AUTH_HEADER, MAX_SECRET, MAX_URL, TEST_EVENT
+from ncr_trio.registry.webhooks import NAME_RE as WEBHOOK_NAME_RE
 from ncr_trio.types import NAME_MAX, TAG_RE
 from ncr_trio.types import NAME_RE as REPOSITORY_RE
 
@@ -27,6 +34,7 @@ Schema = dict[str, Any]
 
 DIGEST_PATTERN = "^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$"
 AUDIT_LIMIT_MAX = 1000
+MAX_ID = 10**18 - 1  # webhook, policy and run IDs in paths: at most 18 digits (longer: 404)
 
 
 def _full(pattern: str) -> str:
@@ -102,6 +110,89 @@ _PAGINATION: dict[str, Schema] = {
     "page": {"type": "integer", "minimum": 1},
     "per_page": {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE},
 }
+
+
+_ID: Schema = {"type": "integer", "minimum": 1}
+_PATTERN: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_PATTERN,
+                    "description": "`*` (not `/`), `**` (anything), `?`, `{a,b}`"}
+_WEBHOOK_NAME: Schema = {"type": "string", "pattern": _full(WEBHOOK_NAME_RE.pattern)}
+_EVENT_TYPE: Schema = {"type": "string", "enum": list(EVENT_TYPES)}
+_WEBHOOK_FIELDS: dict[str, Schema] = {
+    "name": {**_WEBHOOK_NAME, "description": "unique in the registry"},
+    "kind": {"type": "string", "enum": list(KINDS)},
+    "url": {"type": "string", "minLength": 1, "maxLength": MAX_URL,
+            "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#]+([/?#]\\S*)?$",
+            "description": "an `http://` or `https://` URL with a host, without spaces or control characters"},
+    "secret": {**_nullable({"type": "string", "maxLength": MAX_SECRET}),
+               "description": "HMAC-SHA256 key of the `X-NCR-Signature` header; empty or null: none"},
+    "auth_header": {**_nullable({"type": "string", "maxLength": MAX_AUTH_HEADER, "pattern": "^[ -~]*$"}),
+                    "description": "sent as `Authorization` (printable ASCII); empty or null: none"},
+    "event_types": {**_nullable({"type": "array", "items": _EVENT_TYPE}),
+                    "description": "the event types it is sent; empty or null: every type"},
+    "enabled": {**_BOOL, "default": True},
+}
+_WEBHOOK_OUT: dict[str, Schema] = {
+    "id": _ID,
+    "registry": _STR,
+    "name": _WEBHOOK_NAME,
+    "kind": _WEBHOOK_FIELDS["kind"],
+    "url": _STR,
+    "event_types": {"type": "array", "items": _EVENT_TYPE, "description": "empty: every type"},
+    "enabled": _BOOL,
+    "secret_set": {"type": "boolean", "description": "the secret itself is never shown"},
+    "auth_header_set": {"type": "boolean", "description": "the auth header itself is never shown"},
+    "created_at": _TIME,
+}
+_MRKDWN: Schema = _object({"type": {"const": "mrkdwn"}, "text": _STR})
+_RULE: Schema = {"type": "string", "enum": list(RULES)}
+_N: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_N,
+              "description": "days (`older_than`) or artifacts per image (`retain_*`)"}
+_CLEANUP_OUT: dict[str, Schema] = {
+    "id": _ID,
+    "registry": _STR,
+    "image": _STR,
+    "tag": _STR,
+    "untagged": _BOOL,
+    "rule": _RULE,
+    "n": _N,
+    "description": {"type": "string", "description": "the rule in words"},
+    "enabled": _BOOL,
+    "created_at": _TIME,
+}
+_PROTECTION_OUT: dict[str, Schema] = {
+    "id": _ID, "registry": _STR, "image": _STR, "tag": _STR, "enabled": _BOOL, "created_at": _TIME,
+}
+_RUN_FIELDS: dict[str, Schema] = {
+    "id": _ID,
+    "registry": _STR,
+    "triggered_by": {"type": "string", "enum": ["test", "manual", "schedule"]},
+    "dry_run": _BOOL,
+    "status": {"type": "string", "enum": ["running", "succeeded", "failed"]},
+    "started_at": _TIME,
+    "finished_at": _TIME_OR_NULL,
+    "deleted": {**_COUNT, "description": "deleted (a test run: would be deleted)"},
+    "kept": {**_COUNT, "description": "selected, but protected, still needed or changed meanwhile"},
+    "policies": {"type": "array", "description": "the enabled policies the run applied (a snapshot)",
+                 "items": {"oneOf": [_ref("CleanupPolicySnapshot"), _ref("ProtectionPolicySnapshot")]}},
+    "error": _STR_OR_NULL,
+}
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
+def _cron_field(names: str | None, question: bool) -> str:
+    """One cron field as cron.py reads it (its values' ranges are checked after: 0-59, 1-12, ...)."""
+    value = "[0-9]+" + (f"|{_any_case(names)}" if names else "")
+    item = f"(\\*|({value})(-({value}))?)(/[0-9]+)?"
+    field = f"{item}(,{item})*"
+    return f"(\\?|{field})" if question else field
+
+
+_SCHEDULE_PATTERN = ("^\\s*(" + "|".join(_any_case(p) for p in ("none", *PRESETS)) + "|"
+                     + "\\s+".join(_cron_field(names, q) for _, _, _, names, q in CRON_FIELDS) + ")?\\s*$")
+_TOGGLE: Schema = _object({"enabled": _BOOL}, description="Other members are refused (400)")
 
 
 def _page_of(key: str, item: str) -> Schema:
@@ -216,13 +307,104 @@ SCHEMAS: dict[str, Schema] = {
         "detail": {"type": ["object", "string", "null"]},
     }),
     "AuditList": _object({"entries": {"type": "array", "items": _ref("AuditEntry")}}),
+    "Webhook": _object(_WEBHOOK_OUT),
+    "WebhookPage": _page_of("webhooks", "Webhook"),
+    "NewWebhook": {**_object(_WEBHOOK_FIELDS, optional=("secret", "auth_header", "event_types", "enabled")),
+                   "description": "Other members are refused (400)"},
+    "WebhookChanges": {**_object({k: {a: b for a, b in v.items() if a != "default"}
+                                  for k, v in _WEBHOOK_FIELDS.items()}, optional=tuple(_WEBHOOK_FIELDS)),
+                       "description": "Only the members given change (an empty or null `secret` or "
+                                      "`auth_header` removes it); other members are refused (400)"},
+    "EventPayload": _object({
+        "id": {"type": "string", "description": "the event's ID; `test-<hex>` for a test"},
+        "type": {"type": "string", "enum": [*EVENT_TYPES, TEST_EVENT]},
+        "occurred_at": _TIME,
+        "operator": _STR_OR_NULL,
+        "registry": _STR,
+        "repository": _STR_OR_NULL,
+        "image": _STR_OR_NULL,
+        "digest": {"type": ["string", "null"], "pattern": DIGEST_PATTERN},
+        "tags": {"type": "array", "items": _STR},
+        "media_type": _STR_OR_NULL,
+        "pull_reference": _STR_OR_NULL,
+    }, description="What an `http` webhook is sent (docs/webhooks.md)"),
+    "SlackMessage": _object({"text": _STR, "blocks": {"type": "array", "items": {"oneOf": [
+        _object({"type": {"const": "section"}, "text": _MRKDWN}),
+        _object({"type": {"const": "context"}, "elements": {"type": "array", "items": _MRKDWN}}),
+    ]}}}, description="What a `slack` webhook is sent"),
+    "Delivery": _object({
+        "id": _ID,
+        "webhook_id": _ID,
+        "event_id": {**_nullable(_ID), "description": "null for a test"},
+        "event_type": {"type": "string", "enum": [*EVENT_TYPES, TEST_EVENT]},
+        "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+        "attempts": _COUNT,
+        "last_status": {"type": ["integer", "null"], "description": "the receiver's HTTP status; null: no answer"},
+        "last_error": _STR_OR_NULL,
+        "created_at": _TIME,
+        "finished_at": _TIME_OR_NULL,
+        "next_attempt_at": {**_TIME_OR_NULL, "description": "when a pending delivery is tried next"},
+        "attempt_log": {"type": "array", "items": _object({
+            "attempt": {"type": "integer", "minimum": 1},
+            "at": _TIME,
+            "status": {"type": ["integer", "null"], "description": "the receiver's HTTP status; null: no answer"},
+            "error": _STR_OR_NULL,
+            "duration_ms": _COUNT,
+        })},
+        "payload": {"description": "the JSON body that is sent",
+                    "oneOf": [_ref("EventPayload"), _ref("SlackMessage")]},
+    }),
+    "DeliveryPage": _page_of("deliveries", "Delivery"),
+    "CleanupPolicy": _object(_CLEANUP_OUT),
+    "CleanupPolicyList": _object({"policies": {"type": "array", "maxItems": MAX_POLICIES,
+                                               "items": _ref("CleanupPolicy")}}),
+    "NewCleanupPolicy": _object({
+        "image": {**_PATTERN, "default": "**", "description": "images (repositories without the registry)"},
+        "tag": {**_PATTERN, "default": "**"},
+        "untagged": {**_BOOL, "default": False, "description": "untagged artifacts are selected too"},
+        "rule": _RULE,
+        "n": _N,
+    }, optional=("image", "tag", "untagged"), description="Other members are refused (400)"),
+    "ProtectionPolicy": _object(_PROTECTION_OUT),
+    "ProtectionPolicyList": _object({"policies": {"type": "array", "maxItems": MAX_POLICIES,
+                                                  "items": _ref("ProtectionPolicy")}}),
+    "NewProtectionPolicy": _object({
+        "image": {**_PATTERN, "default": "**", "description": "images (repositories without the registry)"},
+        "tag": _PATTERN,
+    }, optional=("image",), description="Other members are refused (400)"),
+    "PolicyToggle": _TOGGLE,
+    "CleanupPolicySnapshot": _object({"kind": {"const": "cleanup"}, "id": _ID, "image": _STR, "tag": _STR,
+                                      "untagged": _BOOL, "rule": _RULE, "n": _N}),
+    "ProtectionPolicySnapshot": _object({"kind": {"const": "protection"}, "id": _ID, "image": _STR, "tag": _STR}),
+    "Schedule": _object({
+        "schedule": {"type": "string", "description": "five cron fields (UTC), or `None`: never"},
+        "preset": {"type": ["string", "null"], "enum": ["None", *(p.capitalize() for p in PRESETS), None],
+                   "description": "the preset the schedule is, if any"},
+        "timezone": {"const": "UTC"},
+        "next_run_at": _TIME_OR_NULL,
+        "last_run_at": _TIME_OR_NULL,
+    }),
+    "ScheduleRequest": _object({"schedule": {
+        "type": "string", "pattern": _SCHEDULE_PATTERN, "examples": ["Daily", "0 3 * * 1-5"],
+        "description": "a preset (`None`, `Hourly`, `Daily`, `Weekly`; any case) or five cron fields in UTC "
+                       "(minute, hour, day of month, month, day of week: `* / , -`, `?` in one day field, "
+                       "JAN-DEC, SUN-SAT) that match some date"}}, description="Other members are refused (400)"),
+    "CleanupRun": _object(_RUN_FIELDS),
+    "CleanupRunPage": _page_of("runs", "CleanupRun"),
+    "CleanupRunDetails": _object({**_RUN_FIELDS, "items": {"type": "array", "items": _object({
+        "repository": _STR,
+        "digest": _DIGEST,
+        "tags": {"type": "array", "items": _TAG},
+        "outcome": {"type": "string", "enum": list(OUTCOMES)},
+        "reason": {**_STR_OR_NULL, "description": "the policy, the manifest that needs it, or what changed"},
+    })}}),
     "OpenAPIDocument": {"type": "object", "required": ["openapi", "info", "paths"]},
 }
 
 # -- parameters ----------------------------------------------------------------------------------
 
 
-def _path(name: str, schema: Schema, description: str, *examples: str) -> Schema:
+def _path(name: str, schema: Schema, description: str, *examples: object) -> Schema:
     return {"name": name, "in": "path", "required": True, "schema": {**schema, "examples": list(examples)},
             "description": description}
 
@@ -259,6 +441,12 @@ PARAMETERS: dict[str, Schema] = {
     "audit_registry": _query("registry", _STR, "only entries about this registry"),
     "before": _query("before", {"type": "integer", "minimum": 0},
                      "only entries older than this entry ID (the next page)"),
+    "webhook": _path("webhook", {"type": "integer", "minimum": 1, "maximum": MAX_ID}, "a webhook's ID", 1),
+    "cleanup_policy": _path("id", {"type": "integer", "minimum": 1, "maximum": MAX_ID}, "a cleanup policy's ID",
+                            1),
+    "protection_policy": _path("id", {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                               "a protection policy's ID", 1),
+    "run": _path("id", {"type": "integer", "minimum": 1, "maximum": MAX_ID}, "a cleanup run's ID", 1),
     "limit": _query("limit", {"type": "integer", "minimum": 1, "maximum": AUDIT_LIMIT_MAX, "default": 100},
                     f"at most this many entries (larger values count as {AUDIT_LIMIT_MAX})"),
 }
@@ -269,10 +457,11 @@ _ERRORS: dict[int, str] = {
     400: "Invalid request: a malformed body, parameter, name, tag or digest (INVALID_REQUEST, NAME_INVALID, "
          "TAG_INVALID, DIGEST_INVALID, PAGINATION_NUMBER_INVALID)",
     401: "Not logged in, or bad credentials (UNAUTHORIZED)",
-    403: "Logged in, but the role does not allow this (DENIED)",
-    404: "No such registry, image, artifact, tag, user, key or role binding (NOT_FOUND, NAME_UNKNOWN, "
-         "MANIFEST_UNKNOWN)",
-    409: "Conflicts with the current state (CONFLICT)",
+    403: "Logged in, but the role does not allow this; or a protection policy covers what a deletion would "
+         "remove (DENIED)",
+    404: "No such registry, image, artifact, tag, user, key, role binding, webhook, policy or cleanup run "
+         "(NOT_FOUND, NAME_UNKNOWN, MANIFEST_UNKNOWN)",
+    409: "Conflicts with the current state: a name or policy that exists, a limit reached (CONFLICT)",
     413: "The body is larger than 64 KiB (SIZE_INVALID)",
     429: "Too many failed logins from this client or for this account (TOOMANYREQUESTS)",
 }
@@ -306,7 +495,7 @@ def _operation(name: str, summary: str, permission: str, ok: tuple[int, str | No
     for code in sorted(codes):
         responses[str(code)] = {"$ref": f"#/components/responses/{code}"}
     op: Schema = {"operationId": name, "summary": summary, "tags": list(tags),
-                  "description": f"Permission: {_PERMISSIONS[permission]}.", "responses": responses}
+                  "description": f"Permission: {PERMISSIONS[permission]}.", "responses": responses}
     if params:
         op["parameters"] = [{"$ref": f"#/components/parameters/{p}"} for p in params]
     if body:
@@ -314,7 +503,7 @@ def _operation(name: str, summary: str, permission: str, ok: tuple[int, str | No
     return op
 
 
-_PERMISSIONS = {
+PERMISSIONS = {
     "user": "any logged-in user",
     "read": "read on the registry (every role)",
     "manage": "manage on the registry (project-admin, project-member, service-admin)",
@@ -327,6 +516,9 @@ _PAGE = ("page", "per_page")
 _R = "/api/v1/registries/{registry}"
 _I = _R + "/images/{image}"
 _IMG = ("registry", "image")
+_W = _R + "/webhooks"
+_C = _R + "/cleanup"
+_P = _R + "/protection"
 PATHS: dict[str, dict[str, Schema]] = {
     "/api/v1/openapi.json": {"get": {
         "operationId": "api.openapi", "summary": "This document", "tags": ["meta"], "security": [],
@@ -422,6 +614,85 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/v1/audit": {"get": _operation(
         "api.audit", "The audit log, newest first", "admin", (200, "AuditList", "Entries"),
         params=("actor", "action", "audit_registry", "before", "limit"), tags=("audit",))},
+    _W: {
+        "get": _operation("api.webhooks", "The registry's webhooks", "read", (200, "WebhookPage", "Webhooks, by ID"),
+                          params=("registry", *_PAGE), errors=(404,), tags=("webhooks",)),
+        "post": _operation("api.webhook.create", "Add a webhook", "manage", (201, "Webhook", "Created"),
+                           params=("registry",), body="NewWebhook", body_required=True, errors=(404, 409),
+                           tags=("webhooks",)),
+    },
+    _W + "/{webhook}": {
+        "get": _operation("api.webhook", "A webhook", "read", (200, "Webhook", "The webhook"),
+                          params=("registry", "webhook"), errors=(404,), tags=("webhooks",)),
+        "patch": _operation("api.webhook.update", "Change a webhook (all or nothing)", "manage",
+                            (200, "Webhook", "The webhook as it is now"), params=("registry", "webhook"),
+                            body="WebhookChanges", errors=(404, 409), tags=("webhooks",)),
+        "delete": _operation("api.webhook.delete", "Delete a webhook, its queued deliveries and its history",
+                             "manage", (204, None, "Deleted"), params=("registry", "webhook"), errors=(404,),
+                             tags=("webhooks",)),
+    },
+    _W + "/{webhook}/test": {"post": _operation(
+        "api.webhook.test", "Send a `test` event now (enabled or not), once", "manage",
+        (200, "Delivery", "The delivery and how it went (a receiver's failure is a `failed` delivery)"),
+        params=("registry", "webhook"), errors=(404,), tags=("webhooks",))},
+    _W + "/{webhook}/deliveries": {"get": _operation(
+        "api.webhook.deliveries", "A webhook's deliveries, newest first, with their attempts", "read",
+        (200, "DeliveryPage", "Deliveries"), params=("registry", "webhook", *_PAGE), errors=(404,),
+        tags=("webhooks",))},
+    _C + "/policies": {
+        "get": _operation("api.cleanup.policies", "The registry's cleanup policies", "read",
+                          (200, "CleanupPolicyList", "Policies, by ID"), params=("registry",), errors=(404,),
+                          tags=("cleanup",)),
+        "post": _operation("api.cleanup.policy.create", f"Add a cleanup policy (at most {MAX_POLICIES}; no duplicates)",
+                           "manage", (201, "CleanupPolicy", "Created, enabled"), params=("registry",),
+                           body="NewCleanupPolicy", body_required=True, errors=(404, 409), tags=("cleanup",)),
+    },
+    _C + "/policies/{id}": {
+        "patch": _operation("api.cleanup.policy.update", "Enable or disable a cleanup policy", "manage",
+                            (200, "CleanupPolicy", "The policy as it is now"), params=("registry", "cleanup_policy"),
+                            body="PolicyToggle", body_required=True, errors=(404,), tags=("cleanup",)),
+        "delete": _operation("api.cleanup.policy.delete", "Delete a cleanup policy", "manage", (204, None, "Deleted"),
+                             params=("registry", "cleanup_policy"), errors=(404,), tags=("cleanup",)),
+    },
+    _C + "/schedule": {
+        "get": _operation("api.cleanup.schedule", "When cleanup runs on its own", "read",
+                          (200, "Schedule", "The schedule"), params=("registry",), errors=(404,), tags=("cleanup",)),
+        "put": _operation("api.cleanup.schedule.set", "Set when cleanup runs on its own", "manage",
+                          (200, "Schedule", "The schedule as it is now"), params=("registry",),
+                          body="ScheduleRequest", body_required=True, errors=(404,), tags=("cleanup",)),
+    },
+    _C + "/test": {"post": _operation(
+        "api.cleanup.test", "A test run: what a run would delete now (nothing is deleted)", "manage",
+        (200, "CleanupRunDetails", "The finished run, with its items"), params=("registry",), errors=(404,),
+        tags=("cleanup",))},
+    _C + "/run": {"post": _operation(
+        "api.cleanup.run", "Run cleanup now", "manage", (200, "CleanupRunDetails", "The finished run, with its items"),
+        params=("registry",), errors=(404,), tags=("cleanup",))},
+    _C + "/runs": {"get": _operation(
+        "api.cleanup.runs", "Cleanup runs, newest first", "read", (200, "CleanupRunPage", "Runs"),
+        params=("registry", *_PAGE), errors=(404,), tags=("cleanup",))},
+    _C + "/runs/{id}": {"get": _operation(
+        "api.cleanup.run.details", "A cleanup run and what it decided for each artifact", "read",
+        (200, "CleanupRunDetails", "The run, with its items"), params=("registry", "run"), errors=(404,),
+        tags=("cleanup",))},
+    _P + "/policies": {
+        "get": _operation("api.protection.policies", "The registry's protection policies", "read",
+                          (200, "ProtectionPolicyList", "Policies, by ID"), params=("registry",), errors=(404,),
+                          tags=("protection",)),
+        "post": _operation("api.protection.policy.create",
+                           f"Add a protection policy (at most {MAX_POLICIES}; no duplicates)", "manage",
+                           (201, "ProtectionPolicy", "Created, enabled"), params=("registry",),
+                           body="NewProtectionPolicy", body_required=True, errors=(404, 409), tags=("protection",)),
+    },
+    _P + "/policies/{id}": {
+        "patch": _operation("api.protection.policy.update", "Enable or disable a protection policy", "manage",
+                            (200, "ProtectionPolicy", "The policy as it is now"),
+                            params=("registry", "protection_policy"), body="PolicyToggle", body_required=True,
+                            errors=(404,), tags=("protection",)),
+        "delete": _operation("api.protection.policy.delete", "Delete a protection policy", "manage",
+                             (204, None, "Deleted"), params=("registry", "protection_policy"), errors=(404,),
+                             tags=("protection",)),
+    },
 }
 
 DOCUMENT: Schema = {
@@ -429,8 +700,9 @@ DOCUMENT: Schema = {
     "info": {
         "title": "ncr-trio management API",
         "version": "1",
-        "description": "Registries, images, artifacts, tags, users, access keys, roles, garbage collection and "
-                       "the audit log (docs/api.md). Errors use the registry's error body. Log in with HTTP Basic "
+        "description": "Registries, images, artifacts, tags, webhooks, cleanup and protection policies, users, "
+                       "access keys, roles, garbage collection and the audit log (docs/api.md, docs/webhooks.md, "
+                       "docs/policies.md). Errors use the registry's error body. Log in with HTTP Basic "
                        "(a user and password, or an access key ID and secret) or a bearer token from /auth/token.",
     },
     "security": [{"basic": []}, {"bearer": []}],
@@ -449,4 +721,4 @@ DOCUMENT: Schema = {
 }
 DOCUMENT_JSON = json.dumps(DOCUMENT, separators=(",", ":")).encode()
 
-__all__ = ["DIGEST_PATTERN", "DOCUMENT", "DOCUMENT_JSON"]
+__all__ = ["DIGEST_PATTERN", "DOCUMENT", "DOCUMENT_JSON", "PERMISSIONS"]

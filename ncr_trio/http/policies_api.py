@@ -68,7 +68,7 @@ async def _json(request: Request, *allowed: str) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # the latter: arrays or objects nested thousands deep
         raise RegistryError("INVALID_REQUEST", "the body is not valid JSON") from None
     if not isinstance(value, dict):
         raise RegistryError("INVALID_REQUEST", "the body must be a JSON object")
@@ -91,7 +91,7 @@ def _field(body: dict[str, Any], key: str, kind: type, default: Any = None) -> A
 
 def _id(request: Request) -> int:
     text = request.params["id"]
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # "²".isdigit(), but int("²") fails
         raise RegistryError("NOT_FOUND", f"no policy or run {text[:40]!r}")
     return int(text)
 

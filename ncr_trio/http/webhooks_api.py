@@ -56,7 +56,7 @@ async def _json(request: Request) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # the latter: arrays or objects nested thousands deep
         raise RegistryError("INVALID_REQUEST", "the body is not valid JSON") from None
     if not isinstance(value, dict):
         raise RegistryError("INVALID_REQUEST", "the body must be a JSON object")
@@ -65,7 +65,7 @@ async def _json(request: Request) -> dict[str, Any]:
 
 def _hook_id(request: Request) -> int:
     value = request.params["webhook"]
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:  # "²".isdigit(), but int("²") fails
         raise RegistryError("NOT_FOUND", f"no webhook {value[:40]!r} in registry {request.params['registry'][:80]!r}")
     return int(value)
 

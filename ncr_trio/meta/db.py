@@ -80,11 +80,18 @@ class PostgresDialect(Dialect):
 def _params(params: Sequence[Any]) -> tuple[Any, ...]:
     """A statement's parameters. Text holding a NUL character is a client's mistake on both engines:
     PostgreSQL can neither store nor compare it (psycopg raises DataError, which was a 500), and
-    SQLite must not keep what PostgreSQL refuses."""
+    SQLite must not keep what PostgreSQL refuses. So is text that is not UTF-8 (a lone surrogate
+    from a JSON `"\\ud800"`): neither driver can encode it (UnicodeEncodeError, a 500)."""
     values = tuple(params)
     for v in values:
-        if isinstance(v, str) and "\x00" in v:
-            raise RegistryError("INVALID_REQUEST", "text must not contain NUL characters")
+        if isinstance(v, str):
+            if "\x00" in v:
+                raise RegistryError("INVALID_REQUEST", "text must not contain NUL characters")
+            if not v.isascii():
+                try:
+                    v.encode()
+                except UnicodeEncodeError:
+                    raise RegistryError("INVALID_REQUEST", "text must be valid Unicode (no lone surrogates)") from None
     return values
 
 

@@ -251,7 +251,7 @@ async def send(client: httpx.AsyncClient, hook: Webhook, delivery_id: int, event
             async with client.stream("POST", hook.url, content=body, headers=headers) as response:
                 status = response.status_code  # the body is not read: only the status matters
                 retry_after = _retry_after(response.headers.get("retry-after"))
-        except (httpx.HTTPError, httpx.InvalidURL) as e:
+        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as e:  # the last: a host IDNA refuses (`a..b`)
             error = f"{type(e).__name__}: {e}"[:300]
     duration = time.monotonic() - started
     if status is None and scope.cancelled_caught:

@@ -1,10 +1,12 @@
 """schemathesis hooks of tests/test_openapi.py, loaded by `st run` (its config's `hooks`).
 
-Generated names and digests almost never name stored data, so list, get and delete operations would
-only ever answer 404. `NCR_OPENAPI_LIVE` (JSON, see `seed` in tests/test_openapi.py: path parameter
--> values naming stored things, under "*" for every operation and under "METHOD /path" for one) is
-mixed into the generated path parameters: each one is either what schemathesis generated or one of
-those values (Hypothesis picks, deterministically under `deterministic = true`).
+Generated names, digests and IDs almost never name stored data, so list, get and delete operations
+would only ever answer 404. `NCR_OPENAPI_LIVE` (JSON, see `seed` in tests/test_openapi.py: path
+parameter -> values naming stored things, under "*" for every operation and under "METHOD /path" for
+one) is mixed into the generated path parameters: each one is either what schemathesis generated or
+one of those values (Hypothesis picks, deterministically under `deterministic = true`). `{id}` names
+a cleanup policy, a protection policy or a cleanup run depending on the operation, so its values are
+only ever given per operation.
 """
 
 from __future__ import annotations
