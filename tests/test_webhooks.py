@@ -326,6 +326,9 @@ def test_api_validates_hides_secrets_and_stores_nothing_half_way(srv: Server) ->
         {"name": "x", "kind": "http", "url": "http://x/", "enabled": "yes"},
         {"name": "x", "kind": "http", "url": "http://x/", "auth_header": "a\r\nX-Evil: 1"},
         {"name": "x", "kind": "http", "url": "http://x/", "colour": "red"},
+        {"name": "x", "kind": "http", "url": "http://x/", "auth_header": " Bearer t "},
+        {"name": "x", "kind": "http", "url": "http://a..b/"},
+        {"name": "x", "kind": "http", "url": "http://" + "a" * 64 + ".example/"},
     ]
     for body in bad:
         r = api(srv, "POST", base, json=body)

@@ -96,6 +96,10 @@ def validate_url(value: object) -> str:
         raise _invalid("url is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _invalid("url must be an http:// or https:// URL with a host")
+    try:  # a host no request could ever name (an empty label, a label over 63 characters, bad punycode)
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise _invalid("url's host is not a valid host name") from None
     return value
 
 
@@ -125,6 +129,8 @@ def validate_auth_header(value: object) -> str:
     if not isinstance(value, str) or len(value) > MAX_AUTH_HEADER \
             or any(not 0x20 <= ord(c) <= 0x7E for c in value):
         raise _invalid(f"auth_header must be at most {MAX_AUTH_HEADER} printable ASCII characters")
+    if value != value.strip():
+        raise _invalid("auth_header must not start or end with spaces (no HTTP client could send it)")
     return value
 
 
