@@ -357,6 +357,10 @@ def test_api_validates_hides_secrets_and_stores_nothing_half_way(srv: Server) ->
     viewer = new_account(srv, "hookviewer", "service-viewer", "hooks")
     as_viewer = (viewer.user, viewer.password)
     assert api(srv, "GET", base, auth=as_viewer).json()["total"] == 2
+    # Readers see where a webhook goes, not its path (a Slack webhook's path is its secret).
+    seen = api(srv, "GET", one, auth=as_viewer).json()["url"]
+    assert seen == "https://ci.example/***" and seen != api(srv, "GET", one).json()["url"]
+    assert all(h["url"].endswith("/***") for h in api(srv, "GET", base, auth=as_viewer).json()["webhooks"])
     assert api(srv, "GET", f"{one}/deliveries", auth=as_viewer).status_code == 200
     for method, path, body in [("POST", base, {"name": "v", "kind": "http", "url": "http://x/"}),
                                ("PATCH", one, {"enabled": False}), ("DELETE", one, None),

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
+from ncr_trio.auth.roles import Permission
 from ncr_trio.errors import RegistryError
 from ncr_trio.http.asgi import Request, Response, json_response
 from ncr_trio.http.routes import Route, route
@@ -29,8 +31,16 @@ def _iso(t: float | None) -> str | None:
     return None if t is None else iso(t)
 
 
-def webhook_view(h: Webhook) -> dict[str, Any]:
-    return {"id": h.id, "registry": h.registry, "name": h.name, "kind": h.kind, "url": h.url,
+def masked_url(url: str) -> str:
+    """The URL without its path and query (a Slack webhook's path is itself a secret)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/***"
+
+
+def webhook_view(h: Webhook, full: bool = True) -> dict[str, Any]:
+    """`full`: the URL as set, for those who may change the webhook; readers see it masked."""
+    return {"id": h.id, "registry": h.registry, "name": h.name, "kind": h.kind,
+            "url": h.url if full else masked_url(h.url),
             "event_types": list(h.event_types), "enabled": h.enabled, "secret_set": bool(h.secret),
             "auth_header_set": bool(h.auth_header), "created_at": _iso(h.created_at)}
 
@@ -48,6 +58,10 @@ def delivery_view(r: DeliveryRecord) -> dict[str, Any]:
             "attempt_log": [{"attempt": a.attempt, "at": _iso(a.at), "status": a.status, "error": a.error,
                              "duration_ms": a.duration_ms} for a in r.attempts],
             "payload": payload}
+
+
+def _may_manage(request: Request) -> bool:
+    return Permission.MANAGE in request.principal.holds(request.params["registry"])
 
 
 async def _json(request: Request) -> dict[str, Any]:
@@ -99,7 +113,8 @@ class WebhooksAPI:
     async def list_webhooks(self, request: Request) -> Response:
         hooks, total = await self.s.webhooks.in_registry(request.params["registry"], request.query_int("page"),
                                                          request.query_int("per_page"))
-        return _page(request, "webhooks", [webhook_view(h) for h in hooks], total)
+        full = _may_manage(request)
+        return _page(request, "webhooks", [webhook_view(h, full) for h in hooks], total)
 
     async def create(self, request: Request) -> Response:
         hook = await self.s.webhooks.create(request.params["registry"], await _json(request))
@@ -107,7 +122,8 @@ class WebhooksAPI:
         return _ok(201, webhook_view(hook))
 
     async def get(self, request: Request) -> Response:
-        return _ok(200, webhook_view(await self.s.webhooks.get(request.params["registry"], _hook_id(request))))
+        hook = await self.s.webhooks.get(request.params["registry"], _hook_id(request))
+        return _ok(200, webhook_view(hook, _may_manage(request)))
 
     async def update(self, request: Request) -> Response:
         body = await _json(request)
