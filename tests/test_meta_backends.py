@@ -923,6 +923,13 @@ async def test_webhook_fan_out_is_exactly_once_and_claims_are_exclusive(store: M
     assert [d.id for d in await hooks.claim(now + 6, 30, 10)] == [first[1].id]
     history, total = await hooks.deliveries(all_events.id, 10, 0)
     assert total == 2 and {d.status for d in history} <= {"delivered", "pending", "failed"}
+    # Pruning: finished deliveries and fanned-out events older than the cutoff go; pending ones stay.
+    pending_event = first[1].event_id
+    assert await hooks.prune(time.time() + 3600) > 0
+    left = {r[0] for r in await store.db.read(lambda tx: tx.all("SELECT id FROM events"))}
+    assert left == {pending_event}
+    kept = {r[0] for r in await store.db.read(lambda tx: tx.all("SELECT id FROM deliveries"))}
+    assert kept == {first[1].id}
     assert await hooks.enqueue(pushes.id, "test", "{}") > 0
     assert await hooks.delete("team", pushes.id) and await hooks.by_id(pushes.id) is None
 

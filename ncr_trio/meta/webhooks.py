@@ -323,9 +323,17 @@ class WebhookStore:
         return await self.db.read(run)
 
     async def prune(self, cutoff: float) -> int:
-        """Forget deliveries that finished before `cutoff` (with their attempts)."""
-        return await self.db.write(lambda tx: tx.execute(
-            "DELETE FROM deliveries WHERE finished_at IS NOT NULL AND finished_at < ?", (cutoff,)))
+        """Forget deliveries that finished before `cutoff` (with their attempts), and events older
+        than `cutoff` that were fanned out and that no pending delivery still comes from."""
+
+        def run(tx: Tx) -> int:
+            n = tx.execute("DELETE FROM deliveries WHERE finished_at IS NOT NULL AND finished_at < ?", (cutoff,))
+            n += tx.execute("DELETE FROM events WHERE fanned_out = 1 AND created_at < ? AND NOT EXISTS "
+                            "(SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.status = 'pending')",
+                            (cutoff,))
+            return n
+
+        return await self.db.write(run)
 
 
 __all__ = ["Attempt", "Delivery", "DuplicateWebhook", "Event", "Webhook", "WebhookStore"]
