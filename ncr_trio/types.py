@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TypeAlias
+from datetime import UTC, datetime
+from typing import TypeAlias, overload
 
 from ncr_trio.errors import RegistryError
 
@@ -90,6 +91,15 @@ class MediaType:
     MANIFESTS = IMAGES | INDEXES
 
 
+@overload
+def iso_time(t: float) -> str: ...
+@overload
+def iso_time(t: None) -> None: ...
+def iso_time(t: float | None) -> str | None:
+    """Unix seconds as the API and webhooks write times: ISO 8601 in UTC with a "Z"."""
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
 __all__ = [
     "Buffer",
     "NAME_MAX",
@@ -97,6 +107,7 @@ __all__ = [
     "TAG_RE",
     "Digest",
     "MediaType",
+    "iso_time",
     "parse_reference",
     "validate_name",
     "validate_tag",

@@ -20,12 +20,9 @@ from ncr_trio.auth.roles import EVERY_REGISTRY, parse_role
 from ncr_trio.errors import RegistryError
 from ncr_trio.meta import AccessKey, KeyLimitReached, UnknownUser
 from ncr_trio.meta.access import LastSystemAdmin
+from ncr_trio.types import iso_time
 
 USER_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-
-
-def _iso(t: float | None) -> str | None:
-    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 def key_view(key: AccessKey, now: float) -> dict[str, Any]:
@@ -33,9 +30,9 @@ def key_view(key: AccessKey, now: float) -> dict[str, Any]:
         "id": key.id,
         "user": key.user,
         "description": key.description,
-        "created_at": _iso(key.created_at),
-        "last_used_at": _iso(key.last_used_at),
-        "revoked_at": _iso(key.revoked_at),
+        "created_at": iso_time(key.created_at),
+        "last_used_at": iso_time(key.last_used_at),
+        "revoked_at": iso_time(key.revoked_at),
         "rotation_due": needs_rotation(datetime.fromtimestamp(key.created_at, UTC), datetime.fromtimestamp(now, UTC)),
     }
 

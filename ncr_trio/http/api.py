@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ncr_trio.auth.accounts import _iso
 from ncr_trio.auth.roles import EVERY_REGISTRY
 from ncr_trio.errors import RegistryError
 from ncr_trio.http.asgi import Request, Response, json_response
+from ncr_trio.http.jsonapi import REGISTRY as _REG
+from ncr_trio.http.jsonapi import audit, paged, read_object
+from ncr_trio.http.jsonapi import ok as _ok
 from ncr_trio.http.openapi import DOCUMENT_JSON
 from ncr_trio.http.routes import Route, route
 from ncr_trio.meta import AuditEntry, RegistryInfo
@@ -19,66 +21,44 @@ from ncr_trio.meta.catalog import ArtifactSummary, ImageSummary, TagRow
 from ncr_trio.registry import RegistryService
 from ncr_trio.registry.catalog import page_bounds
 from ncr_trio.registry.namespaces import parse_cidrs
+from ncr_trio.types import iso_time
 
-_REG = "(?P<registry>[^/]+)"
 _USER = "(?P<user>[^/]+)"
 _IMAGE = "(?P<image>.+?)"
 _DIGEST = "(?P<digest>[^/]+)"
 
 
-def _ok(status: int, value: Any) -> Response:
-    return json_response(status, json.dumps(value).encode())
-
-
 def registry_view(info: RegistryInfo) -> dict[str, Any]:
     return {"name": info.name, "description": info.description, "public_read": info.public_read,
             "public_uri": info.public_uri, "allowed_cidrs": list(info.allowed_cidrs),
-            "created_at": _iso(info.created_at), "updated_at": _iso(info.updated_at)}
+            "created_at": iso_time(info.created_at), "updated_at": iso_time(info.updated_at)}
 
 
 def image_view(i: ImageSummary) -> dict[str, Any]:
     return {"name": i.repository.split("/", 1)[1], "repository": i.repository, "artifacts": i.artifacts,
-            "tags": i.tags, "size": i.size, "pushed_at": _iso(i.pushed_at), "pulled_at": _iso(i.pulled_at)}
+            "tags": i.tags, "size": i.size, "pushed_at": iso_time(i.pushed_at), "pulled_at": iso_time(i.pulled_at)}
 
 
 def artifact_view(a: ArtifactSummary) -> dict[str, Any]:
     return {"digest": a.digest, "media_type": a.media_type, "artifact_type": a.artifact_type, "size": a.size,
             "platforms": list(a.platforms), "tags": list(a.tags), "subject": a.subject,
-            "pushed_at": _iso(a.pushed_at), "pulled_at": _iso(a.pulled_at), "signed": None, "scan_status": None}
+            "pushed_at": iso_time(a.pushed_at), "pulled_at": iso_time(a.pulled_at), "signed": None, "scan_status": None}
 
 
 def tag_view(t: TagRow) -> dict[str, Any]:
-    return {"name": t.name, "repository": t.repository, "digest": t.digest, "updated_at": _iso(t.updated_at)}
+    return {"name": t.name, "repository": t.repository, "digest": t.digest, "updated_at": iso_time(t.updated_at)}
 
 
 def gc_view(row: tuple[Any, ...]) -> dict[str, Any]:
-    return {"id": int(row[0]), "dry_run": bool(row[1]), "started_at": _iso(row[2]), "finished_at": _iso(row[3]),
+    return {"id": int(row[0]), "dry_run": bool(row[1]), "started_at": iso_time(row[2]), "finished_at": iso_time(row[3]),
             "blobs_removed": int(row[4]), "manifests_removed": int(row[5]), "uploads_removed": int(row[6]),
             "bytes_freed": int(row[7])}
 
 
-def _page(request: Request, key: str, items: list[dict[str, Any]], total: int) -> Response:
-    return _ok(200, {key: items, "total": total, "page": request.query_int("page") or 1,
-                     "per_page": request.query_int("per_page") or 50})
-
-
 def audit_view(e: AuditEntry) -> dict[str, Any]:
-    return {"id": e.id, "at": _iso(e.at), "actor": e.actor, "action": e.action, "outcome": e.outcome,
+    return {"id": e.id, "at": iso_time(e.at), "actor": e.actor, "action": e.action, "outcome": e.outcome,
             "registry": e.registry, "repository": e.repository, "target": e.target, "client": e.client,
             "detail": json.loads(e.detail) if e.detail and e.detail.startswith("{") else e.detail}
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    raw = await request.read(64 * 1024)
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError):  # the latter: arrays or objects nested thousands deep
-        raise RegistryError("INVALID_REQUEST", "the body is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise RegistryError("INVALID_REQUEST", "the body must be a JSON object")
-    return value
 
 
 def _bool(body: dict[str, Any], key: str) -> bool | None:
@@ -161,7 +141,7 @@ class ManagementAPI:
         return _ok(200, {"registries": [registry_view(i) for i in infos]})
 
     async def create_registry(self, request: Request) -> Response:
-        body = await _json(request)
+        body = await read_object(request)
         name = _str(body, "name", required=True) or ""
         info = await self.s.namespaces.create(
             name, request.principal.user, description=_str(body, "description") or "",
@@ -175,7 +155,7 @@ class ManagementAPI:
         return _ok(200, {**registry_view(info), "images": images})
 
     async def update_registry(self, request: Request) -> Response:
-        body = await _json(request)
+        body = await read_object(request)
         cidrs = None if "allowed_cidrs" not in body else parse_cidrs(body["allowed_cidrs"])
         info = await self.s.namespaces.update(
             request.params["registry"], request.principal.user, description=_str(body, "description"),
@@ -196,7 +176,7 @@ class ManagementAPI:
         await self.s.namespaces.get(request.params["registry"])
         found, total = await self.s.catalog.images(request.params["registry"], request.query("q"),
                                                    request.query_int("page"), request.query_int("per_page"))
-        return _page(request, "images", [image_view(i) for i in found], total)
+        return paged(request, "images", [image_view(i) for i in found], total)
 
     async def image(self, request: Request) -> Response:
         return _ok(200, image_view(await self.s.catalog.image(request.params["registry"], request.params["image"])))
@@ -204,16 +184,15 @@ class ManagementAPI:
     async def delete_image(self, request: Request) -> Response:
         p = request.params
         removed = await self.s.catalog.delete_image(p["registry"], p["image"])
-        self.s.access.record("delete", "ok", actor=request.principal.user, client=request.client,
-                             registry=p["registry"], repository=f"{p['registry']}/{p['image']}",
-                             detail=json.dumps({"artifacts": removed}))
+        audit(self.s.access, request, "delete", registry=p["registry"], repository=f"{p['registry']}/{p['image']}",
+              detail=json.dumps({"artifacts": removed}))
         return _ok(200, {"deleted": f"{p['registry']}/{p['image']}", "artifacts_deleted": removed})
 
     async def artifacts(self, request: Request) -> Response:
         p = request.params
         found, total = await self.s.catalog.artifacts(p["registry"], p["image"], request.query_int("page"),
                                                       request.query_int("per_page"))
-        return _page(request, "artifacts", [artifact_view(x) for x in found], total)
+        return paged(request, "artifacts", [artifact_view(x) for x in found], total)
 
     async def artifact(self, request: Request) -> Response:
         p = request.params
@@ -222,62 +201,62 @@ class ManagementAPI:
     async def delete_artifact(self, request: Request) -> Response:
         p = request.params
         await self.s.catalog.delete_artifact(p["registry"], p["image"], p["digest"])
-        self.s.access.record("delete", "ok", actor=request.principal.user, client=request.client,
-                             registry=p["registry"], repository=f"{p['registry']}/{p['image']}", target=p["digest"])
+        audit(self.s.access, request, "delete", registry=p["registry"], repository=f"{p['registry']}/{p['image']}",
+              target=p["digest"])
         return Response(204)
 
     async def tags(self, request: Request) -> Response:
         p = request.params
         found, total = await self.s.catalog.tags(p["registry"], p["image"], request.query("q"), request.query("glob"),
                                                  request.query_int("page"), request.query_int("per_page"))
-        return _page(request, "tags", [tag_view(t) for t in found], total)
+        return paged(request, "tags", [tag_view(t) for t in found], total)
 
     async def registry_tags(self, request: Request) -> Response:
         await self.s.namespaces.get(request.params["registry"])
         found, total = await self.s.catalog.tags(request.params["registry"], None, request.query("q"),
                                                  request.query("glob"), request.query_int("page"),
                                                  request.query_int("per_page"))
-        return _page(request, "tags", [tag_view(t) for t in found], total)
+        return paged(request, "tags", [tag_view(t) for t in found], total)
 
     async def create_tag(self, request: Request) -> Response:
         p = request.params
-        name = _str(await _json(request), "name", required=True) or ""
+        name = _str(await read_object(request), "name", required=True) or ""
         tag = await self.s.catalog.create_tag(p["registry"], p["image"], p["digest"], name)
-        self.s.access.record("tag.create", "ok", actor=request.principal.user, client=request.client,
-                             registry=p["registry"], repository=tag.repository, target=f"{name}@{tag.digest}")
+        audit(self.s.access, request, "tag.create", registry=p["registry"], repository=tag.repository,
+              target=f"{name}@{tag.digest}")
         return _ok(201, tag_view(tag))
 
     async def delete_tag(self, request: Request) -> Response:
         p = request.params
         await self.s.catalog.delete_tag(p["registry"], p["image"], p["tag"])
-        self.s.access.record("tag.delete", "ok", actor=request.principal.user, client=request.client,
-                             registry=p["registry"], repository=f"{p['registry']}/{p['image']}", target=p["tag"])
+        audit(self.s.access, request, "tag.delete", registry=p["registry"],
+              repository=f"{p['registry']}/{p['image']}", target=p["tag"])
         return Response(204)
 
     # -- garbage collection -------------------------------------------------------------------
     async def run_gc(self, request: Request) -> Response:
-        body = await _json(request)
+        body = await read_object(request)
         report = await self.s.gc.run(dry_run=bool(_bool(body, "dry_run")),
                                      delete_untagged=_bool(body, "delete_untagged"))
         view = gc_view((report.id, report.dry_run, report.started_at, report.finished_at, len(report.blobs),
                         len(report.manifests), len(report.uploads), report.bytes_freed))
-        self.s.access.record("gc", "ok", actor=request.principal.user, client=request.client,
-                             detail=json.dumps({"dry_run": report.dry_run, "blobs": len(report.blobs)}))
+        audit(self.s.access, request, "gc", detail=json.dumps({"dry_run": report.dry_run, "blobs": len(report.blobs)}))
         return _ok(200, {**view, "blobs": report.blobs, "manifests": report.manifests, "uploads": report.uploads})
 
     async def gc_runs(self, request: Request) -> Response:
         limit, offset = page_bounds(request.query_int("page"), request.query_int("per_page"))
         rows, total = await self.s.catalog.queries.gc_runs(limit, offset)
-        return _page(request, "runs", [gc_view(r) for r in rows], total)
+        return paged(request, "runs", [gc_view(r) for r in rows], total)
 
     # -- users, keys, roles -------------------------------------------------------------------
     async def list_users(self, request: Request) -> Response:
         users = await self.s.access.store.users()
-        return _ok(200, {"users": [{"name": u.name, "system_admin": u.system_admin, "created_at": _iso(u.created_at)}
+        return _ok(200, {"users": [{"name": u.name, "system_admin": u.system_admin,
+                                    "created_at": iso_time(u.created_at)}
                                    for u in users if not u.name.startswith("deleted:")]})
 
     async def create_user(self, request: Request) -> Response:
-        body = await _json(request)
+        body = await read_object(request)
         name = _str(body, "name", required=True) or ""
         await self.s.accounts.create_user(name, _str(body, "password"), bool(_bool(body, "system_admin")),
                                           request.principal.user)
@@ -294,7 +273,7 @@ class ManagementAPI:
 
     async def create_key(self, request: Request) -> Response:
         user = self._user(request)
-        body = await _json(request)
+        body = await read_object(request)
         key = await self.s.accounts.create_key(user, _str(body, "description") or "", request.principal.user)
         return json_response(201, json.dumps(key).encode(), {"Cache-Control": "no-store"})
 
@@ -307,7 +286,7 @@ class ManagementAPI:
         return _ok(200, {"roles": [{"registry": k, "role": v} for k, v in sorted(roles.items())]})
 
     async def set_role(self, request: Request) -> Response:
-        body = await _json(request)
+        body = await read_object(request)
         role = await self.s.accounts.set_role(request.params["user"], _registry(request),
                                               _str(body, "role", required=True), request.principal.user)
         return _ok(200, {"user": request.params["user"], "registry": _registry(request), "role": role})

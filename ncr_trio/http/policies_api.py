@@ -9,42 +9,36 @@ table's action column; http/auth.py), as the guide's role table says.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from ncr_trio.errors import RegistryError
-from ncr_trio.http.asgi import Request, Response, json_response
+from ncr_trio.http.asgi import Request, Response
+from ncr_trio.http.jsonapi import REGISTRY as _REG
+from ncr_trio.http.jsonapi import audit, numeric_id, paged, read_object
+from ncr_trio.http.jsonapi import ok as _ok
 from ncr_trio.http.routes import Route, route
 from ncr_trio.meta.policies import CleanupRow, CleanupRun, ProtectionRow
 from ncr_trio.registry import RegistryService
 from ncr_trio.registry.cleanup import Schedule, describe_rule
+from ncr_trio.types import iso_time
 
-_REG = "(?P<registry>[^/]+)"
 _ID = "(?P<id>[^/]+)"
-
-
-def _iso(t: float | None) -> str | None:
-    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
-
-
-def _ok(status: int, value: Any) -> Response:
-    return json_response(status, json.dumps(value).encode())
 
 
 def cleanup_view(p: CleanupRow) -> dict[str, Any]:
     return {"id": p.id, "registry": p.registry, "image": p.image, "tag": p.tags, "untagged": p.untagged,
             "rule": p.rule, "n": p.n, "description": describe_rule(p.rule, p.n), "enabled": p.enabled,
-            "created_at": _iso(p.created_at)}
+            "created_at": iso_time(p.created_at)}
 
 
 def protection_view(p: ProtectionRow) -> dict[str, Any]:
     return {"id": p.id, "registry": p.registry, "image": p.image, "tag": p.tags, "enabled": p.enabled,
-            "created_at": _iso(p.created_at)}
+            "created_at": iso_time(p.created_at)}
 
 
 def schedule_view(s: Schedule) -> dict[str, Any]:
     return {"schedule": s.expression or "None", "preset": s.preset, "timezone": "UTC",
-            "next_run_at": _iso(s.next_run_at), "last_run_at": _iso(s.last_run_at)}
+            "next_run_at": iso_time(s.next_run_at), "last_run_at": iso_time(s.last_run_at)}
 
 
 def run_view(r: CleanupRun) -> dict[str, Any]:
@@ -53,30 +47,13 @@ def run_view(r: CleanupRun) -> dict[str, Any]:
     except ValueError:
         policies = []
     return {"id": r.id, "registry": r.registry, "triggered_by": r.triggered_by, "dry_run": r.dry_run,
-            "status": r.status, "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
+            "status": r.status, "started_at": iso_time(r.started_at), "finished_at": iso_time(r.finished_at),
             "deleted": r.deleted, "kept": r.kept, "policies": policies, "error": r.error}
 
 
 def _details(found: tuple[CleanupRun, list[dict[str, Any]]]) -> dict[str, Any]:
     run, items = found
     return {**run_view(run), "items": items}
-
-
-async def _json(request: Request, *allowed: str) -> dict[str, Any]:
-    raw = await request.read(64 * 1024)
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError):  # the latter: arrays or objects nested thousands deep
-        raise RegistryError("INVALID_REQUEST", "the body is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise RegistryError("INVALID_REQUEST", "the body must be a JSON object")
-    unknown = sorted(k for k in value if k not in allowed)
-    if unknown:
-        raise RegistryError("INVALID_REQUEST", f"unknown field(s) {', '.join(unknown)[:200]}: "
-                            f"the fields are {', '.join(allowed)}")
-    return value
 
 
 _KINDS: dict[type, str] = {str: "a string", bool: "true or false", int: "a whole number"}
@@ -90,10 +67,7 @@ def _field(body: dict[str, Any], key: str, kind: type, default: Any = None) -> A
 
 
 def _id(request: Request) -> int:
-    text = request.params["id"]
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # "²".isdigit(), but int("²") fails
-        raise RegistryError("NOT_FOUND", f"no policy or run {text[:40]!r}")
-    return int(text)
+    return numeric_id(request, "id", f"no policy or run {request.params['id'][:40]!r}")
 
 
 class PoliciesAPI:
@@ -123,8 +97,7 @@ class PoliciesAPI:
         ]
 
     def _audit(self, request: Request, action: str, detail: dict[str, Any]) -> None:
-        self.s.access.record(action, "ok", actor=request.principal.user, client=request.client,
-                             registry=request.params["registry"], detail=json.dumps(detail))
+        audit(self.s.access, request, action, registry=request.params["registry"], detail=json.dumps(detail))
 
     # -- cleanup policies ---------------------------------------------------------------------
     async def cleanup_policies(self, request: Request) -> Response:
@@ -132,7 +105,7 @@ class PoliciesAPI:
         return _ok(200, {"policies": [cleanup_view(r) for r in rows]})
 
     async def add_cleanup(self, request: Request) -> Response:
-        body = await _json(request, "image", "tag", "untagged", "rule", "n")
+        body = await read_object(request, "image", "tag", "untagged", "rule", "n")
         row = await self.s.policies.add_cleanup(
             request.params["registry"], _field(body, "image", str, "**"), _field(body, "tag", str, "**"),
             _field(body, "untagged", bool, False), _field(body, "rule", str), _field(body, "n", int))
@@ -140,7 +113,7 @@ class PoliciesAPI:
         return _ok(201, cleanup_view(row))
 
     async def update_cleanup(self, request: Request) -> Response:
-        enabled = _field(await _json(request, "enabled"), "enabled", bool)
+        enabled = _field(await read_object(request, "enabled"), "enabled", bool)
         row = await self.s.policies.set_cleanup_enabled(request.params["registry"], _id(request), enabled)
         self._audit(request, "cleanup.policy.update", {"id": row.id, "enabled": enabled})
         return _ok(200, cleanup_view(row))
@@ -155,7 +128,7 @@ class PoliciesAPI:
         return _ok(200, schedule_view(await self.s.policies.schedule(request.params["registry"])))
 
     async def set_schedule(self, request: Request) -> Response:
-        text = _field(await _json(request, "schedule"), "schedule", str)
+        text = _field(await read_object(request, "schedule"), "schedule", str)
         found = await self.s.policies.set_schedule(request.params["registry"], text)
         self._audit(request, "cleanup.schedule", {"schedule": found.expression or "None"})
         return _ok(200, schedule_view(found))
@@ -172,8 +145,7 @@ class PoliciesAPI:
     async def runs(self, request: Request) -> Response:
         rows, total = await self.s.policies.runs(request.params["registry"], request.query_int("page"),
                                                  request.query_int("per_page"))
-        return _ok(200, {"runs": [run_view(r) for r in rows], "total": total,
-                         "page": request.query_int("page") or 1, "per_page": request.query_int("per_page") or 50})
+        return paged(request, "runs", [run_view(r) for r in rows], total)
 
     async def run_details(self, request: Request) -> Response:
         return _ok(200, _details(await self.s.policies.run_details(request.params["registry"], _id(request))))
@@ -184,14 +156,14 @@ class PoliciesAPI:
         return _ok(200, {"policies": [protection_view(r) for r in rows]})
 
     async def add_protection(self, request: Request) -> Response:
-        body = await _json(request, "image", "tag")
+        body = await read_object(request, "image", "tag")
         row = await self.s.policies.add_protection(request.params["registry"], _field(body, "image", str, "**"),
                                                    _field(body, "tag", str))
         self._audit(request, "protection.policy.create", {"id": row.id})
         return _ok(201, protection_view(row))
 
     async def update_protection(self, request: Request) -> Response:
-        enabled = _field(await _json(request, "enabled"), "enabled", bool)
+        enabled = _field(await read_object(request, "enabled"), "enabled", bool)
         row = await self.s.policies.set_protection_enabled(request.params["registry"], _id(request), enabled)
         self._audit(request, "protection.policy.update", {"id": row.id, "enabled": enabled})
         return _ok(200, protection_view(row))

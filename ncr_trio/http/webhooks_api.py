@@ -12,23 +12,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ncr_trio.auth.roles import Permission
-from ncr_trio.errors import RegistryError
-from ncr_trio.http.asgi import Request, Response, json_response
+from ncr_trio.http.asgi import Request, Response
+from ncr_trio.http.jsonapi import REGISTRY as _REG
+from ncr_trio.http.jsonapi import audit, numeric_id, paged, read_object
+from ncr_trio.http.jsonapi import ok as _ok
 from ncr_trio.http.routes import Route, route
 from ncr_trio.meta.webhooks import Webhook
 from ncr_trio.registry import RegistryService
-from ncr_trio.registry.webhooks import DeliveryRecord, iso
+from ncr_trio.registry.webhooks import DeliveryRecord
+from ncr_trio.types import iso_time
 
-_REG = "(?P<registry>[^/]+)"
 _HOOK = "(?P<webhook>[^/]+)"
-
-
-def _ok(status: int, value: Any) -> Response:
-    return json_response(status, json.dumps(value).encode())
-
-
-def _iso(t: float | None) -> str | None:
-    return None if t is None else iso(t)
 
 
 def masked_url(url: str) -> str:
@@ -42,7 +36,7 @@ def webhook_view(h: Webhook, full: bool = True) -> dict[str, Any]:
     return {"id": h.id, "registry": h.registry, "name": h.name, "kind": h.kind,
             "url": h.url if full else masked_url(h.url),
             "event_types": list(h.event_types), "enabled": h.enabled, "secret_set": bool(h.secret),
-            "auth_header_set": bool(h.auth_header), "created_at": _iso(h.created_at)}
+            "auth_header_set": bool(h.auth_header), "created_at": iso_time(h.created_at)}
 
 
 def delivery_view(r: DeliveryRecord) -> dict[str, Any]:
@@ -53,9 +47,9 @@ def delivery_view(r: DeliveryRecord) -> dict[str, Any]:
         payload = d.payload
     return {"id": d.id, "webhook_id": d.webhook_id, "event_id": d.event_id, "event_type": d.event_type,
             "status": d.status, "attempts": d.attempts, "last_status": d.last_status, "last_error": d.last_error,
-            "created_at": _iso(d.created_at), "finished_at": _iso(d.finished_at),
-            "next_attempt_at": _iso(d.next_attempt_at) if d.status == "pending" else None,
-            "attempt_log": [{"attempt": a.attempt, "at": _iso(a.at), "status": a.status, "error": a.error,
+            "created_at": iso_time(d.created_at), "finished_at": iso_time(d.finished_at),
+            "next_attempt_at": iso_time(d.next_attempt_at) if d.status == "pending" else None,
+            "attempt_log": [{"attempt": a.attempt, "at": iso_time(a.at), "status": a.status, "error": a.error,
                              "duration_ms": a.duration_ms} for a in r.attempts],
             "payload": payload}
 
@@ -64,29 +58,9 @@ def _may_manage(request: Request) -> bool:
     return Permission.MANAGE in request.principal.holds(request.params["registry"])
 
 
-async def _json(request: Request) -> dict[str, Any]:
-    raw = await request.read(64 * 1024)
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError):  # the latter: arrays or objects nested thousands deep
-        raise RegistryError("INVALID_REQUEST", "the body is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise RegistryError("INVALID_REQUEST", "the body must be a JSON object")
-    return value
-
-
 def _hook_id(request: Request) -> int:
-    value = request.params["webhook"]
-    if not (value.isascii() and value.isdigit()) or len(value) > 18:  # "²".isdigit(), but int("²") fails
-        raise RegistryError("NOT_FOUND", f"no webhook {value[:40]!r} in registry {request.params['registry'][:80]!r}")
-    return int(value)
-
-
-def _page(request: Request, key: str, items: list[dict[str, Any]], total: int) -> Response:
-    return _ok(200, {key: items, "total": total, "page": request.query_int("page") or 1,
-                     "per_page": request.query_int("per_page") or 50})
+    return numeric_id(request, "webhook", f"no webhook {request.params['webhook'][:40]!r} in registry "
+                      f"{request.params['registry'][:80]!r}")
 
 
 class WebhooksAPI:
@@ -106,18 +80,17 @@ class WebhooksAPI:
         ]
 
     def _audit(self, request: Request, action: str, hook_id: int, **detail: Any) -> None:
-        self.s.access.record(action, "ok", actor=request.principal.user, client=request.client,
-                             registry=request.params["registry"], target=f"webhook {hook_id}",
-                             detail=json.dumps(detail) if detail else None)
+        audit(self.s.access, request, action, registry=request.params["registry"], target=f"webhook {hook_id}",
+              detail=json.dumps(detail) if detail else None)
 
     async def list_webhooks(self, request: Request) -> Response:
         hooks, total = await self.s.webhooks.in_registry(request.params["registry"], request.query_int("page"),
                                                          request.query_int("per_page"))
         full = _may_manage(request)
-        return _page(request, "webhooks", [webhook_view(h, full) for h in hooks], total)
+        return paged(request, "webhooks", [webhook_view(h, full) for h in hooks], total)
 
     async def create(self, request: Request) -> Response:
-        hook = await self.s.webhooks.create(request.params["registry"], await _json(request))
+        hook = await self.s.webhooks.create(request.params["registry"], await read_object(request))
         self._audit(request, "webhook.create", hook.id, name=hook.name, kind=hook.kind)
         return _ok(201, webhook_view(hook))
 
@@ -126,7 +99,7 @@ class WebhooksAPI:
         return _ok(200, webhook_view(hook, _may_manage(request)))
 
     async def update(self, request: Request) -> Response:
-        body = await _json(request)
+        body = await read_object(request)
         hook = await self.s.webhooks.update(request.params["registry"], _hook_id(request), body)
         self._audit(request, "webhook.update", hook.id, fields=sorted(body))
         return _ok(200, webhook_view(hook))
@@ -145,7 +118,7 @@ class WebhooksAPI:
     async def deliveries(self, request: Request) -> Response:
         found, total = await self.s.webhooks.deliveries(request.params["registry"], _hook_id(request),
                                                         request.query_int("page"), request.query_int("per_page"))
-        return _page(request, "deliveries", [delivery_view(r) for r in found], total)
+        return paged(request, "deliveries", [delivery_view(r) for r in found], total)
 
 
 __all__ = ["WebhooksAPI", "delivery_view", "webhook_view"]

@@ -34,7 +34,6 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,6 +45,7 @@ from ncr_trio.errors import RegistryError
 from ncr_trio.meta import AccessStore
 from ncr_trio.meta.webhooks import Attempt, Delivery, DuplicateWebhook, Event, Webhook, WebhookStore
 from ncr_trio.registry.catalog import page_bounds
+from ncr_trio.types import iso_time
 
 log = logging.getLogger("ncr_trio.webhooks")
 
@@ -153,10 +153,6 @@ def _validated(fields: Mapping[str, object]) -> dict[str, Any]:
 
 
 # -- what a webhook sends -------------------------------------------------------------------------
-def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
-
-
 def event_payload(event_id: str, event_type: str, occurred_at: float, operator: str | None, registry: str,
                   repository: str | None, digest: str | None, tag: str | None, media_type: str | None,
                   host: str) -> dict[str, Any]:
@@ -164,7 +160,7 @@ def event_payload(event_id: str, event_type: str, occurred_at: float, operator: 
     return {
         "id": event_id,
         "type": event_type,
-        "occurred_at": iso(occurred_at),
+        "occurred_at": iso_time(occurred_at),
         "operator": operator,
         "registry": registry,
         "repository": repository,
