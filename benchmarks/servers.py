@@ -86,15 +86,12 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
 
 
 @dataclass
-class RunningNcrTrio:
-    """ncr-trio, secure by default: its first start creates the system administrator `admin` with the password
-    given in NCR_ADMIN_PASSWORD, which `access` then logs in with."""
+class _Process:
+    """What both servers' handles share: a process on 127.0.0.1:port, logging to log_path."""
 
     proc: subprocess.Popen[bytes]
     port: int
     log_path: Path
-    password: str
-    data: Path  # its data directory (keys/token-signing-key.pem)
 
     @property
     def url(self) -> str:
@@ -112,34 +109,23 @@ class RunningNcrTrio:
 
     def log_tail(self, lines: int = 20) -> str:
         return _tail(self.log_path, lines)
+
+
+@dataclass
+class RunningNcrTrio(_Process):
+    """ncr-trio, secure by default: its first start creates the system administrator `admin` with the password
+    given in NCR_ADMIN_PASSWORD, which `access` then logs in with."""
+
+    password: str
+    data: Path  # its data directory (keys/token-signing-key.pem)
 
     def access(self, repos: Iterable[str]) -> Access:
         return login(self.url, ADMIN_USER, self.password, repos)
 
 
 @dataclass
-class RunningDistribution:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
+class RunningDistribution(_Process):
     issuer: RunningNcrTrio | None = None  # the ncr-trio whose tokens it accepts; None: no auth configured
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        _stop(self.proc)
-
-    def log_tail(self, lines: int = 20) -> str:
-        return _tail(self.log_path, lines)
 
     def access(self, repos: Iterable[str]) -> Access:
         if self.issuer is None:
