@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.support.logins import issue_tls
@@ -64,7 +63,7 @@ def pushed(srv: Server) -> Pushed:
 
 def api(srv: Server, path: str, method: str = "GET", **kw: Any) -> Any:
     """The API's own answer, to compare the CLI's JSON with."""
-    r = httpx.request(method, f"{srv.url}/api/v1{path}", auth=srv.admin, timeout=30, **kw)
+    r = srv.call(method, path, **kw)
     assert r.status_code < 300, r.text
     return r.json() if r.content else None
 

@@ -24,7 +24,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def api(srv: Server, method: str, path: str, **kw: object) -> httpx.Response:
-    return httpx.request(method, f"{srv.url}/api/v1{path}", auth=srv.admin, timeout=30, **kw)  # type: ignore[arg-type]
+    return srv.call(method, path, **kw)
 
 
 @pytest.fixture(scope="module")

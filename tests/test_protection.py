@@ -32,7 +32,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def api(srv: Server, method: str, path: str, auth: tuple[str, str] | None = None, **kw: Any) -> httpx.Response:
-    return httpx.request(method, f"{srv.url}/api/v1{path}", auth=auth or srv.admin, timeout=60, **kw)
+    return srv.call(method, path, auth, **kw)
 
 
 def registry(srv: Server, name: str) -> str:

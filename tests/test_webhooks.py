@@ -54,7 +54,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 # -- helpers ----------------------------------------------------------------------------------------
 def api(srv: Server, method: str, path: str, auth: tuple[str, str] | None = None, **kw: Any) -> httpx.Response:
-    return httpx.request(method, f"{srv.url}/api/v1{path}", auth=auth or srv.admin, timeout=30, **kw)
+    return srv.call(method, path, auth, **kw)
 
 
 def create_hook(srv: Server, registry: str, **fields: Any) -> dict[str, Any]:

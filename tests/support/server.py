@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from cryptography import x509
@@ -124,6 +125,12 @@ class Server(_OnLoopback):
         kwargs.setdefault("timeout", 30)
         kwargs.setdefault("verify", self.verify)
         return httpx.Client(base_url=self.url, auth=auth or self.auth(), **kwargs)  # type: ignore[arg-type]
+
+    def call(self, method: str, path: str, auth: tuple[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+        """One request to the management API (`/api/v1` + path), with Basic auth, the admin's by default."""
+        kwargs.setdefault("timeout", 60)
+        kwargs.setdefault("verify", self.verify)
+        return httpx.request(method, f"{self.url}/api/v1{path}", auth=auth or self.admin, **kwargs)
 
     def ensure_registries(self, *names: str) -> None:
         existing = {r["name"] for r in self.api().registries()}
