@@ -252,6 +252,10 @@ def test_registry_verbs_in_table_and_json(admin: CLI, srv: Server) -> None:
     r = admin("registry", "delete", "cli-reg")  # no terminal to ask on
     assert r.returncode == 2 and "--yes" in r.stderr
     assert admin.json("registry", "show", "cli-reg")["name"] == "cli-reg"  # still there
+    # Its allowlist keeps this client (127.0.0.1) out of everything but its settings (docs/access.md).
+    r = admin("registry", "delete", "cli-reg", "--yes")
+    assert r.returncode == 1 and "NOT_FOUND" in r.stderr
+    admin.ok("registry", "update", "cli-reg", "--clear-cidrs")
     assert admin.json("registry", "delete", "cli-reg", "--yes") == {"deleted": "cli-reg", "images_deleted": 0}
     r = admin("registry", "show", "cli-reg")
     assert r.returncode == 1 and "NOT_FOUND" in r.stderr and "cli-reg" in r.stderr

@@ -333,7 +333,7 @@ def test_api_validates_hides_secrets_and_stores_nothing_half_way(srv: Server) ->
     for body in bad:
         r = api(srv, "POST", base, json=body)
         assert r.status_code == 400 and r.json()["errors"][0]["code"] == "INVALID_REQUEST", (body, r.text)
-    assert api(srv, "POST", base, content=b"[1]").status_code == 400
+    assert api(srv, "POST", base, content=b"[1]", headers={"Content-Type": "application/json"}).status_code == 400
     dup = api(srv, "POST", base, json={"name": "ci", "kind": "slack", "url": "https://x/"})
     assert dup.status_code == 409 and dup.json()["errors"][0]["code"] == "CONFLICT"
     assert api(srv, "GET", base).json()["total"] == 1  # nothing half-stored

@@ -7,16 +7,24 @@ node applies at once; on other nodes within that interval), a key's revocation r
 node within the same interval, and secrets are checked with scrypt in worker threads, with a
 short-lived cache of successful checks so a client that fetches a token per repository does not
 pay tens of milliseconds each time.
+
+A token follows its holder's roles: what a registry token grants is re-checked against the holder's
+current rights at most every `access_cache_seconds`, and a token of a deleted user stops at once on
+the node that deleted it (within that interval elsewhere). Registry tokens (audience `token_service`)
+and management tokens (audience `token_service:management`, asked for with the scope
+`management:api:*`) are signed by the same key but never stand in for each other.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import json
 import logging
 import os
 import secrets
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +35,7 @@ import trio
 
 from ncr_trio.auth.keys import KEY_ID_PREFIX, hash_secret, verify_secret
 from ncr_trio.auth.roles import Permission, permissions, repository_actions
-from ncr_trio.auth.scopes import Scope, format_scope, grant
+from ncr_trio.auth.scopes import Scope, format_scope, grant, is_management
 from ncr_trio.auth.throttle import LockedOut, LoginThrottle
 from ncr_trio.auth.tokens import LEEWAY_SECONDS, MAX_LIFETIME_SECONDS, Claims, TokenError, TokenIssuer
 from ncr_trio.config import Config
@@ -51,8 +59,10 @@ class Principal:
     system_admin: bool = False
     roles: Mapping[str, str] = field(default_factory=dict)
     key_id: str | None = None
-    # On the registry API: what the request's bearer token grants (nothing else counts there).
+    # On the registry API: what the request's bearer token grants (nothing else counts there), cut
+    # down to what the holder's roles allow now.
     token_access: tuple[Scope, ...] = ()
+    created_at: float = 0.0  # of the user: a token issued before it was for an earlier user of that name
 
     @property
     def anonymous(self) -> bool:
@@ -72,6 +82,14 @@ ANONYMOUS = Principal("")
 def registry_of(repository: str) -> str:
     """The registry (namespace) a repository belongs to: its first path component."""
     return repository.split("/", 1)[0]
+
+
+def reachable(info: RegistryInfo, private_listener: bool, client: str | None) -> bool:
+    """Whether a client reaches a registry: public URI off, only through a private listener; and the
+    client in the registry's CIDR allowlist, if it has one."""
+    if not info.public_uri and not private_listener:
+        return False
+    return client_allowed(info, client)
 
 
 def client_allowed(info: RegistryInfo, client: str | None) -> bool:
@@ -123,6 +141,8 @@ class AccessControl:
         self.tokens = TokenIssuer(key_dir, config.token_issuer, config.token_service, lifetime, clock=clock)
         self.refresh_tokens = TokenIssuer(key_dir, config.token_issuer, config.token_service + ":refresh",
                                           MAX_LIFETIME_SECONDS, clock=clock)
+        self.management_tokens = TokenIssuer(key_dir, config.token_issuer, config.token_service + ":management",
+                                             lifetime, clock=clock)
         self.throttle = LoginThrottle(config.login_slow_after, config.login_lock_after,
                                       config.login_lockout_seconds, config.login_window_seconds)
         ttl = config.access_cache_seconds
@@ -130,7 +150,9 @@ class AccessControl:
         self._credentials: _TTLCache[bytes, Principal] = _TTLCache(60.0, clock)
         self._registries: _TTLCache[str, RegistryInfo | None] = _TTLCache(ttl, clock)
         self._principals: _TTLCache[str, Principal | None] = _TTLCache(ttl, clock)
-        self._claims: _TTLCache[str, tuple[Claims, Principal]] = _TTLCache(MAX_LIFETIME_SECONDS, clock)
+        self._claims: _TTLCache[tuple[str, str], Claims] = _TTLCache(MAX_LIFETIME_SECONDS, clock)
+        # A registry token -> its holder, with what it grants cut down to the holder's current rights.
+        self._holders: _TTLCache[str, Principal] = _TTLCache(ttl, clock)
         self._revoked: set[str] = set()
         self._revoked_read_at = float("-inf")
         self._key_use: dict[str, float] = {}
@@ -143,7 +165,8 @@ class AccessControl:
     def bootstrap(self) -> None:
         """Create the `admin` system administrator on first start (several workers may race: one
         wins). Its password is NCR_ADMIN_PASSWORD, or a random one written to
-        <data>/initial-admin-password (mode 0600) and logged once."""
+        <data>/initial-admin-password (mode 0600) and shown on the terminal, if there is one: never
+        written to a log."""
         given = self.config.admin_password
         password = given or secrets.token_urlsafe(18)
         path = self.config.data_dir / INITIAL_PASSWORD_FILE
@@ -165,9 +188,10 @@ class AccessControl:
                 log.warning("created the system administrator %r with the password from NCR_ADMIN_PASSWORD",
                             ADMIN_USER)
             else:
-                # Printed once, on the console of the first start; the file keeps it (0600).
-                print(f"ncr-trio: created the system administrator {ADMIN_USER!r}; its password is in "
-                      f"{Path(path).resolve()} (shown once): {password}", flush=True)
+                log.warning("created the system administrator %r: its password is in %s (mode 0600)",
+                            ADMIN_USER, Path(path).resolve())
+                if sys.stdout.isatty():  # a person watching the first start, not a log collector
+                    print(f"ncr-trio: the password of {ADMIN_USER!r} is {password} (shown once)", flush=True)
 
     # -- logins -------------------------------------------------------------------------------
     async def login(self, username: str, secret: str, client: str | None, *, audit_cached: bool = True) -> Principal:
@@ -176,9 +200,8 @@ class AccessControl:
         Raises AuthFailed or LockedOut; every outcome goes to the audit log (with `audit_cached`
         False, a success answered from the credential cache does not: the management API checks
         Basic credentials on every call)."""
-        keys = [f"client:{client}", f"account:{username}"]
         try:
-            delay = self.throttle.delay(keys)
+            delay = self.throttle.delay(username, client)
         except LockedOut:
             self.record("login", "refused", actor=username, client=client, detail="locked out")
             raise
@@ -194,10 +217,10 @@ class AccessControl:
                 await trio.sleep(delay)
             principal = await self._check_secret(username, secret)
         if principal is None:
-            self.throttle.failed(keys)
+            self.throttle.failed(username, client)
             self.record("login", "failed", actor=username, client=client)
             raise AuthFailed("invalid username or password")
-        self.throttle.succeeded(f"account:{username}")
+        self.throttle.succeeded(username, client)
         self._credentials.put(fingerprint, principal)
         if principal.key_id is not None:
             self._key_use[principal.key_id] = self._clock()
@@ -231,17 +254,19 @@ class AccessControl:
         found, cached = (False, None) if fresh else self._principals.get(user)
         if not found:
             row = await self.store.user(user)
-            cached = None if row is None else Principal(user, row[0].system_admin, await self.store.roles(user))
+            cached = None if row is None else Principal(user, row[0].system_admin, await self.store.roles(user),
+                                                        created_at=row[0].created_at)
             self._principals.put(user, cached)
         if cached is None:
             return None
-        return cached if key_id is None else Principal(cached.user, cached.system_admin, cached.roles, key_id)
+        return cached if key_id is None else dataclasses.replace(cached, key_id=key_id)
 
     def forget(self, user: str | None = None, registry: str | None = None) -> None:
         """Drop cached rights after a change made here (other nodes catch up within the TTL)."""
         if user is not None:
             self._principals.drop(user)
             self._credentials.clear()
+            self._holders.clear()
         if registry is not None:
             self._registries.drop(registry)
 
@@ -257,18 +282,15 @@ class AccessControl:
             self._registries.put(name, info)
         return info
 
-    def reachable(self, info: RegistryInfo, private_listener: bool, client: str | None) -> bool:
-        """Public URI off: only private listeners; and the client must be in the CIDR allowlist."""
-        if not info.public_uri and not private_listener:
-            return False
-        return client_allowed(info, client)
-
     # -- tokens -------------------------------------------------------------------------------
     async def allowed_actions(self, principal: Principal, scope: Scope) -> frozenset[str]:
         """What `principal` may do on one requested resource."""
         if scope.type == "registry" and scope.name == "catalog":
             # The catalog lists every repository: only those who may read every registry.
             return frozenset({"*"}) if Permission.READ in principal.holds("*") else frozenset()
+        if is_management(scope):
+            # The management API checks every call against the roles; its token only says who calls.
+            return frozenset() if principal.anonymous else frozenset({"*"})
         if scope.type != "repository" or scope.resource_class not in ("", "image"):
             return frozenset()
         actions = set(repository_actions(principal.holds(registry_of(scope.name))))
@@ -284,8 +306,10 @@ class AccessControl:
         return grant(requested, lambda s: allowed[s.resource])
 
     def issue(self, principal: Principal, granted: list[Scope], offline: bool) -> dict[str, Any]:
-        """The token endpoint's answer (Docker token spec and its OAuth2 variant in one body)."""
-        token, expires_in, issued_at = self.tokens.issue(principal.user, granted, principal.key_id)
+        """The token endpoint's answer (Docker token spec and its OAuth2 variant in one body): a
+        management token if `granted` is the management scope, else a registry token."""
+        issuer = self.management_tokens if any(is_management(s) for s in granted) else self.tokens
+        token, expires_in, issued_at = issuer.issue(principal.user, granted, principal.key_id)
         body: dict[str, Any] = {
             "token": token,
             "access_token": token,
@@ -311,22 +335,42 @@ class AccessControl:
             raise AuthFailed("unknown user")
         return principal
 
-    async def verify(self, token: str) -> Claims:
-        """The claims of a bearer token this registry issued, still valid and not revoked."""
-        return (await self._verified(token))[0]
-
     async def bearer(self, token: str) -> Principal:
-        """Who a bearer token speaks for, with what it grants (`token_access`): the registry API's
-        per-request check, a dict lookup once the token has been verified."""
-        return (await self._verified(token))[1]
+        """Who a registry token speaks for, with what it grants now (`token_access`: the token's grant
+        cut down to the holder's current rights): the registry API's per-request check, dict lookups
+        once the token has been verified, re-checked every `access_cache_seconds`."""
+        claims = await self._verified(token, self.tokens)
+        found, holder = self._holders.get(token)
+        if not found or holder is None:
+            current = await self._holder(claims)
+            granted = await self.grant(current, claims.access)
+            holder = dataclasses.replace(current, key_id=claims.key_id, token_access=tuple(granted))
+            self._holders.put(token, holder)
+        return holder
 
-    async def _verified(self, token: str) -> tuple[Claims, Principal]:
-        found, hit = self._claims.get(token)
-        if not found or hit is None:
-            claims = self.tokens.verify(token, self.tokens.service)  # raises TokenError
-            hit = (claims, Principal(claims.subject, key_id=claims.key_id, token_access=claims.access))
-            self._claims.put(token, hit)
-        claims = hit[0]
+    async def management(self, token: str) -> Principal:
+        """Who a management token speaks for, with their current rights (registry tokens are refused)."""
+        claims = await self._verified(token, self.management_tokens)
+        holder = await self._holder(claims)
+        if holder.anonymous:
+            raise TokenError("a management token names a user")
+        return holder
+
+    async def _holder(self, claims: Claims) -> Principal:
+        """The token's holder as they are now (anonymous for an anonymous token)."""
+        if not claims.subject:
+            return ANONYMOUS
+        holder = await self.principal(claims.subject, claims.key_id)
+        if holder is None or claims.issued_at + LEEWAY_SECONDS < holder.created_at:
+            raise TokenError("the user this token was issued to no longer exists")
+        return holder
+
+    async def _verified(self, token: str, issuer: TokenIssuer) -> Claims:
+        """The claims of a token `issuer` signed for its audience, still valid and its key not revoked."""
+        found, claims = self._claims.get((issuer.service, token))
+        if not found or claims is None:
+            claims = issuer.verify(token, issuer.service)  # raises TokenError
+            self._claims.put((issuer.service, token), claims)
         if self._clock() > claims.expires_at + LEEWAY_SECONDS:
             raise TokenError("token has expired")
         if claims.key_id is not None:
@@ -334,7 +378,7 @@ class AccessControl:
             if claims.key_id in self._revoked:
                 raise TokenError("the access key this token was issued through was revoked")
             self._key_use[claims.key_id] = self._clock()
-        return hit
+        return claims
 
     async def _refresh_revoked(self) -> None:
         now = self._clock()
@@ -393,4 +437,4 @@ class AccessControl:
 
 
 __all__ = ["ADMIN_USER", "ANONYMOUS", "INITIAL_PASSWORD_FILE", "AccessControl", "AuthFailed", "LockedOut",
-           "Principal", "client_allowed", "registry_of"]
+           "Principal", "client_allowed", "reachable", "registry_of"]

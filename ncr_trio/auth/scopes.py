@@ -28,11 +28,13 @@ from typing import Any
 
 __all__ = [
     "ACTIONS",
+    "MANAGEMENT",
     "InvalidScope",
     "Scope",
     "access_entries",
     "format_scope",
     "grant",
+    "is_management",
     "parse_scope",
     "parse_scopes",
 ]
@@ -79,6 +81,15 @@ class Scope:
     @property
     def resource(self) -> tuple[str, str, str]:
         return (self.type, self.resource_class, self.name)
+
+
+# Not a Docker scope: asked for alone, it makes the token endpoint issue a management API token (a
+# token for another audience, which the registry API refuses, as the management API refuses theirs).
+MANAGEMENT = Scope("management", "api", frozenset({"*"}))
+
+
+def is_management(scope: Scope) -> bool:
+    return scope.resource == MANAGEMENT.resource
 
 
 def parse_scope(text: str) -> Scope:

@@ -136,8 +136,11 @@ class ManagementAPI:
 
     # -- registries ---------------------------------------------------------------------------
     async def list_registries(self, request: Request) -> Response:
+        """The registries the caller holds a role on and reaches from where they are (a system
+        administrator sees every one: they may mend any registry's settings from anywhere)."""
         p = request.principal
-        infos = [i for i in await self.s.namespaces.list() if p.holds(i.name)]
+        infos = [i for i in await self.s.namespaces.list()
+                 if p.holds(i.name) and (p.system_admin or request.reaches(i))]
         return _ok(200, {"registries": [registry_view(i) for i in infos]})
 
     async def create_registry(self, request: Request) -> Response:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from ncr_trio.auth.control import ANONYMOUS, Principal
+from ncr_trio.auth.control import ANONYMOUS, Principal, reachable
 from ncr_trio.errors import RegistryError
+from ncr_trio.meta import RegistryInfo
 from ncr_trio.storage import FileSpan
 
 ZEROCOPY = "http.response.zerocopysend"
@@ -34,6 +35,7 @@ class Request:
     receive: Receive
     params: dict[str, str] = field(default_factory=dict)
     principal: Principal = ANONYMOUS  # set by the access gate before the handler runs
+    private_listener: bool = False  # the request came in on a private listener (set by the gate)
     _consumed: bool = False
 
     @property
@@ -50,11 +52,9 @@ class Request:
         client = self.scope.get("client")
         return str(client[0]) if client else None
 
-    @property
-    def server_port(self) -> int | None:
-        """The local port the request came in on (which listener)."""
-        server = self.scope.get("server")
-        return int(server[1]) if server and server[1] is not None else None
+    def reaches(self, info: RegistryInfo) -> bool:
+        """Whether this request's client, on this listener, may reach the registry `info`."""
+        return reachable(info, self.private_listener, self.client)
 
     def query_all(self, name: str) -> list[str]:
         return parse_qs(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True).get(name, [])

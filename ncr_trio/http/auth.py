@@ -6,44 +6,52 @@ The gate reads only the route's `action` (see routes.py) and the request:
     "login"                  any valid bearer token (GET /v2/, what `docker login` checks)
     "catalog"                a token granting registry:catalog:*
     "pull" "push" "delete"   a token granting that action on repository:<name>
-    "api:<permission>"       the management API: Basic (user or access key) or a bearer token,
-                             and the permission (read, push, manage) on the route's registry,
-                             "user" (anyone logged in) or "admin" (a system administrator)
+    "api:<permission>"       the management API: Basic (user or access key) or a management token
+                             (scope `management:api:*`, never a registry token), and the permission
+                             (read, push, manage) on the route's registry, "user" (anyone logged
+                             in) or "admin" (a system administrator)
 
-Registries whose public URI is off answer only on private listeners, and a registry's CIDR
-allowlist restricts its clients; to anyone else such a registry does not exist.
+Registries whose public URI is off answer only on private listeners (told apart by address and
+port: http/listeners.py), and a registry's CIDR allowlist restricts its clients; to anyone else such
+a registry does not exist, on every route that names it (`/v2` and `/api/v1`), in every listing, and
+as the source of a cross-repository mount. One exception, so that a wrong allowlist can be mended: a
+system administrator reads and changes a registry's own settings (SETTINGS_ROUTES) from anywhere.
+
+The management API serves only its own pages (the console) and non-browser clients: a request with
+a foreign `Origin` or `Sec-Fetch-Site: cross-site`/`same-site` is refused, a body must be
+`application/json` (no HTML form can send that), and a 401 never invites Basic credentials (a
+browser would ask for and then replay them on every request, forged ones included).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import re
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from ncr_trio.auth.control import ANONYMOUS, AccessControl, AuthFailed, LockedOut, Principal, registry_of
 from ncr_trio.auth.roles import Permission
-from ncr_trio.auth.scopes import InvalidScope, Scope, format_scope, parse_scopes
+from ncr_trio.auth.scopes import MANAGEMENT, InvalidScope, Scope, format_scope, is_management, parse_scopes
 from ncr_trio.auth.tokens import TokenError
 from ncr_trio.config import Config
 from ncr_trio.errors import RegistryError
 from ncr_trio.http.asgi import Request, Response, json_response
+from ncr_trio.http.listeners import Listeners
 from ncr_trio.http.routes import Route, route
+from ncr_trio.types import validate_name
 
 _HOST_RE = re.compile(r"[A-Za-z0-9.\-:\[\]]{1,255}")
 _REPO_ACTIONS = {"pull": "pull", "push": "pull,push", "delete": "delete"}
 AUDITED = {"manifest": ("pull", "GET"), "manifest.put": ("push", "PUT"), "manifest.delete": ("delete", "DELETE"),
            "blob.delete": ("delete", "DELETE")}
-
-
-def _private_ports(config: Config) -> frozenset[int]:
-    ports = set()
-    for address in config.private_listen:
-        _, _, port = address.rpartition(":")
-        if port.isdigit():
-            ports.add(int(port))
-    return frozenset(ports)
+# A registry's own settings (and who holds a role on it): a system administrator reads and changes
+# them even where the registry is not reachable, to mend a wrong allowlist.
+SETTINGS_ROUTES = frozenset({"api.registry", "api.registry.update", "api.members"})
+_MANAGEMENT_SCOPE = format_scope(MANAGEMENT)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def basic_credentials(request: Request) -> tuple[str, str] | None:
@@ -60,6 +68,18 @@ def basic_credentials(request: Request) -> tuple[str, str] | None:
     return username, password
 
 
+def _mount_source(request: Request, r: Route, name: str) -> str | None:
+    """The other repository a blob mount (`POST .../blobs/uploads/?mount=&from=`) names, if valid."""
+    source = request.query("from") if r.name == "upload.start" and request.query("mount") else None
+    if not source or source == name:
+        return None
+    try:
+        validate_name(source)
+    except RegistryError:
+        return None
+    return source
+
+
 def bearer_token(request: Request) -> str | None:
     header = request.header("authorization")
     if header is None or header[:7].lower() != "bearer ":
@@ -67,11 +87,39 @@ def bearer_token(request: Request) -> str | None:
     return header[7:].strip()
 
 
+def _same_origin(origin: str, host: str | None) -> bool:
+    """Whether an `Origin` names the host the request was sent to (default ports left out)."""
+    parts = urlsplit(origin.strip().lower())
+    default = _DEFAULT_PORTS.get(parts.scheme)
+    if default is None or not parts.netloc or host is None:
+        return False
+
+    def bare(netloc: str) -> str:
+        return netloc.removesuffix(f":{default}")
+
+    return bare(parts.netloc) == bare(host.strip().lower())
+
+
+def refuse_cross_site(request: Request) -> None:
+    """CSRF: the management API answers its own pages and non-browser clients only, and reads only
+    JSON bodies (a form or a simple cross-origin request cannot send `application/json`)."""
+    site = (request.header("sec-fetch-site") or "").lower()
+    origin = request.header("origin")
+    if site in ("cross-site", "same-site") or (origin is not None and not _same_origin(origin, request.header("host"))):
+        raise RegistryError("DENIED", "the management API refuses cross-origin requests")
+    content_type = request.header("content-type")
+    if content_type is None and request.header("transfer-encoding") is None and not request.content_length():
+        return  # no body
+    if content_type is None or content_type.split(";", 1)[0].strip().lower() != "application/json":
+        raise RegistryError("UNSUPPORTED", "the management API reads JSON bodies only (Content-Type: application/json)",
+                            status=415)
+
+
 class Gate:
     def __init__(self, config: Config, access: AccessControl) -> None:
         self.config = config
         self.access = access
-        self.private_ports = _private_ports(config)
+        self.listeners = Listeners(config.listen, config.private_listen)
 
     def realm(self, request: Request) -> str:
         if self.config.token_realm:
@@ -93,18 +141,20 @@ class Gate:
                              headers={"WWW-Authenticate": "Bearer " + ",".join(parts)})
 
     async def check(self, request: Request, r: Route) -> Principal:
-        """The principal the request acts as, or a RegistryError (401 challenge, 403, 404)."""
+        """The principal the request acts as, or a RegistryError (401 challenge, 403, 404, 415)."""
+        request.private_listener = self.listeners.private(request.scope.get("server"))
+        if request.path.startswith("/api/"):
+            refuse_cross_site(request)
         action = r.action
         if action is None:
             return ANONYMOUS
         if action.startswith("api:"):
-            return await self._api(request, action[4:])
+            return await self._api(request, r, action[4:])
         name = request.params.get("name")
         info = None
         if name is not None:
             info = await self.access.registry(registry_of(name))
-            private = request.server_port in self.private_ports
-            if info is not None and not self.access.reachable(info, private, request.client):
+            if info is not None and not request.reaches(info):
                 raise RegistryError("NAME_UNKNOWN", f"repository {name} is not known on this endpoint")
         token = bearer_token(request)
         if action == "login" or action == "catalog":
@@ -118,37 +168,47 @@ class Gate:
             return principal
         assert name is not None
         scope_text = f"repository:{name}:{_REPO_ACTIONS[action]}"
+        source = _mount_source(request, r, name)
         if token is None:
             if action == "pull" and info is not None and info.public_read:
                 return ANONYMOUS
-            raise self._challenge(request, scope_text, "authentication required",
+            # A mount asks for pull on its source too, in the same challenge (as Distribution does):
+            # clients fetch one token per challenge.
+            both = scope_text if source is None else f"{scope_text} repository:{source}:pull"
+            raise self._challenge(request, both, "authentication required",
                                   detail=[{"Type": "repository", "Name": name, "Action": action}])
         principal = await self._bearer(request, token, scope_text)
         if not principal.token_allows(name, action):
-            current = await self._current(principal)
             wanted = Scope("repository", name, frozenset({action}))
-            if current is None or action not in await self.access.allowed_actions(current, wanted):
+            if action not in await self.access.allowed_actions(principal, wanted):
                 raise RegistryError("DENIED", f"requested access to the resource is denied: {action} on {name}")
             raise self._challenge(request, scope_text, "the token does not grant this action", "insufficient_scope",
                                   detail=[{"Type": "repository", "Name": name, "Action": action}])
-        source = request.query("from") if r.name == "upload.start" and request.query("mount") else None
-        if source and source != name and not principal.token_allows(source, "pull"):
-            # A cross-repository mount also needs pull on the source (as Distribution asks). If the
-            # account has it, ask the client for a token that says so; if not, the handler starts a
-            # plain upload instead of mounting.
-            current = await self._current(principal)
-            wanted = Scope("repository", source, frozenset({"pull"}))
-            if current is not None and "pull" in await self.access.allowed_actions(current, wanted):
-                raise self._challenge(request, f"{scope_text} repository:{source}:pull",
-                                      "a mount needs pull on its source", "insufficient_scope")
+        if source is not None:
+            principal = await self._mount_from(request, principal, source, scope_text)
         if action == "push" and info is None:
             raise RegistryError("NAME_UNKNOWN", f"registry {registry_of(name)!r} does not exist: create it first "
                                 f"(ncr-trio registry create {registry_of(name)}), then push to it")
         return principal
 
-    async def _current(self, holder: Principal) -> Principal | None:
-        """The token holder's rights now (roles may have changed since the token was issued)."""
-        return await self.access.principal(holder.user, holder.key_id) if holder.user else ANONYMOUS
+    async def _mount_from(self, request: Request, principal: Principal, source: str, scope_text: str) -> Principal:
+        """A cross-repository mount also needs pull on the source (as Distribution asks) and the source
+        reachable from this client: if the account may pull there but the token does not say so, ask for
+        a token that does; if the source is out of reach, the token's pull on it does not count here
+        (the handler mounts only what the token may pull: without it, it starts a plain upload)."""
+        if not await self._reaches(request, registry_of(source)):
+            return dataclasses.replace(principal, token_access=tuple(
+                s for s in principal.token_access if not (s.type == "repository" and s.name == source)))
+        if not principal.token_allows(source, "pull"):
+            wanted = Scope("repository", source, frozenset({"pull"}))
+            if "pull" in await self.access.allowed_actions(principal, wanted):
+                raise self._challenge(request, f"{scope_text} repository:{source}:pull",
+                                      "a mount needs pull on its source", "insufficient_scope")
+        return principal
+
+    async def _reaches(self, request: Request, registry: str) -> bool:
+        info = await self.access.registry(registry)
+        return info is None or request.reaches(info)
 
     async def _bearer(self, request: Request, token: str, scope: str | None) -> Principal:
         try:
@@ -156,31 +216,32 @@ class Gate:
         except TokenError as e:
             raise self._challenge(request, scope, str(e), "invalid_token") from None
 
-    async def _api(self, request: Request, needed: str) -> Principal:
-        principal: Principal | None = None
+    async def _api(self, request: Request, r: Route, needed: str) -> Principal:
         token = bearer_token(request)
+        creds = basic_credentials(request) if token is None else None
         if token is not None:
             try:
-                claims = await self.access.verify(token)
+                principal = await self.access.management(token)
             except TokenError as e:
-                raise RegistryError("UNAUTHORIZED", str(e)) from None
-            principal = await self.access.principal(claims.subject, claims.key_id) if claims.subject else None
+                raise self._challenge(request, _MANAGEMENT_SCOPE, str(e), "invalid_token") from None
+        elif creds is not None:
+            principal = await self._login(request, *creds, audit_cached=False)
         else:
-            creds = basic_credentials(request)
-            if creds is not None:
-                principal = await self._login(request, *creds, audit_cached=False)
-        if principal is None:
-            raise RegistryError("UNAUTHORIZED", "log in with Basic credentials (user or access key) or a bearer token",
-                                headers={"WWW-Authenticate": 'Basic realm="ncr-trio"'})
+            # A Bearer challenge, not Basic: a browser would ask for a password and then replay it.
+            raise self._challenge(request, _MANAGEMENT_SCOPE, "log in with Basic credentials (user or access key) "
+                                  "or a management token (scope management:api:*)")
         if needed == "user":
             return principal
         if needed == "admin":
             if not principal.system_admin:
                 raise RegistryError("DENIED", "only a system administrator may do this")
             return principal
-        registry = request.params.get("registry", "*")
-        if Permission(needed) not in principal.holds(registry):
-            raise RegistryError("DENIED", f"your role does not allow this ({needed} on registry {registry})")
+        registry = request.params.get("registry")
+        if Permission(needed) not in principal.holds(registry or "*"):
+            raise RegistryError("DENIED", f"your role does not allow this ({needed} on registry {registry or '*'})")
+        if registry is not None and not (principal.system_admin and r.name in SETTINGS_ROUTES) \
+                and not await self._reaches(request, registry):
+            raise RegistryError("NOT_FOUND", f"registry {registry[:80]!r} does not exist")
         return principal
 
     async def _login(self, request: Request, username: str, password: str, audit_cached: bool = True) -> Principal:
@@ -254,6 +315,12 @@ class Gate:
             requested = parse_scopes(scopes)
         except InvalidScope as e:
             raise RegistryError("INVALID_REQUEST", str(e)) from None
+        if any(is_management(s) for s in requested):
+            if len(requested) > 1:
+                raise RegistryError("INVALID_REQUEST",
+                                    f"a management token ({_MANAGEMENT_SCOPE}) carries no other scope")
+            if principal.anonymous:
+                raise RegistryError("UNAUTHORIZED", "log in (Basic credentials) for a management token")
         granted = await self.access.grant(principal, requested)
         body = self.access.issue(principal, granted, offline)
         if request.method == "POST":

@@ -456,20 +456,23 @@ PARAMETERS: dict[str, Schema] = {
 _ERRORS: dict[int, str] = {
     400: "Invalid request: a malformed body, parameter, name, tag or digest (INVALID_REQUEST, NAME_INVALID, "
          "TAG_INVALID, DIGEST_INVALID, PAGINATION_NUMBER_INVALID)",
-    401: "Not logged in, or bad credentials (UNAUTHORIZED)",
+    401: "Not logged in, bad credentials, or a token that is not a management token (UNAUTHORIZED)",
     403: "Logged in, but the role does not allow this; or a protection policy covers what a deletion would "
-         "remove (DENIED)",
+         "remove; or a cross-origin browser request (DENIED)",
     404: "No such registry, image, artifact, tag, user, key, role binding, webhook, policy or cleanup run "
          "(NOT_FOUND, NAME_UNKNOWN, MANIFEST_UNKNOWN)",
     409: "Conflicts with the current state: a name or policy that exists, a limit reached (CONFLICT)",
     413: "The body is larger than 64 KiB (SIZE_INVALID)",
+    415: "The body is not sent as application/json (UNSUPPORTED)",
     429: "Too many failed logins from this client or for this account (TOOMANYREQUESTS)",
 }
 RESPONSES: dict[str, Schema] = {
     str(status): {"description": text, "content": {"application/json": {"schema": _ref("Error")}}}
     for status, text in _ERRORS.items()
 }
-RESPONSES["401"]["headers"] = {"WWW-Authenticate": {"schema": _STR, "description": "`Basic realm=\"ncr-trio\"`"}}
+RESPONSES["401"]["headers"] = {"WWW-Authenticate": {"schema": _STR, "description": (
+    '`Bearer realm="<url>/auth/token",service="ncr-trio",scope="management:api:*"` '
+    "(never Basic: browsers would prompt for and replay a password)")}}
 RESPONSES["429"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
 
 
@@ -482,7 +485,7 @@ def _operation(name: str, summary: str, permission: str, ok: tuple[int, str | No
                errors: tuple[int, ...] = (), tags: tuple[str, ...] = ()) -> Schema:
     """One operation. `ok` is (status, response schema or None for no body, description); `errors`
     adds to what every authenticated operation may answer (401, 429, and 403 unless anyone logged in
-    may call it) and what a parameter or body brings (400, 413)."""
+    may call it) and what a parameter or body brings (400; 413 and 415)."""
     status, schema, text = ok
     responses: dict[str, Schema] = {str(status): {"description": text} if schema is None else _json(schema, text)}
     codes = {401, 429, *errors}
@@ -491,7 +494,7 @@ def _operation(name: str, summary: str, permission: str, ok: tuple[int, str | No
     if params or body:
         codes.add(400)
     if body:
-        codes.add(413)
+        codes.update((413, 415))
     for code in sorted(codes):
         responses[str(code)] = {"$ref": f"#/components/responses/{code}"}
     op: Schema = {"operationId": name, "summary": summary, "tags": list(tags),
@@ -703,7 +706,9 @@ DOCUMENT: Schema = {
         "description": "Registries, images, artifacts, tags, webhooks, cleanup and protection policies, users, "
                        "access keys, roles, garbage collection and the audit log (docs/api.md, docs/webhooks.md, "
                        "docs/policies.md). Errors use the registry's error body. Log in with HTTP Basic "
-                       "(a user and password, or an access key ID and secret) or a bearer token from /auth/token.",
+                       "(a user and password, or an access key ID and secret) or a management token from "
+                       "/auth/token?scope=management:api:* (registry tokens are refused). Bodies are "
+                       "application/json; cross-origin browser requests are refused.",
     },
     "security": [{"basic": []}, {"bearer": []}],
     "paths": PATHS,
@@ -712,7 +717,7 @@ DOCUMENT: Schema = {
             "basic": {"type": "http", "scheme": "basic",
                       "description": "a user name and password, or an access key ID and secret"},
             "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                       "description": "a token from /auth/token"},
+                       "description": "a management token: /auth/token?scope=management:api:*"},
         },
         "schemas": SCHEMAS,
         "parameters": PARAMETERS,

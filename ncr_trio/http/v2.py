@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from urllib.parse import urlencode
 
+from ncr_trio.auth.control import registry_of
 from ncr_trio.errors import RegistryError
 from ncr_trio.http.asgi import Request, Response, json_response
 from ncr_trio.http.routes import _NAME, _REF, Route, route
@@ -57,8 +58,20 @@ class V2API:
 
     async def catalog(self, request: Request) -> Response:
         limit = request.query_int("n")
-        names = await self.s.meta.list_repositories(limit, request.query("last"))
+        names = await self._reachable_repositories(request, limit, request.query("last"))
         return _paginate("/v2/_catalog", names, limit, "repositories", {})
+
+    async def _reachable_repositories(self, request: Request, limit: int | None, last: str | None) -> list[str]:
+        """A page of the catalog without the registries this client cannot reach (public URI off,
+        CIDR allowlists): pages of the stored list are read until `limit` names are left."""
+        hidden = {i.name for i in await self.s.namespaces.list() if not request.reaches(i)}
+        found: list[str] = []
+        while True:
+            page = await self.s.meta.list_repositories(limit, last)
+            found += [n for n in page if registry_of(n) not in hidden]
+            if limit is None or len(page) < limit or len(found) >= limit:
+                return found[:limit]
+            last = page[-1]
 
     async def tags(self, request: Request) -> Response:
         name = request.params["name"]

@@ -1,8 +1,9 @@
 // The management API (/api/v1) and the login session.
 //
-// The console logs in like any client: GET /auth/token with Basic credentials (a user's name and
-// password, or an access key's ID and secret) and no scope. The bearer token it answers is kept in
-// sessionStorage (this tab only) and sent with every API call; a 401 ends the session.
+// The console logs in like any client of the management API: GET /auth/token with Basic credentials
+// (a user's name and password, or an access key's ID and secret) and the scope management:api:*, for
+// a management token (the API refuses registry tokens). The token is kept in sessionStorage (this tab
+// only) and sent with every API call; a 401 ends the session.
 
 const SESSION_KEY = "ncr-console-session";
 
@@ -57,8 +58,10 @@ async function errorOf(response) {
   return new ApiError(response.status, first ? first.code : "HTTP_ERROR", message, first ? first.detail : undefined);
 }
 
+const MANAGEMENT_SCOPE = "management:api:*";
+
 export async function login(username, password) {
-  const response = await fetch("/auth/token", {
+  const response = await fetch("/auth/token?" + new URLSearchParams({ scope: MANAGEMENT_SCOPE }), {
     headers: { Authorization: "Basic " + base64Utf8(`${username}:${password}`) },
     credentials: "omit",
     cache: "no-store",
