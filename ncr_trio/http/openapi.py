@@ -484,13 +484,11 @@ def _operation(name: str, summary: str, permission: str, ok: tuple[int, str | No
                params: tuple[str, ...] = (), body: str | None = None, body_required: bool = False,
                errors: tuple[int, ...] = (), tags: tuple[str, ...] = ()) -> Schema:
     """One operation. `ok` is (status, response schema or None for no body, description); `errors`
-    adds to what every authenticated operation may answer (401, 429, and 403 unless anyone logged in
-    may call it) and what a parameter or body brings (400; 413 and 415)."""
+    adds to what every authenticated operation may answer (401, 429, and 403: a role that does not allow
+    it, or a cross-origin browser request) and what a parameter or body brings (400; 413 and 415)."""
     status, schema, text = ok
     responses: dict[str, Schema] = {str(status): {"description": text} if schema is None else _json(schema, text)}
-    codes = {401, 429, *errors}
-    if permission != "user":
-        codes.add(403)
+    codes = {401, 403, 429, *errors}
     if params or body:
         codes.add(400)
     if body:
