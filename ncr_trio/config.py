@@ -71,6 +71,10 @@ class Config:
     webhook_retry_base_seconds: float = 2.0
     webhook_retry_cap_seconds: float = 300.0
     webhook_max_attempts: int = 8
+    # The addresses webhook deliveries may connect to (registry/egress.py): CIDR blocks, and `public`
+    # for every globally routable unicast address. The default reaches no loopback, private,
+    # link-local, shared (CGNAT), multicast or reserved address; list those a receiver lives on.
+    webhook_allowed_networks: tuple[str, ...] = ("public",)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -27,7 +27,7 @@ import pytest
 
 from tests.support.logins import issue_tls
 from tests.support.oci import OCI_INDEX, image, index, push_blob, push_image, push_manifest
-from tests.support.receivers import Receiver
+from tests.support.receivers import ALLOW_RECEIVERS, Receiver
 from tests.support.server import ADMIN_PASSWORD, Server, free_port
 
 
@@ -41,7 +41,8 @@ class Pushed:
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = Server(data=tmp_path_factory.mktemp("cli") / "data", registries=("shop", "empty", "scratch"))
+    s = Server(data=tmp_path_factory.mktemp("cli") / "data", registries=("shop", "empty", "scratch"),
+               env=ALLOW_RECEIVERS)
     s.start()
     try:
         yield s

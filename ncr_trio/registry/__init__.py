@@ -28,6 +28,7 @@ from ncr_trio.registry.namespaces import Namespaces
 from ncr_trio.registry.protection import Protection
 from ncr_trio.registry.uploads import Uploads
 from ncr_trio.registry.webhooks import Webhooks
+from ncr_trio.sealing import Sealer
 from ncr_trio.storage import open_storage
 
 
@@ -74,9 +75,10 @@ class RegistryService:
         policy_store = PolicyStore(db)
         protection = Protection(policy_store, config.access_cache_seconds)
         namespaces = Namespaces(reg, access, protection)
+        webhooks = Webhooks(config, WebhookStore(db), access.store, Sealer.in_directory(config.data_dir / "keys"))
+        webhooks.seal_stored()
         return cls(reg, Uploads(reg), Blobs(reg), Manifests(reg, protection), GarbageCollector(reg), access,
-                   namespaces, Accounts(access), Catalog(reg, protection),
-                   webhooks=Webhooks(config, WebhookStore(db), access.store),
+                   namespaces, Accounts(access), Catalog(reg, protection), webhooks=webhooks,
                    policies=Policies(reg, policy_store, protection, namespaces))
 
     def close(self) -> None:
