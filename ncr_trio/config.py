@@ -37,6 +37,11 @@ class Config:
     # Hourly, Daily, Weekly) or five cron fields in UTC, as cleanup schedules (ncr_trio/cron.py).
     gc_schedule: str = ""
     gc_delete_untagged: bool = False
+    # The scrub (registry/fsck.py): re-hash every stored blob on this schedule (a preset or five cron
+    # fields in UTC, as gc_schedule; empty: never, only `ncr-trio fsck`). With fsck_repair it also
+    # moves damaged blobs to <data_dir>/quarantine/; without, it only logs them.
+    fsck_schedule: str = ""
+    fsck_repair: bool = False
     max_manifest_bytes: int = 4 * MiB
     # Write upload bytes with O_DIRECT (far faster than filling new page-cache pages on most VMs).
     direct_io: bool = True

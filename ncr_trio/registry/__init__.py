@@ -1,5 +1,5 @@
-"""Registry use cases: uploads, blobs, manifests (with tags and referrers), garbage collection,
-registries (namespaces), webhooks and, from `auth`, access control and accounts.
+"""Registry use cases: uploads, blobs, manifests (with tags and referrers), garbage collection, the
+scrub (fsck), registries (namespaces), webhooks and, from `auth`, access control and accounts.
 
 `RegistryService.open(config)` wires storage, metadata and locks; HTTP and the CLI call it.
 """
@@ -21,6 +21,7 @@ from ncr_trio.registry.blobs import Blobs
 from ncr_trio.registry.catalog import Catalog
 from ncr_trio.registry.cleanup import Policies
 from ncr_trio.registry.context import Registry
+from ncr_trio.registry.fsck import FsckReport, Scrubber
 from ncr_trio.registry.gc import GarbageCollector, GcReport
 from ncr_trio.registry.locks import DigestLocks
 from ncr_trio.registry.manifests import Manifests
@@ -45,6 +46,7 @@ class RegistryService:
     catalog: Catalog
     webhooks: Webhooks
     policies: Policies  # cleanup and protection policies, cleanup runs and their schedules
+    fsck: Scrubber
 
     @property
     def config(self) -> Config:
@@ -60,11 +62,12 @@ class RegistryService:
 
     @classmethod
     def open(cls, config: Config) -> RegistryService:
-        if config.gc_schedule.strip():
-            try:
-                parse_schedule(config.gc_schedule)
-            except InvalidSchedule as e:
-                raise ValueError(f"gc_schedule: {e}") from None
+        for setting, schedule in (("gc_schedule", config.gc_schedule), ("fsck_schedule", config.fsck_schedule)):
+            if schedule.strip():
+                try:
+                    parse_schedule(schedule)
+                except InvalidSchedule as e:
+                    raise ValueError(f"{setting}: {e}") from None
         config.data_dir.mkdir(parents=True, exist_ok=True)
         db = connect(config.database_url, config.sqlite_path)
         migrate(db)
@@ -79,10 +82,10 @@ class RegistryService:
         webhooks.seal_stored()
         return cls(reg, Uploads(reg), Blobs(reg), Manifests(reg, protection), GarbageCollector(reg), access,
                    namespaces, Accounts(access), Catalog(reg, protection), webhooks=webhooks,
-                   policies=Policies(reg, policy_store, protection, namespaces))
+                   policies=Policies(reg, policy_store, protection, namespaces), fsck=Scrubber(reg))
 
     def close(self) -> None:
         self.reg.meta.db.close()
 
 
-__all__ = ["GcReport", "RegistryService"]
+__all__ = ["FsckReport", "GcReport", "RegistryService"]

@@ -275,6 +275,17 @@ class FilesystemDriver:
         except FileNotFoundError:
             return False
 
+    def move(self, key: str, new_key: str) -> bool:
+        src, dst = self._path(key), self._path(new_key)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(src, dst)
+        except FileNotFoundError:
+            return False
+        fsync_dir(dst.parent)
+        fsync_dir(src.parent)
+        return True
+
     def list(self, prefix: str) -> Iterator[str]:
         base = self._path(prefix.rstrip("/"))
         if not base.exists():
