@@ -32,7 +32,7 @@ from ncr_trio.meta import connect, migrate
 from ncr_trio.meta.webhooks import WebhookStore
 from ncr_trio.registry.webhooks import EventDelivery, Sender, retry_delay
 from ncr_trio.sealing import Sealer
-from tests.support.logins import new_account
+from tests.support.logins import issue_tls, new_account
 from tests.support.oci import OCI_MANIFEST, image, push_image
 from tests.support.receivers import ALLOW_RECEIVERS, Receiver
 from tests.support.server import Server
@@ -497,3 +497,24 @@ def test_secrets_are_sealed_at_rest_and_deliveries_still_carry_them(srv: Server)
         row = db.execute("SELECT secret, auth_header FROM webhooks WHERE id = ?", (hook["id"],)).fetchone()
     assert all(value.startswith("ncr1:") for value in row), row
     assert key.stat().st_mode & 0o777 == 0o600
+
+
+def test_https_receivers_are_reached_at_the_checked_address_and_verified_by_name(tmp_path: Path) -> None:
+    """The connection goes to the address the name resolved to, but TLS still checks the certificate
+    against the name: a receiver whose certificate is for `localhost` is reached as `localhost`, and
+    refused as 127.0.0.1 (no IP in its certificate)."""
+    tls = issue_tls(tmp_path / "tls", "localhost")
+    server = Server(data=tmp_path / "data", registries=("secure",),
+                    env={**ALLOW_RECEIVERS, "SSL_CERT_FILE": str(tls.ca)}).start()
+    try:
+        with Receiver(tls=(tls.chain, tls.key)) as rx:
+            by_name = create_hook(server, "secure", name="by-name", url=rx.url)
+            r = api(server, "POST", f"/registries/secure/webhooks/{by_name['id']}/test").json()
+            assert r["status"] == "delivered", r
+            assert rx.requests[0].headers["host"] == f"localhost:{rx.port}"
+            by_address = create_hook(server, "secure", name="by-address", url=rx.url.replace("localhost", "127.0.0.1"))
+            r = api(server, "POST", f"/registries/secure/webhooks/{by_address['id']}/test").json()
+            assert r["status"] == "failed" and "certificate" in r["last_error"].lower(), r
+            assert len(rx.requests) == 1
+    finally:
+        server.stop()

@@ -128,6 +128,10 @@ def validate_secret(value: object) -> str:
         return ""
     if not isinstance(value, str) or len(value) > MAX_SECRET:
         raise _invalid(f"secret must be a string of at most {MAX_SECRET} characters")
+    try:
+        value.encode()  # it is sealed as UTF-8
+    except UnicodeEncodeError:
+        raise _invalid("secret must be valid Unicode (no lone surrogates)") from None
     return value
 
 
@@ -252,6 +256,15 @@ def _retry_after(value: str | None) -> float | None:
     return float(value.strip())
 
 
+def _described(e: BaseException) -> str:
+    """`Type: message`, with the message of the first cause that has one when `e` has none (httpx
+    reports a TLS certificate refused as a ConnectError with no message of its own)."""
+    cause: BaseException | None = e
+    while cause is not None and not str(cause):
+        cause = cause.__cause__ or cause.__context__
+    return f"{type(e).__name__}: {cause if cause is not None else ''}"
+
+
 @dataclass(frozen=True)
 class Sender:
     """How deliveries are sent: where they may go, the key their secrets are sealed with, how long
@@ -285,7 +298,7 @@ class Sender:
                 retry_after = _retry_after(response.headers.get("retry-after"))
             # The last two: a host IDNA refuses (`a..b`), a secret sealed with another key.
             except (httpx.HTTPError, httpx.InvalidURL, egress.EgressError, UnicodeError, SealError) as e:
-                error = f"{type(e).__name__}: {e}"[:300]
+                error = _described(e)[:300]
         duration = time.monotonic() - started
         if status is None and scope.cancelled_caught:
             error = f"no answer within {self.timeout:g} s"
@@ -385,7 +398,7 @@ class EventDelivery:
                     outcome = await self.sender.send(client, hook, d.id, d.event_type, d.payload)
                 except Exception as e:  # not the receiver's doing: still an attempt, so retries stay bounded
                     log.exception("webhook delivery %d: sending failed", d.id)
-                    outcome = Outcome(None, f"{type(e).__name__}: {e}"[:300], 0.0)
+                    outcome = Outcome(None, _described(e)[:300], 0.0)
                 await self._record(hook, d, outcome)
             settled = True
         except Exception:

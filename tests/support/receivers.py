@@ -6,6 +6,7 @@ with a redirect to `url`, `hold()` keeps
 requests waiting until the test releases them, and `stop()` / `start()` take it down and bring it
 back on the same port. `Receiver(slack=True)` is shaped like a Slack incoming webhook: it wants a
 JSON object with a `text` string and answers `ok` (400 `invalid_payload` otherwise).
+`Receiver(tls=(chain, key))` speaks HTTPS with that certificate (its `url` then names `localhost`).
 
 They listen on loopback, which ncr-trio refuses to deliver to by default: a server that sends to
 them must allow it (`ALLOW_RECEIVERS` in its environment).
@@ -14,10 +15,12 @@ them must allow it (`ALLOW_RECEIVERS` in its environment).
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from tests.support.server import free_port
@@ -44,8 +47,9 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, *, slack: bool = False, port: int | None = None) -> None:
+    def __init__(self, *, slack: bool = False, port: int | None = None, tls: tuple[Path, Path] | None = None) -> None:
         self.slack = slack
+        self.tls = tls
         self.port = port or free_port()
         self.requests: list[Received] = []
         self.holding = threading.Event()  # set once a request is being held
@@ -58,7 +62,7 @@ class Receiver:
     @property
     def url(self) -> str:
         path = "/services/T0001/B0001/xoxo" if self.slack else "/hook"
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"https://localhost:{self.port}{path}" if self.tls else f"http://127.0.0.1:{self.port}{path}"
 
     # -- script -----------------------------------------------------------------------------------
     def fail_next(self, n: int, status: int = 500) -> None:
@@ -102,6 +106,10 @@ class Receiver:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if self.tls:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*self.tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name=f"receiver-{self.port}",
                                         daemon=True)
         self._thread.start()
