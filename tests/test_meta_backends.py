@@ -40,7 +40,7 @@ from ncr_trio.meta.policies import DuplicatePolicy, PolicyLimitReached, PolicySt
 from ncr_trio.meta.store import ACTOR, Guard, Protected
 from ncr_trio.meta.webhooks import DuplicateWebhook, Event, Webhook, WebhookStore
 from ncr_trio.registry.protection import current_guard
-from ncr_trio.registry.webhooks import Webhooks, request_headers, signature
+from ncr_trio.registry.webhooks import Sender, Webhooks, request_headers, signature
 from ncr_trio.sealing import Sealer, SealError
 from tests.support.postgres import PostgresServer
 from tests.support.postgres import postgres_server as _postgres_server
@@ -997,7 +997,8 @@ async def test_webhook_secrets_are_sealed_at_rest_and_rows_stored_in_clear_are_s
     hooks = WebhookStore(store.db)
     sealer = Sealer.in_directory(tmp_path / "keys")
     assert (tmp_path / "keys" / "secrets.key").stat().st_mode & 0o777 == 0o600
-    webhooks = Webhooks(Config(data_dir=tmp_path), hooks, access, sealer)
+    config = Config(data_dir=tmp_path)
+    webhooks = Webhooks(config, hooks, access, Sender.of(config, sealer))
     new = await webhooks.create("team", {"name": "new", "kind": "http", "url": "https://ci.example/hook",
                                          "secret": "new-s3cret", "auth_header": "Bearer new-t0ken"})
     old = await hooks.create("team", "old", "http", "https://old.example/", "old-s3cret", "Bearer old-t0ken", [])

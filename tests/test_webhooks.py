@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import sqlite3
 import time
 from collections import Counter
@@ -30,6 +31,8 @@ import trio
 from ncr_trio.config import Config
 from ncr_trio.meta import connect, migrate
 from ncr_trio.meta.webhooks import WebhookStore
+from ncr_trio.registry import RegistryService
+from ncr_trio.registry.egress import NetworkPolicy
 from ncr_trio.registry.webhooks import EventDelivery, Sender, retry_delay
 from ncr_trio.sealing import Sealer
 from tests.support.logins import issue_tls, new_account
@@ -518,3 +521,24 @@ def test_https_receivers_are_reached_at_the_checked_address_and_verified_by_name
             assert len(rx.requests) == 1
     finally:
         server.stop()
+
+
+def test_allowed_networks_judge_an_address_by_where_it_leads(tmp_path: Path) -> None:
+    """`public` and opened ranges, with addresses spelt as IPv4-mapped, NAT64 or 6to4; a setting that is
+    not a list of CIDR blocks and `public` stops the server from starting."""
+
+    def allows(entries: tuple[str, ...], address: str) -> bool:
+        return NetworkPolicy.parse(entries, "webhook_allowed_networks").allows(ipaddress.ip_address(address))
+
+    for address in ("8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::"):
+        assert allows(("public",), address), address
+    for address in ("127.0.0.1", "::1", "::ffff:127.0.0.1", "64:ff9b::a00:1", "2002:a00:1::", "100.64.0.1",
+                    "169.254.169.254", "fe80::1", "fec0::1", "fd00::1", "224.0.0.1", "ff02::1", "0.0.0.0", "::",
+                    "192.0.2.1", "2001:db8::1", "255.255.255.255"):
+        assert not allows(("public",), address), address
+    opened = ("public", "10.0.0.0/8")
+    assert allows(opened, "10.1.2.3") and allows(opened, "::ffff:10.1.2.3") and allows(opened, "64:ff9b::a01:203")
+    assert not allows(opened, "192.168.1.1") and not allows(("10.0.0.0/8",), "8.8.8.8") and not allows((), "8.8.8.8")
+    for bad in ("10.0.0.0/33", "intranet", "10.0.0.0/8,public"):
+        with pytest.raises(ValueError, match="webhook_allowed_networks"):
+            RegistryService.open(Config(data_dir=tmp_path / "data", webhook_allowed_networks=(bad,)))

@@ -28,7 +28,7 @@ from ncr_trio.registry.manifests import Manifests
 from ncr_trio.registry.namespaces import Namespaces
 from ncr_trio.registry.protection import Protection
 from ncr_trio.registry.uploads import Uploads
-from ncr_trio.registry.webhooks import Webhooks
+from ncr_trio.registry.webhooks import Sender, Webhooks
 from ncr_trio.sealing import Sealer
 from ncr_trio.storage import open_storage
 
@@ -69,6 +69,7 @@ class RegistryService:
                 except InvalidSchedule as e:
                     raise ValueError(f"{setting}: {e}") from None
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        sender = Sender.of(config, Sealer.in_directory(config.data_dir / "keys"))  # checks webhook_allowed_networks
         db = connect(config.database_url, config.sqlite_path)
         migrate(db)
         storage = open_storage(config)
@@ -78,7 +79,7 @@ class RegistryService:
         policy_store = PolicyStore(db)
         protection = Protection(policy_store, config.access_cache_seconds)
         namespaces = Namespaces(reg, access, protection)
-        webhooks = Webhooks(config, WebhookStore(db), access.store, Sealer.in_directory(config.data_dir / "keys"))
+        webhooks = Webhooks(config, WebhookStore(db), access.store, sender)
         webhooks.seal_stored()
         return cls(reg, Uploads(reg), Blobs(reg), Manifests(reg, protection), GarbageCollector(reg), access,
                    namespaces, Accounts(access), Catalog(reg, protection), webhooks=webhooks,

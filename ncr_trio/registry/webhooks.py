@@ -449,12 +449,12 @@ class DeliveryRecord:
 
 
 class Webhooks:
-    def __init__(self, config: Config, store: WebhookStore, registries: AccessStore, sealer: Sealer) -> None:
+    def __init__(self, config: Config, store: WebhookStore, registries: AccessStore, sender: Sender) -> None:
         self.store = store
         self.registries = registries
-        self.sealer = sealer
-        self.sender = Sender.of(config, sealer)
-        self.delivery = EventDelivery(config, store, self.sender)
+        self.sender = sender
+        self.sealer = sender.sealer
+        self.delivery = EventDelivery(config, store, sender)
 
     def _seal(self, hook_id: int, field: str, value: str) -> str:
         return self.sealer.seal(value, sealing_context(hook_id, field))
