@@ -241,10 +241,12 @@ class WebhookPage(Page):
 
 class DeliveryAttempt(TypedDict):
     attempt: int
-    at: str | None
-    status: int | None
-    error: str | None
-    duration_ms: int | None
+    ok: bool
+    # System administrators only:
+    at: NotRequired[str | None]
+    status: NotRequired[int | None]
+    error: NotRequired[str | None]
+    duration_ms: NotRequired[int | None]
 
 
 class Delivery(TypedDict):
@@ -254,10 +256,10 @@ class Delivery(TypedDict):
     event_type: str
     status: str
     attempts: int
-    last_status: int | None
-    last_error: str | None
+    last_status: NotRequired[int | None]  # this and the next two: system administrators only
+    last_error: NotRequired[str | None]
+    finished_at: NotRequired[str | None]
     created_at: str | None
-    finished_at: str | None
     next_attempt_at: str | None
     attempt_log: list[DeliveryAttempt]
     payload: Any

@@ -37,6 +37,11 @@ class Config:
     # Hourly, Daily, Weekly) or five cron fields in UTC, as cleanup schedules (ncr_trio/cron.py).
     gc_schedule: str = ""
     gc_delete_untagged: bool = False
+    # The scrub (registry/fsck.py): re-hash every stored blob on this schedule (a preset or five cron
+    # fields in UTC, as gc_schedule; empty: never, only `ncr-trio fsck`). With fsck_repair it also
+    # moves damaged blobs to <data_dir>/quarantine/; without, it only logs them.
+    fsck_schedule: str = ""
+    fsck_repair: bool = False
     max_manifest_bytes: int = 4 * MiB
     # Write upload bytes with O_DIRECT (far faster than filling new page-cache pages on most VMs).
     direct_io: bool = True
@@ -71,6 +76,10 @@ class Config:
     webhook_retry_base_seconds: float = 2.0
     webhook_retry_cap_seconds: float = 300.0
     webhook_max_attempts: int = 8
+    # The addresses webhook deliveries may connect to (registry/egress.py): CIDR blocks, and `public`
+    # for every globally routable unicast address. The default reaches no loopback, private,
+    # link-local, shared (CGNAT), multicast or reserved address; list those a receiver lives on.
+    webhook_allowed_networks: tuple[str, ...] = ("public",)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -1,5 +1,5 @@
-"""The one durable scheduler for every periodic job: GC ("gc") and each registry's cleanup
-("cleanup:<registry>"); later scans and replication plug in through `handlers`.
+"""The one durable scheduler for every periodic job: GC ("gc"), the scrub ("fsck") and each registry's
+cleanup ("cleanup:<registry>"); later scans and replication plug in through `handlers`.
 
 Schedules live in the metadata store (`schedules`: expression, next and last run, lease), so they
 survive restarts and are shared by every node:
@@ -12,6 +12,7 @@ survive restarts and are shared by every node:
   expires, and another node runs the job then;
 - expressions are five cron fields in UTC (ncr_trio/cron.py; presets are stored as their fields).
   GC without `gc_schedule` keeps its old period `gc_interval_seconds`, stored as "@every <seconds>".
+  The scrub runs only with `fsck_schedule` (it reads every blob: off by default).
 
 The clock is injectable: tests drive `tick()` with a chosen `now` instead of waiting for minutes.
 """
@@ -36,6 +37,7 @@ from ncr_trio.registry import RegistryService
 log = logging.getLogger("ncr_trio.scheduler")
 
 GC_JOB = "gc"
+FSCK_JOB = "fsck"
 CLEANUP_PREFIX = "cleanup:"
 _EVERY = "@every "
 
@@ -53,13 +55,20 @@ def next_run(expression: str, after: float) -> float | None:
     return None if nxt is None else nxt.timestamp()
 
 
+def _configured(setting: str, schedule: str) -> str:
+    """A schedule setting's expression ("": not set)."""
+    if not schedule.strip():
+        return ""
+    try:
+        return parse_schedule(schedule).expression
+    except InvalidSchedule as e:
+        raise ValueError(f"{setting}: {e}") from None
+
+
 def gc_expression(gc_schedule: str, gc_interval_seconds: int) -> str:
     """The "gc" job's expression from the configuration ("" : GC only on demand)."""
     if gc_schedule.strip():
-        try:
-            return parse_schedule(gc_schedule).expression
-        except InvalidSchedule as e:
-            raise ValueError(f"gc_schedule: {e}") from None
+        return _configured("gc_schedule", gc_schedule)
     return f"{_EVERY}{gc_interval_seconds}" if gc_interval_seconds > 0 else ""
 
 
@@ -72,12 +81,19 @@ class Scheduler:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.poll_seconds = poll_seconds
         self.lease_seconds = lease_seconds
-        self.handlers: dict[str, Handler] = {GC_JOB: self._gc, CLEANUP_PREFIX: self._cleanup}
+        self.handlers: dict[str, Handler] = {GC_JOB: self._gc, FSCK_JOB: self._fsck, CLEANUP_PREFIX: self._cleanup}
         self._unknown: set[str] = set()
 
     # -- the jobs -------------------------------------------------------------------------------
     async def _gc(self, job: str, now: float) -> object:
         return await self.service.gc.run()
+
+    async def _fsck(self, job: str, now: float) -> object:
+        report = await self.service.fsck.run(repair=self.service.config.fsck_repair)
+        for digest, problem in report.damaged.items():
+            log.warning("fsck: blob %s is damaged (%s)%s", digest, problem,
+                        "; quarantined" if digest in report.quarantined else "")
+        return report
 
     async def _cleanup(self, job: str, now: float) -> object:
         registry = job[len(CLEANUP_PREFIX):]
@@ -95,14 +111,21 @@ class Scheduler:
             (h for prefix, h in self.handlers.items() if prefix.endswith(":") and job.startswith(prefix)), None)
 
     # -- scheduling -----------------------------------------------------------------------------
-    async def sync_gc(self) -> None:
-        """Make the "gc" job follow the configuration; an unchanged schedule keeps its next run."""
-        config = self.service.config
-        expression = gc_expression(config.gc_schedule, config.gc_interval_seconds)
-        row = await self.store.schedule(GC_JOB)
+    async def _sync(self, job: str, expression: str) -> None:
+        """Make a job follow its configured expression; an unchanged schedule keeps its next run."""
+        row = await self.store.schedule(job)
         if row is not None and row.expression == expression:
             return
-        await self.store.set_schedule(GC_JOB, expression, next_run(expression, self.clock()))
+        await self.store.set_schedule(job, expression, next_run(expression, self.clock()))
+
+    async def sync_gc(self) -> None:
+        config = self.service.config
+        await self._sync(GC_JOB, gc_expression(config.gc_schedule, config.gc_interval_seconds))
+
+    async def sync_jobs(self) -> None:
+        """Make the jobs the configuration schedules (GC, the scrub) follow it."""
+        await self.sync_gc()
+        await self._sync(FSCK_JOB, _configured("fsck_schedule", self.service.config.fsck_schedule))
 
     async def tick(self) -> list[str]:
         """Run every due job this node can claim, one after another; answers the jobs it ran."""
@@ -157,7 +180,7 @@ class Scheduler:
         return min([self.poll_seconds, *(t - now + 0.01 for t in upcoming)])
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await self.sync_gc()  # a bad gc_schedule fails the start, not a later tick
+        await self.sync_jobs()  # a bad schedule fails the start, not a later tick
         task_status.started()
         while True:
             try:
@@ -169,4 +192,4 @@ class Scheduler:
             await trio.sleep(delay)
 
 
-__all__ = ["CLEANUP_PREFIX", "GC_JOB", "Handler", "Scheduler", "gc_expression", "next_run"]
+__all__ = ["CLEANUP_PREFIX", "FSCK_JOB", "GC_JOB", "Handler", "Scheduler", "gc_expression", "next_run"]

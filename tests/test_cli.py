@@ -11,8 +11,6 @@ import hashlib
 import hmac
 import json
 import os
-import pty
-import select
 import stat
 import subprocess
 import sys
@@ -25,9 +23,10 @@ from typing import Any
 
 import pytest
 
+from tests.support import terminal
 from tests.support.logins import issue_tls
 from tests.support.oci import OCI_INDEX, image, index, push_blob, push_image, push_manifest
-from tests.support.receivers import Receiver
+from tests.support.receivers import ALLOW_RECEIVERS, Receiver
 from tests.support.server import ADMIN_PASSWORD, Server, free_port
 
 
@@ -41,7 +40,8 @@ class Pushed:
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = Server(data=tmp_path_factory.mktemp("cli") / "data", registries=("shop", "empty", "scratch"))
+    s = Server(data=tmp_path_factory.mktemp("cli") / "data", registries=("shop", "empty", "scratch"),
+               env=ALLOW_RECEIVERS)
     s.start()
     try:
         yield s
@@ -500,29 +500,7 @@ def test_a_terminal_is_asked_and_shown_progress(admin: CLI, srv: Server, pushed:
     env.update(HOME=str(admin.home), XDG_CONFIG_HOME=str(admin.home / "xdg"), COLUMNS="200", LINES="50")
 
     def on_tty(*args: str, answer: str | None = None) -> tuple[int, str]:
-        pid, fd = pty.fork()
-        if pid == 0:  # pragma: no cover - the child
-            try:
-                os.execve(sys.executable, [sys.executable, "-m", "ncr_trio", *args], env)
-            finally:
-                os._exit(127)
-        out, sent = b"", False
-        while True:
-            ready, _, _ = select.select([fd], [], [], 30)
-            if not ready:
-                break
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-            if answer is not None and not sent and b"[y/N]" in out:
-                os.write(fd, answer.encode() + b"\n")
-                sent = True
-        _, status = os.waitpid(pid, 0)
-        return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+        return terminal.on_tty(*args, env=env, answer=answer)
 
     code, out = on_tty("tag", "delete", "scratch/tty:keep", answer="n")
     assert code == 1 and "Delete tag scratch/tty:keep" in out and "aborted" in out

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from ncr_trio.config import Config
 from ncr_trio.meta import (
     AccessStore,
     AuditEntry,
@@ -39,6 +40,8 @@ from ncr_trio.meta.policies import DuplicatePolicy, PolicyLimitReached, PolicySt
 from ncr_trio.meta.store import ACTOR, Guard, Protected
 from ncr_trio.meta.webhooks import DuplicateWebhook, Event, Webhook, WebhookStore
 from ncr_trio.registry.protection import current_guard
+from ncr_trio.registry.webhooks import Sender, Webhooks, request_headers, signature
+from ncr_trio.sealing import Sealer, SealError
 from tests.support.postgres import PostgresServer
 from tests.support.postgres import postgres_server as _postgres_server
 from tests.support.server import Server
@@ -982,3 +985,48 @@ async def test_webhook_fan_out_takes_late_events_and_claims_leave_room_for_other
     assert done is not None and (done.status, done.attempts, done.last_status) == ("delivered", 2, 204)
     assert await hooks.prune(time.time() + 1) == 1  # only the finished one
     assert await hooks.delivery(mine.webhook_id, mine.id) is None and await hooks.pending() == 5
+
+
+async def test_webhook_secrets_are_sealed_at_rest_and_rows_stored_in_clear_are_sealed_at_start(
+        store: MetaStore, tmp_path: Path) -> None:
+    """The database holds no webhook secret or auth header in clear: they open only with the key in the
+    data directory, and only in their own row and field. Rows an older version stored in clear are
+    sealed when the service opens (`seal_stored`, run by every process at start: idempotent)."""
+    access = AccessStore(store.db)
+    assert await access.create_registry(_registry_info("team"), "admin")
+    hooks = WebhookStore(store.db)
+    sealer = Sealer.in_directory(tmp_path / "keys")
+    assert (tmp_path / "keys" / "secrets.key").stat().st_mode & 0o777 == 0o600
+    config = Config(data_dir=tmp_path)
+    webhooks = Webhooks(config, hooks, access, Sender.of(config, sealer))
+    new = await webhooks.create("team", {"name": "new", "kind": "http", "url": "https://ci.example/hook",
+                                         "secret": "new-s3cret", "auth_header": "Bearer new-t0ken"})
+    old = await hooks.create("team", "old", "http", "https://old.example/", "old-s3cret", "Bearer old-t0ken", [])
+    changed = await webhooks.create("team", {"name": "changed", "kind": "slack", "url": "https://x.example/"})
+    await webhooks.update("team", changed.id, {"auth_header": "Bearer changed-t0ken"})
+
+    async def stored() -> str:
+        return repr(await store.db.read(lambda tx: tx.all("SELECT * FROM webhooks ORDER BY id")))
+
+    clear = ("new-s3cret", "new-t0ken", "changed-t0ken")
+    rows = await stored()
+    assert not any(c in rows for c in clear) and "old-s3cret" in rows
+    assert webhooks.seal_stored() == 2 and webhooks.seal_stored() == 0
+    rows = await stored()
+    assert not any(c in rows for c in (*clear, "old-s3cret", "old-t0ken"))
+
+    body = b'{"type": "test"}'
+    expected = {new.id: ("new-s3cret", "Bearer new-t0ken"), old.id: ("old-s3cret", "Bearer old-t0ken"),
+                changed.id: (None, "Bearer changed-t0ken")}
+    for hook_id, (secret, auth) in expected.items():
+        headers = request_headers(await webhooks.get("team", hook_id), 7, "test", body, sealer)
+        assert headers.get("X-NCR-Signature") == (secret and signature(secret, body))
+        assert headers["Authorization"] == auth
+    # A sealed value copied into another row or field, or opened with another key, opens nothing.
+    theirs, mine = await webhooks.get("team", new.id), await webhooks.get("team", changed.id)
+    for copied in (dataclasses.replace(mine, auth_header=theirs.auth_header),
+                   dataclasses.replace(theirs, auth_header=theirs.secret)):
+        with pytest.raises(SealError):
+            request_headers(copied, 7, "test", body, sealer)
+    with pytest.raises(SealError):
+        request_headers(theirs, 7, "test", body, Sealer.in_directory(tmp_path / "another"))

@@ -63,7 +63,7 @@ from tests.support.oci import (
     push_manifest,
 )
 from tests.support.postgres import postgres_server
-from tests.support.receivers import Receiver
+from tests.support.receivers import ALLOW_RECEIVERS, Receiver
 from tests.support.server import Server, free_port
 
 CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conformance", "response_schema_conformance"]
@@ -309,7 +309,7 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     with webhook receivers of its own. A webhook attempt may take 2 s: the run's own webhooks may
     point at hosts that never answer."""
     with contextlib.ExitStack() as stack:
-        env = {"NCR_WEBHOOK_TIMEOUT_SECONDS": "2"}
+        env = {"NCR_WEBHOOK_TIMEOUT_SECONDS": "2", **ALLOW_RECEIVERS}
         if request.param == "postgresql":
             pg = stack.enter_context(postgres_server())
             env["NCR_DATABASE_URL"] = stack.enter_context(pg.database("openapi"))

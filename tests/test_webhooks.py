@@ -12,8 +12,11 @@ secret and follows the role table. Retries are made fast through the server's en
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import ipaddress
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -28,10 +31,13 @@ import trio
 from ncr_trio.config import Config
 from ncr_trio.meta import connect, migrate
 from ncr_trio.meta.webhooks import WebhookStore
-from ncr_trio.registry.webhooks import EventDelivery, retry_delay
-from tests.support.logins import new_account
+from ncr_trio.registry import RegistryService
+from ncr_trio.registry.egress import NetworkPolicy
+from ncr_trio.registry.webhooks import EventDelivery, Sender, retry_delay
+from ncr_trio.sealing import Sealer
+from tests.support.logins import issue_tls, new_account
 from tests.support.oci import OCI_MANIFEST, image, push_image
-from tests.support.receivers import Receiver
+from tests.support.receivers import ALLOW_RECEIVERS, Receiver
 from tests.support.server import Server
 
 SCHEMA = {"id", "type", "occurred_at", "operator", "registry", "repository", "image", "digest", "tags",
@@ -44,7 +50,7 @@ REGISTRIES = ("events", "chat", "filters", "retries", "down", "slow", "tests", "
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     s = Server(data=tmp_path_factory.mktemp("webhooks") / "data", registries=REGISTRIES,
-               env={**FAST_RETRIES, "NCR_WEBHOOK_TIMEOUT_SECONDS": "8"})
+               env={**FAST_RETRIES, **ALLOW_RECEIVERS, "NCR_WEBHOOK_TIMEOUT_SECONDS": "8"})
     s.start()
     try:
         yield s
@@ -198,7 +204,7 @@ def test_a_receiver_that_is_down_gets_its_events_when_it_is_back(srv: Server) ->
 
 def test_events_pending_when_the_server_is_killed_are_delivered_after_it_restarts(tmp_path: Path) -> None:
     server = Server(data=tmp_path / "data", registries=("durable",),
-                    env={**FAST_RETRIES, "NCR_WEBHOOK_TIMEOUT_SECONDS": "2"}).start()
+                    env={**FAST_RETRIES, **ALLOW_RECEIVERS, "NCR_WEBHOOK_TIMEOUT_SECONDS": "2"}).start()
     try:
         rx = Receiver()  # down for now
         hook = create_hook(server, "durable", url=rx.url, event_types=["artifact.pushed"])
@@ -216,7 +222,8 @@ def test_events_pending_when_the_server_is_killed_are_delivered_after_it_restart
 
 def test_two_worker_processes_deliver_each_event_once(tmp_path: Path) -> None:
     """Both workers fan out and send: the marks and leases keep them from doubling anything."""
-    server = Server(data=tmp_path / "data", registries=("pair",), extra_args=["--workers", "2"]).start()
+    server = Server(data=tmp_path / "data", registries=("pair",), extra_args=["--workers", "2"],
+                    env=ALLOW_RECEIVERS).start()
     try:
         with Receiver() as rx:
             create_hook(server, "pair", url=rx.url, event_types=["artifact.pushed"])
@@ -236,14 +243,14 @@ async def test_retries_are_bounded_and_a_delivery_that_never_succeeds_fails(tmp_
     migrate(db)
     store = WebhookStore(db)
     config = Config(data_dir=tmp_path, webhook_retry_base_seconds=0.01, webhook_retry_cap_seconds=0.05,
-                    webhook_max_attempts=3)
+                    webhook_max_attempts=3, webhook_allowed_networks=("127.0.0.0/8",))
     try:
         with Receiver() as rx:
             rx.fail_next(1000)
             hook = await store.create("team", "always-500", "http", rx.url, "", "", [])
             delivery_id = await store.enqueue(hook.id, "artifact.pushed", '{"type": "artifact.pushed"}')
             async with trio.open_nursery() as nursery:
-                await nursery.start(EventDelivery(config, store).run)
+                await nursery.start(EventDelivery(config, store, Sender.of(config, Sealer.in_directory(tmp_path))).run)
                 with trio.fail_after(20):
                     while (d := await store.delivery(hook.id, delivery_id)) is None or d.status == "pending":
                         await trio.sleep(0.02)
@@ -381,3 +388,157 @@ def test_a_deleted_registry_takes_its_webhooks_with_it(srv: Server) -> None:
     assert api(srv, "GET", "/registries/fleeting/webhooks").status_code == 404
     assert api(srv, "POST", "/registries", json={"name": "fleeting"}).status_code == 201
     assert api(srv, "GET", "/registries/fleeting/webhooks").json()["total"] == 0  # a new registry, no old hooks
+
+
+# -- where webhooks may go --------------------------------------------------------------------------
+LOOPBACK_PRIVATE_LINK_LOCAL = [
+    "http://127.0.0.1:{port}/hook", "http://127.0.0.2/", "http://[::1]/", "http://[::ffff:127.0.0.1]/",
+    "http://2130706433/", "http://0.0.0.0/", "http://10.0.0.1/", "http://172.16.0.1/", "http://192.168.1.1/",
+    "http://100.64.0.1/", "http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/", "http://[fd00::1]/",
+    "http://224.0.0.1/", "http://240.0.0.1/", "http://[64:ff9b::a00:1]/", "http://[2002:7f00:1::]/",
+]
+
+
+def test_by_default_webhooks_reach_public_addresses_only(tmp_path: Path) -> None:
+    """No `webhook_allowed_networks`: an address that is loopback, private, link-local, shared (CGNAT),
+    multicast or reserved, written in any form, is refused when the webhook is set; a name is resolved
+    when a delivery is sent, and a name resolving to loopback (`localhost`) gets nothing sent."""
+    server = Server(data=tmp_path / "data", registries=("guarded",), env=FAST_RETRIES).start()
+    try:
+        base = "/registries/guarded/webhooks"
+        with Receiver() as rx:
+            for url in LOOPBACK_PRIVATE_LINK_LOCAL:
+                url = url.format(port=rx.port)
+                r = api(server, "POST", base, json={"name": "x", "kind": "http", "url": url})
+                assert r.status_code == 400, (url, r.text)
+                error = r.json()["errors"][0]
+                assert error["code"] == "INVALID_REQUEST" and "webhook_allowed_networks" in error["message"], url
+            assert api(server, "GET", base).json()["total"] == 0
+            public = create_hook(server, "guarded", name="public", url="http://93.184.215.14/hook", enabled=False)
+            r = api(server, "PATCH", f"{base}/{public['id']}", json={"url": rx.url})
+            assert r.status_code == 400 and "127.0.0.1" in r.json()["errors"][0]["message"]
+
+            by_name = rx.url.replace("127.0.0.1", "localhost")
+            hook = create_hook(server, "guarded", name="local", url=by_name, secret="k", auth_header="Bearer t")
+            failed = api(server, "POST", f"{base}/{hook['id']}/test").json()
+            assert (failed["status"], failed["last_status"]) == ("failed", None)
+            assert "localhost" in failed["last_error"] and "webhook_allowed_networks" in failed["last_error"]
+            push(server, "guarded/app", "guarded-app", "v1")  # events are refused the same way
+            wait_history(server, "guarded", hook["id"],
+                         lambda h: any(d["event_type"] != "test" and d["attempts"] >= 2 for d in h))
+            assert rx.requests == []
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log()
+
+
+def test_loopback_is_reached_only_once_allowed_and_redirects_are_not_followed(srv: Server) -> None:
+    """The module's server allows 127.0.0.0/8 (as every test server with receivers must). A receiver
+    answering with a redirect fails the delivery: the target of the redirect gets nothing. A URL by
+    name is sent to the address it resolved to, with the name in the Host header."""
+    with Receiver() as rx, Receiver() as elsewhere:
+        by_name = create_hook(srv, "tests", name="by-name", url=rx.url.replace("127.0.0.1", "localhost"))
+        r = api(srv, "POST", f"/registries/tests/webhooks/{by_name['id']}/test").json()
+        assert r["status"] == "delivered", r
+        assert rx.requests.pop().headers["host"] == f"localhost:{rx.port}"
+        hook = create_hook(srv, "tests", name="redirected", url=rx.url)
+        rx.redirect_next(1, elsewhere.url, status=307)
+        r = api(srv, "POST", f"/registries/tests/webhooks/{hook['id']}/test").json()
+        assert (r["status"], r["last_status"], r["last_error"]) == ("failed", 307, "HTTP 307")
+        rx.redirect_next(1, elsewhere.url, status=302)
+        r = api(srv, "POST", f"/registries/tests/webhooks/{hook['id']}/test").json()
+        assert (r["status"], r["last_status"]) == ("failed", 302)
+        assert [x.answered for x in rx.requests] == [307, 302] and elsewhere.requests == []
+        assert api(srv, "POST", f"/registries/tests/webhooks/{hook['id']}/test").json()["status"] == "delivered"
+
+
+def test_registry_managers_see_only_whether_a_delivery_worked(srv: Server) -> None:
+    """A registry's manager who is not a system administrator learns from "send test" and from the
+    history only delivered or failed: no HTTP status, error text or timing (which would make the
+    server a port scanner for them). Administrators see everything."""
+    manager = new_account(srv, "hookmanager", "project-admin", "tests")
+    as_manager = (manager.user, manager.password)
+    r = api(srv, "POST", "/registries/tests/webhooks", auth=as_manager,
+            json={"name": "managed", "kind": "http", "url": "http://127.0.0.1:9/"})
+    assert r.status_code == 201, r.text
+    hook = r.json()
+    test = f"/registries/tests/webhooks/{hook['id']}/test"
+    hidden = {"last_status", "last_error", "finished_at"}
+    with Receiver() as rx:
+        assert api(srv, "PATCH", f"/registries/tests/webhooks/{hook['id']}", auth=as_manager,
+                   json={"url": rx.url}).status_code == 200
+        rx.fail_next(1, 503)
+        for expected in ("failed", "delivered"):
+            seen = api(srv, "POST", test, auth=as_manager).json()
+            assert seen["status"] == expected and not hidden & set(seen), seen
+            assert seen["attempt_log"] == [{"attempt": 1, "ok": expected == "delivered"}]
+    rows = api(srv, "GET", f"/registries/tests/webhooks/{hook['id']}/deliveries", auth=as_manager).json()
+    assert [d["status"] for d in rows["deliveries"]] == ["delivered", "failed"]
+    assert all(not hidden & set(d) and all(set(a) == {"attempt", "ok"} for a in d["attempt_log"])
+               for d in rows["deliveries"])
+    full = history(srv, "tests", hook["id"])
+    assert [(d["last_status"], d["last_error"]) for d in full] == [(200, None), (503, "HTTP 503")]
+    assert all({"at", "status", "error", "duration_ms", "ok"} <= set(a) for d in full for a in d["attempt_log"])
+
+
+def test_secrets_are_sealed_at_rest_and_deliveries_still_carry_them(srv: Server) -> None:
+    """A webhook's secret and auth header are nowhere in the data directory in clear (the database,
+    its WAL, anything) but in their sealed form; the key is a 0600 file under keys/. Deliveries
+    are still signed with the secret and carry the header."""
+    secret, token = "at-rest-s3cret-1", "Bearer at-rest-t0ken-1"
+    with Receiver() as rx:
+        hook = create_hook(srv, "tests", name="sealed", url=rx.url, secret=secret, auth_header=token)
+        assert api(srv, "POST", f"/registries/tests/webhooks/{hook['id']}/test").json()["status"] == "delivered"
+        (got,) = rx.requests
+    assert got.headers["authorization"] == token
+    assert got.headers["x-ncr-signature"] == "sha256=" + hmac.new(secret.encode(), got.body, hashlib.sha256).hexdigest()
+    key = srv.data / "keys" / "secrets.key"
+    for path in (p for p in srv.data.rglob("*") if p.is_file() and p != key):
+        data = path.read_bytes()
+        assert secret.encode() not in data and b"at-rest-t0ken-1" not in data, path
+    with contextlib.closing(sqlite3.connect(f"file:{srv.data / 'meta.sqlite3'}?mode=ro", uri=True)) as db:
+        row = db.execute("SELECT secret, auth_header FROM webhooks WHERE id = ?", (hook["id"],)).fetchone()
+    assert all(value.startswith("ncr1:") for value in row), row
+    assert key.stat().st_mode & 0o777 == 0o600
+
+
+def test_https_receivers_are_reached_at_the_checked_address_and_verified_by_name(tmp_path: Path) -> None:
+    """The connection goes to the address the name resolved to, but TLS still checks the certificate
+    against the name: a receiver whose certificate is for `localhost` is reached as `localhost`, and
+    refused as 127.0.0.1 (no IP in its certificate)."""
+    tls = issue_tls(tmp_path / "tls", "localhost")
+    server = Server(data=tmp_path / "data", registries=("secure",),
+                    env={**ALLOW_RECEIVERS, "SSL_CERT_FILE": str(tls.ca)}).start()
+    try:
+        with Receiver(tls=(tls.chain, tls.key)) as rx:
+            by_name = create_hook(server, "secure", name="by-name", url=rx.url)
+            r = api(server, "POST", f"/registries/secure/webhooks/{by_name['id']}/test").json()
+            assert r["status"] == "delivered", r
+            assert rx.requests[0].headers["host"] == f"localhost:{rx.port}"
+            by_address = create_hook(server, "secure", name="by-address", url=rx.url.replace("localhost", "127.0.0.1"))
+            r = api(server, "POST", f"/registries/secure/webhooks/{by_address['id']}/test").json()
+            assert r["status"] == "failed" and "certificate" in r["last_error"].lower(), r
+            assert len(rx.requests) == 1
+    finally:
+        server.stop()
+
+
+def test_allowed_networks_judge_an_address_by_where_it_leads(tmp_path: Path) -> None:
+    """`public` and opened ranges, with addresses spelt as IPv4-mapped, NAT64 or 6to4; a setting that is
+    not a list of CIDR blocks and `public` stops the server from starting."""
+
+    def allows(entries: tuple[str, ...], address: str) -> bool:
+        return NetworkPolicy.parse(entries, "webhook_allowed_networks").allows(ipaddress.ip_address(address))
+
+    for address in ("8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::"):
+        assert allows(("public",), address), address
+    for address in ("127.0.0.1", "::1", "::ffff:127.0.0.1", "64:ff9b::a00:1", "2002:a00:1::", "100.64.0.1",
+                    "169.254.169.254", "fe80::1", "fec0::1", "fd00::1", "224.0.0.1", "ff02::1", "0.0.0.0", "::",
+                    "192.0.2.1", "2001:db8::1", "255.255.255.255"):
+        assert not allows(("public",), address), address
+    opened = ("public", "10.0.0.0/8")
+    assert allows(opened, "10.1.2.3") and allows(opened, "::ffff:10.1.2.3") and allows(opened, "64:ff9b::a01:203")
+    assert not allows(opened, "192.168.1.1") and not allows(("10.0.0.0/8",), "8.8.8.8") and not allows((), "8.8.8.8")
+    for bad in ("10.0.0.0/33", "intranet", "10.0.0.0/8,public"):
+        with pytest.raises(ValueError, match="webhook_allowed_networks"):
+            RegistryService.open(Config(data_dir=tmp_path / "data", webhook_allowed_networks=(bad,)))

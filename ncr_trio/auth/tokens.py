@@ -20,9 +20,7 @@ Every failure (PyJWT's exceptions included) is raised as one `TokenError`.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
-import os
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -36,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ncr_trio.auth.scopes import Scope, access_entries
+from ncr_trio.files import KeyFileError, private_file
 
 __all__ = [
     "KEY_FILE",
@@ -58,10 +57,6 @@ _REQUIRED = ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "access"]
 class TokenError(Exception):
     """A bearer token that must not be honoured: malformed, forged, expired, not yet valid,
     or meant for another service."""
-
-
-class KeyFileError(Exception):
-    """The signing key file exists but cannot be used (unreadable, not P-256, too permissive)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,41 +86,18 @@ def _b64url_uint(value: int) -> str:
 
 
 def _load_or_create_key(key_dir: Path) -> ec.EllipticCurvePrivateKey:
-    """Load the directory's signing key, creating it first if there is none.
+    """Load the directory's signing key, creating it first if there is none (`private_file`: of several
+    processes starting at once, exactly one key wins and every process loads that one)."""
 
-    A new key is written to a private temporary file and linked into place, so a reader never
-    sees a partial key and, when several processes start at once, exactly one key wins and
-    every process loads that one.
-    """
-    key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = key_dir / KEY_FILE
-    if not path.exists():
-        pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+    def make() -> bytes:
+        return ec.generate_private_key(ec.SECP256R1()).private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        tmp = key_dir / f".{KEY_FILE}.{secrets.token_hex(8)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, pem)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            with contextlib.suppress(FileExistsError):  # another process created it first
-                os.link(tmp, path)
-        finally:
-            tmp.unlink()
-        dir_fd = os.open(key_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise KeyFileError(f"{path} is readable by others (mode {mode:o}); it must be 0600")
+
+    path = key_dir / KEY_FILE
+    pem = private_file(path, make)
     try:
-        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        loaded = serialization.load_pem_private_key(pem, password=None)
     except ValueError as exc:
         raise KeyFileError(f"{path} is not an unencrypted PEM private key: {exc}") from None
     if not isinstance(loaded, ec.EllipticCurvePrivateKey) or not isinstance(loaded.curve, ec.SECP256R1):

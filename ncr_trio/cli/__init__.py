@@ -1,8 +1,8 @@
-"""The `ncr-trio` command line: the server (`serve`), local GC (`gc`), and a client of a running
+"""The `ncr-trio` command line: the server (`serve`), local GC (`gc`) and scrub (`fsck`), and a client of a running
 server's management API (everything else; see `ncr-trio --help`).
 
     cli/__init__.py     the parser and `main` (the `ncr-trio` entry point)
-    cli/local.py        serve, and `gc` on a local data directory
+    cli/local.py        serve, and `gc` and `fsck` on a local data directory
     cli/commands.py     the API commands, one handler per verb
     cli/automation.py   webhook, cleanup and protection (a registry's automation), on commands.py's helpers
     cli/credentials.py  the login file and the flags > environment > file precedence
@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"ncr-trio {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     local.add_serve(sub)
+    local.add_fsck(sub)
     commands.add_commands(sub)
     automation.add_commands(sub)
     return p
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return local.run_serve(args)
+    if args.command == "fsck":
+        return local.run_fsck(args)
     if args.command == "gc" and args.verb is None:
         remote = [f"--{o.replace('_', '-')}" for o in ("url", "username", "password_stdin", "cacert") if o in args]
         if remote:

@@ -1,13 +1,17 @@
-"""Commands that work on this machine's data directory: `serve`, and `gc` without a verb."""
+"""Commands that work on this machine's data directory: `serve`, `gc` without a verb, and `fsck`."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ncr_trio.config import load
+
+if TYPE_CHECKING:
+    from ncr_trio.registry import FsckReport, RegistryService
 
 GC_HELP = """\
 Garbage collection, two ways:
@@ -51,6 +55,18 @@ def add_local_gc_options(gc: argparse.ArgumentParser) -> None:
     gc.add_argument("--json", action="store_true", help="local: print the report as JSON (also: -o json)")
 
 
+def add_fsck(sub: Any) -> None:
+    fsck = sub.add_parser(
+        "fsck", help="check every stored blob against its digest (local data directory)",
+        description="Read every blob of a data directory of this machine again and re-hash it; report those whose "
+                    "file is missing or whose bytes no longer match their digest. With --repair, move those to "
+                    "<data>/quarantine/: pulls then answer BLOB_UNKNOWN until the blob is pushed again. Works next "
+                    "to a live server or with none running. Exit status 1 when any blob is damaged.")
+    _data_options(fsck)
+    fsck.add_argument("--repair", action="store_true", help="move damaged blobs to <data>/quarantine/")
+    fsck.add_argument("--json", action="store_true", help="print the report as JSON (also: -o json)")
+
+
 def local_gc_given(args: argparse.Namespace) -> list[str]:
     """The local-only options given on the command line (a mistake with `gc run|history`)."""
     given = [("--data", args.data is not None), ("--config", args.config is not None),
@@ -68,23 +84,56 @@ def run_serve(args: argparse.Namespace) -> int:
     return serve(config)
 
 
+def _local_service(args: argparse.Namespace, **overrides: Any) -> RegistryService:
+    from ncr_trio.registry import RegistryService
+
+    return RegistryService.open(load(args.config, data_dir=args.data, **overrides))
+
+
+def _as_json(args: argparse.Namespace) -> bool:
+    return bool(args.json or getattr(args, "output", None) == "json")
+
+
+def run_fsck(args: argparse.Namespace) -> int:
+    import trio
+
+    from ncr_trio.cli.output import Output
+
+    out = Output("json" if _as_json(args) else "table")
+
+    async def run() -> FsckReport:
+        service = _local_service(args)
+        try:
+            count, total = await service.fsck.totals()
+            with out.progress(f"Checking blobs ({count})", total=total, in_bytes=True) as advance:
+                return await service.fsck.run(repair=args.repair, progress=advance)
+        finally:
+            service.close()
+
+    report = trio.run(run)
+    if out.as_json:
+        out.document(dataclasses.asdict(report))
+    else:
+        out.line(report.summary())
+        for digest, problem in report.damaged.items():
+            out.line(f"  {digest}: {problem}" + ("; quarantined" if digest in report.quarantined else ""))
+    return 1 if report.damaged else 0
+
+
 def run_local_gc(args: argparse.Namespace) -> int:
     import trio
 
-    from ncr_trio.registry import RegistryService
-
-    overrides: dict[str, Any] = {"data_dir": args.data, "gc_grace_seconds": args.grace}
+    overrides: dict[str, Any] = {"gc_grace_seconds": args.grace}
     if args.local_delete_untagged:
         overrides["gc_delete_untagged"] = True
-    config = load(args.config, **overrides)
 
     async def run() -> int:
-        service = RegistryService.open(config)
+        service = _local_service(args, **overrides)
         try:
             report = await service.gc.run(dry_run=args.local_dry_run)
         finally:
             service.close()
-        if args.json or getattr(args, "output", None) == "json":
+        if _as_json(args):
             print(json.dumps(report.__dict__, indent=2))
         else:
             print(report.summary())
@@ -97,4 +146,5 @@ def run_local_gc(args: argparse.Namespace) -> int:
     return trio.run(run)
 
 
-__all__ = ["GC_HELP", "add_local_gc_options", "add_serve", "local_gc_given", "run_local_gc", "run_serve"]
+__all__ = ["GC_HELP", "add_fsck", "add_local_gc_options", "add_serve", "local_gc_given", "run_fsck", "run_local_gc",
+           "run_serve"]

@@ -12,7 +12,15 @@ from datetime import datetime
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -99,13 +107,15 @@ class Output:
             yield
 
     @contextmanager
-    def progress(self, message: str, total: int | None = None) -> Iterator[Callable[..., None]]:
-        """A progress bar; yields `advance(n=1, total=None)`."""
+    def progress(self, message: str, total: int | None = None, in_bytes: bool = False
+                 ) -> Iterator[Callable[..., None]]:
+        """A progress bar (counting bytes with `in_bytes`); yields `advance(n=1, total=None)`."""
         if not self.err.is_terminal:
             yield lambda n=1, total=None: None
             return
-        bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TimeElapsedColumn(), console=self.err, transient=True)
+        bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                       DownloadColumn() if in_bytes else MofNCompleteColumn(), TimeElapsedColumn(),
+                       console=self.err, transient=True)
         with bar:
             task = bar.add_task(message, total=total)
 

@@ -113,6 +113,10 @@ _PAGINATION: dict[str, Schema] = {
 
 
 _ID: Schema = {"type": "integer", "minimum": 1}
+# What system administrators alone are told of a webhook delivery (http/webhooks_api.py).
+_ADMINS_SEE = "(system administrators only) "
+_ADMIN_DELIVERY_FIELDS = ("last_status", "last_error", "finished_at")
+_ADMIN_ATTEMPT_FIELDS = ("at", "status", "error", "duration_ms")
 _PATTERN: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_PATTERN,
                     "description": "`*` (not `/`), `**` (anything), `?`, `{a,b}`"}
 _WEBHOOK_NAME: Schema = {"type": "string", "pattern": _full(WEBHOOK_NAME_RE.pattern)}
@@ -339,21 +343,24 @@ SCHEMAS: dict[str, Schema] = {
         "event_type": {"type": "string", "enum": [*EVENT_TYPES, TEST_EVENT]},
         "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
         "attempts": _COUNT,
-        "last_status": {"type": ["integer", "null"], "description": "the receiver's HTTP status; null: no answer"},
-        "last_error": _STR_OR_NULL,
+        "last_status": {"type": ["integer", "null"], "description": _ADMINS_SEE + "the receiver's HTTP status; "
+                        "null: no answer"},
+        "last_error": {**_STR_OR_NULL, "description": _ADMINS_SEE + "what went wrong"},
         "created_at": _TIME,
-        "finished_at": _TIME_OR_NULL,
+        "finished_at": {**_TIME_OR_NULL, "description": _ADMINS_SEE + "when it was delivered or failed for good"},
         "next_attempt_at": {**_TIME_OR_NULL, "description": "when a pending delivery is tried next"},
         "attempt_log": {"type": "array", "items": _object({
             "attempt": {"type": "integer", "minimum": 1},
-            "at": _TIME,
-            "status": {"type": ["integer", "null"], "description": "the receiver's HTTP status; null: no answer"},
-            "error": _STR_OR_NULL,
-            "duration_ms": _COUNT,
-        })},
+            "ok": {**_BOOL, "description": "the receiver accepted it (a 2xx answer)"},
+            "at": {**_TIME, "description": _ADMINS_SEE + "when it was made"},
+            "status": {"type": ["integer", "null"], "description": _ADMINS_SEE + "the receiver's HTTP status; "
+                       "null: no answer"},
+            "error": {**_STR_OR_NULL, "description": _ADMINS_SEE + "what went wrong"},
+            "duration_ms": {**_COUNT, "description": _ADMINS_SEE + "how long it took"},
+        }, optional=_ADMIN_ATTEMPT_FIELDS)},
         "payload": {"description": "the JSON body that is sent",
                     "oneOf": [_ref("EventPayload"), _ref("SlackMessage")]},
-    }),
+    }, optional=_ADMIN_DELIVERY_FIELDS),
     "DeliveryPage": _page_of("deliveries", "Delivery"),
     "CleanupPolicy": _object(_CLEANUP_OUT),
     "CleanupPolicyList": _object({"policies": {"type": "array", "maxItems": MAX_POLICIES,

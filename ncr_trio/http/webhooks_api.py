@@ -3,6 +3,10 @@
 Viewing webhooks and their delivery history needs *read* on the registry; creating, changing,
 deleting and sending a test needs *manage* (the route table's action column; http/auth.py). A
 webhook's secret and auth header are write-only: answers say only whether they are set.
+
+How a delivery went is told in full (HTTP status, error, times, durations) to system administrators
+only; others learn whether each attempt worked, nothing more: a registry manager who chooses a
+webhook's URL must not be able to use the server to probe what answers where, and how fast.
 """
 
 from __future__ import annotations
@@ -39,23 +43,31 @@ def webhook_view(h: Webhook, full: bool = True) -> dict[str, Any]:
             "auth_header_set": bool(h.auth_header), "created_at": iso_time(h.created_at)}
 
 
-def delivery_view(r: DeliveryRecord) -> dict[str, Any]:
+def delivery_view(r: DeliveryRecord, details: bool = True) -> dict[str, Any]:
+    """`details`: the receiver's answers, errors and timings too (system administrators only)."""
     d = r.delivery
     try:
         payload: Any = json.loads(d.payload)
     except ValueError:
         payload = d.payload
-    return {"id": d.id, "webhook_id": d.webhook_id, "event_id": d.event_id, "event_type": d.event_type,
-            "status": d.status, "attempts": d.attempts, "last_status": d.last_status, "last_error": d.last_error,
-            "created_at": iso_time(d.created_at), "finished_at": iso_time(d.finished_at),
+    view = {"id": d.id, "webhook_id": d.webhook_id, "event_id": d.event_id, "event_type": d.event_type,
+            "status": d.status, "attempts": d.attempts, "created_at": iso_time(d.created_at),
             "next_attempt_at": iso_time(d.next_attempt_at) if d.status == "pending" else None,
-            "attempt_log": [{"attempt": a.attempt, "at": iso_time(a.at), "status": a.status, "error": a.error,
-                             "duration_ms": a.duration_ms} for a in r.attempts],
+            "attempt_log": [{"attempt": a.attempt, "ok": a.ok,
+                             **({"at": iso_time(a.at), "status": a.status, "error": a.error,
+                                 "duration_ms": a.duration_ms} if details else {})} for a in r.attempts],
             "payload": payload}
+    if details:
+        view.update(last_status=d.last_status, last_error=d.last_error, finished_at=iso_time(d.finished_at))
+    return view
 
 
 def _may_manage(request: Request) -> bool:
     return Permission.MANAGE in request.principal.holds(request.params["registry"])
+
+
+def _details(request: Request) -> bool:
+    return request.principal.system_admin
 
 
 def _hook_id(request: Request) -> int:
@@ -113,12 +125,12 @@ class WebhooksAPI:
         record = await self.s.webhooks.send_test(request.params["registry"], _hook_id(request),
                                                  request.principal.user)
         self._audit(request, "webhook.test", record.delivery.webhook_id, status=record.delivery.last_status)
-        return _ok(200, delivery_view(record))
+        return _ok(200, delivery_view(record, _details(request)))
 
     async def deliveries(self, request: Request) -> Response:
         found, total = await self.s.webhooks.deliveries(request.params["registry"], _hook_id(request),
                                                         request.query_int("page"), request.query_int("per_page"))
-        return paged(request, "deliveries", [delivery_view(r) for r in found], total)
+        return paged(request, "deliveries", [delivery_view(r, _details(request)) for r in found], total)
 
 
 __all__ = ["WebhooksAPI", "delivery_view", "webhook_view"]

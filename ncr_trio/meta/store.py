@@ -601,6 +601,17 @@ class MetaStore:
     def blob_known_sync(self, digest: str) -> bool:
         return self.db.write_sync(lambda tx: tx.one("SELECT 1 FROM blobs WHERE digest = ?", (digest,)) is not None)
 
+    async def blobs_after(self, after: str, limit: int) -> list[tuple[str, int]]:
+        """The next `limit` blobs (digest, size) in digest order after `after` ("": from the first)."""
+        rows = await self.db.read(lambda tx: tx.all(
+            "SELECT digest, size FROM blobs WHERE digest > ? ORDER BY digest LIMIT ?", (after, limit)))
+        return [(str(r[0]), int(r[1])) for r in rows]
+
+    async def blob_totals(self) -> tuple[int, int]:
+        """How many blobs there are, and their bytes."""
+        row = await self.db.read(lambda tx: tx.one("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs"))
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
     async def record_gc(self, started: float, dry_run: bool, blobs: int, manifests: int, uploads: int,
                         freed: int, items: Sequence[tuple[str, str]] = ()) -> int:
         """Record a GC run and (at most 10,000 of) what it removed; returns the run's ID."""

@@ -11,6 +11,9 @@ Why a mark per event and not a cursor (the highest ID done): event IDs are hande
 transaction inserts its event, not when it commits, so on PostgreSQL a lower ID can become visible
 after a higher one; a cursor would step over it for good. A mark cannot miss a late event, and
 rolled-back IDs (a refused change, a crash) leave nothing to wait for.
+
+A webhook's secret and auth header are stored as the caller's `Sealing` makes them (sealed with the
+row's ID as context: registry/webhooks.py); this module never sees them in clear.
 """
 
 from __future__ import annotations
@@ -75,9 +78,18 @@ class Attempt:
     error: str | None
     duration_ms: int
 
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
 
 class DuplicateWebhook(Exception):
     pass
+
+
+# (webhook ID, field, value in clear) -> what is stored for it
+Sealing = Callable[[int, str, str], str]
+_SECRETS = ("secret", "auth_header")
 
 
 _HOOK = ("SELECT id, registry, name, kind, url, secret, auth_header, event_types, enabled, created_at "
@@ -107,15 +119,20 @@ class WebhookStore:
 
     # -- webhooks -----------------------------------------------------------------------------
     async def create(self, registry: str, name: str, kind: str, url: str, secret: str, auth_header: str,
-                     event_types: Sequence[str], enabled: bool = True) -> Webhook:
+                     event_types: Sequence[str], enabled: bool = True, seal: Sealing | None = None) -> Webhook:
+        """A new webhook; `seal` turns its secret and auth header into what is stored (as given without)."""
+
         def run(tx: Tx) -> Webhook:
-            row = tx.one("INSERT INTO webhooks (registry, name, kind, url, secret, auth_header, event_types, enabled, "
-                         "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (registry, name) DO NOTHING "
-                         "RETURNING id", (registry, name, kind, url, secret, auth_header, ",".join(event_types),
-                                          int(enabled), time.time()))
+            row = tx.one("INSERT INTO webhooks (registry, name, kind, url, event_types, enabled, created_at) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (registry, name) DO NOTHING RETURNING id",
+                         (registry, name, kind, url, ",".join(event_types), int(enabled), time.time()))
             if row is None:
                 raise DuplicateWebhook(name)
-            found = tx.one(_HOOK + "WHERE id = ?", (row[0],))
+            hook_id = int(row[0])
+            given = zip(_SECRETS, (secret, auth_header), strict=True)
+            stored = [seal(hook_id, field, value) if seal and value else value for field, value in given]
+            tx.execute("UPDATE webhooks SET secret = ?, auth_header = ? WHERE id = ?", (*stored, hook_id))
+            found = tx.one(_HOOK + "WHERE id = ?", (hook_id,))
             assert found is not None
             return _hook(found)
 
@@ -148,6 +165,22 @@ class WebhookStore:
                  int(hook.enabled), hook.registry, hook.id)))
 
         return await self.db.write(run)
+
+    def seal_stored_sync(self, seal: Sealing, is_sealed: Callable[[str], bool]) -> int:
+        """Seal every secret and auth header still stored in clear (from before they were sealed);
+        returns how many. Several processes may run it at once: each value is replaced only if it is
+        still the clear one it read."""
+
+        def run(tx: Tx) -> int:
+            done = 0
+            for r in tx.all("SELECT id, secret, auth_header FROM webhooks WHERE secret <> '' OR auth_header <> ''"):
+                for field, value in zip(_SECRETS, (str(r[1]), str(r[2])), strict=True):
+                    if value and not is_sealed(value):
+                        done += tx.execute(f"UPDATE webhooks SET {field} = ? WHERE id = ? AND {field} = ?",
+                                           (seal(int(r[0]), field, value), r[0], value))
+            return done
+
+        return self.db.write_sync(run)
 
     async def delete(self, registry: str, hook_id: int) -> bool:
         def run(tx: Tx) -> bool:
@@ -336,4 +369,4 @@ class WebhookStore:
         return await self.db.write(run)
 
 
-__all__ = ["Attempt", "Delivery", "DuplicateWebhook", "Event", "Webhook", "WebhookStore"]
+__all__ = ["Attempt", "Delivery", "DuplicateWebhook", "Event", "Sealing", "Webhook", "WebhookStore"]

@@ -1,5 +1,5 @@
-"""Registry use cases: uploads, blobs, manifests (with tags and referrers), garbage collection,
-registries (namespaces), webhooks and, from `auth`, access control and accounts.
+"""Registry use cases: uploads, blobs, manifests (with tags and referrers), garbage collection, the
+scrub (fsck), registries (namespaces), webhooks and, from `auth`, access control and accounts.
 
 `RegistryService.open(config)` wires storage, metadata and locks; HTTP and the CLI call it.
 """
@@ -21,13 +21,15 @@ from ncr_trio.registry.blobs import Blobs
 from ncr_trio.registry.catalog import Catalog
 from ncr_trio.registry.cleanup import Policies
 from ncr_trio.registry.context import Registry
+from ncr_trio.registry.fsck import FsckReport, Scrubber
 from ncr_trio.registry.gc import GarbageCollector, GcReport
 from ncr_trio.registry.locks import DigestLocks
 from ncr_trio.registry.manifests import Manifests
 from ncr_trio.registry.namespaces import Namespaces
 from ncr_trio.registry.protection import Protection
 from ncr_trio.registry.uploads import Uploads
-from ncr_trio.registry.webhooks import Webhooks
+from ncr_trio.registry.webhooks import Sender, Webhooks
+from ncr_trio.sealing import Sealer
 from ncr_trio.storage import open_storage
 
 
@@ -44,6 +46,7 @@ class RegistryService:
     catalog: Catalog
     webhooks: Webhooks
     policies: Policies  # cleanup and protection policies, cleanup runs and their schedules
+    fsck: Scrubber
 
     @property
     def config(self) -> Config:
@@ -59,12 +62,14 @@ class RegistryService:
 
     @classmethod
     def open(cls, config: Config) -> RegistryService:
-        if config.gc_schedule.strip():
-            try:
-                parse_schedule(config.gc_schedule)
-            except InvalidSchedule as e:
-                raise ValueError(f"gc_schedule: {e}") from None
+        for setting, schedule in (("gc_schedule", config.gc_schedule), ("fsck_schedule", config.fsck_schedule)):
+            if schedule.strip():
+                try:
+                    parse_schedule(schedule)
+                except InvalidSchedule as e:
+                    raise ValueError(f"{setting}: {e}") from None
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        sender = Sender.of(config, Sealer.in_directory(config.data_dir / "keys"))  # checks webhook_allowed_networks
         db = connect(config.database_url, config.sqlite_path)
         migrate(db)
         storage = open_storage(config)
@@ -74,13 +79,14 @@ class RegistryService:
         policy_store = PolicyStore(db)
         protection = Protection(policy_store, config.access_cache_seconds)
         namespaces = Namespaces(reg, access, protection)
+        webhooks = Webhooks(config, WebhookStore(db), access.store, sender)
+        webhooks.seal_stored()
         return cls(reg, Uploads(reg), Blobs(reg), Manifests(reg, protection), GarbageCollector(reg), access,
-                   namespaces, Accounts(access), Catalog(reg, protection),
-                   webhooks=Webhooks(config, WebhookStore(db), access.store),
-                   policies=Policies(reg, policy_store, protection, namespaces))
+                   namespaces, Accounts(access), Catalog(reg, protection), webhooks=webhooks,
+                   policies=Policies(reg, policy_store, protection, namespaces), fsck=Scrubber(reg))
 
     def close(self) -> None:
         self.reg.meta.db.close()
 
 
-__all__ = ["GcReport", "RegistryService"]
+__all__ = ["FsckReport", "GcReport", "RegistryService"]

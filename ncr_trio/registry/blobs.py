@@ -6,10 +6,15 @@ Trio thread, with no thread hop; only a read that would block on the device goes
 Memory stays bounded whatever the number of downloads: each holds one chunk at a time, and the
 chunk shrinks as downloads multiply, so that all of them together hold about
 `download_buffer_bytes` per worker (1 MiB chunks for up to 8 downloads, 64 KiB from 128 on).
+
+A blob is served only if its file is there with its recorded size: one the scrub moved to quarantine,
+or whose file was cut or grew, is BLOB_UNKNOWN to HEAD and GET alike, so that clients push it again
+(registry/fsck.py).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -19,6 +24,8 @@ from ncr_trio.errors import RegistryError
 from ncr_trio.registry.context import Registry
 from ncr_trio.storage import BlobReader, FileSpan, blob_key
 from ncr_trio.types import Digest
+
+log = logging.getLogger("ncr_trio.blobs")
 
 MAX_CHUNK = 1 << 20
 SPAN_BYTES = 8 << 20
@@ -73,17 +80,33 @@ class Blobs:
         self.reg = reg
         self._downloads = _Downloads(reg.config.download_buffer_bytes)
 
-    async def size(self, repository: str, digest: Digest) -> int:
+    async def _recorded(self, repository: str, digest: Digest) -> int:
         size = await self.reg.meta.blob_size(repository, str(digest))
         if size is None:
             raise RegistryError("BLOB_UNKNOWN", detail={"digest": str(digest)})
         return size
 
+    @staticmethod
+    def _unsound(digest: Digest, size: int, stored: int | None) -> RegistryError:
+        log.warning("blob %s: %s on storage, %d bytes recorded; `ncr-trio fsck --repair` moves it aside", digest,
+                    "nothing" if stored is None else f"{stored} bytes", size)
+        return RegistryError("BLOB_UNKNOWN", "the blob's stored bytes are missing or damaged: push it again",
+                             detail={"digest": str(digest)})
+
+    async def size(self, repository: str, digest: Digest) -> int:
+        size = await self._recorded(repository, digest)
+        stored = self.reg.storage.stat(blob_key(digest))
+        if stored != size:
+            raise self._unsound(digest, size, stored)
+        return size
+
     async def open(self, repository: str, digest: Digest) -> OpenBlob:
-        size = await self.size(repository, digest)
+        size = await self._recorded(repository, digest)
         reader = self.reg.storage.open_read(blob_key(digest))
-        if reader is None:
-            raise RegistryError("BLOB_UNKNOWN", detail={"digest": str(digest)})
+        if reader is None or reader.size != size:
+            if reader is not None:
+                reader.close()
+            raise self._unsound(digest, size, None if reader is None else reader.size)
         return OpenBlob(digest, size, reader, self._downloads)
 
     async def delete(self, repository: str, digest: Digest) -> None:

@@ -251,6 +251,8 @@ class Uploads:
             await trio.to_thread.run_sync(self.reg.storage.delete, upload_key(upload_id))
 
     async def mount(self, repository: str, digest: Digest, source: str) -> int | None:
+        if self.reg.storage.stat(blob_key(digest)) is None:
+            return None  # no file (quarantined by the scrub): a plain upload brings the bytes back
         return await self.reg.meta.mount_blob(repository, str(digest), source)
 
 

@@ -14,6 +14,12 @@ turns events into deliveries exactly once and leases due deliveries to one sende
      again after base, 2 base, 4 base ... seconds (at most cap; longer if the receiver asks with
      Retry-After, up to cap), until `webhook_max_attempts` attempts have failed.
 
+Where a POST may go is `webhook_allowed_networks` (registry/egress.py): its host is resolved at each
+attempt, every address checked, and the connection made to a checked address; a URL naming an
+address outside those networks is refused when the webhook is set. Redirects are never followed.
+Secrets and auth headers are stored sealed (ncr_trio/sealing.py, the webhook's ID and the field as
+context) and opened only to sign and send a request.
+
 A push only writes its event row: it never waits for any of this. A slow or dead receiver holds at
 most two senders and delays only its own deliveries. A sender that dies (crash, SIGKILL) leaves its
 delivery leased: it is due again when the lease ends, on this node or another; one that is stopped
@@ -44,7 +50,9 @@ from ncr_trio.config import Config
 from ncr_trio.errors import RegistryError
 from ncr_trio.meta import AccessStore
 from ncr_trio.meta.webhooks import Attempt, Delivery, DuplicateWebhook, Event, Webhook, WebhookStore
+from ncr_trio.registry import egress
 from ncr_trio.registry.catalog import page_bounds
+from ncr_trio.sealing import Sealer, SealError
 from ncr_trio.types import iso_time
 
 log = logging.getLogger("ncr_trio.webhooks")
@@ -120,6 +128,10 @@ def validate_secret(value: object) -> str:
         return ""
     if not isinstance(value, str) or len(value) > MAX_SECRET:
         raise _invalid(f"secret must be a string of at most {MAX_SECRET} characters")
+    try:
+        value.encode()  # it is sealed as UTF-8
+    except UnicodeEncodeError:
+        raise _invalid("secret must be valid Unicode (no lone surrogates)") from None
     return value
 
 
@@ -209,13 +221,18 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def request_headers(hook: Webhook, delivery_id: int, event_type: str, body: bytes) -> dict[str, str]:
+def sealing_context(hook_id: int, field: str) -> str:
+    """What a webhook's sealed `field` (secret, auth_header) is bound to: its row and the field."""
+    return f"webhook/{hook_id}/{field}"
+
+
+def request_headers(hook: Webhook, delivery_id: int, event_type: str, body: bytes, sealer: Sealer) -> dict[str, str]:
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "X-NCR-Event": event_type,
                "X-NCR-Delivery": str(delivery_id)}
     if hook.secret:
-        headers["X-NCR-Signature"] = signature(hook.secret, body)
+        headers["X-NCR-Signature"] = signature(sealer.open(hook.secret, sealing_context(hook.id, "secret")), body)
     if hook.auth_header:
-        headers["Authorization"] = hook.auth_header
+        headers["Authorization"] = sealer.open(hook.auth_header, sealing_context(hook.id, "auth_header"))
     return headers
 
 
@@ -239,28 +256,55 @@ def _retry_after(value: str | None) -> float | None:
     return float(value.strip())
 
 
-async def send(client: httpx.AsyncClient, hook: Webhook, delivery_id: int, event_type: str, payload: str,
-               timeout: float) -> Outcome:
-    """POST one delivery to its webhook's URL; never raises for anything the receiver does."""
-    body = payload.encode()
-    headers = request_headers(hook, delivery_id, event_type, body)
-    status: int | None = None
-    error: str | None = None
-    retry_after: float | None = None
-    started = time.monotonic()
-    with trio.move_on_after(timeout) as scope:
-        try:
-            async with client.stream("POST", hook.url, content=body, headers=headers) as response:
+def _described(e: BaseException) -> str:
+    """`Type: message`, with the message of the first cause that has one when `e` has none (httpx
+    reports a TLS certificate refused as a ConnectError with no message of its own)."""
+    cause: BaseException | None = e
+    while cause is not None and not str(cause):
+        cause = cause.__cause__ or cause.__context__
+    return f"{type(e).__name__}: {cause if cause is not None else ''}"
+
+
+@dataclass(frozen=True)
+class Sender:
+    """How deliveries are sent: where they may go, the key their secrets are sealed with, how long
+    an attempt may take."""
+
+    networks: egress.NetworkPolicy
+    sealer: Sealer
+    timeout: float
+
+    @classmethod
+    def of(cls, config: Config, sealer: Sealer) -> Sender:
+        networks = egress.NetworkPolicy.parse(config.webhook_allowed_networks, "webhook_allowed_networks")
+        return cls(networks, sealer, config.webhook_timeout_seconds)
+
+    def client(self) -> httpx.AsyncClient:
+        return egress.client(self.timeout)
+
+    async def send(self, client: httpx.AsyncClient, hook: Webhook, delivery_id: int, event_type: str,
+                   payload: str) -> Outcome:
+        """POST one delivery to its webhook's URL; never raises for anything the receiver does."""
+        body = payload.encode()
+        status: int | None = None
+        error: str | None = None
+        retry_after: float | None = None
+        started = time.monotonic()
+        with trio.move_on_after(self.timeout) as scope:
+            try:
+                headers = request_headers(hook, delivery_id, event_type, body, self.sealer)
+                response = await egress.post(client, self.networks, hook.url, body, headers)
                 status = response.status_code  # the body is not read: only the status matters
                 retry_after = _retry_after(response.headers.get("retry-after"))
-        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as e:  # the last: a host IDNA refuses (`a..b`)
-            error = f"{type(e).__name__}: {e}"[:300]
-    duration = time.monotonic() - started
-    if status is None and scope.cancelled_caught:
-        error = f"no answer within {timeout:g} s"
-    elif status is not None and not 200 <= status < 300:
-        error = f"HTTP {status}"
-    return Outcome(status, error, duration, retry_after)
+            # The last two: a host IDNA refuses (`a..b`), a secret sealed with another key.
+            except (httpx.HTTPError, httpx.InvalidURL, egress.EgressError, UnicodeError, SealError) as e:
+                error = _described(e)[:300]
+        duration = time.monotonic() - started
+        if status is None and scope.cancelled_caught:
+            error = f"no answer within {self.timeout:g} s"
+        elif status is not None and not 200 <= status < 300:
+            error = f"HTTP {status}"
+        return Outcome(status, error, duration, retry_after)
 
 
 def retry_delay(failed: int, base: float, cap: float, retry_after: float | None = None) -> float:
@@ -274,9 +318,10 @@ def retry_delay(failed: int, base: float, cap: float, retry_after: float | None 
 
 # -- the engine -----------------------------------------------------------------------------------
 class EventDelivery:
-    def __init__(self, config: Config, store: WebhookStore) -> None:
+    def __init__(self, config: Config, store: WebhookStore, sender: Sender) -> None:
         self.config = config
         self.store = store
+        self.sender = sender
         self.host = config.external_host or (config.listen[0] if config.listen else "localhost")
         self.timeout = config.webhook_timeout_seconds
         self.lease = 2 * self.timeout + 5
@@ -303,8 +348,7 @@ class EventDelivery:
                                             hook.registry, None, None, None, None, self.host))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client, \
-                trio.open_nursery() as nursery:
+        async with self.sender.client() as client, trio.open_nursery() as nursery:
             task_status.started()
             while True:
                 self._wake = trio.Event()
@@ -351,10 +395,10 @@ class EventDelivery:
                 await self.store.release([d.id], time.time() + self.config.webhook_retry_cap_seconds)
             else:
                 try:
-                    outcome = await send(client, hook, d.id, d.event_type, d.payload, self.timeout)
+                    outcome = await self.sender.send(client, hook, d.id, d.event_type, d.payload)
                 except Exception as e:  # not the receiver's doing: still an attempt, so retries stay bounded
                     log.exception("webhook delivery %d: sending failed", d.id)
-                    outcome = Outcome(None, f"{type(e).__name__}: {e}"[:300], 0.0)
+                    outcome = Outcome(None, _described(e)[:300], 0.0)
                 await self._record(hook, d, outcome)
             settled = True
         except Exception:
@@ -388,8 +432,8 @@ class EventDelivery:
         """Send one delivery from the caller's task (a "send test"): recorded in the history like any
         other, tried once. It is enqueued leased to the caller, so no sender takes it meanwhile."""
         delivery_id = await self.store.enqueue(hook.id, event_type, body, not_before=time.time() + self.lease)
-        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
-            outcome = await send(client, hook, delivery_id, event_type, body, self.timeout)
+        async with self.sender.client() as client:
+            outcome = await self.sender.send(client, hook, delivery_id, event_type, body)
         await self.store.record_attempt(delivery_id, outcome.ok, outcome.status, outcome.error, None,
                                         outcome.duration)
         return delivery_id
@@ -405,10 +449,27 @@ class DeliveryRecord:
 
 
 class Webhooks:
-    def __init__(self, config: Config, store: WebhookStore, registries: AccessStore) -> None:
+    def __init__(self, config: Config, store: WebhookStore, registries: AccessStore, sender: Sender) -> None:
         self.store = store
         self.registries = registries
-        self.delivery = EventDelivery(config, store)
+        self.sender = sender
+        self.sealer = sender.sealer
+        self.delivery = EventDelivery(config, store, sender)
+
+    def _seal(self, hook_id: int, field: str, value: str) -> str:
+        return self.sealer.seal(value, sealing_context(hook_id, field))
+
+    def seal_stored(self) -> int:
+        """At start: seal the secrets and auth headers stored in clear by an older version."""
+        return self.store.seal_stored_sync(self._seal, self.sealer.is_sealed)
+
+    def _reachable(self, url: str) -> None:
+        """Refuse a URL whose host is an address outside `webhook_allowed_networks` (a name is
+        checked at each delivery, when it is resolved)."""
+        try:
+            self.sender.networks.check_literal(urlsplit(url).hostname or "")
+        except egress.TargetRefused as e:
+            raise _invalid(f"url: {e}") from None
 
     async def _registry(self, registry: str) -> None:
         if await self.registries.registry(registry) is None:
@@ -434,11 +495,12 @@ class Webhooks:
             if required not in fields:
                 raise _invalid(f"{required} is required")
         v = _validated(fields)
+        self._reachable(v["url"])
         await self._registry(registry)
         try:
             return await self.store.create(registry, v["name"], v["kind"], v["url"], v.get("secret", ""),
                                            v.get("auth_header", ""), v.get("event_types", ()),
-                                           v.get("enabled", True))
+                                           v.get("enabled", True), seal=self._seal)
         except DuplicateWebhook:
             raise RegistryError("CONFLICT", f"registry {registry!r} already has a webhook named {v['name']!r}") \
                 from None
@@ -446,6 +508,11 @@ class Webhooks:
     async def update(self, registry: str, hook_id: int, fields: Mapping[str, object]) -> Webhook:
         """Change the given fields (a null or empty secret or auth_header clears it); all or nothing."""
         v = _validated(fields)
+        if "url" in v:
+            self._reachable(v["url"])
+        for field in ("secret", "auth_header"):
+            if field in v:
+                v[field] = self._seal(hook_id, field, v[field])
         hook = replace(await self.get(registry, hook_id), **v)
         try:
             if not await self.store.update(hook):
@@ -480,5 +547,5 @@ class Webhooks:
         return [DeliveryRecord(d, attempts[d.id]) for d in found], total
 
 
-__all__ = ["EVENT_TYPES", "KINDS", "TEST_EVENT", "DeliveryRecord", "EventDelivery", "Outcome", "Webhooks",
-           "body_for", "event_payload", "retry_delay", "send", "signature", "slack_message"]
+__all__ = ["EVENT_TYPES", "KINDS", "TEST_EVENT", "DeliveryRecord", "EventDelivery", "Outcome", "Sender", "Webhooks",
+           "body_for", "event_payload", "retry_delay", "sealing_context", "signature", "slack_message"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ncr_trio.config import Config
 from ncr_trio.storage.base import BlobReader, FileSpan, StorageDriver, UploadSink
 from ncr_trio.storage.filesystem import FilesystemDriver
-from ncr_trio.storage.keys import blob_key, upload_key
+from ncr_trio.storage.keys import blob_key, quarantine_key, upload_key
 
 
 def open_storage(config: Config) -> StorageDriver:
@@ -14,5 +14,5 @@ def open_storage(config: Config) -> StorageDriver:
 
 __all__ = [
     "BlobReader", "FileSpan", "FilesystemDriver", "StorageDriver", "UploadSink", "blob_key", "open_storage",
-    "upload_key",
+    "quarantine_key", "upload_key",
 ]

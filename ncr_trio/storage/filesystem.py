@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from ncr_trio.files import fsync_dir
 from ncr_trio.storage.base import FileSpan
 from ncr_trio.types import Buffer
 
@@ -34,14 +35,6 @@ _DIRECT = getattr(os, "O_DIRECT", 0)
 ALIGN = 4096
 STAGING_BYTES = 4 << 20
 SMALL_FILE = 256 << 10
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _StagingPool:
@@ -252,7 +245,7 @@ class FilesystemDriver:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            _fsync_dir(dst.parent)
+            fsync_dir(dst.parent)
 
         return make_durable
 
@@ -281,6 +274,17 @@ class FilesystemDriver:
             return True
         except FileNotFoundError:
             return False
+
+    def move(self, key: str, new_key: str) -> bool:
+        src, dst = self._path(key), self._path(new_key)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(src, dst)
+        except FileNotFoundError:
+            return False
+        fsync_dir(dst.parent)
+        fsync_dir(src.parent)
+        return True
 
     def list(self, prefix: str) -> Iterator[str]:
         base = self._path(prefix.rstrip("/"))

@@ -4,6 +4,8 @@ Layout under the storage root (filesystem driver: a directory; S3: a key prefix)
 
     blobs/<algorithm>/<first two hex>/<hex>      verified content, immutable, deduplicated
     uploads/<upload id>                          bytes of an upload session, appended in order
+    quarantine/<algorithm>/<hex>                 a blob whose bytes no longer match its digest, moved
+                                                 aside by the scrub (never served)
 
 Uploads and blobs live on the same filesystem, so publishing a blob is one atomic rename.
 """
@@ -21,7 +23,11 @@ def upload_key(upload_id: str) -> str:
     return f"uploads/{upload_id}"
 
 
+def quarantine_key(digest: Digest) -> str:
+    return f"quarantine/{digest.algorithm}/{digest.hex}"
+
+
 BLOBS_PREFIX = "blobs/"
 UPLOADS_PREFIX = "uploads/"
 
-__all__ = ["BLOBS_PREFIX", "UPLOADS_PREFIX", "blob_key", "upload_key"]
+__all__ = ["BLOBS_PREFIX", "UPLOADS_PREFIX", "blob_key", "quarantine_key", "upload_key"]

@@ -1,23 +1,32 @@
 """Real webhook receivers for tests: small threaded HTTP servers on 127.0.0.1 that record every
 request (method, path, headers, body, and what they answered).
 
-A receiver can be scripted: `fail_next(n)` answers the next n requests with 500, `hold()` keeps
+A receiver can be scripted: `fail_next(n)` answers the next n requests with 500, `redirect_next(n, url)`
+with a redirect to `url`, `hold()` keeps
 requests waiting until the test releases them, and `stop()` / `start()` take it down and bring it
 back on the same port. `Receiver(slack=True)` is shaped like a Slack incoming webhook: it wants a
 JSON object with a `text` string and answers `ok` (400 `invalid_payload` otherwise).
+`Receiver(tls=(chain, key))` speaks HTTPS with that certificate (its `url` then names `localhost`).
+
+They listen on loopback, which ncr-trio refuses to deliver to by default: a server that sends to
+them must allow it (`ALLOW_RECEIVERS` in its environment).
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from tests.support.server import free_port
 
+# The environment of a server whose webhooks go to these receivers.
+ALLOW_RECEIVERS = {"NCR_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128"}
 HOLD_AT_MOST = 5.0  # a held request is answered after this long even if nobody releases it
 
 
@@ -38,13 +47,14 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, *, slack: bool = False, port: int | None = None) -> None:
+    def __init__(self, *, slack: bool = False, port: int | None = None, tls: tuple[Path, Path] | None = None) -> None:
         self.slack = slack
+        self.tls = tls
         self.port = port or free_port()
         self.requests: list[Received] = []
         self.holding = threading.Event()  # set once a request is being held
         self._changed = threading.Condition()
-        self._fail: list[int] = []
+        self._script: list[tuple[int, str | None]] = []  # the next answers: status, Location
         self._release: threading.Event | None = None
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -52,12 +62,16 @@ class Receiver:
     @property
     def url(self) -> str:
         path = "/services/T0001/B0001/xoxo" if self.slack else "/hook"
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"https://localhost:{self.port}{path}" if self.tls else f"http://127.0.0.1:{self.port}{path}"
 
     # -- script -----------------------------------------------------------------------------------
     def fail_next(self, n: int, status: int = 500) -> None:
         with self._changed:
-            self._fail.extend([status] * n)
+            self._script.extend([(status, None)] * n)
+
+    def redirect_next(self, n: int, location: str, status: int = 307) -> None:
+        with self._changed:
+            self._script.extend([(status, location)] * n)
 
     def hold(self) -> threading.Event:
         """Hold every request from now on until the returned event is set (or HOLD_AT_MOST passed)."""
@@ -92,6 +106,10 @@ class Receiver:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if self.tls:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*self.tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name=f"receiver-{self.port}",
                                         daemon=True)
         self._thread.start()
@@ -116,7 +134,7 @@ class Receiver:
 
     def _answer(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         with self._changed:
-            status = self._fail.pop(0) if self._fail else 200
+            status, location = self._script.pop(0) if self._script else (200, None)
             release = self._release
         answer = b"ok" if self.slack else b'{"received": true}'
         if status == 200 and self.slack:
@@ -135,6 +153,8 @@ class Receiver:
         handler.send_response(status)
         handler.send_header("Content-Type", "text/plain" if self.slack else "application/json")
         handler.send_header("Content-Length", str(len(answer)))
+        if location is not None:
+            handler.send_header("Location", location)
         handler.end_headers()
         handler.wfile.write(answer)
         with self._changed:
@@ -142,4 +162,4 @@ class Receiver:
             self._changed.notify_all()
 
 
-__all__ = ["HOLD_AT_MOST", "Received", "Receiver"]
+__all__ = ["ALLOW_RECEIVERS", "HOLD_AT_MOST", "Received", "Receiver"]

@@ -207,18 +207,23 @@ async function deleteWebhook(ctx, registry, hook, after) {
   });
 }
 
+// How deliveries went in detail (HTTP status, error, timing) is told to system administrators only.
+const detailed = (delivery) => delivery.last_status !== undefined;
+
 function testResultCard(hook, delivery) {
   const log = delivery.attempt_log || [];
   const last = log.length ? log[log.length - 1] : {};
-  return h("section", { class: "card", "aria-labelledby": "test-result-title" },
-    h("h3", { id: "test-result-title" }, `Test of ${hook.name}: ${delivery.status}`),
-    details([
-      ["Status", statusBadge(delivery.status)],
+  const facts = [["Status", statusBadge(delivery.status)]];
+  if (detailed(delivery)) {
+    facts.push(
       ["HTTP status", delivery.last_status === null ? "no answer" : String(delivery.last_status)],
       ["Error", orNone(delivery.last_error)],
-      ["Duration", last.duration_ms === undefined || last.duration_ms === null ? NONE : `${last.duration_ms} ms`],
-      ["Delivery", `#${delivery.id}`],
-    ]));
+      ["Duration", last.duration_ms === undefined || last.duration_ms === null ? NONE : `${last.duration_ms} ms`]);
+  }
+  facts.push(["Delivery", `#${delivery.id}`]);
+  return h("section", { class: "card", "aria-labelledby": "test-result-title" },
+    h("h3", { id: "test-result-title" }, `Test of ${hook.name}: ${delivery.status}`),
+    details(facts));
 }
 
 // -- one webhook -----------------------------------------------------------------------------------------
@@ -228,15 +233,16 @@ function attemptList(delivery) {
   if (log.length === 0) return String(delivery.attempts);
   return h("details", { class: "attempts" },
     h("summary", {}, `${delivery.attempts} attempt${delivery.attempts === 1 ? "" : "s"}`),
-    h("ol", {}, log.map((a) => h("li", {},
+    h("ol", {}, log.map((a) => h("li", {}, ...(a.at === undefined ? [a.ok ? "delivered" : "failed"] : [
       time(a.at), " · ", a.status === null ? "no answer" : `HTTP ${a.status}`,
       a.duration_ms === null || a.duration_ms === undefined ? "" : ` · ${a.duration_ms} ms`,
-      a.error ? ` · ${a.error}` : ""))),
+      a.error ? ` · ${a.error}` : ""])))),
     h("pre", { class: "payload", "aria-label": "Payload" }, JSON.stringify(delivery.payload, null, 2)));
 }
 
 function statusCodes(delivery) {
   const log = delivery.attempt_log || [];
+  if (!detailed(delivery)) return NONE;
   if (log.length === 0) return orNone(delivery.last_status);
   return log.map((a) => (a.status === null ? "none" : String(a.status))).join(", ");
 }
