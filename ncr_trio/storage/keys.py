@@ -5,7 +5,7 @@ Layout under the storage root (filesystem driver: a directory; S3: a key prefix)
     blobs/<algorithm>/<first two hex>/<hex>      verified content, immutable, deduplicated
     uploads/<upload id>                          bytes of an upload session, appended in order
 
-Uploads and blobs live on the same filesystem, so publishing a blob is one atomic rename.
+Uploads and blobs live on the same filesystem, so publishing a blob is one atomic link.
 """
 
 from __future__ import annotations
