@@ -131,7 +131,8 @@ def test_modified_list_delete(driver: StorageDriver) -> None:
 
 
 def test_publish_replaces_what_is_there(driver: StorageDriver) -> None:
-    """Publishing over a key (a crash's leftover, another push's copy) replaces it in one step."""
+    """Publishing over a key (a crash's leftover, another push's copy) replaces it in one step; the
+    key counts as being published until the upload is deleted."""
     store(driver, "blobs/sha256/dd/z", b"left over")
     upload = "uploads/again"
     sink = driver.open_upload(upload)
@@ -142,3 +143,6 @@ def test_publish_replaces_what_is_there(driver: StorageDriver) -> None:
     driver.publish(upload, "blobs/sha256/dd/z")()
     assert read_all(driver, "blobs/sha256/dd/z") == b"published"
     assert sorted(driver.list("uploads/")) == [upload]  # no temporary name left behind
+    assert driver.publishing("blobs/sha256/dd/z")  # until the upload goes
+    driver.delete(upload)
+    assert not driver.publishing("blobs/sha256/dd/z") and not driver.publishing("blobs/sha256/dd/none")

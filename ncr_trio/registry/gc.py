@@ -13,7 +13,9 @@ file inside the transaction that holds its row locked and deletes it, and a push
 only in a transaction that holds the same row locked and finds the file there (`Uploads._store`),
 so a push either sees the file gone and stores its own bytes, or makes GC find the blob in use.
 Files without a row are removed the same way, under a placeholder row (`drop_orphan_sync`).
-Nothing rests on a lock file on one machine.
+Links are made only with the blob's row locked and its file found (a push, a mount), and GC removes
+only the files of blobs nothing links: so a manifest PUT, which needs (and locks) its blobs' links,
+never references a blob GC is removing. Nothing rests on a lock file on one machine.
 """
 
 from __future__ import annotations
@@ -117,12 +119,13 @@ class GarbageCollector:
         return modified is not None and modified < cutoff
 
     async def _orphan_blob_files(self, report: GcReport, cutoff: float) -> None:
-        """Blob files without a row (a crash between publish and commit), older than the grace."""
+        """Blob files without a row (a crash between publish and commit), older than the grace, once
+        their upload is gone too: until then a push may still be recording them."""
 
         def sweep() -> None:
             for key in list(self.reg.storage.list(BLOBS_PREFIX)):
                 parts = key.split("/")
-                if len(parts) != 4 or not self._older_than(key, cutoff):
+                if len(parts) != 4 or not self._older_than(key, cutoff) or self.reg.storage.publishing(key):
                     continue
                 digest = f"{parts[1]}:{parts[3]}"
                 size = self.reg.storage.stat(key) or 0

@@ -285,11 +285,16 @@ class FilesystemDriver:
 
     def modified(self, key: str) -> float | None:
         try:
-            st = self._path(key).stat()
+            return self._path(key).stat().st_mtime
         except FileNotFoundError:
             return None
-        # A link or a rename changes only the ctime: a blob just published is young whatever its bytes' age.
-        return max(st.st_mtime, st.st_ctime)
+
+    def publishing(self, key: str) -> bool:
+        # A published file keeps its upload's name (a second link) until the registry deletes the upload.
+        try:
+            return self._path(key).stat().st_nlink > 1
+        except FileNotFoundError:
+            return False
 
     def delete(self, key: str) -> bool:
         try:
