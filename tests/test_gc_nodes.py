@@ -22,7 +22,7 @@ import trio
 from ncr_trio.config import Config
 from ncr_trio.errors import RegistryError
 from ncr_trio.registry import RegistryService
-from ncr_trio.storage import StorageDriver
+from ncr_trio.storage import StorageDriver, blob_key
 from ncr_trio.types import Digest
 from tests.support.oci import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, canonical, descriptor, digest, push_manifest
 from tests.support.postgres import PostgresServer
@@ -185,14 +185,27 @@ async def _push_held_at(point: int, a: RegistryService, b: RegistryService, gate
     return outcome[0] if reached.is_set() else None
 
 
-@pytest.mark.parametrize("stored", ["garbage", "nothing"])
+def _leave_over(service: RegistryService, d: str, data: bytes) -> None:
+    """What a crash between storing and recording a blob leaves: its file, no row, no upload."""
+    upload = f"uploads/crashed-{d[7:19]}"
+    sink = service.reg.storage.open_upload(upload)
+    try:
+        sink.write([data])
+        sink.sync()
+    finally:
+        sink.close()
+    service.reg.storage.publish(upload, blob_key(Digest.parse(d)))()
+    service.reg.storage.delete(upload)
+
+
+@pytest.mark.parametrize("stored", ["garbage", "leftover", "nothing"])
 async def test_gc_at_every_step_of_a_push_on_another_node(postgres_server: PostgresServer, tmp_path: Path,
                                                           stored: str) -> None:
-    """Node B pushes a blob while node A's GC could collect it: either the blob is stored already but
-    is garbage (B deduplicates against it), or nothing is stored yet (B's own copy, until recorded,
-    is a file without a row). B is held at each point of its push in turn (before and after each
-    storage call) while A runs a whole GC pass with no grace, or until A's GC waits for B's
-    transaction; then B goes on. Whatever the point, B's push succeeds, and a blob B links is there
+    """Node B pushes a blob while node A's GC could collect it: the blob is stored already but is
+    garbage (B deduplicates against it), or a crash left its file without a row, or nothing is stored
+    yet (B's own copy, until recorded, is a file without a row). B is held at each point of its push
+    in turn (before and after each storage call) while A runs a whole GC pass with no grace, or until
+    A's GC waits for B's transaction; then B goes on. Whatever the point, B's push succeeds, and a blob B links is there
     with its bytes; when it was garbage, A cannot have taken it from B."""
     a_dir, b_dir = two_nodes(tmp_path)
     with postgres_server.database(f"ncr_nodes_{stored}") as url:
@@ -209,6 +222,8 @@ async def test_gc_at_every_step_of_a_push_on_another_node(postgres_server: Postg
                     await _push(a, "gc/a", data)
                     await a.blobs.delete("gc/a", Digest.parse(d))
                     cutoff = time.time()  # A may collect the blob, unless B's push renews it
+                elif stored == "leftover":
+                    _leave_over(a, d, data)
                 outcome = await _push_held_at(point, a, b, gate, data, cutoff)
                 if outcome is None:
                     break  # the push has fewer points: each one was tried
