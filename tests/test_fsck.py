@@ -156,5 +156,5 @@ async def _sparse_blob(service: RegistryService, size: int) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
         f.truncate(size)
-    service.meta.commit_blob_sync("scrub/sparse", d, size, None)
+    service.meta.commit_blob_sync("scrub/sparse", d, size, None, lambda n: True)
     return d

@@ -25,6 +25,7 @@ from ncr_trio.config import Config
 from ncr_trio.meta import (
     AccessStore,
     AuditEntry,
+    BlobMissing,
     Database,
     KeyLimitReached,
     ManifestRecord,
@@ -95,9 +96,14 @@ def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def stored(size: int) -> bool:
+    """What a blob's transaction checks in storage: here, where there is none, every blob is there."""
+    return True
+
+
 def blob(store: MetaStore, repository: str, data: bytes, upload_id: str | None = None) -> str:
     d = digest_of(data)
-    store.commit_blob_sync(repository, d, len(data), upload_id)
+    store.commit_blob_sync(repository, d, len(data), upload_id, stored)
     return d
 
 
@@ -154,7 +160,7 @@ def test_migrate_is_idempotent(database_url: str, tmp_path: Path) -> None:
         version = migrate(db)
         assert version >= 1
         assert migrate(db) == version
-        MetaStore(db).commit_blob_sync("a", digest_of(b"x"), 1, None)
+        MetaStore(db).commit_blob_sync("a", digest_of(b"x"), 1, None, stored)
     finally:
         db.close()
     db = _open(database_url, tmp_path)  # a restart: a new connection finds the schema in place
@@ -237,14 +243,55 @@ async def test_blob_commit_link_and_size(store: MetaStore) -> None:
 
 async def test_mount(store: MetaStore) -> None:
     d = blob(store, "src", b"layer")
-    assert await store.mount_blob("dst", d, "src") == 5
+    assert await store.mount_blob("dst", d, "src", stored) == 5
     assert await store.blob_size("dst", d) == 5
-    assert await store.mount_blob("dst", d, "src") == 5  # again: idempotent
+    assert await store.mount_blob("dst", d, "src", stored) == 5  # again: idempotent
     # Absent source (unknown repository, or a blob it does not hold): nothing linked, nothing created.
-    assert await store.mount_blob("other", d, "nowhere") is None
-    assert await store.mount_blob("other", digest_of(b"missing"), "src") is None
+    assert await store.mount_blob("other", d, "nowhere", stored) is None
+    assert await store.mount_blob("other", digest_of(b"missing"), "src", stored) is None
     assert not await store.repository_exists("other")
     assert await store.blob_size("other", d) is None
+
+
+async def test_blobs_are_recorded_only_with_their_bytes_in_storage(store: MetaStore) -> None:
+    """Recording a blob checks, with its row locked, that its bytes are stored (the `stored` callback);
+    deduplicating needs a recorded blob; and a mount of a blob whose bytes are gone links nothing."""
+    await store.create_upload("up-2", "app", b"state")
+    d, size = digest_of(b"bytes"), len(b"bytes")
+    with pytest.raises(BlobMissing):  # the bytes are gone: nothing is recorded, the upload goes on
+        store.commit_blob_sync("app", d, size, "up-2", lambda n: False)
+    with pytest.raises(BlobMissing):  # deduplicating against a blob nobody recorded
+        store.commit_blob_sync("app", d, size, "up-2", lambda n: n == size, dedup=True)
+    assert not store.blob_known_sync(d) and await store.get_upload("app", "up-2") is not None
+    store.commit_blob_sync("app", d, size, "up-2", lambda n: n == size)
+    assert await store.blob_size("app", d) == size and await store.get_upload("app", "up-2") is None
+    store.commit_blob_sync("other", d, size, None, lambda n: n == size, dedup=True)
+    assert await store.blob_size("other", d) == size
+    assert await store.mount_blob("dst", d, "app", lambda n: False) is None
+    assert await store.blob_size("dst", d) is None
+    assert await store.mount_blob("dst", d, "app", lambda n: n == size) == size
+
+
+async def test_gc_removes_bytes_inside_the_transaction_that_drops_the_row(store: MetaStore) -> None:
+    loose, linked = blob(store, "app", b"loose"), blob(store, "app", b"linked")
+    assert await store.unlink_blob("app", loose) == "deleted"
+    removed: list[str] = []
+    assert not store.drop_blob_sync(linked, time.time() + 60, lambda: removed.append(linked))
+    assert store.drop_blob_sync(loose, time.time() + 60, lambda: removed.append(loose))
+    assert removed == [loose] and not store.blob_known_sync(loose)
+
+    def fail() -> None:
+        raise OSError("the disk said no")
+
+    spare = blob(store, "app", b"spare")
+    assert await store.unlink_blob("app", spare) == "deleted"
+    with pytest.raises(OSError):
+        store.drop_blob_sync(spare, time.time() + 60, fail)
+    assert store.blob_known_sync(spare)  # rolled back with the failed removal
+    # A file without a row goes, under a placeholder row that leaves no trace; one with a row stays.
+    assert store.drop_orphan_sync(digest_of(b"orphan"), lambda: True)
+    assert not store.blob_known_sync(digest_of(b"orphan"))
+    assert not store.drop_orphan_sync(linked, lambda: pytest.fail("a recorded blob is no orphan"))
 
 
 async def test_unlink(store: MetaStore) -> None:
@@ -519,7 +566,7 @@ async def test_unreferenced_blobs_and_drop_blob(store: MetaStore) -> None:
     # A blob a manifest references in one repository survives its link being dropped in another.
     record, refs = manifest(linked)
     await store.put_manifest("app", record, refs, None)
-    await store.mount_blob("copy", linked, "app")
+    await store.mount_blob("copy", linked, "app", stored)
     assert await store.unlink_blob("copy", linked) == "deleted"
     assert await store.unreferenced_blobs(time.time() + 60) == []  # referenced
     assert not store.drop_blob_sync(linked, time.time() + 60)

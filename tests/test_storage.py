@@ -67,10 +67,10 @@ def test_upload_bytes_survive_any_chunking(driver: StorageDriver, requests: list
         finally:
             sink.close()
     blob = f"blobs/sha256/aa/{os.urandom(8).hex()}"
-    driver.publish(key, blob)()  # move, then make durable
+    driver.publish(key, blob)()  # put in place, then make durable
     assert driver.stat(blob) == len(expected)
     assert read_all(driver, blob) == bytes(expected)
-    assert driver.stat(key) is None
+    assert driver.stat(key) == len(expected)  # the upload stays until the caller deletes it
 
 
 def test_truncate_drops_unacknowledged_bytes(driver: StorageDriver) -> None:
@@ -100,6 +100,7 @@ def store(driver: StorageDriver, key: str, data: bytes) -> None:
     finally:
         sink.close()
     driver.publish(upload, key)()
+    driver.delete(upload)
 
 
 def test_read_nowait_serves_cached_bytes(driver: StorageDriver) -> None:
@@ -127,3 +128,21 @@ def test_modified_list_delete(driver: StorageDriver) -> None:
     assert driver.modified("blobs/sha256/cc/none") is None
     assert sorted(driver.list("blobs/")) == ["blobs/sha256/cc/y"]
     assert driver.delete("blobs/sha256/cc/y") and not driver.delete("blobs/sha256/cc/y")
+
+
+def test_publish_replaces_what_is_there(driver: StorageDriver) -> None:
+    """Publishing over a key (a crash's leftover, another push's copy) replaces it in one step; the
+    key counts as being published until the upload is deleted."""
+    store(driver, "blobs/sha256/dd/z", b"left over")
+    upload = "uploads/again"
+    sink = driver.open_upload(upload)
+    try:
+        sink.write([b"published"])
+    finally:
+        sink.close()
+    driver.publish(upload, "blobs/sha256/dd/z")()
+    assert read_all(driver, "blobs/sha256/dd/z") == b"published"
+    assert sorted(driver.list("uploads/")) == [upload]  # no temporary name left behind
+    assert driver.publishing("blobs/sha256/dd/z")  # until the upload goes
+    driver.delete(upload)
+    assert not driver.publishing("blobs/sha256/dd/z") and not driver.publishing("blobs/sha256/dd/none")

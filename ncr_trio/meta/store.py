@@ -54,6 +54,15 @@ class PutResult:
 ACTOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("ncr_trio_actor", default=None)
 
 
+class BlobMissing(Exception):
+    """A blob's bytes are not in storage, or its row is gone, at the moment of recording it: a GC
+    (maybe another node's) removed it meanwhile. Nothing was recorded; store the bytes again."""
+
+
+# Whether a blob's `size` bytes are in storage: the check its transaction runs with its row locked.
+Stored = Callable[[int], bool]
+
+
 class Protected(Exception):
     """A change refused inside its transaction: a protection policy covers a tag it would move or
     remove. The message says which (the guard's reason)."""
@@ -208,32 +217,45 @@ class MetaStore:
             (repository, digest)))
         return int(row[0]) if row else None
 
-    def commit_blob_sync(self, repository: str, digest: str, size: int, upload_id: str | None,
-                         durable: Callable[[], None] | None = None) -> None:
-        """Record a verified blob and link it into `repository` (and end its upload); `durable`,
-        which makes the blob's bytes durable, runs first and must succeed."""
+    def commit_blob_sync(self, repository: str, digest: str, size: int, upload_id: str | None, stored: Stored, *,
+                         durable: Callable[[], None] | None = None, dedup: bool = False) -> None:
+        """Record a blob and link it into `repository` (and end its upload), holding the blob's row
+        locked while `stored(size)` checks that its bytes are in storage. `durable`, which makes those
+        bytes durable, runs first and must succeed. With `dedup` the bytes are another push's, and
+        only a recorded blob's are durable: its row must exist already.
+
+        Raises `BlobMissing` (and records nothing) when the bytes are not stored, or with `dedup`
+        when the row is gone: a GC, maybe another node's, removed the blob meanwhile."""
 
         def run(tx: Tx) -> None:
             repo_id = _ensure_repo(tx, repository)
             now = time.time()
-            tx.execute("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) "
-                       "ON CONFLICT (digest) DO UPDATE SET created_at = excluded.created_at",
-                       (digest, size, now))
+            # Either statement locks the row (SQLite: its single writer does) until the commit.
+            if dedup:
+                if not tx.execute("UPDATE blobs SET created_at = ? WHERE digest = ?", (now, digest)):
+                    raise BlobMissing(digest)
+            else:
+                tx.execute("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) "
+                           "ON CONFLICT (digest) DO UPDATE SET created_at = excluded.created_at",
+                           (digest, size, now))
+            if not stored(size):
+                raise BlobMissing(digest)
             _link_blob(tx, repo_id, digest, now)
             if upload_id is not None:
                 tx.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
 
         self.db.write_sync(run, before=durable)
 
-    async def mount_blob(self, repository: str, digest: str, source: str) -> int | None:
-        """Link a blob that `source` holds into `repository`; returns its size, or None."""
+    async def mount_blob(self, repository: str, digest: str, source: str, stored: Stored) -> int | None:
+        """Link a blob that `source` holds into `repository`; returns its size, or None. The blob's
+        row stays locked (shared) while `stored(size)` checks its bytes, as in `commit_blob_sync`."""
 
         def run(tx: Tx) -> int | None:
             row = tx.one(
                 "SELECT b.size FROM blobs b JOIN repo_blobs l ON l.digest = b.digest "
                 "JOIN repositories r ON r.id = l.repo_id WHERE r.name = ? AND b.digest = ?" + tx.dialect.for_share,
                 (source, digest))
-            if row is None:
+            if row is None or not stored(int(row[0])):
                 return None
             repo_id = _ensure_repo(tx, repository)
             _link_blob(tx, repo_id, digest, time.time())
@@ -583,8 +605,10 @@ class MetaStore:
                 entry[1].add(int(repo_id))
         return [(d, size, frozenset(repos)) for d, (size, repos) in found.items()]
 
-    def drop_blob_sync(self, digest: str, cutoff: float) -> bool:
-        """Delete a blob row if nothing links or references it (call with the digest lock held)."""
+    def drop_blob_sync(self, digest: str, cutoff: float, remove: Callable[[], object] = lambda: None) -> bool:
+        """Delete a blob's row, if nothing links or references it, and `remove()` its bytes, in one
+        transaction holding the row locked: a push that deduplicates against the blob waits for it,
+        then finds the row gone and stores its own bytes (see `commit_blob_sync`)."""
 
         def run(tx: Tx) -> bool:
             row = tx.one("SELECT created_at FROM blobs WHERE digest = ?" + tx.dialect.for_update, (digest,))
@@ -594,7 +618,35 @@ class MetaStore:
                 return False
             if tx.one("SELECT 1 FROM manifest_refs WHERE child = ? LIMIT 1", (digest,)):
                 return False
-            return tx.execute("DELETE FROM blobs WHERE digest = ?", (digest,)) == 1
+            tx.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
+            remove()
+            return True
+
+        return self.db.write_sync(run)
+
+    def drop_orphan_sync(self, digest: str, remove: Callable[[], bool]) -> bool:
+        """`remove()` the bytes of a blob that has no row (a crash between storing and recording it);
+        returns what `remove` did. A placeholder row, inserted and deleted in the same transaction,
+        holds off (and so fails) a push recording the same blob meanwhile."""
+
+        def run(tx: Tx) -> bool:
+            if not tx.execute("INSERT INTO blobs (digest, size, created_at) VALUES (?, 0, ?) "
+                              "ON CONFLICT (digest) DO NOTHING", (digest, time.time())):
+                return False  # recorded, or being recorded
+            removed = remove()
+            tx.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
+            return removed
+
+        return self.db.write_sync(run)
+
+    def with_blob_locked_sync(self, digest: str, action: Callable[[], bool]) -> bool:
+        """Run `action` holding the blob's row locked (False if there is no row): no push records or
+        re-publishes the blob meanwhile (see `commit_blob_sync`)."""
+
+        def run(tx: Tx) -> bool:
+            if tx.one("SELECT 1 FROM blobs WHERE digest = ?" + tx.dialect.for_update, (digest,)) is None:
+                return False
+            return action()
 
         return self.db.write_sync(run)
 
@@ -641,4 +693,5 @@ def _manifest(row: tuple[object, ...] | None) -> ManifestRecord | None:
     )
 
 
-__all__ = ["ACTOR", "Guard", "ManifestRecord", "MetaStore", "Protected", "PutResult", "Reference", "Upload"]
+__all__ = ["ACTOR", "BlobMissing", "Guard", "ManifestRecord", "MetaStore", "Protected", "PutResult", "Reference",
+           "Stored", "Upload"]

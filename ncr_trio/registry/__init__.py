@@ -1,7 +1,7 @@
 """Registry use cases: uploads, blobs, manifests (with tags and referrers), garbage collection, the
 scrub (fsck), registries (namespaces), webhooks and, from `auth`, access control and accounts.
 
-`RegistryService.open(config)` wires storage, metadata and locks; HTTP and the CLI call it.
+`RegistryService.open(config)` wires storage and metadata; HTTP and the CLI call it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from ncr_trio.registry.cleanup import Policies
 from ncr_trio.registry.context import Registry
 from ncr_trio.registry.fsck import FsckReport, Scrubber
 from ncr_trio.registry.gc import GarbageCollector, GcReport
-from ncr_trio.registry.locks import DigestLocks
 from ncr_trio.registry.manifests import Manifests
 from ncr_trio.registry.namespaces import Namespaces
 from ncr_trio.registry.protection import Protection
@@ -73,8 +72,7 @@ class RegistryService:
         db = connect(config.database_url, config.sqlite_path)
         migrate(db)
         storage = open_storage(config)
-        reg = Registry(config=config, storage=storage, meta=MetaStore(db),
-                       locks=DigestLocks(config.data_dir / "locks"), disk=trio.CapacityLimiter(16))
+        reg = Registry(config=config, storage=storage, meta=MetaStore(db), disk=trio.CapacityLimiter(16))
         access = AccessControl(config, AccessStore(db))
         policy_store = PolicyStore(db)
         protection = Protection(policy_store, config.access_cache_seconds)

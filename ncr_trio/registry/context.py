@@ -1,4 +1,4 @@
-"""What every use case needs: configuration, storage, metadata, locks."""
+"""What every use case needs: configuration, storage, metadata, a disk limiter."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import trio
 
 from ncr_trio.config import Config
 from ncr_trio.meta import MetaStore
-from ncr_trio.registry.locks import DigestLocks
 from ncr_trio.storage import StorageDriver
 
 
@@ -17,7 +16,6 @@ class Registry:
     config: Config
     storage: StorageDriver
     meta: MetaStore
-    locks: DigestLocks
     # Disk work (writes, fsyncs, cold reads) goes through this limiter: a slow disk pushes back.
     disk: trio.CapacityLimiter
 

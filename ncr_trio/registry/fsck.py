@@ -123,9 +123,11 @@ class Scrubber:
         report.damaged[str(digest)] = problem
 
     def _quarantine(self, digest: Digest, size: int) -> bool:
-        """Under the digest lock, hash the blob again and, if it is still damaged, move it aside."""
+        """Holding the blob's row locked (so no push re-publishes it meanwhile), hash the blob again
+        and, if it is still damaged, move it aside."""
         key = blob_key(digest)
-        with self.reg.locks.hold(str(digest)):
+
+        def still_damaged_moved() -> bool:
             reader = self.reg.storage.open_read(key)
             if reader is None:
                 return False
@@ -137,6 +139,8 @@ class Scrubber:
             if _problem(digest, size, read, hasher) is None:
                 return False
             return self.reg.storage.move(key, quarantine_key(digest))
+
+        return self.reg.meta.with_blob_locked_sync(str(digest), still_damaged_moved)
 
 
 __all__ = ["FsckReport", "Scrubber"]

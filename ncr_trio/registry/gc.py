@@ -4,16 +4,23 @@ One pass:
 1. upload sessions idle past their TTL, and upload files no session owns, are removed;
 2. with `gc_delete_untagged`, manifests no tag, index or live subject keeps are deleted;
 3. blob links that no manifest of their repository references are dropped;
-4. blobs no repository links and no manifest references are deleted: row first, then file.
+4. blobs no repository links and no manifest references are deleted: row and file together.
 
-Safety against concurrent pushes: nothing younger than `gc_grace_seconds` is touched; step 3
-locks the link row before re-checking references, which a manifest PUT holds locked while it
-inserts its own; step 4 runs under the digest lock that finalising an upload of the same digest
-also takes, so GC can never unlink a file a push has just published.
+Safety against concurrent pushes, on this node or any other sharing the database and the storage:
+nothing younger than `gc_grace_seconds` is touched; step 3 locks the link row before re-checking
+references, which a manifest PUT holds locked while it inserts its own; step 4 removes a blob's
+file inside the transaction that holds its row locked and deletes it, and a push records a blob
+only in a transaction that holds the same row locked and finds the file there (`Uploads._store`),
+so a push either sees the file gone and stores its own bytes, or makes GC find the blob in use.
+Files without a row are removed the same way, under a placeholder row (`drop_orphan_sync`).
+Links are made only with the blob's row locked and its file found (a push, a mount), and GC removes
+only the files of blobs nothing links: so a manifest PUT, which needs (and locks) its blobs' links,
+never references a blob GC is removing. Nothing rests on a lock file on one machine.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -88,11 +95,8 @@ class GarbageCollector:
         return report
 
     def _drop_blob(self, digest: str, cutoff: float) -> bool:
-        with self.reg.locks.hold(digest):
-            if not self.reg.meta.drop_blob_sync(digest, cutoff):
-                return False
-            self.reg.storage.delete(blob_key(Digest.parse(digest)))
-            return True
+        key = blob_key(Digest.parse(digest))
+        return self.reg.meta.drop_blob_sync(digest, cutoff, lambda: self.reg.storage.delete(key))
 
     async def _uploads(self, report: GcReport, cutoff: float) -> None:
         for upload_id in await self.reg.meta.expired_uploads(cutoff):
@@ -115,20 +119,19 @@ class GarbageCollector:
         return modified is not None and modified < cutoff
 
     async def _orphan_blob_files(self, report: GcReport, cutoff: float) -> None:
-        """Blob files without a row (a crash between publish and commit), older than the grace."""
+        """Blob files without a row (a crash between publish and commit), older than the grace, once
+        their upload is gone too: until then a push may still be recording them."""
 
         def sweep() -> None:
             for key in list(self.reg.storage.list(BLOBS_PREFIX)):
                 parts = key.split("/")
-                if len(parts) != 4 or not self._older_than(key, cutoff):
+                if len(parts) != 4 or not self._older_than(key, cutoff) or self.reg.storage.publishing(key):
                     continue
                 digest = f"{parts[1]}:{parts[3]}"
-                with self.reg.locks.hold(digest):
-                    if not self.reg.meta.blob_known_sync(digest):
-                        size = self.reg.storage.stat(key) or 0
-                        if self.reg.storage.delete(key):
-                            report.blobs.append(digest)
-                            report.bytes_freed += size
+                size = self.reg.storage.stat(key) or 0
+                if self.reg.meta.drop_orphan_sync(digest, functools.partial(self.reg.storage.delete, key)):
+                    report.blobs.append(digest)
+                    report.bytes_freed += size
 
         await trio.to_thread.run_sync(sweep, limiter=self.reg.disk)
 

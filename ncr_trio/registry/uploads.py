@@ -5,8 +5,9 @@ The data flow of one push::
     ASGI receive -> batch (~1 MiB) -> bounded channel -> worker thread: hash (native, GIL released)
                                                         + direct write into uploads/<id>
                  -> fdatasync -> upload row (size, hash state) committed -> 202
-    PUT ?digest= -> compare digest -> digest lock: rename to blobs/..., then, in the metadata
-                    writer's batch: fsync file and directory, commit the blob row -> 201
+    PUT ?digest= -> compare digest -> (no stored copy yet) link into blobs/..., then, in the metadata
+                    writer's batch: fsync file and directory, commit the blob row, having checked
+                    under the row's lock that the file is there -> unlink uploads/<id> -> 201
 
 A tiny upload (under 64 KiB) skips the thread: hashing and copying it take microseconds.
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import trio
@@ -30,13 +31,16 @@ import trio
 from ncr_trio import hashing
 from ncr_trio.concurrency import collapse_groups
 from ncr_trio.errors import RegistryError
-from ncr_trio.meta import Upload
+from ncr_trio.meta import BlobMissing, Upload
 from ncr_trio.registry.context import Registry
 from ncr_trio.storage import UploadSink, blob_key, upload_key
 from ncr_trio.types import Buffer, Digest
 
 BATCH_BYTES = 1 << 20
 INLINE_BYTES = 64 << 10
+# How often a push stores its bytes again when a GC (maybe another node's) takes them before they are
+# recorded: each time needs a GC pass that started after the previous try to reach them in a few ms.
+PUBLISH_ATTEMPTS = 5
 PIPELINE_DEPTH = 4
 _RANGE_RE = re.compile(r"^(?:bytes[= ])?(\d+)-(\d+)$")
 
@@ -233,15 +237,37 @@ class Uploads:
                 hasher.update(chunk)
         if hasher.hexdigest() != digest.hex:
             return False
-        key = blob_key(digest)
-        with self.reg.locks.hold(str(digest)):
-            durable = None
-            if self.reg.storage.stat(key) == size and self.reg.meta.blob_known_sync(str(digest)):
-                self.reg.storage.delete(source)  # deduplicated: the content is already there, durably
-            else:
-                durable = self.reg.storage.publish(source, key)
-            self.reg.meta.commit_blob_sync(repository, str(digest), size, upload_id, durable)
+        self._store(repository, upload_id, digest, size, source)
         return True
+
+    def _store(self, repository: str, upload_id: str | None, digest: Digest, size: int, source: str) -> None:
+        """Record verified bytes as the blob `digest`, deduplicating against a stored copy if there is one.
+
+        The database decides, not a lock on this machine: the blob's row is committed in a transaction
+        that holds it locked and checks, under that lock, that the file is in storage; GC removes a
+        file only in a transaction that holds the same row locked (`MetaStore.drop_blob_sync`). So
+        when another node's GC removed the file meanwhile, the commit fails (`BlobMissing`) and this
+        push publishes its own copy, which it kept for that, and tries again.
+        """
+        key = blob_key(digest)
+        stored = self._stored(key)
+        dedup = stored(size)
+        for _ in range(PUBLISH_ATTEMPTS):
+            durable = None if dedup else self.reg.storage.publish(source, key)
+            try:
+                self.reg.meta.commit_blob_sync(repository, str(digest), size, upload_id, stored, durable=durable,
+                                               dedup=dedup)
+            except (BlobMissing, FileNotFoundError):  # the latter: collected before it could be made durable
+                dedup = False
+                continue
+            self.reg.storage.delete(source)
+            return
+        raise RegistryError("UNAVAILABLE", "the blob was collected each time it was stored: push it again",
+                            detail={"digest": str(digest)})
+
+    def _stored(self, key: str) -> Callable[[int], bool]:
+        """Whether `size` bytes are stored at `key` (the check a blob's transaction runs under its lock)."""
+        return lambda size: self.reg.storage.stat(key) == size
 
     async def cancel(self, repository: str, upload_id: str, sink: UploadSink | None = None) -> None:
         if sink is None:
@@ -251,9 +277,7 @@ class Uploads:
             await trio.to_thread.run_sync(self.reg.storage.delete, upload_key(upload_id))
 
     async def mount(self, repository: str, digest: Digest, source: str) -> int | None:
-        if self.reg.storage.stat(blob_key(digest)) is None:
-            return None  # no file (quarantined by the scrub): a plain upload brings the bytes back
-        return await self.reg.meta.mount_blob(repository, str(digest), source)
+        return await self.reg.meta.mount_blob(repository, str(digest), source, self._stored(blob_key(digest)))
 
 
 __all__ = ["UploadStatus", "Uploads", "parse_content_range", "range_header"]

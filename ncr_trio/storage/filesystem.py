@@ -9,7 +9,8 @@ Filesystems without O_DIRECT (tmpfs) fall back to ordinary writes.
 Each direct-written block is handed to the kernel's readahead (`POSIX_FADV_WILLNEED`), so a
 freshly pushed blob is in the page cache for its first pull, filled in the background.
 
-Durability: `publish` renames the upload into place and returns the step that fsyncs the file and
+Durability: `publish` links the upload into place (a second name for the same file: the upload
+keeps its bytes until the registry has recorded the blob) and returns the step that fsyncs the file and
 its directory; the registry runs that step before it commits the blob's row, and only the row
 makes a blob visible, so a blob is visible only when all of its bytes are on disk.
 `UploadSink.sync` makes an acknowledged chunk survive a crash. Reads use `preadv2(RWF_NOWAIT)`
@@ -234,11 +235,24 @@ class FilesystemDriver:
     def publish(self, upload_key: str, key: str) -> Callable[[], None]:
         src, dst = self._path(upload_key), self._path(key)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(src, dst)
+        try:
+            os.link(src, dst)
+        except FileExistsError:
+            # A crash's leftover or a concurrent push's copy, maybe not durable: replace it in one
+            # step with these bytes, made durable first, so the name never points at less.
+            fd = os.open(src, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            tmp = src.with_name(src.name + ".publish")
+            tmp.unlink(missing_ok=True)
+            os.link(src, tmp)
+            os.replace(tmp, dst)
 
         def make_durable() -> None:
             # The file's bytes, then its name. On ext4 the first fsync commits the journal for
-            # every rename before it, so a batch of these (see the metadata group commit) costs
+            # every link before it, so a batch of these (see the metadata group commit) costs
             # little more than one.
             fd = os.open(dst, os.O_RDONLY)
             try:
@@ -267,6 +281,13 @@ class FilesystemDriver:
             return self._path(key).stat().st_mtime
         except FileNotFoundError:
             return None
+
+    def publishing(self, key: str) -> bool:
+        # A published file keeps its upload's name (a second link) until the registry deletes the upload.
+        try:
+            return self._path(key).stat().st_nlink > 1
+        except FileNotFoundError:
+            return False
 
     def delete(self, key: str) -> bool:
         try:

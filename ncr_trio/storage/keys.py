@@ -7,7 +7,7 @@ Layout under the storage root (filesystem driver: a directory; S3: a key prefix)
     quarantine/<algorithm>/<hex>                 a blob whose bytes no longer match its digest, moved
                                                  aside by the scrub (never served)
 
-Uploads and blobs live on the same filesystem, so publishing a blob is one atomic rename.
+Uploads and blobs live on the same filesystem, so publishing a blob is one atomic link.
 """
 
 from __future__ import annotations
