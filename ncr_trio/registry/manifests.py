@@ -33,6 +33,10 @@ def _invalid(message: str, **detail: Any) -> RegistryError:
     return RegistryError("MANIFEST_INVALID", message, detail=detail or None)
 
 
+def _unknown(reference: str) -> RegistryError:
+    return RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference[:200]})
+
+
 def _descriptor(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _invalid(f"{where} must be a descriptor object")
@@ -161,13 +165,18 @@ class Manifests:
         return PutManifest(digest, record.subject, result.created)
 
     async def get(self, repository: str, reference: str) -> ManifestRecord:
-        ref = parse_reference(reference)
+        try:
+            ref = parse_reference(reference)
+        except RegistryError:
+            # Neither a tag nor a digest: no manifest can have it (404 as in Distribution; only a
+            # push with such a reference is the client's mistake, TAG_INVALID or DIGEST_INVALID).
+            raise _unknown(reference) from None
         if isinstance(ref, Digest):
             record = await self.reg.meta.get_manifest(repository, str(ref))
         else:
             record = await self.reg.meta.get_tagged_manifest(repository, ref)
         if record is None:
-            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference[:200]})
+            raise _unknown(reference)
         return record
 
     async def delete(self, repository: str, reference: str) -> None:
@@ -181,7 +190,7 @@ class Manifests:
         except Protected as e:
             raise denied(e) from None
         if not found:
-            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference[:200]})
+            raise _unknown(reference)
 
     async def tags(self, repository: str, limit: int | None, last: str | None) -> list[str]:
         tags = await self.reg.meta.list_tags(repository, limit, last)
