@@ -17,6 +17,7 @@ from ncr_trio.errors import RegistryError
 from ncr_trio.storage import FileSpan
 
 ZEROCOPY = "http.response.zerocopysend"
+QUERY_INT_MAX = 2**63 - 1  # the largest integer SQLite and PostgreSQL (bigint) store
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -57,7 +58,13 @@ class Request:
         return int(server[1]) if server and server[1] is not None else None
 
     def query_all(self, name: str) -> list[str]:
-        return parse_qs(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True).get(name, [])
+        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True).get(name, [])
+        # Every parameter of the API is printable ASCII by its grammar (names, tags, digests, media
+        # types, numbers, user names, patterns); anything else, once echoed into a header or handed to
+        # the database (NUL), would break it.
+        if not all(v.isascii() and v.isprintable() for v in values):
+            raise RegistryError("INVALID_REQUEST", f"the {name[:40]} query parameter must be printable ASCII")
+        return values
 
     def header(self, name: str) -> str | None:
         key = name.lower().encode()
@@ -72,20 +79,19 @@ class Request:
         return ZEROCOPY in self.scope.get("extensions", {})
 
     def query(self, name: str) -> str | None:
-        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True).get(name)
+        values = self.query_all(name)
         return values[0] if values else None
 
     def query_int(self, name: str) -> int | None:
+        """A non-negative integer in ASCII digits that fits a 64-bit database column."""
         value = self.query(name)
         if value is None:
             return None
-        try:
-            n = int(value)
-        except ValueError:
-            raise RegistryError("PAGINATION_NUMBER_INVALID", f"{name} must be an integer") from None
-        if n < 0:
-            raise RegistryError("PAGINATION_NUMBER_INVALID", f"{name} must not be negative")
-        return n
+        if not (value.isascii() and value.isdigit()):  # int() would take " 5", "+5", "1_000", "٣"
+            raise RegistryError("PAGINATION_NUMBER_INVALID", f"{name} must be a non-negative integer")
+        if len(value) > 19 or int(value) > QUERY_INT_MAX:
+            raise RegistryError("PAGINATION_NUMBER_INVALID", f"{name} must be at most {QUERY_INT_MAX}")
+        return int(value)
 
     def content_length(self) -> int | None:
         value = self.header("content-length")

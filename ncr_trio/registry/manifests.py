@@ -19,7 +19,7 @@ from ncr_trio.meta import ManifestRecord, Reference
 from ncr_trio.meta.store import Protected
 from ncr_trio.registry.context import Registry
 from ncr_trio.registry.protection import Protection, denied
-from ncr_trio.types import Digest, MediaType, parse_reference
+from ncr_trio.types import Digest, MediaType, load_json, parse_reference
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,8 @@ def _media_type(doc: dict[str, Any], content_type: str | None) -> str:
 
 def parse_manifest(content: bytes, content_type: str | None, digest: Digest) -> tuple[ManifestRecord, list[Reference]]:
     try:
-        doc = json.loads(content)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        doc = load_json(content)
+    except ValueError as e:  # not UTF-8, not JSON, or nested too deep
         raise _invalid(f"not valid JSON: {e}") from None
     if not isinstance(doc, dict):
         raise _invalid("a manifest is a JSON object")

@@ -38,7 +38,8 @@ from ncr_trio.types import Buffer, Digest
 BATCH_BYTES = 1 << 20
 INLINE_BYTES = 64 << 10
 PIPELINE_DEPTH = 4
-_RANGE_RE = re.compile(r"^(?:bytes[= ])?(\d+)-(\d+)$")
+_RANGE_RE = re.compile(r"(?:bytes[= ])?([0-9]{1,19})-([0-9]{1,19})")  # 19 digits: past any size
+_UPLOAD_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class UploadStatus:
 
 
 def parse_content_range(value: str) -> tuple[int, int]:
-    m = _RANGE_RE.match(value.strip())
+    m = _RANGE_RE.fullmatch(value.strip())
     if m is None:
         raise RegistryError("RANGE_INVALID", f"malformed Content-Range {value[:100]!r}: expected <start>-<end>")
     start, end = int(m.group(1)), int(m.group(2))
@@ -130,7 +131,8 @@ class Uploads:
         return UploadStatus(up.id, repository, up.size)
 
     async def _get(self, repository: str, upload_id: str) -> Upload:
-        up = await self.reg.meta.get_upload(repository, upload_id)
+        # Session IDs are the UUIDs `start` makes: anything else is unknown without a query.
+        up = await self.reg.meta.get_upload(repository, upload_id) if _UPLOAD_ID.fullmatch(upload_id) else None
         if up is None:
             raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"upload": upload_id[:100]})
         return up
