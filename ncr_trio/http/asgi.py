@@ -17,7 +17,6 @@ from ncr_trio.errors import RegistryError
 from ncr_trio.storage import FileSpan
 
 ZEROCOPY = "http.response.zerocopysend"
-QUERY_INT_MAX = 2**63 - 1  # the largest integer SQLite and PostgreSQL (bigint) store
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -83,15 +82,17 @@ class Request:
         return values[0] if values else None
 
     def query_int(self, name: str) -> int | None:
-        """A non-negative integer in ASCII digits that fits a 64-bit database column."""
+        """A non-negative integer in ASCII digits, of any size: where it meets a 64-bit database
+        column, the caller decides what a larger one means."""
         value = self.query(name)
         if value is None:
             return None
         if not (value.isascii() and value.isdigit()):  # int() would take " 5", "+5", "1_000", "٣"
             raise RegistryError("PAGINATION_NUMBER_INVALID", f"{name} must be a non-negative integer")
-        if len(value) > 19 or int(value) > QUERY_INT_MAX:
-            raise RegistryError("PAGINATION_NUMBER_INVALID", f"{name} must be at most {QUERY_INT_MAX}")
-        return int(value)
+        try:
+            return int(value)
+        except ValueError:  # more digits than Python converts (4300)
+            raise RegistryError("PAGINATION_NUMBER_INVALID", f"{name} has too many digits") from None
 
     def content_length(self) -> int | None:
         value = self.header("content-length")
