@@ -43,7 +43,8 @@ ERRORS = _table(
     ErrorCode("RANGE_INVALID", 416, "invalid content range"),
     ErrorCode("PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"),
     ErrorCode("UNAVAILABLE", 503, "service unavailable"),
-    # The management API's own codes, in the same body format.
+    # The management API's own codes, in the same body format (INVALID_REQUEST also answers, on any
+    # route, a query parameter that no value of it could be: anything but printable ASCII).
     ErrorCode("INVALID_REQUEST", 400, "invalid request"),
     ErrorCode("NOT_FOUND", 404, "not found"),
     ErrorCode("CONFLICT", 409, "the request conflicts with the current state"),

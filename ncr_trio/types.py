@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeAlias, overload
+from itertools import accumulate
+from typing import Any, TypeAlias, overload
 
 from ncr_trio.errors import RegistryError
 
@@ -91,6 +93,26 @@ class MediaType:
     MANIFESTS = IMAGES | INDEXES
 
 
+JSON_MAX_DEPTH = 64  # a manifest nests 4 or 5 levels; Python's parser recurses once per level
+# A JSON string, or what is left of the text after an opening quote with no closing one: never
+# fails to match, so it never backtracks (linear time on any input).
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.S)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def load_json(content: bytes | str, max_depth: int = JSON_MAX_DEPTH) -> Any:
+    """`json.loads` for what a client sent: UTF-8 only, and a ValueError rather than a RecursionError
+    for arrays and objects nested deeper than `max_depth`, found before parsing, in linear time: the
+    running depth over the brackets outside strings."""
+    text = content.decode("utf-8") if isinstance(content, bytes) else content
+    if text.count("[") + text.count("{") > max_depth:
+        brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+        if max(accumulate(map(_STEP.__getitem__, brackets)), default=0) > max_depth:
+            raise ValueError(f"arrays and objects nested deeper than {max_depth} levels")
+    return json.loads(text)
+
+
 @overload
 def iso_time(t: float) -> str: ...
 @overload
@@ -106,8 +128,10 @@ __all__ = [
     "NAME_RE",
     "TAG_RE",
     "Digest",
+    "JSON_MAX_DEPTH",
     "MediaType",
     "iso_time",
+    "load_json",
     "parse_reference",
     "validate_name",
     "validate_tag",

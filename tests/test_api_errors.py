@@ -97,6 +97,17 @@ def test_unknown_blob_and_manifest(client: httpx.Client) -> None:
     assert error_code(client.get("/v2/errors/never/tags/list")) == "NAME_UNKNOWN"
 
 
+@pytest.mark.parametrize("reference", [".INVALID_MANIFEST_NAME", "-dash", "t" * 129, "bad+tag", "sha256:abc",
+                                       "md5:" + "0" * 32, "sha256:" + "G" * 64])
+def test_pulling_an_invalid_reference_is_manifest_unknown(client: httpx.Client, reference: str) -> None:
+    # Not a tag nor a digest: no manifest has it (404, as Distribution and conformance v1.1.1 answer);
+    # only a push with it is a client mistake (TAG_INVALID, DIGEST_INVALID).
+    r = client.get(f"/v2/errors/refs/manifests/{reference}")
+    assert r.status_code == 404 and error_code(r) == "MANIFEST_UNKNOWN"
+    assert client.head(f"/v2/errors/refs/manifests/{reference}").status_code == 404
+    assert push_manifest(client, "errors/refs", reference, image("refs").manifest).status_code == 400
+
+
 # -- uploads ----------------------------------------------------------------------------------------
 def test_monolithic_wrong_digest_stores_nothing(client: httpx.Client, srv: Server) -> None:
     before = blob_files(srv)

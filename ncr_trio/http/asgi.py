@@ -57,7 +57,13 @@ class Request:
         return reachable(info, self.private_listener, self.client)
 
     def query_all(self, name: str) -> list[str]:
-        return parse_qs(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True).get(name, [])
+        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True).get(name, [])
+        # Every parameter of the API is printable ASCII by its grammar (names, tags, digests, media
+        # types, numbers, user names, patterns); anything else, once echoed into a header or handed to
+        # the database (NUL), would break it.
+        if not all(v.isascii() and v.isprintable() for v in values):
+            raise RegistryError("INVALID_REQUEST", f"the {name[:40]} query parameter must be printable ASCII")
+        return values
 
     def header(self, name: str) -> str | None:
         key = name.lower().encode()
@@ -72,20 +78,21 @@ class Request:
         return ZEROCOPY in self.scope.get("extensions", {})
 
     def query(self, name: str) -> str | None:
-        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True).get(name)
+        values = self.query_all(name)
         return values[0] if values else None
 
     def query_int(self, name: str) -> int | None:
+        """A non-negative integer in ASCII digits, of any size: where it meets a 64-bit database
+        column, the caller decides what a larger one means."""
         value = self.query(name)
         if value is None:
             return None
+        if not (value.isascii() and value.isdigit()):  # int() would take " 5", "+5", "1_000", "٣"
+            raise RegistryError("PAGINATION_NUMBER_INVALID", f"{name} must be a non-negative integer")
         try:
-            n = int(value)
-        except ValueError:
-            raise RegistryError("PAGINATION_NUMBER_INVALID", f"{name} must be an integer") from None
-        if n < 0:
-            raise RegistryError("PAGINATION_NUMBER_INVALID", f"{name} must not be negative")
-        return n
+            return int(value)
+        except ValueError:  # more digits than Python converts (4300)
+            raise RegistryError("PAGINATION_NUMBER_INVALID", f"{name} has too many digits") from None
 
     def content_length(self) -> int | None:
         value = self.header("content-length")

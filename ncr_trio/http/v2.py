@@ -23,6 +23,12 @@ def _digest_param(request: Request, name: str = "digest") -> Digest:
     return Digest.parse(value)
 
 
+def _limit(request: Request) -> int | None:
+    """`n`; a number past what SQL's LIMIT takes (64 bits) asks for everything, as the largest does."""
+    n = request.query_int("n")
+    return None if n is None else min(n, 2**63 - 1)
+
+
 def _paginate(path: str, items: list[str], limit: int | None, key: str, extra: dict[str, object]) -> Response:
     headers: dict[str, str] = {}
     if limit is not None and limit > 0 and len(items) == limit:
@@ -57,7 +63,7 @@ class V2API:
         return json_response(200, b"{}")
 
     async def catalog(self, request: Request) -> Response:
-        limit = request.query_int("n")
+        limit = _limit(request)
         names = await self._reachable_repositories(request, limit, request.query("last"))
         return _paginate("/v2/_catalog", names, limit, "repositories", {})
 
@@ -75,7 +81,7 @@ class V2API:
 
     async def tags(self, request: Request) -> Response:
         name = request.params["name"]
-        limit = request.query_int("n")
+        limit = _limit(request)
         tags = await self.s.manifests.tags(name, limit, request.query("last"))
         return _paginate(f"/v2/{name}/tags/list", tags, limit, "tags", {"name": name})
 

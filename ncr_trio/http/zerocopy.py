@@ -92,6 +92,8 @@ def install() -> bool:
         if isinstance(event, FileRange):
             writer = self.connection._writer
             if not isinstance(writer, h11._writers.ContentLengthWriter) or writer._length < event.count:
+                if self.connection.their_state == h11.ERROR:
+                    return  # the client broke the connection: h11 dropped the response, as hypercorn does
                 raise h11.LocalProtocolError("zero-copy bodies need a Content-Length that covers them")
             writer._length -= event.count
             await self.send(event)

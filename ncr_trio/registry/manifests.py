@@ -19,7 +19,7 @@ from ncr_trio.meta import ManifestRecord, Reference
 from ncr_trio.meta.store import Protected
 from ncr_trio.registry.context import Registry
 from ncr_trio.registry.protection import Protection, denied
-from ncr_trio.types import Digest, MediaType, parse_reference
+from ncr_trio.types import Digest, MediaType, load_json, parse_reference
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,10 @@ class PutManifest:
 
 def _invalid(message: str, **detail: Any) -> RegistryError:
     return RegistryError("MANIFEST_INVALID", message, detail=detail or None)
+
+
+def _unknown(reference: str) -> RegistryError:
+    return RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference[:200]})
 
 
 def _descriptor(value: Any, where: str) -> dict[str, Any]:
@@ -83,8 +87,8 @@ def _media_type(doc: dict[str, Any], content_type: str | None) -> str:
 
 def parse_manifest(content: bytes, content_type: str | None, digest: Digest) -> tuple[ManifestRecord, list[Reference]]:
     try:
-        doc = json.loads(content)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        doc = load_json(content)
+    except ValueError as e:  # not UTF-8, not JSON, or nested too deep
         raise _invalid(f"not valid JSON: {e}") from None
     if not isinstance(doc, dict):
         raise _invalid("a manifest is a JSON object")
@@ -161,13 +165,18 @@ class Manifests:
         return PutManifest(digest, record.subject, result.created)
 
     async def get(self, repository: str, reference: str) -> ManifestRecord:
-        ref = parse_reference(reference)
+        try:
+            ref = parse_reference(reference)
+        except RegistryError:
+            # Neither a tag nor a digest: no manifest can have it (404 as in Distribution; only a
+            # push with such a reference is the client's mistake, TAG_INVALID or DIGEST_INVALID).
+            raise _unknown(reference) from None
         if isinstance(ref, Digest):
             record = await self.reg.meta.get_manifest(repository, str(ref))
         else:
             record = await self.reg.meta.get_tagged_manifest(repository, ref)
         if record is None:
-            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference[:200]})
+            raise _unknown(reference)
         return record
 
     async def delete(self, repository: str, reference: str) -> None:
@@ -181,7 +190,7 @@ class Manifests:
         except Protected as e:
             raise denied(e) from None
         if not found:
-            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference[:200]})
+            raise _unknown(reference)
 
     async def tags(self, repository: str, limit: int | None, last: str | None) -> list[str]:
         tags = await self.reg.meta.list_tags(repository, limit, last)

@@ -33,7 +33,7 @@ from ncr_trio.concurrency import collapse_groups
 from ncr_trio.errors import RegistryError
 from ncr_trio.meta import BlobMissing, Upload
 from ncr_trio.registry.context import Registry
-from ncr_trio.storage import UploadSink, blob_key, upload_key
+from ncr_trio.storage import UploadBusy, UploadSink, blob_key, upload_key
 from ncr_trio.types import Buffer, Digest
 
 BATCH_BYTES = 1 << 20
@@ -42,7 +42,8 @@ INLINE_BYTES = 64 << 10
 # recorded: each time needs a GC pass that started after the previous try to reach them in a few ms.
 PUBLISH_ATTEMPTS = 5
 PIPELINE_DEPTH = 4
-_RANGE_RE = re.compile(r"^(?:bytes[= ])?(\d+)-(\d+)$")
+_RANGE_RE = re.compile(r"(?:bytes[= ])?([0-9]{1,19})-([0-9]{1,19})")  # 19 digits: past any size
+_UPLOAD_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,18 @@ class UploadStatus:
 
 
 def parse_content_range(value: str) -> tuple[int, int]:
-    m = _RANGE_RE.match(value.strip())
+    m = _RANGE_RE.fullmatch(value.strip())
     if m is None:
         raise RegistryError("RANGE_INVALID", f"malformed Content-Range {value[:100]!r}: expected <start>-<end>")
     start, end = int(m.group(1)), int(m.group(2))
     if end < start:
         raise RegistryError("RANGE_INVALID", f"Content-Range {value[:100]!r} ends before it starts")
     return start, end
+
+
+def _busy(upload_id: str) -> RegistryError:
+    return RegistryError("TOOMANYREQUESTS", "another request is writing this upload: retry when it has ended",
+                         detail={"upload": upload_id[:100]}, headers={"Retry-After": "1"})
 
 
 def range_header(size: int) -> str:
@@ -116,6 +122,7 @@ class _Pump:
 class Uploads:
     def __init__(self, reg: Registry) -> None:
         self.reg = reg
+        self._busy: set[str] = set()  # sessions a request of this process has open (see `_open`)
 
     async def start(self, repository: str) -> UploadStatus:
         # Only the row: the file appears with the first bytes (see `_open`).
@@ -128,16 +135,32 @@ class Uploads:
         return UploadStatus(up.id, repository, up.size)
 
     async def _get(self, repository: str, upload_id: str) -> Upload:
-        up = await self.reg.meta.get_upload(repository, upload_id)
+        # Session IDs are the UUIDs `start` makes: anything else is unknown without a query.
+        up = await self.reg.meta.get_upload(repository, upload_id) if _UPLOAD_ID.fullmatch(upload_id) else None
         if up is None:
             raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"upload": upload_id[:100]})
         return up
 
     async def _open(self, repository: str, upload_id: str) -> tuple[UploadSink, Upload]:
-        """Lock the session's file, then read its acknowledged state (in that order: see `_Pump`)."""
+        """Lock the session's file, then read its acknowledged state (in that order: see `_Pump`).
+
+        One request at a time writes a session; another one is refused at once, never queued: a
+        slow client may hold the session as long as its body takes, and a request waiting for it
+        would hold a disk slot the worker's other pushes and pulls need. In this process the
+        `_busy` set decides without a thread; across processes the storage's lock never waits
+        either. Release with `_close`."""
         await self._get(repository, upload_id)  # cheap refusal of unknown ids before touching disk
-        sink = await trio.to_thread.run_sync(self.reg.storage.open_upload, upload_key(upload_id),
-                                             limiter=self.reg.disk)
+        if upload_id in self._busy:
+            raise _busy(upload_id)
+        self._busy.add(upload_id)
+        try:
+            sink = await trio.to_thread.run_sync(self.reg.storage.open_upload, upload_key(upload_id),
+                                                 limiter=self.reg.disk)
+        except BaseException as e:
+            self._busy.discard(upload_id)
+            if isinstance(e, UploadBusy):
+                raise _busy(upload_id) from None
+            raise
         try:
             up = await self._get(repository, upload_id)
             if sink.size() < up.size:
@@ -146,9 +169,13 @@ class Uploads:
             if sink.size() > up.size:  # bytes a crash left behind, never acknowledged
                 await trio.to_thread.run_sync(sink.truncate, up.size, limiter=self.reg.disk)
         except BaseException:
-            sink.close()
+            self._close(upload_id, sink)
             raise
         return sink, up
+
+    def _close(self, upload_id: str, sink: UploadSink) -> None:
+        sink.close()
+        self._busy.discard(upload_id)
 
     async def _receive(self, repository: str, upload_id: str, sink: UploadSink, up: Upload,
                        body: AsyncIterator[bytes], content_range: tuple[int, int] | None,
@@ -180,7 +207,7 @@ class Uploads:
                 raise RegistryError("BLOB_UPLOAD_UNKNOWN", "upload changed or ended concurrently")
             return UploadStatus(upload_id, repository, size)
         finally:
-            sink.close()
+            self._close(upload_id, sink)
 
     def _headers(self, repository: str, upload_id: str, size: int) -> dict[str, str]:
         return {
@@ -202,7 +229,7 @@ class Uploads:
                 raise RegistryError("DIGEST_INVALID", detail={"digest": str(digest)})
             return size
         finally:
-            sink.close()
+            self._close(upload_id, sink)
 
     async def monolithic(self, repository: str, digest: Digest, body: AsyncIterator[bytes],
                          content_length: int | None) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ncr_trio.config import Config
-from ncr_trio.storage.base import BlobReader, FileSpan, StorageDriver, UploadSink
+from ncr_trio.storage.base import BlobReader, FileSpan, StorageDriver, UploadBusy, UploadSink
 from ncr_trio.storage.filesystem import FilesystemDriver
 from ncr_trio.storage.keys import blob_key, quarantine_key, upload_key
 
@@ -13,6 +13,6 @@ def open_storage(config: Config) -> StorageDriver:
 
 
 __all__ = [
-    "BlobReader", "FileSpan", "FilesystemDriver", "StorageDriver", "UploadSink", "blob_key", "open_storage",
-    "quarantine_key", "upload_key",
+    "BlobReader", "FileSpan", "FilesystemDriver", "StorageDriver", "UploadBusy", "UploadSink", "blob_key",
+    "open_storage", "quarantine_key", "upload_key",
 ]

@@ -14,6 +14,10 @@ from typing import Protocol
 from ncr_trio.types import Buffer
 
 
+class UploadBusy(Exception):
+    """Another holder (a request in this or another process) has the upload open."""
+
+
 class UploadSink(Protocol):
     """An append-only staging object for one upload session."""
 
@@ -56,7 +60,8 @@ class StorageDriver(Protocol):
     name: str
 
     def open_upload(self, key: str) -> UploadSink:
-        """Open (creating it if needed) and lock an upload for appending."""
+        """Open (creating it if needed) and lock an upload for appending; never waits for the lock:
+        raises UploadBusy at once when another holder has it."""
         ...
     def publish(self, upload_key: str, key: str) -> Callable[[], None]:
         """Put an upload's bytes at `key` atomically (replacing whatever is there), keeping the upload
@@ -79,4 +84,4 @@ class StorageDriver(Protocol):
     def list(self, prefix: str) -> Iterator[str]: ...
 
 
-__all__ = ["BlobReader", "FileSpan", "StorageDriver", "UploadSink"]
+__all__ = ["BlobReader", "FileSpan", "StorageDriver", "UploadBusy", "UploadSink"]

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ncr_trio.files import fsync_dir
-from ncr_trio.storage.base import FileSpan
+from ncr_trio.storage.base import FileSpan, UploadBusy
 from ncr_trio.types import Buffer
 
 _NOWAIT = getattr(os, "RWF_NOWAIT", None)
@@ -79,8 +79,16 @@ class FileUploadSink:
 
     def __init__(self, path: Path, direct_io: bool = True) -> None:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        # One writer per upload, across threads and worker processes alike.
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        # One writer per upload, across threads and worker processes alike. Never wait for it: a
+        # slow client can hold it for as long as its body takes, and a waiting thread is a disk
+        # slot lost to every other request of the worker.
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(self._fd)
+            if isinstance(e, BlockingIOError):
+                raise UploadBusy(path.name) from None
+            raise
         self._direct = _open_direct(path) if direct_io else None
         # The file's logical content is [0, _base) on disk, then _tail (less than ALIGN bytes)
         # which is written through the page cache only by flush().
