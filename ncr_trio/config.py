@@ -48,6 +48,12 @@ class Config:
     # Socket reads: hypercorn reads 64 KiB at a time unless told otherwise.
     recv_chunk_bytes: int = 1 * MiB
     graceful_timeout_seconds: float = 30.0
+    # A client that sends nothing for this long while a request is awaited (its head, or the next
+    # piece of its body) is dropped; a request head must also be complete within this time of the
+    # connection opening or the previous response ending (slow heads: slowloris).
+    read_timeout_seconds: int = 60
+    # A client that takes nothing of a response for this long is dropped.
+    send_timeout_seconds: int = 60
     log_level: str = "info"
     # Access: the first start creates `admin` with this password (or a random one, written to
     # <data_dir>/initial-admin-password).

@@ -22,7 +22,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 
 from ncr_trio.config import Config
-from ncr_trio.http import zerocopy
+from ncr_trio.http import connections, zerocopy
 from ncr_trio.http.app import App
 from ncr_trio.memory import tune_malloc
 
@@ -38,6 +38,9 @@ def _tune_process(config: Config) -> None:
     tcp_server.MAX_RECV = config.recv_chunk_bytes
     if config.zero_copy and not zerocopy.install():
         log.warning("zero-copy downloads are off: this hypercorn/h11 is not the version they were checked with")
+    if not connections.install(config.send_timeout_seconds):
+        log.warning("this hypercorn is not the version http/connections.py was checked with: connections of "
+                    "clients that hang up may stay open until keep_alive_timeout, and slow readers are not dropped")
 
 
 def hypercorn_config(config: Config) -> HypercornConfig:
@@ -52,7 +55,11 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     # hypercorn sets SO_REUSEPORT on the sockets it creates when it is told of several workers.
     hc.workers = config.workers
     hc.graceful_timeout = config.graceful_timeout_seconds
-    hc.keep_alive_timeout = 75
+    # Every socket read waits at most read_timeout_seconds (request heads, bodies, idle connections),
+    # and the keep-alive timer, which runs from a connection's start or last response until a whole
+    # request head has come, bounds a head sent byte by byte to the same time.
+    hc.read_timeout = config.read_timeout_seconds
+    hc.keep_alive_timeout = config.read_timeout_seconds
     hc.h11_max_incomplete_size = 64 * 1024
     hc.include_server_header = False  # do not advertise the server's software
     hc.accesslog = None

@@ -1,0 +1,157 @@
+"""Connection lifetimes over hypercorn's trio worker: a connection ends when its client goes, and a
+client that stops reading is dropped.
+
+hypercorn 0.18 reads each connection in one task (`TCPServer._read_data`), writes from the task of
+the request being answered (`TCPServer.protocol_send`), and runs a keep-alive timer between
+requests in the connection's task group. Three small wrappers, each around one hypercorn method,
+mend what that version leaves open:
+
+- `TCPServer._read_data`: when reading ends (the client closed or reset the connection, or sent
+  nothing for `read_timeout`), hypercorn left the keep-alive timer running, and the task group
+  waits for it before closing the socket: every keep-alive client that hung up between requests
+  left a socket in CLOSE-WAIT, with its descriptor, for `keep_alive_timeout` (75 s then; a burst of
+  64 clients left ~75, a client opening a connection per request one per request). The timer is
+  now stopped when reading ends, and not restarted after (`protocol_send` ignores the idle signal):
+  no next request can come, so the socket closes once the request in flight, if any, has ended.
+- `TCPServer.protocol_send`: writes run under a cancel shield (a cancelled request must not cut a
+  response mid-frame) with no deadline, so a client that stopped reading held its connection and
+  the response's file for ever. A write now waits for a full socket at most `send_timeout` at a
+  time; past it the connection is reset and the request sees its client gone. On plain TCP the
+  bytes go out with non-blocking `write(2)` calls, so the deadline costs nothing until the socket
+  is full (a cancel scope per write would cost more than the write); TLS writes get a deadline per
+  SLICE bytes.
+- `HTTPStream.app_send`: once the connection is closed, sending raises an OSError (as the ASGI
+  spec asks) instead of being dropped in silence, so a response stops reading its blob from disk
+  for a client that is gone.
+
+Reads have hypercorn's own deadline, `read_timeout`, applied to every socket read: request heads,
+bodies and idle connections; serve.py sets it and the keep-alive timer from `read_timeout_seconds`.
+`install()` refuses a hypercorn other than the version these wrappers were checked against.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import struct
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import trio
+
+SUPPORTED = {"hypercorn": ("0.18.",)}
+SLICE = 256 * 1024  # TLS: bytes a client must take within the send timeout
+
+_installed = False
+_send_timeout = 60.0
+_READING_ENDED = "_ncr_reading_ended"
+
+
+class ClientGone(ConnectionError):
+    """A response was sent on a connection that is already closed."""
+
+
+def versions_ok(supported: Mapping[str, tuple[str, ...]]) -> bool:
+    from importlib.metadata import version
+
+    return all(version(pkg).startswith(prefixes) for pkg, prefixes in supported.items())
+
+
+async def write(server: Any, send: Callable[[], Awaitable[None]]) -> None:
+    """One write on a hypercorn `TCPServer`'s connection, as hypercorn makes it (under the send
+    lock, shielded), for `send` that raises TooSlowError past its deadline: a client gone or too
+    slow ends the connection, and the request sees it closed."""
+    async with server.send_lock:
+        try:
+            with trio.CancelScope(shield=True):
+                await send()
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except trio.TooSlowError:
+            stream = server.stream  # a SocketStream, or an SSLStream over one
+            sock = getattr(stream, "socket", None) or stream.transport_stream.socket
+            with contextlib.suppress(OSError):  # reset: nothing more is sent, no close handshake waits
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await trio.aclose_forcefully(stream)
+        else:
+            return
+    from hypercorn.events import Closed
+
+    await server.protocol.handle(Closed())
+
+
+async def send_nonblocking(sock: trio.socket.SocketType, count: int, step: Callable[[int, int], int]) -> None:
+    """Write `count` bytes to `sock`: `step(fd, done)` writes from `done` on without blocking and
+    says how many it wrote. A full socket is waited on for at most the send timeout at a time."""
+    done = 0
+    while done < count:
+        try:
+            sent = step(sock.fileno(), done)
+        except BlockingIOError:
+            with trio.fail_after(_send_timeout):  # a client that stops reading is dropped
+                await trio.lowlevel.wait_writable(sock)
+            continue
+        if sent == 0:
+            raise OSError(errno.EIO, "nothing more could be written")
+        done += sent
+        await trio.lowlevel.checkpoint()
+
+
+async def _send_all(stream: Any, data: bytes) -> None:
+    view = memoryview(data)
+    if isinstance(stream, trio.SocketStream):
+        await send_nonblocking(stream.socket, len(view), lambda fd, done: os.write(fd, view[done:]))
+        return
+    for start in range(0, len(view), SLICE):
+        with trio.fail_after(_send_timeout):
+            await stream.send_all(view[start:start + SLICE])
+
+
+def installed() -> bool:
+    return _installed
+
+
+def install(send_timeout: float) -> bool:
+    """Patch hypercorn once per process; False when its version is not the one checked here."""
+    global _installed, _send_timeout
+    _send_timeout = send_timeout
+    if _installed:
+        return True
+    if not versions_ok(SUPPORTED):
+        return False
+    from hypercorn.events import RawData, Updated
+    from hypercorn.protocol.http_stream import HTTPStream
+    from hypercorn.trio.tcp_server import TCPServer
+
+    original_read_data = TCPServer._read_data
+    original_protocol_send = TCPServer.protocol_send
+    original_app_send = HTTPStream.app_send
+
+    async def read_data(self: Any) -> None:
+        await original_read_data(self)
+        setattr(self, _READING_ENDED, True)
+        await self.idle_task.stop()
+
+    async def protocol_send(self: Any, event: Any) -> None:
+        if isinstance(event, RawData):
+            await write(self, lambda: _send_all(self.stream, event.data))
+        elif isinstance(event, Updated) and event.idle and getattr(self, _READING_ENDED, False):
+            return  # no next request can come: the connection closes when the task group ends
+        else:
+            await original_protocol_send(self, event)
+
+    async def app_send(self: Any, message: Any) -> None:
+        if message is not None and self.closed:
+            raise ClientGone("the client is gone")
+        await original_app_send(self, message)
+
+    TCPServer._read_data = read_data  # type: ignore[method-assign]
+    TCPServer.protocol_send = protocol_send  # type: ignore[method-assign]
+    HTTPStream.app_send = app_send  # type: ignore[method-assign]
+    _installed = True
+    return True
+
+
+__all__ = ["ClientGone", "install", "installed", "send_nonblocking", "versions_ok", "write"]
