@@ -7,9 +7,11 @@ Everything is observed from outside, on real server processes: the server's sock
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -243,6 +245,29 @@ def test_abrupt_endings_leave_no_connection_behind(srv: Server) -> None:
     wait_until(lambda: held_sockets(srv) <= baseline,
                f"the server holds no socket it held not before ({held_sockets(srv)} vs {baseline})")
     assert "Traceback" not in srv.log()
+
+
+def test_an_answer_given_before_the_body_ends_the_connection(srv: Server) -> None:
+    """The server answers (401, after checking a password: tens of milliseconds) without reading
+    the body, while the client keeps sending it: the connection must still end."""
+    basic = base64.b64encode(b"nobody-at-all:wrong-password").decode()
+    with connect(srv) as s:
+        s.sendall(f"GET /auth/token?service=ncr-trio HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {basic}\r\n"
+                  f"Content-Length: {64 * MiB}\r\n\r\n".encode())
+        client_port = s.getsockname()[1]
+
+        def send_body() -> None:
+            try:
+                s.sendall(bytes(64 * MiB))
+            except OSError:
+                pass  # the server reset the connection
+
+        sender = threading.Thread(target=send_body, daemon=True)
+        sender.start()
+        assert ended_by_server(s), "the server answered but kept the connection open"
+        sender.join(BOUND)
+    wait_until(lambda: all(port != client_port for _, port, _ in connections(srv.port)),
+               "the server closed its side")
 
 
 # -- timeouts -----------------------------------------------------------------------------------

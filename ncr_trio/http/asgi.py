@@ -35,6 +35,7 @@ class Request:
     params: dict[str, str] = field(default_factory=dict)
     principal: Principal = ANONYMOUS  # set by the access gate before the handler runs
     _consumed: bool = False
+    _ended: bool = False  # the body's last message (or the client's disconnect) has been received
 
     @property
     def method(self) -> str:
@@ -101,14 +102,30 @@ class Request:
             return
         self._consumed = True
         while True:
-            message = await self.receive()
+            message = await self._next()
             if message["type"] == "http.disconnect":
                 raise ClientDisconnected()
             chunk = message.get("body", b"")
             if chunk:
                 yield chunk
-            if not message.get("more_body", False):
+            if self._ended:
                 return
+
+    async def _next(self) -> Message:
+        message = await self.receive()
+        self._ended = message["type"] == "http.disconnect" or not message.get("more_body", False)
+        return message
+
+    @property
+    def unread(self) -> bool:
+        """The client sent, or is sending, body bytes that were not read to the end."""
+        return not self._ended and any(k == b"transfer-encoding" or (k == b"content-length" and v.strip() != b"0")
+                                       for k, v in self.scope["headers"])
+
+    async def discard(self) -> None:
+        """Read what is left of the body, and drop it, until its end or the client's disconnect."""
+        while not self._ended:
+            await self._next()
 
     async def read(self, limit: int) -> bytes:
         """A small body, whole; SIZE_INVALID (413) past `limit` bytes."""
