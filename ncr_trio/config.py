@@ -48,9 +48,9 @@ class Config:
     # Socket reads: hypercorn reads 64 KiB at a time unless told otherwise.
     recv_chunk_bytes: int = 1 * MiB
     graceful_timeout_seconds: float = 30.0
-    # A client that sends nothing for this long while a request is awaited (its head, or the next
-    # piece of its body) is dropped; a request head must also be complete within this time of the
-    # connection opening or the previous response ending (slow heads: slowloris).
+    # A request head must be whole within this time of the connection's start or its previous
+    # response (silent, idle and byte-by-byte clients are dropped), and a request body may pause
+    # at most this long. A client receiving a long response is not timed out for sending nothing.
     read_timeout_seconds: int = 60
     # A client that takes nothing of a response for this long is dropped.
     send_timeout_seconds: int = 60

@@ -38,9 +38,9 @@ def _tune_process(config: Config) -> None:
     tcp_server.MAX_RECV = config.recv_chunk_bytes
     if config.zero_copy and not zerocopy.install():
         log.warning("zero-copy downloads are off: this hypercorn/h11 is not the version they were checked with")
-    if not connections.install(config.send_timeout_seconds):
+    if not connections.install(config.read_timeout_seconds, config.send_timeout_seconds):
         log.warning("this hypercorn is not the version http/connections.py was checked with: connections of "
-                    "clients that hang up may stay open until keep_alive_timeout, and slow readers are not dropped")
+                    "clients that hang up stay open until keep_alive_timeout, and stalled clients are not dropped")
 
 
 def hypercorn_config(config: Config) -> HypercornConfig:
@@ -55,10 +55,10 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     # hypercorn sets SO_REUSEPORT on the sockets it creates when it is told of several workers.
     hc.workers = config.workers
     hc.graceful_timeout = config.graceful_timeout_seconds
-    # Every socket read waits at most read_timeout_seconds (request heads, bodies, idle connections),
-    # and the keep-alive timer, which runs from a connection's start or last response until a whole
-    # request head has come, bounds a head sent byte by byte to the same time.
-    hc.read_timeout = config.read_timeout_seconds
+    # The keep-alive timer runs from a connection's start, or its last response, until a whole
+    # request head has come: a silent client, an idle one and a head sent byte by byte (slowloris)
+    # get read_timeout_seconds. Bodies get the same per read (http/connections.py: hypercorn's own
+    # read_timeout would also cut clients quietly receiving a long response).
     hc.keep_alive_timeout = config.read_timeout_seconds
     hc.h11_max_incomplete_size = 64 * 1024
     hc.include_server_header = False  # do not advertise the server's software

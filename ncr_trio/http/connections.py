@@ -1,31 +1,30 @@
 """Connection lifetimes over hypercorn's trio worker: a connection ends when its client goes, and a
-client that stops reading is dropped.
+client that stalls is dropped.
 
 hypercorn 0.18 reads each connection in one task (`TCPServer._read_data`), writes from the task of
-the request being answered (`TCPServer.protocol_send`), and runs a keep-alive timer between
-requests in the connection's task group. Three small wrappers, each around one hypercorn method,
-mend what that version leaves open:
+the request being answered (`TCPServer.protocol_send`), and runs a keep-alive timer from the
+connection's start, or its last response, until a whole request head has come. Two small
+wrappers mend what that version leaves open:
 
-- `TCPServer._read_data`: when reading ends (the client closed or reset the connection, or sent
-  nothing for `read_timeout`), hypercorn left the keep-alive timer running, and the task group
-  waits for it before closing the socket: every keep-alive client that hung up between requests
-  left a socket in CLOSE-WAIT, with its descriptor, for `keep_alive_timeout` (75 s then; a burst of
-  64 clients left ~75, a client opening a connection per request one per request). The timer is
-  now stopped when reading ends, and not restarted after (`protocol_send` ignores the idle signal):
-  no next request can come, so the socket closes once the request in flight, if any, has ended.
-- `TCPServer.protocol_send`: writes run under a cancel shield (a cancelled request must not cut a
+- `TCPServer._read_data`: when reading ended (the client closed or reset the connection), the
+  keep-alive timer kept running and the connection's task group waited for it before closing the
+  socket: every keep-alive client that hung up between requests left a socket in CLOSE-WAIT, with
+  its descriptor, for `keep_alive_timeout` (75 s then; a burst of 64 clients left ~75, a client
+  opening one connection per request one per request). The timer is now stopped when reading
+  ends, and not restarted after that (`protocol_send` ignores the idle signal): no next request
+  can come, so the socket closes as soon as the request in flight, if any, has ended.
+  The loop is hypercorn's, with one change: its `read_timeout` applied to every read, so it also
+  cut off a client that was quietly receiving a long response (it is waiting, not stalling); here
+  the deadline (`read_timeout`) applies while an HTTP/1.x request body is awaited. A request head
+  is bounded by the keep-alive timer (serve.py sets both from `read_timeout_seconds`). On HTTP/2,
+  whose reads also carry the client's flow control, every read has the deadline, as in hypercorn.
+- `TCPServer.protocol_send`: writes ran under a cancel shield (a cancelled request must not cut a
   response mid-frame) with no deadline, so a client that stopped reading held its connection and
   the response's file for ever. A write now waits for a full socket at most `send_timeout` at a
-  time; past it the connection is reset and the request sees its client gone. On plain TCP the
-  bytes go out with non-blocking `write(2)` calls, so the deadline costs nothing until the socket
-  is full (a cancel scope per write would cost more than the write); TLS writes get a deadline per
-  SLICE bytes.
-- `HTTPStream.app_send`: once the connection is closed, sending raises an OSError (as the ASGI
-  spec asks) instead of being dropped in silence, so a response stops reading its blob from disk
-  for a client that is gone.
+  time; past it the connection is reset and the request's stream closed. On plain TCP the bytes go
+  out with non-blocking `write(2)` calls, so the deadline costs nothing until the socket is full
+  (a cancel scope per write would cost more than the write); TLS writes get a deadline per SLICE.
 
-Reads have hypercorn's own deadline, `read_timeout`, applied to every socket read: request heads,
-bodies and idle connections; serve.py sets it and the keep-alive timer from `read_timeout_seconds`.
 `install()` refuses a hypercorn other than the version these wrappers were checked against.
 """
 
@@ -33,24 +32,23 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import h11
 import trio
 
-SUPPORTED = {"hypercorn": ("0.18.",)}
+SUPPORTED = {"hypercorn": ("0.18.",), "h11": ("0.16.",)}
 SLICE = 256 * 1024  # TLS: bytes a client must take within the send timeout
 
 _installed = False
+_read_timeout = 60.0
 _send_timeout = 60.0
 _READING_ENDED = "_ncr_reading_ended"
-
-
-class ClientGone(ConnectionError):
-    """A response was sent on a connection that is already closed."""
 
 
 def versions_ok(supported: Mapping[str, tuple[str, ...]]) -> bool:
@@ -62,7 +60,7 @@ def versions_ok(supported: Mapping[str, tuple[str, ...]]) -> bool:
 async def write(server: Any, send: Callable[[], Awaitable[None]]) -> None:
     """One write on a hypercorn `TCPServer`'s connection, as hypercorn makes it (under the send
     lock, shielded), for `send` that raises TooSlowError past its deadline: a client gone or too
-    slow ends the connection, and the request sees it closed."""
+    slow closes the request's stream, as a failed write does in hypercorn."""
     async with server.send_lock:
         try:
             with trio.CancelScope(shield=True):
@@ -109,28 +107,41 @@ async def _send_all(stream: Any, data: bytes) -> None:
             await stream.send_all(view[start:start + SLICE])
 
 
+def _read_deadline(server: Any) -> float:
+    connection = getattr(server.protocol.protocol, "connection", None)
+    if isinstance(connection, h11.Connection) and connection.their_state is not h11.SEND_BODY:
+        return math.inf  # a head is awaited (the keep-alive timer bounds it), or an answer is being sent
+    return _read_timeout
+
+
 def installed() -> bool:
     return _installed
 
 
-def install(send_timeout: float) -> bool:
+def install(read_timeout: float, send_timeout: float) -> bool:
     """Patch hypercorn once per process; False when its version is not the one checked here."""
-    global _installed, _send_timeout
-    _send_timeout = send_timeout
+    global _installed, _read_timeout, _send_timeout
+    _read_timeout, _send_timeout = read_timeout, send_timeout
     if _installed:
         return True
     if not versions_ok(SUPPORTED):
         return False
-    from hypercorn.events import RawData, Updated
-    from hypercorn.protocol.http_stream import HTTPStream
-    from hypercorn.trio.tcp_server import TCPServer
+    from hypercorn.events import Closed, RawData, Updated
+    from hypercorn.trio import tcp_server
 
-    original_read_data = TCPServer._read_data
-    original_protocol_send = TCPServer.protocol_send
-    original_app_send = HTTPStream.app_send
+    original_protocol_send = tcp_server.TCPServer.protocol_send
 
     async def read_data(self: Any) -> None:
-        await original_read_data(self)
+        while True:
+            try:
+                with trio.fail_after(_read_deadline(self)):
+                    data = await self.stream.receive_some(tcp_server.MAX_RECV)
+            except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+                break
+            await self.protocol.handle(RawData(bytes(data)))
+            if data == b"":
+                break
+        await self.protocol.handle(Closed())
         setattr(self, _READING_ENDED, True)
         await self.idle_task.stop()
 
@@ -138,20 +149,14 @@ def install(send_timeout: float) -> bool:
         if isinstance(event, RawData):
             await write(self, lambda: _send_all(self.stream, event.data))
         elif isinstance(event, Updated) and event.idle and getattr(self, _READING_ENDED, False):
-            return  # no next request can come: the connection closes when the task group ends
+            return  # no next request can come: the connection closes when its task group ends
         else:
             await original_protocol_send(self, event)
 
-    async def app_send(self: Any, message: Any) -> None:
-        if message is not None and self.closed:
-            raise ClientGone("the client is gone")
-        await original_app_send(self, message)
-
-    TCPServer._read_data = read_data  # type: ignore[method-assign]
-    TCPServer.protocol_send = protocol_send  # type: ignore[method-assign]
-    HTTPStream.app_send = app_send  # type: ignore[method-assign]
+    tcp_server.TCPServer._read_data = read_data  # type: ignore[method-assign]
+    tcp_server.TCPServer.protocol_send = protocol_send  # type: ignore[method-assign]
     _installed = True
     return True
 
 
-__all__ = ["ClientGone", "install", "installed", "send_nonblocking", "versions_ok", "write"]
+__all__ = ["install", "installed", "send_nonblocking", "versions_ok", "write"]
