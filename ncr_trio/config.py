@@ -53,6 +53,12 @@ class Config:
     # Socket reads: hypercorn reads 64 KiB at a time unless told otherwise.
     recv_chunk_bytes: int = 1 * MiB
     graceful_timeout_seconds: float = 30.0
+    # A request head must be whole within this time of the connection's start or its previous
+    # response (silent, idle and byte-by-byte clients are dropped), and a request body may pause
+    # at most this long. A client receiving a long response is not timed out for sending nothing.
+    read_timeout_seconds: int = 60
+    # A client that takes nothing of a response for this long is dropped.
+    send_timeout_seconds: int = 60
     log_level: str = "info"
     # Access: the first start creates `admin` with this password (or a random one, written to
     # <data_dir>/initial-admin-password).

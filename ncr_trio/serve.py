@@ -22,7 +22,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 
 from ncr_trio.config import Config
-from ncr_trio.http import hypercorn_fixes, zerocopy
+from ncr_trio.http import connections, hypercorn_fixes, zerocopy
 from ncr_trio.http.app import App
 from ncr_trio.memory import tune_malloc
 
@@ -39,6 +39,9 @@ def _tune_process(config: Config) -> None:
     hypercorn_fixes.install()
     if config.zero_copy and not zerocopy.install():
         log.warning("zero-copy downloads are off: this hypercorn/h11 is not the version they were checked with")
+    if not connections.install(config.read_timeout_seconds, config.send_timeout_seconds):
+        log.warning("this hypercorn is not the version http/connections.py was checked with: connections of "
+                    "clients that hang up stay open until keep_alive_timeout, and stalled clients are not dropped")
 
 
 def hypercorn_config(config: Config) -> HypercornConfig:
@@ -53,7 +56,11 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     # hypercorn sets SO_REUSEPORT on the sockets it creates when it is told of several workers.
     hc.workers = config.workers
     hc.graceful_timeout = config.graceful_timeout_seconds
-    hc.keep_alive_timeout = 75
+    # The keep-alive timer runs from a connection's start, or its last response, until a whole
+    # request head has come: a silent client, an idle one and a head sent byte by byte (slowloris)
+    # get read_timeout_seconds. Bodies get the same per read (http/connections.py: hypercorn's own
+    # read_timeout would also cut clients quietly receiving a long response).
+    hc.keep_alive_timeout = config.read_timeout_seconds
     hc.h11_max_incomplete_size = 64 * 1024
     hc.include_server_header = False  # do not advertise the server's software
     hc.accesslog = None

@@ -85,13 +85,27 @@ class App:
             log.exception("unhandled error on %s %s", request.method, request.path)
             response = error_response(RegistryError("UNAVAILABLE", "internal error", status=500))
         response.headers.update(API_VERSION)
-        try:
-            await response.send(send, head_only=request.method == "HEAD")
-        except OSError:
-            log.warning("client went away during %s %s", request.method, request.path)
+        if request.unread:
+            # hypercorn queues at most 10 body messages per request and, when the response ends,
+            # puts a disconnect message in that same queue from within our last send: with the
+            # queue full, that send would never return and the connection would stay open for
+            # ever. So what the client still sends is read, and dropped, while the answer goes
+            # out (then hypercorn closes the connection, unless the whole body came meanwhile).
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(request.discard)
+                await self.respond(request, response, send)
+        else:
+            await self.respond(request, response, send)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s %d %.1fms", request.method, request.path, response.status,
                       (time.perf_counter() - started) * 1000)
+
+    @staticmethod
+    async def respond(request: Request, response: Response, send: Send) -> None:
+        try:
+            await response.send(send, head_only=request.method == "HEAD")
+        except OSError:
+            log.info("client went away during %s %s", request.method, request.path)
 
     async def dispatch(self, request: Request) -> Response:
         by_method, params = self.routes.match(request.path)

@@ -37,6 +37,7 @@ class Request:
     principal: Principal = ANONYMOUS  # set by the access gate before the handler runs
     private_listener: bool = False  # the request came in on a private listener (set by the gate)
     _consumed: bool = False
+    _ended: bool = False  # the body's last message (or the client's disconnect) has been received
 
     @property
     def method(self) -> str:
@@ -108,14 +109,30 @@ class Request:
             return
         self._consumed = True
         while True:
-            message = await self.receive()
+            message = await self._next()
             if message["type"] == "http.disconnect":
                 raise ClientDisconnected()
             chunk = message.get("body", b"")
             if chunk:
                 yield chunk
-            if not message.get("more_body", False):
+            if self._ended:
                 return
+
+    async def _next(self) -> Message:
+        message = await self.receive()
+        self._ended = message["type"] == "http.disconnect" or not message.get("more_body", False)
+        return message
+
+    @property
+    def unread(self) -> bool:
+        """The client sent, or is sending, body bytes that were not read to the end."""
+        return not self._ended and any(k == b"transfer-encoding" or (k == b"content-length" and v.strip() != b"0")
+                                       for k, v in self.scope["headers"])
+
+    async def discard(self) -> None:
+        """Read what is left of the body, and drop it, until its end or the client's disconnect."""
+        while not self._ended:
+            await self._next()
 
     async def read(self, limit: int) -> bytes:
         """A small body, whole; SIZE_INVALID (413) past `limit` bytes."""

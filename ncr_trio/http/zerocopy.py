@@ -10,7 +10,8 @@ with `sendfile(2)`. Four small wrappers, each around one hypercorn method:
 - `HTTPStream.app_send` turns the message into a `FileRange` event;
 - `H11Protocol.stream_send` counts its bytes against the response's Content-Length in h11 (the
   bytes never pass through h11), then hands the event on;
-- `TCPServer.protocol_send` writes it with `os.sendfile` under the connection's send lock.
+- `TCPServer.protocol_send` writes it with `os.sendfile` under the connection's send lock, as
+  connections.py makes every write: shielded, with a deadline for progress.
 
 The app only uses it for ranges already in the page cache (`sendfile` would otherwise block the
 event loop on the disk). The wrappers are checked against the pinned hypercorn and h11 versions;
@@ -19,12 +20,13 @@ event loop on the disk). The wrappers are checked against the pinned hypercorn a
 
 from __future__ import annotations
 
-import errno
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import trio
+
+from ncr_trio.http import connections
 
 EXTENSION = "http.response.zerocopysend"
 SUPPORTED = {"hypercorn": ("0.18.",), "h11": ("0.16.",)}
@@ -42,12 +44,6 @@ class FileRange:
     count: int
 
 
-def _versions_ok() -> bool:
-    from importlib.metadata import version
-
-    return all(version(pkg).startswith(prefixes) for pkg, prefixes in SUPPORTED.items())
-
-
 def installed() -> bool:
     return _installed
 
@@ -57,10 +53,9 @@ def install() -> bool:
     global _installed
     if _installed:
         return True
-    if not _versions_ok():
+    if not connections.versions_ok(SUPPORTED):
         return False
     import h11
-    from hypercorn.events import Closed
     from hypercorn.protocol.h11 import H11Protocol
     from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
     from hypercorn.trio.tcp_server import TCPServer
@@ -102,13 +97,7 @@ def install() -> bool:
 
     async def protocol_send(self: Any, event: Any) -> None:
         if isinstance(event, FileRange):
-            async with self.send_lock:
-                try:
-                    with trio.CancelScope(shield=True):
-                        await _sendfile(self.stream.socket, event)
-                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-                    # The client went away: what hypercorn does when send_all fails the same way.
-                    await self.protocol.handle(Closed())
+            await connections.write(self, lambda: _sendfile(self.stream.socket, event))
             return
         await original_protocol_send(self, event)
 
@@ -121,22 +110,8 @@ def install() -> bool:
 
 
 async def _sendfile(sock: trio.socket.SocketType, part: FileRange) -> None:
-    offset, remaining = part.offset, part.count
-    while remaining:
-        try:
-            sent = os.sendfile(sock.fileno(), part.fd, offset, remaining)
-        except BlockingIOError:
-            await trio.lowlevel.wait_writable(sock)
-            continue
-        except OSError as e:
-            if e.errno == errno.EINTR:
-                continue
-            raise
-        if sent == 0:
-            raise OSError(errno.EIO, "the file ended before the range did")
-        offset += sent
-        remaining -= sent
-        await trio.lowlevel.checkpoint()
+    await connections.send_nonblocking(
+        sock, part.count, lambda fd, done: os.sendfile(fd, part.fd, part.offset + done, part.count - done))
 
 
 __all__ = ["EXTENSION", "FileRange", "install", "installed"]
