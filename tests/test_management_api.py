@@ -181,3 +181,21 @@ def test_the_client_calls_any_declared_operation_and_decodes_its_answer_with_its
         api.call("api.artifact.tags", {"name": "x", "extra": 1, "n": []}, registry="shop", image="tools/lint",
                  digest="sha256:" + "0" * 64)
     assert refused.value.status == 404
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status"), [
+    # Nesting deep inside a member the model ignores (the decoder skips it, within the stack).
+    ("POST", "/gc", b'{"dry_run": true, "x": ' + b"[" * 30_000 + b"]" * 30_000 + b"}", 400),
+    ("POST", "/registries", b'{"name": "deep", "x": ' + b'{"a": ' * 6_000 + b"1" + b"}" * 6_000 + b"}", 400),
+    ("POST", "/gc", b'{"dry_run": "yes"}', 400),  # a member of the wrong type
+    ("POST", "/registries/shop/cleanup/policies", b'{"rule": "older_than", "n": 1, "extra": 1}', 400),
+    ("PUT", "/registries/shop/cleanup/schedule", b"{}", 400),  # a required member missing
+    ("POST", "/users", b'["name"]', 400),  # not an object
+    ("POST", "/users", b'{"name": "x"', 400),  # not JSON
+    ("POST", "/gc", b'{"dry_run": true, "pad": "' + b"x" * 70_000 + b'"}', 413),
+])
+def test_bodies_a_model_refuses_are_4xx_in_the_error_body(srv: Server, method: str, path: str, body: bytes,
+                                                         status: int) -> None:
+    r = srv.call(method, path, content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == status, r.text
+    assert r.json()["errors"][0]["code"] == ("INVALID_REQUEST" if status == 400 else "SIZE_INVALID")
