@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from ncr_trio.client import APIError
+from ncr_trio.http.models import ArtifactPage, NewTag, Tag, WhoAmI
 from tests.support.oci import OCI_INDEX, image, index, push_image, push_manifest
 from tests.support.server import Server
 
@@ -161,3 +162,40 @@ def test_roles_on_the_catalog_endpoints(srv: Server, pushed: dict[str, str]) -> 
     assert httpx.post(f"{srv.url}/api/v1/gc", auth=viewer, json={}).status_code == 403
     with pytest.raises(APIError):
         srv.api(*viewer).delete_registry("shop")
+
+
+def test_the_client_calls_any_declared_operation_and_decodes_its_answer_with_its_model(
+        srv: Server, pushed: dict[str, str]) -> None:
+    """client.call: the path from the declaration (an image's slashes kept), the other parameters as
+    the query, the body from a model, the answer as the operation's model (http/models.py)."""
+    api = srv.api()
+    me = api.call("api.whoami")
+    assert isinstance(me, WhoAmI) and me.user == "admin" and me.system_admin
+    page = api.call("api.artifacts", registry="shop", image="tools/lint", per_page=1)
+    assert isinstance(page, ArtifactPage) and page.total == 1 and page.per_page == 1
+    assert page.artifacts[0].digest == pushed["tool"] and page.artifacts[0].tags == ["v2"]
+    tag = api.call("api.artifact.tags", NewTag("typed"), registry="shop", image="tools/lint", digest=pushed["tool"])
+    assert isinstance(tag, Tag) and (tag.name, tag.digest) == ("typed", pushed["tool"])
+    assert api.call("api.tag.delete", registry="shop", image="tools/lint", tag="typed") is None
+    with pytest.raises(APIError) as refused:
+        api.call("api.artifact.tags", {"name": "x", "extra": 1, "n": []}, registry="shop", image="tools/lint",
+                 digest="sha256:" + "0" * 64)
+    assert refused.value.status == 404
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status"), [
+    # Nesting deep inside a member the model ignores (the decoder skips it, within the stack).
+    ("POST", "/gc", b'{"dry_run": true, "x": ' + b"[" * 30_000 + b"]" * 30_000 + b"}", 400),
+    ("POST", "/registries", b'{"name": "deep", "x": ' + b'{"a": ' * 6_000 + b"1" + b"}" * 6_000 + b"}", 400),
+    ("POST", "/gc", b'{"dry_run": "yes"}', 400),  # a member of the wrong type
+    ("POST", "/registries/shop/cleanup/policies", b'{"rule": "older_than", "n": 1, "extra": 1}', 400),
+    ("PUT", "/registries/shop/cleanup/schedule", b"{}", 400),  # a required member missing
+    ("POST", "/users", b'["name"]', 400),  # not an object
+    ("POST", "/users", b'{"name": "x"', 400),  # not JSON
+    ("POST", "/gc", b'{"dry_run": true, "pad": "' + b"x" * 70_000 + b'"}', 413),
+])
+def test_bodies_a_model_refuses_are_4xx_in_the_error_body(srv: Server, method: str, path: str, body: bytes,
+                                                         status: int) -> None:
+    r = srv.call(method, path, content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == status, r.text
+    assert r.json()["errors"][0]["code"] == ("INVALID_REQUEST" if status == 400 else "SIZE_INVALID")

@@ -1,9 +1,10 @@
-"""The management API and its OpenAPI document (`/api/v1/openapi.json`, ncr_trio/http/openapi.py).
+"""The management API and its OpenAPI document (`/api/v1/openapi.json`, generated from the
+operations' declarations in ncr_trio/http/operations.py).
 
-1. The document and the route table cannot drift apart: every `/api/v1` route of the app's route
-   table (`App.routes`, whichever class declares it: ManagementAPI, WebhooksAPI, PoliciesAPI, and any
-   route module added later) is documented with its methods, path parameters, authentication and
-   permission, and every documented operation has a route.
+1. Every declared operation is routed and every `/api/v1` route of the app's route table
+   (`App.routes`, whichever class declares it: ManagementAPI, WebhooksAPI, PoliciesAPI, and any
+   route module added later) is declared, with its method, path and action; the document states
+   each operation's path parameters, authentication and permission, and closed answers.
 2. schemathesis runs against a real server, loading the document from its live URL and logging in
    with the administrator's Basic credentials: no operation may answer a 500, a status the document
    does not list, a content type it does not list, or a body that breaks its schema.
@@ -47,7 +48,8 @@ import pytest
 
 from ncr_trio.config import Config
 from ncr_trio.http.app import App
-from ncr_trio.http.openapi import DOCUMENT, PERMISSIONS
+from ncr_trio.http.declare import PERMISSIONS
+from ncr_trio.http.operations import DOCUMENT, OPERATIONS
 from ncr_trio.http.routes import Route
 from tests.support.oci import (
     OCI_EMPTY,
@@ -72,11 +74,8 @@ JSON = {"Content-Type": "application/json"}
 MAX_EXAMPLES = 25  # per operation in the fuzzing phase; the examples and coverage phases add their own
 
 
-# -- 1. the document and the route table ------------------------------------------------------------
+# -- 1. the declarations and the route table ---------------------------------------------------------
 API_PREFIX = "/api/v1/"
-# What each route action lets the document say about who may call the operation (openapi.PERMISSIONS).
-ALLOWED_PERMISSIONS = {"api:user": {"user", "self"}, "api:read": {"read"}, "api:manage": {"manage", "manage*"},
-                       "api:admin": {"admin"}}
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +88,6 @@ def api_routes(tmp_path_factory: pytest.TempPathFactory) -> list[Route]:
         return [r for r in app.routes.routes if r.pattern.pattern.removeprefix("^").startswith(API_PREFIX)]
     finally:
         service.close()
-
-
-def _template(pattern: str) -> str:
-    """A route's regex as an OpenAPI path: `(?P<name>...)` -> `{name}`."""
-    return re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern.removeprefix("^").removesuffix("$"))
 
 
 def _resolve(item: dict[str, Any]) -> dict[str, Any]:
@@ -114,32 +108,29 @@ def test_the_route_list_holds_every_api_route_class(api_routes: list[Route]) -> 
     assert all(r.name.startswith("api.") for r in api_routes)
 
 
-def test_every_route_is_documented_and_every_documented_operation_is_routed(api_routes: list[Route]) -> None:
-    routed = {(_template(r.pattern.pattern), m.lower()): r for r in api_routes for m in r.methods}
-    assert len(routed) == sum(len(r.methods) for r in api_routes), "two routes share a path and method"
-    documented = {(path, method): op for path, item in DOCUMENT["paths"].items() for method, op in item.items()}
-    assert sorted(routed) == sorted(documented), (
-        f"routes without a document entry: {sorted(set(routed) - set(documented))}; "
-        f"documented operations without a route: {sorted(set(documented) - set(routed))}")
-    for key, r in routed.items():
-        op = documented[key]
-        assert op["operationId"] == r.name, key
-        path_params = {p["name"] for p in map(_resolve, op.get("parameters", [])) if p["in"] == "path"}
-        assert path_params == set(r.pattern.groupindex), key
-        # No authentication exactly where the gate asks for none.
-        assert (op.get("security") == []) == (r.action is None), key
-        if r.action is not None:
-            assert {"401", "429"} <= set(op["responses"]), key
-            # The permission the document states is the one the gate enforces (the route's action).
-            stated = {p for p, text in PERMISSIONS.items() if op["description"] == f"Permission: {text}."}
-            assert stated & ALLOWED_PERMISSIONS[r.action], (key, r.action, op["description"])
-            if r.action != "api:user":
-                assert "403" in op["responses"], key
-        # Every 2xx is closed: a schema of the document, or no body at all (204).
-        for status, response in op["responses"].items():
-            if status.startswith("2") and status != "204" and r.action is not None:
+def test_every_declared_operation_is_routed_and_every_route_declared(api_routes: list[Route]) -> None:
+    """The route table's /api/v1 entries are the declarations (http/operations.py), one for one, in
+    the same order: name, method, path and the action the gate enforces."""
+    routed = [(r.name, m, r.pattern.pattern, r.action) for r in api_routes for m in sorted(r.methods)]
+    declared = [(op.name, op.method, f"^{op.pattern}$", op.action) for op in OPERATIONS]
+    assert routed == declared
+    assert len({(op.path, op.method) for op in OPERATIONS}) == len(OPERATIONS), "two operations share a path"
+
+
+def test_every_operation_is_documented_with_its_permission_and_closed_answers() -> None:
+    for op in OPERATIONS:
+        doc = DOCUMENT["paths"][op.path][op.method.lower()]
+        assert doc["operationId"] == op.name
+        path_params = {p["name"] for p in map(_resolve, doc.get("parameters", [])) if p["in"] == "path"}
+        assert path_params == set(re.findall(r"\{(\w+)\}", op.path)), op.name
+        assert (doc.get("security") == []) == (op.action is None), op.name
+        if op.action is not None:
+            assert {"401", "403", "429"} <= set(doc["responses"]), op.name
+            assert doc["description"] == f"Permission: {PERMISSIONS[op.permission][0]}.", op.name
+        for status, response in doc["responses"].items():
+            if status.startswith("2") and status != "204" and op.action is not None:
                 schema = _resolve(response["content"]["application/json"]["schema"])
-                assert schema.get("additionalProperties") is False, (key, status)
+                assert schema.get("additionalProperties") is False, (op.name, status)
 
 
 def test_every_reference_resolves_and_every_error_uses_the_error_body() -> None:

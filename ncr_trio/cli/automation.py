@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, cast
+from typing import Any
 
 from ncr_trio.cli.commands import (
     Ctx,
@@ -51,7 +51,7 @@ def _webhook_id(ctx: Ctx, registry: str, ref: str) -> int:
     for page in ctx.api.pages(ctx.api.webhooks, "webhooks", registry):
         for hook in page["webhooks"]:
             if hook["name"] == ref:
-                return hook["id"]
+                return int(hook["id"])
     raise APIError(404, "NOT_FOUND", f"no webhook named {ref!r} in registry {registry}")
 
 
@@ -248,7 +248,7 @@ def _rule(value: str) -> str:
 
 def cmd_cleanup_policy_list(ctx: Ctx) -> int:
     doc = ctx.api.cleanup_policies(ctx.args.registry)
-    return show_listing(ctx, cast(dict[str, Any], doc), "policies", CLEANUP_COLUMNS, "cleanup policies")
+    return show_listing(ctx, doc, "policies", CLEANUP_COLUMNS, "cleanup policies")
 
 
 def cmd_cleanup_policy_add(ctx: Ctx) -> int:
@@ -397,7 +397,7 @@ def _protection_fields(p: Any) -> list[tuple[str, str]]:
 
 def cmd_protection_list(ctx: Ctx) -> int:
     doc = ctx.api.protection_policies(ctx.args.registry)
-    return show_listing(ctx, cast(dict[str, Any], doc), "policies", PROTECTION_COLUMNS, "protection policies")
+    return show_listing(ctx, doc, "policies", PROTECTION_COLUMNS, "protection policies")
 
 
 def cmd_protection_add(ctx: Ctx) -> int:

@@ -157,7 +157,7 @@ def resolve_digest(ctx: Ctx, ref: Ref) -> str:
     assert ref.tag is not None
     for tag in ctx.api.tags(ref.registry, ref.image, glob=ref.tag, per_page=PER_PAGE_MAX)["tags"]:
         if tag["name"] == ref.tag:
-            return tag["digest"]
+            return str(tag["digest"])
     raise APIError(404, "TAG_UNKNOWN", f"no tag {ref.tag} in {ref.repository}")
 
 
@@ -326,7 +326,7 @@ def cmd_registry_update(ctx: Ctx) -> int:
 
 def cmd_registry_list(ctx: Ctx) -> int:
     doc = ctx.api.list_registries()
-    return show_listing(ctx, cast(dict[str, Any], doc), "registries", [
+    return show_listing(ctx, doc, "registries", [
         col("NAME", "name", no_wrap=True), col("PUBLIC_READ", "public_read"), col("PUBLIC_URI", "public_uri"),
         col("ALLOWED_CIDRS", "allowed_cidrs"), col("CREATED", "created_at", when), col("DESCRIPTION", "description"),
     ], "registries")
@@ -352,7 +352,7 @@ def cmd_registry_delete(ctx: Ctx) -> int:
 
 def cmd_member_list(ctx: Ctx) -> int:
     doc = ctx.api.members(ctx.args.registry)
-    return show_listing(ctx, cast(dict[str, Any], doc), "members",
+    return show_listing(ctx, doc, "members",
                         [col("USER", "user", no_wrap=True), col("ROLE", "role")], "members")
 
 
@@ -511,7 +511,7 @@ def cmd_user_create(ctx: Ctx) -> int:
 
 def cmd_user_list(ctx: Ctx) -> int:
     doc = ctx.api.list_users()
-    return show_listing(ctx, cast(dict[str, Any], doc), "users", [
+    return show_listing(ctx, doc, "users", [
         col("NAME", "name", no_wrap=True), col("SYSTEM_ADMIN", "system_admin"), col("CREATED", "created_at", when),
     ], "users")
 
@@ -542,7 +542,7 @@ def cmd_key_list(ctx: Ctx) -> int:
                col("ROTATION_DUE", "rotation_due")]
     if ctx.args.revoked:
         columns.append(col("REVOKED", "revoked_at", when))
-    return show_listing(ctx, cast(dict[str, Any], doc), "keys", columns, "access keys")
+    return show_listing(ctx, doc, "keys", columns, "access keys")
 
 
 def cmd_key_revoke(ctx: Ctx) -> int:
@@ -565,7 +565,7 @@ def cmd_role_revoke(ctx: Ctx) -> int:
 
 def cmd_role_list(ctx: Ctx) -> int:
     doc = ctx.api.list_roles(ctx.args.user)
-    return show_listing(ctx, cast(dict[str, Any], doc), "roles",
+    return show_listing(ctx, doc, "roles",
                         [col("REGISTRY", "registry", no_wrap=True), col("ROLE", "role")], "roles")
 
 
@@ -575,7 +575,7 @@ def cmd_audit(ctx: Ctx) -> int:
     columns = [col("ID", "id", justify="right"), col("AT", "at", when), col("ACTOR", "actor"),
                col("ACTION", "action"), col("OUTCOME", "outcome"), col("REGISTRY", "registry"),
                col("REPOSITORY", "repository"), col("TARGET", "target"), col("CLIENT", "client")]
-    code = show_listing(ctx, cast(dict[str, Any], doc), "entries", columns, "audit entries")
+    code = show_listing(ctx, doc, "entries", columns, "audit entries")
     entries = doc.get("entries") or []
     if not ctx.out.as_json and a.limit and len(entries) >= a.limit:
         ctx.out.note(f"older entries: --before {entries[-1]['id']}")

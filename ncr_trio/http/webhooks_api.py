@@ -17,16 +17,16 @@ from urllib.parse import urlsplit
 
 from ncr_trio.auth.roles import Permission
 from ncr_trio.http.asgi import Request, Response
-from ncr_trio.http.jsonapi import REGISTRY as _REG
-from ncr_trio.http.jsonapi import audit, numeric_id, paged, read_object
+from ncr_trio.http.declare import bind, decode, given, handles
+from ncr_trio.http.jsonapi import audit, numeric_id, paged
 from ncr_trio.http.jsonapi import ok as _ok
-from ncr_trio.http.routes import Route, route
+from ncr_trio.http.models import NewWebhook, WebhookChanges
+from ncr_trio.http.operations import OPERATIONS
+from ncr_trio.http.routes import Route
 from ncr_trio.meta.webhooks import Webhook
 from ncr_trio.registry import RegistryService
 from ncr_trio.registry.webhooks import DeliveryRecord
 from ncr_trio.types import iso_time
-
-_HOOK = "(?P<webhook>[^/]+)"
 
 
 def masked_url(url: str) -> str:
@@ -80,53 +80,51 @@ class WebhooksAPI:
         self.s = service
 
     def routes(self) -> list[Route]:
-        w = f"/api/v1/registries/{_REG}/webhooks"
-        return [
-            route("api.webhooks", "GET", w, "api:read", self.list_webhooks),
-            route("api.webhook.create", "POST", w, "api:manage", self.create),
-            route("api.webhook", "GET", f"{w}/{_HOOK}", "api:read", self.get),
-            route("api.webhook.update", "PATCH", f"{w}/{_HOOK}", "api:manage", self.update),
-            route("api.webhook.delete", "DELETE", f"{w}/{_HOOK}", "api:manage", self.delete),
-            route("api.webhook.test", "POST", f"{w}/{_HOOK}/test", "api:manage", self.test),
-            route("api.webhook.deliveries", "GET", f"{w}/{_HOOK}/deliveries", "api:read", self.deliveries),
-        ]
+        return bind(self, OPERATIONS)
 
     def _audit(self, request: Request, action: str, hook_id: int, **detail: Any) -> None:
         audit(self.s.access, request, action, registry=request.params["registry"], target=f"webhook {hook_id}",
               detail=json.dumps(detail) if detail else None)
 
+    @handles("api.webhooks")
     async def list_webhooks(self, request: Request) -> Response:
         hooks, total = await self.s.webhooks.in_registry(request.params["registry"], request.query_int("page"),
                                                          request.query_int("per_page"))
         full = _may_manage(request)
         return paged(request, "webhooks", [webhook_view(h, full) for h in hooks], total)
 
+    @handles("api.webhook.create")
     async def create(self, request: Request) -> Response:
-        hook = await self.s.webhooks.create(request.params["registry"], await read_object(request))
+        hook = await self.s.webhooks.create(request.params["registry"], given(await decode(request, NewWebhook)))
         self._audit(request, "webhook.create", hook.id, name=hook.name, kind=hook.kind)
         return _ok(201, webhook_view(hook))
 
+    @handles("api.webhook")
     async def get(self, request: Request) -> Response:
         hook = await self.s.webhooks.get(request.params["registry"], _hook_id(request))
         return _ok(200, webhook_view(hook, _may_manage(request)))
 
+    @handles("api.webhook.update")
     async def update(self, request: Request) -> Response:
-        body = await read_object(request)
+        body = given(await decode(request, WebhookChanges))
         hook = await self.s.webhooks.update(request.params["registry"], _hook_id(request), body)
         self._audit(request, "webhook.update", hook.id, fields=sorted(body))
         return _ok(200, webhook_view(hook))
 
+    @handles("api.webhook.delete")
     async def delete(self, request: Request) -> Response:
         hook = await self.s.webhooks.delete(request.params["registry"], _hook_id(request))
         self._audit(request, "webhook.delete", hook.id, name=hook.name)
         return Response(204)
 
+    @handles("api.webhook.test")
     async def test(self, request: Request) -> Response:
         record = await self.s.webhooks.send_test(request.params["registry"], _hook_id(request),
                                                  request.principal.user)
         self._audit(request, "webhook.test", record.delivery.webhook_id, status=record.delivery.last_status)
         return _ok(200, delivery_view(record, _details(request)))
 
+    @handles("api.webhook.deliveries")
     async def deliveries(self, request: Request) -> Response:
         found, total = await self.s.webhooks.deliveries(request.params["registry"], _hook_id(request),
                                                         request.query_int("page"), request.query_int("per_page"))

@@ -1,0 +1,580 @@
+"""The management API's documents, as msgspec models: what a request body may hold and what an
+answer holds (docs/api.md). http/operations.py names them in its declarations; the server decodes
+bodies with them (http/declare.py), the OpenAPI document is their JSON Schema, and the client
+(client.py) decodes answers with them.
+
+Models check types, required members and, where `forbid_unknown_fields` says so, unknown members.
+Grammars and ranges are enforced by the services with their own error codes (NAME_INVALID,
+TAG_INVALID, ...), so the models only state them for the document (`_m`): decoding never judges a
+name differently from the service. Answers are closed (no member the model does not name).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from ncr_trio.auth.accounts import USER_NAME_RE
+from ncr_trio.auth.roles import Role
+from ncr_trio.cron import FIELDS as CRON_FIELDS
+from ncr_trio.cron import PRESETS
+from ncr_trio.patterns import MAX_PATTERN
+from ncr_trio.registry.catalog import MAX_PER_PAGE
+from ncr_trio.registry.cleanup import MAX_N, OUTCOMES
+from ncr_trio.registry.namespaces import MAX_NAME
+from ncr_trio.registry.namespaces import NAME_RE as REGISTRY_RE
+from ncr_trio.registry.policies import MAX_POLICIES, RULES
+from ncr_trio.registry.webhooks import EVENT_TYPES, KINDS, MAX_AUTH_HEADER, MAX_SECRET, MAX_URL, TEST_EVENT
+from ncr_trio.registry.webhooks import NAME_RE as WEBHOOK_NAME_RE
+from ncr_trio.types import TAG_RE
+
+DIGEST_PATTERN = "^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$"
+
+
+def _m(description: str | None = None, **schema: Any) -> Meta:
+    """What the document says of a value beyond its type (decoding does not check it)."""
+    return Meta(description=description, extra_json_schema=schema or None)
+
+
+def _full(pattern: str) -> str:
+    return f"^{pattern}$"
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
+def _cron_field(names: str | None, question: bool) -> str:
+    """One cron field as cron.py reads it (its values' ranges are checked after: 0-59, 1-12, ...)."""
+    value = "[0-9]+" + (f"|{_any_case(names)}" if names else "")
+    item = f"(\\*|({value})(-({value}))?)(/[0-9]+)?"
+    field = f"{item}(,{item})*"
+    return f"(\\?|{field})" if question else field
+
+
+SCHEDULE_PATTERN = ("^\\s*(" + "|".join(_any_case(p) for p in ("none", *PRESETS)) + "|"
+                    + "\\s+".join(_cron_field(names, q) for _, _, _, names, q in CRON_FIELDS) + ")?\\s*$")
+
+Count = Annotated[int, _m(minimum=0)]
+ID = Annotated[int, _m(minimum=1)]
+Time = Annotated[str, _m("ISO 8601, UTC", format="date-time")]
+TimeOrNull = Annotated[str | None, _m("ISO 8601, UTC", format="date-time")]
+Digest = Annotated[str, _m(pattern=DIGEST_PATTERN)]
+TagName = Annotated[str, _m(pattern=_full(TAG_RE.pattern))]
+RegistryName = Annotated[str, _m(minLength=1, maxLength=MAX_NAME, pattern=_full(REGISTRY_RE.pattern))]
+UserName = Annotated[str, _m(pattern=_full(USER_NAME_RE.pattern))]
+RoleName = Annotated[str, _m(enum=[r.value for r in Role])]
+Pattern = Annotated[str, _m("`*` (not `/`), `**` (anything), `?`, `{a,b}`", minLength=1, maxLength=MAX_PATTERN)]
+WebhookName = Annotated[str, _m(pattern=_full(WEBHOOK_NAME_RE.pattern))]
+WebhookKind = Annotated[str, _m(enum=list(KINDS))]
+EventType = Annotated[str, _m(enum=list(EVENT_TYPES))]
+AnyEventType = Annotated[str, _m(enum=[*EVENT_TYPES, TEST_EVENT])]
+Rule = Annotated[str, _m(enum=list(RULES))]
+N = Annotated[int, _m("days (`older_than`) or artifacts per image (`retain_*`)", minimum=0, maximum=MAX_N)]
+Cidrs = Annotated[list[str] | str | None, _m(
+    "CIDR blocks (`10.0.0.0/8`, `2001:db8::/32`, a bare address is its /32 or /128), as a list or one string "
+    "separated by commas or spaces; empty or null: no restriction")]
+ADMINS_SEE = "(system administrators only) "
+
+
+class Answer(Struct, forbid_unknown_fields=True, kw_only=True):
+    """(an answer of the API: closed)"""
+
+
+class Paged(Answer, kw_only=True):
+    total: Count
+    page: Annotated[int, _m(minimum=1)]
+    per_page: Annotated[int, _m(minimum=1, maximum=MAX_PER_PAGE)]
+
+
+# -- request bodies -------------------------------------------------------------------------------
+
+
+class NewRegistry(Struct, kw_only=True):
+    """Other members are ignored"""
+
+    name: RegistryName
+    description: str | None = None
+    public_read: Annotated[bool | None, _m(default=False)] = None
+    public_uri: Annotated[bool | None, _m(default=True)] = None
+    allowed_cidrs: Cidrs = None
+
+
+class RegistryChanges(Struct, kw_only=True):
+    """Members that are absent or null stay as they are; others (`name`) are ignored"""
+
+    description: str | None = None
+    public_read: bool | None = None
+    public_uri: bool | None = None
+    allowed_cidrs: Cidrs | UnsetType = UNSET
+
+
+class NewTag(Struct):
+    """Other members are ignored"""
+
+    name: TagName
+
+
+class GcRequest(Struct, kw_only=True):
+    """Other members are ignored"""
+
+    dry_run: Annotated[bool | None, _m(default=False)] = None
+    delete_untagged: Annotated[bool | None, _m("null or absent: the server's gc_delete_untagged")] = None
+
+
+class NewUser(Struct, kw_only=True):
+    """Other members are ignored"""
+
+    name: UserName
+    password: Annotated[str | None, _m("absent or null: the user logs in with access keys only", minLength=12)] = None
+    system_admin: Annotated[bool | None, _m(default=False)] = None
+
+
+class KeyRequest(Struct):
+    """Other members are ignored"""
+
+    description: Annotated[str | None, _m("kept to its first 200 characters")] = None
+
+
+class RoleRequest(Struct):
+    """Other members are ignored"""
+
+    role: Annotated[RoleName, _m("a role (upper case, `_` and spaces for `-` are forgiven)")]
+
+
+_URL = _m("an `http://` or `https://` URL with a host, without spaces or control characters", minLength=1,
+          maxLength=MAX_URL, pattern="^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#]+([/?#]\\S*)?$")
+_SECRET = _m("HMAC-SHA256 key of the `X-NCR-Signature` header; empty or null: none", maxLength=MAX_SECRET)
+_AUTH = _m("sent as `Authorization` (printable ASCII); empty or null: none", maxLength=MAX_AUTH_HEADER,
+           pattern="^[ -~]*$")
+_EVENTS = _m("the event types it is sent; empty or null: every type")
+
+
+class WebhookChanges(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Only the members given change (an empty or null `secret` or `auth_header` removes it); other
+    members are refused (400)"""
+
+    name: Annotated[WebhookName | UnsetType, _m("unique in the registry")] = UNSET
+    kind: WebhookKind | UnsetType = UNSET
+    url: Annotated[str | UnsetType, _URL] = UNSET
+    secret: Annotated[str | None | UnsetType, _SECRET] = UNSET
+    auth_header: Annotated[str | None | UnsetType, _AUTH] = UNSET
+    event_types: Annotated[list[EventType] | None | UnsetType, _EVENTS] = UNSET
+    enabled: bool | UnsetType = UNSET
+
+
+class NewWebhook(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Other members are refused (400)"""
+
+    name: Annotated[WebhookName, _m("unique in the registry")]
+    kind: WebhookKind
+    url: Annotated[str, _URL]
+    secret: Annotated[str | None | UnsetType, _SECRET] = UNSET
+    auth_header: Annotated[str | None | UnsetType, _AUTH] = UNSET
+    event_types: Annotated[list[EventType] | None | UnsetType, _EVENTS] = UNSET
+    enabled: Annotated[bool | UnsetType, _m(default=True)] = UNSET
+
+
+class NewCleanupPolicy(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Other members are refused (400)"""
+
+    image: Annotated[Pattern, _m("images (repositories without the registry)")] = "**"
+    tag: Pattern = "**"
+    untagged: Annotated[bool, _m("untagged artifacts are selected too")] = False
+    rule: Rule
+    n: N
+
+
+class NewProtectionPolicy(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Other members are refused (400)"""
+
+    image: Annotated[Pattern, _m("images (repositories without the registry)")] = "**"
+    tag: Pattern
+
+
+class PolicyToggle(Struct, forbid_unknown_fields=True):
+    """Other members are refused (400)"""
+
+    enabled: bool
+
+
+class ScheduleRequest(Struct, forbid_unknown_fields=True):
+    """Other members are refused (400)"""
+
+    schedule: Annotated[str, _m(
+        "a preset (`None`, `Hourly`, `Daily`, `Weekly`; any case) or five cron fields in UTC (minute, hour, day "
+        "of month, month, day of week: `* / , -`, `?` in one day field, JAN-DEC, SUN-SAT) that match some date",
+        pattern=SCHEDULE_PATTERN, examples=["Daily", "0 3 * * 1-5"])]
+
+
+# -- answers --------------------------------------------------------------------------------------
+
+
+class ErrorItem(Answer, kw_only=True):
+    code: Annotated[str, _m("one of the codes of ncr_trio/errors.py")]
+    message: str
+    detail: Annotated[Any, _m("anything that helps (the offending value, for instance)")] = UNSET
+
+
+class Error(Answer):
+    """The registry's error body, for every 4xx and 5xx answer"""
+
+    errors: Annotated[list[ErrorItem], _m(minItems=1)]
+
+
+class WhoAmI(Answer):
+    user: str
+    system_admin: bool
+    roles: Annotated[dict[str, RoleName], _m("registry (or `*`) -> role")]
+    key_id: Annotated[str | None, _m("the access key the request logged in with, if any")]
+
+
+class Registry(Answer, kw_only=True):
+    name: RegistryName
+    description: str
+    public_read: bool
+    public_uri: bool
+    allowed_cidrs: list[str]
+    created_at: Time
+    updated_at: Time
+
+
+class RegistryDetail(Registry, kw_only=True):
+    images: Count
+
+
+class RegistryList(Answer):
+    registries: list[Registry]
+
+
+class RegistryDeleted(Answer):
+    deleted: str
+    images_deleted: Count
+
+
+class Member(Answer):
+    user: str
+    role: RoleName
+
+
+class MemberList(Answer):
+    members: list[Member]
+
+
+class Image(Answer):
+    name: Annotated[str, _m("the repository without its registry")]
+    repository: str
+    artifacts: Count
+    tags: Count
+    size: Annotated[Count, _m("bytes")]
+    pushed_at: TimeOrNull
+    pulled_at: TimeOrNull
+
+
+class ImagePage(Paged, kw_only=True):
+    images: list[Image]
+
+
+class ImageDeleted(Answer):
+    deleted: str
+    artifacts_deleted: Count
+
+
+class Platform(Answer, kw_only=True):
+    os: str
+    architecture: str
+    variant: str | UnsetType = UNSET
+
+
+class Artifact(Answer):
+    digest: Digest
+    media_type: str
+    artifact_type: str | None
+    size: Annotated[Count, _m("the manifest, its config and layers (an index: with its children's)")]
+    platforms: list[Platform]
+    tags: list[TagName]
+    subject: Annotated[str | None, _m(pattern=DIGEST_PATTERN)]
+    pushed_at: Time
+    pulled_at: TimeOrNull
+    signed: Annotated[bool | None, _m("not filled yet (cosign)")]
+    scan_status: Annotated[str | None, _m("not filled yet (scanning)")]
+
+
+class ArtifactPage(Paged, kw_only=True):
+    artifacts: list[Artifact]
+
+
+class Tag(Answer):
+    name: TagName
+    repository: str
+    digest: Digest
+    updated_at: Time
+
+
+class TagPage(Paged, kw_only=True):
+    tags: list[Tag]
+
+
+class GcRun(Answer, kw_only=True):
+    id: ID
+    dry_run: bool
+    started_at: Time
+    finished_at: TimeOrNull
+    blobs_removed: Count
+    manifests_removed: Count
+    uploads_removed: Count
+    bytes_freed: Count
+
+
+class GcReport(GcRun, kw_only=True):
+    blobs: list[Digest]
+    manifests: Annotated[list[str], _m("`repository@digest`")]
+    uploads: list[str]
+
+
+class GcRunPage(Paged, kw_only=True):
+    runs: list[GcRun]
+
+
+class User(Answer):
+    name: str
+    system_admin: bool
+    created_at: Time
+
+
+class UserList(Answer):
+    users: list[User]
+
+
+class UserCreated(Answer):
+    name: UserName
+
+
+class Key(Answer, kw_only=True):
+    id: str
+    user: str
+    description: str
+    created_at: Time
+    last_used_at: TimeOrNull
+    revoked_at: TimeOrNull
+    rotation_due: Annotated[bool, _m("older than 90 days: rotate it")]
+
+
+class KeyList(Answer):
+    keys: list[Key]
+
+
+class NewKey(Key, kw_only=True):
+    secret: Annotated[str, _m("shown only in this answer")]
+
+
+class RoleBinding(Answer):
+    registry: Annotated[str, _m("a registry, or `*`: every registry")]
+    role: RoleName
+
+
+class RoleList(Answer):
+    roles: list[RoleBinding]
+
+
+class RoleGrant(Answer):
+    user: str
+    registry: str
+    role: RoleName
+
+
+class AuditEntry(Answer):
+    id: ID
+    at: Time
+    actor: str
+    action: Annotated[str, _m("login, push, pull, delete, key.create, role.grant, ...")]
+    outcome: Annotated[str, _m("ok, failed, denied or refused")]
+    registry: str | None
+    repository: str | None
+    target: str | None
+    client: str | None
+    detail: dict[str, Any] | str | None
+
+
+class AuditList(Answer):
+    entries: list[AuditEntry]
+
+
+class Webhook(Answer):
+    id: ID
+    registry: str
+    name: WebhookName
+    kind: WebhookKind
+    url: str
+    event_types: Annotated[list[EventType], _m("empty: every type")]
+    enabled: bool
+    secret_set: Annotated[bool, _m("the secret itself is never shown")]
+    auth_header_set: Annotated[bool, _m("the auth header itself is never shown")]
+    created_at: Time
+
+
+class WebhookPage(Paged, kw_only=True):
+    webhooks: list[Webhook]
+
+
+class EventPayload(Answer):
+    """What an `http` webhook is sent (docs/webhooks.md)"""
+
+    id: Annotated[str, _m("the event's ID; `test-<hex>` for a test")]
+    type: AnyEventType
+    occurred_at: Time
+    operator: str | None
+    registry: str
+    repository: str | None
+    image: str | None
+    digest: Annotated[str | None, _m(pattern=DIGEST_PATTERN)]
+    tags: list[str]
+    media_type: str | None
+    pull_reference: str | None
+
+
+class Mrkdwn(Answer, tag_field="type", tag="mrkdwn"):
+    text: str
+
+
+class SectionBlock(Answer, tag_field="type", tag="section"):
+    text: Mrkdwn
+
+
+class ContextBlock(Answer, tag_field="type", tag="context"):
+    elements: list[Mrkdwn]
+
+
+class SlackMessage(Answer):
+    """What a `slack` webhook is sent"""
+
+    text: str
+    blocks: list[SectionBlock | ContextBlock]
+
+
+class Attempt(Answer, kw_only=True):
+    attempt: ID
+    ok: Annotated[bool, _m("the receiver accepted it (a 2xx answer)")]
+    at: Annotated[str | UnsetType, _m(ADMINS_SEE + "when it was made", format="date-time")] = UNSET
+    status: Annotated[int | None | UnsetType, _m(ADMINS_SEE + "the receiver's HTTP status; null: no answer")] = UNSET
+    error: Annotated[str | None | UnsetType, _m(ADMINS_SEE + "what went wrong")] = UNSET
+    duration_ms: Annotated[int | UnsetType, _m(ADMINS_SEE + "how long it took", minimum=0)] = UNSET
+
+
+class Delivery(Answer, kw_only=True):
+    id: ID
+    webhook_id: ID
+    event_id: Annotated[int | None, _m("null for a test", minimum=1)]
+    event_type: AnyEventType
+    status: Literal["pending", "delivered", "failed"]
+    attempts: Count
+    last_status: Annotated[int | None | UnsetType, _m(ADMINS_SEE + "the receiver's HTTP status; null: no answer")
+                           ] = UNSET
+    last_error: Annotated[str | None | UnsetType, _m(ADMINS_SEE + "what went wrong")] = UNSET
+    created_at: Time
+    finished_at: Annotated[str | None | UnsetType, _m(ADMINS_SEE + "when it was delivered or failed for good",
+                                                      format="date-time")] = UNSET
+    next_attempt_at: Annotated[TimeOrNull, _m("when a pending delivery is tried next")]
+    attempt_log: list[Attempt]
+    payload: Annotated[dict[str, Any], _m("the JSON body that is sent", oneOf=[
+        {"$ref": "#/components/schemas/EventPayload"}, {"$ref": "#/components/schemas/SlackMessage"}])]
+
+
+class DeliveryPage(Paged, kw_only=True):
+    deliveries: list[Delivery]
+
+
+class CleanupPolicy(Answer):
+    id: ID
+    registry: str
+    image: str
+    tag: str
+    untagged: bool
+    rule: Rule
+    n: N
+    description: Annotated[str, _m("the rule in words")]
+    enabled: bool
+    created_at: Time
+
+
+class CleanupPolicyList(Answer):
+    policies: Annotated[list[CleanupPolicy], _m(maxItems=MAX_POLICIES)]
+
+
+class ProtectionPolicy(Answer):
+    id: ID
+    registry: str
+    image: str
+    tag: str
+    enabled: bool
+    created_at: Time
+
+
+class ProtectionPolicyList(Answer):
+    policies: Annotated[list[ProtectionPolicy], _m(maxItems=MAX_POLICIES)]
+
+
+class CleanupPolicySnapshot(Answer, tag_field="kind", tag="cleanup"):
+    id: ID
+    image: str
+    tag: str
+    untagged: bool
+    rule: Rule
+    n: N
+
+
+class ProtectionPolicySnapshot(Answer, tag_field="kind", tag="protection"):
+    id: ID
+    image: str
+    tag: str
+
+
+class Schedule(Answer):
+    schedule: Annotated[str, _m("five cron fields (UTC), or `None`: never")]
+    preset: Annotated[str | None, _m("the preset the schedule is, if any",
+                                     enum=["None", *(p.capitalize() for p in PRESETS), None])]
+    timezone: Literal["UTC"]
+    next_run_at: TimeOrNull
+    last_run_at: TimeOrNull
+
+
+class CleanupRun(Answer, kw_only=True):
+    id: ID
+    registry: str
+    triggered_by: Literal["test", "manual", "schedule"]
+    dry_run: bool
+    status: Literal["running", "succeeded", "failed"]
+    started_at: Time
+    finished_at: TimeOrNull
+    deleted: Annotated[Count, _m("deleted (a test run: would be deleted)")]
+    kept: Annotated[Count, _m("selected, but protected, still needed or changed meanwhile")]
+    policies: Annotated[list[CleanupPolicySnapshot | ProtectionPolicySnapshot],
+                        _m("the enabled policies the run applied (a snapshot)")]
+    error: str | None
+
+
+class CleanupRunPage(Paged, kw_only=True):
+    runs: list[CleanupRun]
+
+
+class RunItem(Answer):
+    repository: str
+    digest: Digest
+    tags: list[TagName]
+    outcome: Annotated[str, _m(enum=list(OUTCOMES))]
+    reason: Annotated[str | None, _m("the policy, the manifest that needs it, or what changed")]
+
+
+class CleanupRunDetails(CleanupRun, kw_only=True):
+    items: list[RunItem]
+
+
+class OpenAPIDocument(Struct):
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
+
+
+# Documents not named by any operation's answer, but by another schema.
+EXTRA_SCHEMAS = (Error, EventPayload, SlackMessage)

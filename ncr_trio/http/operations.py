@@ -1,0 +1,383 @@
+"""Every `/api/v1` operation, declared once (http/declare.py): the route table's entries, the
+validation of request bodies and the OpenAPI 3.1 document served at `GET /api/v1/openapi.json`
+(docs/api.md is its prose) are all derived from `OPERATIONS`, with the models of http/models.py;
+client.py calls the API through the same declarations.
+
+Adding an operation: its declaration here (in the route table's order), its handler (marked
+`@handles(name)`), and its CLI verb. tests/test_openapi.py checks every declared operation is routed
+and every `/api/v1` route declared, and runs schemathesis against the document.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+
+from ncr_trio.auth.keys import KEY_ID_PREFIX, MAX_KEYS_PER_USER
+from ncr_trio.http.declare import PERMISSIONS, Operation
+from ncr_trio.http.models import (
+    EXTRA_SCHEMAS,
+    Artifact,
+    ArtifactPage,
+    AuditList,
+    CleanupPolicy,
+    CleanupPolicyList,
+    CleanupRunDetails,
+    CleanupRunPage,
+    Delivery,
+    DeliveryPage,
+    Digest,
+    Error,
+    GcReport,
+    GcRequest,
+    GcRunPage,
+    Image,
+    ImageDeleted,
+    ImagePage,
+    KeyList,
+    KeyRequest,
+    MemberList,
+    NewCleanupPolicy,
+    NewKey,
+    NewProtectionPolicy,
+    NewRegistry,
+    NewTag,
+    NewUser,
+    NewWebhook,
+    OpenAPIDocument,
+    Pattern,
+    PolicyToggle,
+    ProtectionPolicy,
+    ProtectionPolicyList,
+    Registry,
+    RegistryChanges,
+    RegistryDeleted,
+    RegistryDetail,
+    RegistryList,
+    RegistryName,
+    RoleGrant,
+    RoleList,
+    RoleRequest,
+    Schedule,
+    ScheduleRequest,
+    Tag,
+    TagName,
+    TagPage,
+    UserCreated,
+    UserList,
+    UserName,
+    Webhook,
+    WebhookChanges,
+    WebhookPage,
+    WhoAmI,
+)
+from ncr_trio.registry.catalog import MAX_PER_PAGE
+from ncr_trio.registry.namespaces import NAME_RE as REGISTRY_RE
+from ncr_trio.registry.policies import MAX_POLICIES
+from ncr_trio.types import NAME_MAX
+from ncr_trio.types import NAME_RE as REPOSITORY_RE
+
+Schema = dict[str, Any]
+AUDIT_LIMIT_MAX = 1000
+MAX_ID = 10**18 - 1  # webhook, policy and run IDs in paths: at most 18 digits (longer: 404)
+
+
+# -- parameters ----------------------------------------------------------------------------------
+
+
+def _ref(model: type) -> Schema:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _schema(value: Any) -> Schema:
+    """A parameter's schema: written out, or that of a type of http/models.py."""
+    return value if isinstance(value, dict) else msgspec.json.schema(value)
+
+
+def _path(name: str, schema: Any, description: str, *examples: object) -> Schema:
+    return {"name": name, "in": "path", "required": True, "schema": {**_schema(schema), "examples": list(examples)},
+            "description": description}
+
+
+def _query(name: str, schema: Any, description: str) -> Schema:
+    return {"name": name, "in": "query", "required": False, "schema": _schema(schema), "description": description}
+
+
+PARAMETERS: dict[str, Schema] = {
+    "registry": _path("registry", RegistryName, "a registry (the first component of its repositories' names)",
+                      "team"),
+    "image": _path("image", {"type": "string", "minLength": 1, "maxLength": NAME_MAX - 2,
+                             "pattern": f"^{REPOSITORY_RE.pattern}$"},
+                   "the repository without its registry (`tools/lint` of `team/tools/lint`); the whole "
+                   f"repository name has at most {NAME_MAX} characters", "app", "tools/lint"),
+    "digest": _path("digest", Digest, "an artifact's (manifest's) digest", "sha256:" + "0123456789abcdef" * 4),
+    "tag": _path("tag", TagName, "a tag", "v1"),
+    "user": _path("user", UserName, "a user name, or `me`: whoever asks", "ci", "me"),
+    "account": _path("user", UserName, "a user name (here `me` is just a name)", "ci"),
+    "key": _path("key", {"type": "string", "pattern": f"^{KEY_ID_PREFIX}[A-Z2-7]{{20}}$"}, "an access key's ID",
+                 KEY_ID_PREFIX + "ABCDEFGHIJKLMNOPQRST"),
+    "on": _path("on", {"type": "string", "pattern": f"^(\\*|{REGISTRY_RE.pattern})$"},
+                "a registry, or `*` (also `all`, `_all`): every registry", "team", "*"),
+    "page": _query("page", {"type": "integer", "minimum": 1, "default": 1}, "page, from 1 (past the last: empty)"),
+    "per_page": _query("per_page", {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE, "default": 50},
+                       "items per page"),
+    "q": _query("q", str, "only names containing this text"),
+    "glob": _query("glob", Pattern,
+                   "only tags matching this pattern: `*`, `**`, `?`, `{a,b}`"),
+    "force": _query("force", {"type": "boolean", "default": False}, "also delete the images the registry holds"),
+    "revoked": _query("revoked", {"type": "boolean", "default": False}, "also list revoked keys"),
+    "actor": _query("actor", str, "only entries by this user (or key, `anonymous`, `system`)"),
+    "action": _query("action", str, "only this action; `key` matches `key.create` and `key.revoke`"),
+    "audit_registry": _query("registry", str, "only entries about this registry"),
+    "before": _query("before", {"type": "integer", "minimum": 0},
+                     "only entries older than this entry ID (the next page)"),
+    "webhook": _path("webhook", {"type": "integer", "minimum": 1, "maximum": MAX_ID}, "a webhook's ID", 1),
+    "cleanup_policy": _path("id", {"type": "integer", "minimum": 1, "maximum": MAX_ID}, "a cleanup policy's ID",
+                            1),
+    "protection_policy": _path("id", {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                               "a protection policy's ID", 1),
+    "run": _path("id", {"type": "integer", "minimum": 1, "maximum": MAX_ID}, "a cleanup run's ID", 1),
+    "limit": _query("limit", {"type": "integer", "minimum": 1, "maximum": AUDIT_LIMIT_MAX, "default": 100},
+                    f"at most this many entries (larger values count as {AUDIT_LIMIT_MAX})"),
+}
+
+# -- error responses -----------------------------------------------------------------------------
+
+_ERRORS: dict[int, str] = {
+    400: "Invalid request: a malformed body, parameter, name, tag or digest (INVALID_REQUEST, NAME_INVALID, "
+         "TAG_INVALID, DIGEST_INVALID, PAGINATION_NUMBER_INVALID)",
+    401: "Not logged in, bad credentials, or a token that is not a management token (UNAUTHORIZED)",
+    403: "Logged in, but the role does not allow this; or a protection policy covers what a deletion would "
+         "remove; or a cross-origin browser request (DENIED)",
+    404: "No such registry, image, artifact, tag, user, key, role binding, webhook, policy or cleanup run "
+         "(NOT_FOUND, NAME_UNKNOWN, MANIFEST_UNKNOWN)",
+    409: "Conflicts with the current state: a name or policy that exists, a limit reached (CONFLICT)",
+    413: "The body is larger than 64 KiB (SIZE_INVALID)",
+    415: "The body is not sent as application/json (UNSUPPORTED)",
+    429: "Too many failed logins from this client or for this account (TOOMANYREQUESTS)",
+}
+RESPONSES: dict[str, Schema] = {
+    str(status): {"description": text, "content": {"application/json": {"schema": _ref(Error)}}}
+    for status, text in _ERRORS.items()
+}
+RESPONSES["401"]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}, "description": (
+    '`Bearer realm="<url>/auth/token",service="ncr-trio",scope="management:api:*"` '
+    "(never Basic: browsers would prompt for and replay a password)")}}
+RESPONSES["429"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+
+
+# -- the operations -------------------------------------------------------------------------------
+_PAGE = ("page", "per_page")
+_R = "/api/v1/registries/{registry}"
+_I = _R + "/images/{image}"
+_IMG = ("registry", "image")
+_WH = _R + "/webhooks"
+_C = _R + "/cleanup"
+_P = _R + "/protection"
+_op = Operation
+
+# In the route table's order: where paths overlap (an image's name may hold slashes), the more
+# specific one comes first.
+OPERATIONS: list[Operation] = [
+    _op("api.openapi", "GET", "/api/v1/openapi.json", "public", "This document",
+      (200, OpenAPIDocument, "The OpenAPI 3.1 document of /api/v1"), tag="meta"),
+    _op("api.whoami", "GET", "/api/v1/whoami", "user", "Who the request is logged in as", (200, WhoAmI, "The caller"),
+      tag="users"),
+    _op("api.registries", "GET", "/api/v1/registries", "user", "The registries the caller holds a role on",
+      (200, RegistryList, "Registries, by name"), tag="registries"),
+    _op("api.registry.create", "POST", "/api/v1/registries", "manage*", "Create a registry",
+      (201, Registry, "Created"), body=NewRegistry, body_required=True, errors=(409,), tag="registries"),
+    _op("api.registry", "GET", _R, "read", "A registry, with how many images it holds",
+      (200, RegistryDetail, "The registry"), params=("registry",), errors=(404,), tag="registries"),
+    _op("api.registry.update", "PATCH", _R, "manage", "Change a registry's settings",
+      (200, Registry, "The registry as it is now"), params=("registry",), body=RegistryChanges, errors=(404,),
+      tag="registries"),
+    _op("api.registry.delete", "DELETE", _R, "manage", "Delete a registry (with `force`, and its images)",
+      (200, RegistryDeleted, "Deleted"), params=("registry", "force"), errors=(404, 409), tag="registries"),
+    _op("api.members", "GET", _R + "/members", "read", "Who holds a role on the registry itself (not through `*`)",
+      (200, MemberList, "Members, by user name"), params=("registry",), tag="registries"),
+    _op("api.registry.tags", "GET", _R + "/tags", "read", "The tags of every image of the registry",
+      (200, TagPage, "Tags, by repository and name"), params=("registry", "q", "glob", *_PAGE), errors=(404,),
+      tag="images"),
+    _op("api.images", "GET", _R + "/images", "read", "The registry's images", (200, ImagePage, "Images, by name"),
+      params=("registry", "q", *_PAGE), errors=(404,), tag="images"),
+    _op("api.artifact.tags", "POST", _I + "/artifacts/{digest}/tags", "manage", "Tag an artifact",
+      (201, Tag, "Tagged"), params=(*_IMG, "digest"), body=NewTag, body_required=True, errors=(404, 409),
+      tag="images"),
+    _op("api.artifact", "GET", _I + "/artifacts/{digest}", "read", "An artifact", (200, Artifact, "The artifact"),
+      params=(*_IMG, "digest"), errors=(404,), tag="images"),
+    _op("api.artifact.delete", "DELETE", _I + "/artifacts/{digest}", "manage",
+      "Delete an artifact and the tags pointing at it", (204, None, "Deleted"), params=(*_IMG, "digest"),
+      errors=(404,), tag="images"),
+    _op("api.artifacts", "GET", _I + "/artifacts", "read", "An image's artifacts, newest push first",
+      (200, ArtifactPage, "Artifacts"), params=(*_IMG, *_PAGE), errors=(404,), tag="images"),
+    _op("api.tag.delete", "DELETE", _I + "/tags/{tag}", "manage", "Delete a tag (not the artifact)",
+      (204, None, "Deleted"), params=(*_IMG, "tag"), errors=(404,), tag="images"),
+    _op("api.tags", "GET", _I + "/tags", "read", "An image's tags", (200, TagPage, "Tags, by name"),
+      params=(*_IMG, "q", "glob", *_PAGE), tag="images"),
+    _op("api.image", "GET", _I, "read", "An image", (200, Image, "The image"), params=_IMG, errors=(404,),
+      tag="images"),
+    _op("api.image.delete", "DELETE", _I, "manage", "Delete an image with its artifacts and tags",
+      (200, ImageDeleted, "Deleted"), params=_IMG, errors=(404,), tag="images"),
+    _op("api.gc.run", "POST", "/api/v1/gc", "admin", "Run garbage collection now (or a dry run)",
+      (200, GcReport, "What was (or would be) removed"), body=GcRequest, tag="gc"),
+    _op("api.gc.runs", "GET", "/api/v1/gc", "admin", "Past garbage collection runs, newest first",
+      (200, GcRunPage, "Runs"), params=_PAGE, tag="gc"),
+    _op("api.users", "GET", "/api/v1/users", "admin", "Every user", (200, UserList, "Users, by name"), tag="users"),
+    _op("api.user.create", "POST", "/api/v1/users", "admin", "Create a user", (201, UserCreated, "Created"),
+      body=NewUser, body_required=True, errors=(409,), tag="users"),
+    _op("api.user.delete", "DELETE", "/api/v1/users/{user}", "admin", "Delete a user: their keys are revoked, their "
+      "roles dropped (never the last system administrator: 409)", (204, None, "Deleted"), params=("account",),
+      errors=(404, 409), tag="users"),
+    _op("api.keys", "GET", "/api/v1/users/{user}/keys", "self", "A user's access keys",
+      (200, KeyList, "Keys, oldest first"), params=("user", "revoked"), errors=(403,), tag="keys"),
+    _op("api.key.create", "POST", "/api/v1/users/{user}/keys", "self",
+      f"Create an access key (at most {MAX_KEYS_PER_USER} active)",
+      (201, NewKey, "The key, with its secret (shown only here)"), params=("user",), body=KeyRequest,
+      errors=(403, 404, 409), tag="keys"),
+    _op("api.key.revoke", "DELETE", "/api/v1/users/{user}/keys/{key}", "self", "Revoke an access key",
+      (204, None, "Revoked"), params=("user", "key"), errors=(403, 404), tag="keys"),
+    _op("api.roles", "GET", "/api/v1/users/{user}/roles", "self", "A user's roles",
+      (200, RoleList, "Role bindings, by registry"), params=("user",), errors=(403,), tag="roles"),
+    _op("api.role.set", "PUT", "/api/v1/users/{user}/roles/{on}", "admin",
+      "Grant a user a role on a registry (or every registry)", (200, RoleGrant, "The binding"),
+      params=("account", "on"), body=RoleRequest, body_required=True, errors=(404,), tag="roles"),
+    _op("api.role.delete", "DELETE", "/api/v1/users/{user}/roles/{on}", "admin",
+      "Take a user's role on a registry away", (204, None, "Revoked"), params=("account", "on"), errors=(404,),
+      tag="roles"),
+    _op("api.audit", "GET", "/api/v1/audit", "admin", "The audit log, newest first", (200, AuditList, "Entries"),
+      params=("actor", "action", "audit_registry", "before", "limit"), tag="audit"),
+    # webhooks
+    _op("api.webhooks", "GET", _WH, "read", "The registry's webhooks", (200, WebhookPage, "Webhooks, by ID"),
+      params=("registry", *_PAGE), errors=(404,), tag="webhooks"),
+    _op("api.webhook.create", "POST", _WH, "manage", "Add a webhook", (201, Webhook, "Created"),
+      params=("registry",), body=NewWebhook, body_required=True, errors=(404, 409), tag="webhooks"),
+    _op("api.webhook", "GET", _WH + "/{webhook}", "read", "A webhook", (200, Webhook, "The webhook"),
+      params=("registry", "webhook"), errors=(404,), tag="webhooks"),
+    _op("api.webhook.update", "PATCH", _WH + "/{webhook}", "manage", "Change a webhook (all or nothing)",
+      (200, Webhook, "The webhook as it is now"), params=("registry", "webhook"), body=WebhookChanges,
+      errors=(404, 409), tag="webhooks"),
+    _op("api.webhook.delete", "DELETE", _WH + "/{webhook}", "manage",
+      "Delete a webhook, its queued deliveries and its history", (204, None, "Deleted"),
+      params=("registry", "webhook"), errors=(404,), tag="webhooks"),
+    _op("api.webhook.test", "POST", _WH + "/{webhook}/test", "manage", "Send a `test` event now (enabled or not), once",
+      (200, Delivery, "The delivery and how it went (a receiver's failure is a `failed` delivery)"),
+      params=("registry", "webhook"), errors=(404,), tag="webhooks"),
+    _op("api.webhook.deliveries", "GET", _WH + "/{webhook}/deliveries", "read",
+      "A webhook's deliveries, newest first, with their attempts", (200, DeliveryPage, "Deliveries"),
+      params=("registry", "webhook", *_PAGE), errors=(404,), tag="webhooks"),
+    # cleanup and protection policies
+    _op("api.cleanup.policies", "GET", _C + "/policies", "read", "The registry's cleanup policies",
+      (200, CleanupPolicyList, "Policies, by ID"), params=("registry",), errors=(404,), tag="cleanup"),
+    _op("api.cleanup.policy.create", "POST", _C + "/policies", "manage",
+      f"Add a cleanup policy (at most {MAX_POLICIES}; no duplicates)", (201, CleanupPolicy, "Created, enabled"),
+      params=("registry",), body=NewCleanupPolicy, body_required=True, errors=(404, 409), tag="cleanup"),
+    _op("api.cleanup.policy.update", "PATCH", _C + "/policies/{id}", "manage", "Enable or disable a cleanup policy",
+      (200, CleanupPolicy, "The policy as it is now"), params=("registry", "cleanup_policy"), body=PolicyToggle,
+      body_required=True, errors=(404,), tag="cleanup"),
+    _op("api.cleanup.policy.delete", "DELETE", _C + "/policies/{id}", "manage", "Delete a cleanup policy",
+      (204, None, "Deleted"), params=("registry", "cleanup_policy"), errors=(404,), tag="cleanup"),
+    _op("api.cleanup.schedule", "GET", _C + "/schedule", "read", "When cleanup runs on its own",
+      (200, Schedule, "The schedule"), params=("registry",), errors=(404,), tag="cleanup"),
+    _op("api.cleanup.schedule.set", "PUT", _C + "/schedule", "manage", "Set when cleanup runs on its own",
+      (200, Schedule, "The schedule as it is now"), params=("registry",), body=ScheduleRequest,
+      body_required=True, errors=(404,), tag="cleanup"),
+    _op("api.cleanup.test", "POST", _C + "/test", "manage",
+      "A test run: what a run would delete now (nothing is deleted)",
+      (200, CleanupRunDetails, "The finished run, with its items"), params=("registry",), errors=(404,),
+      tag="cleanup"),
+    _op("api.cleanup.run", "POST", _C + "/run", "manage", "Run cleanup now",
+      (200, CleanupRunDetails, "The finished run, with its items"), params=("registry",), errors=(404,),
+      tag="cleanup"),
+    _op("api.cleanup.runs", "GET", _C + "/runs", "read", "Cleanup runs, newest first", (200, CleanupRunPage, "Runs"),
+      params=("registry", *_PAGE), errors=(404,), tag="cleanup"),
+    _op("api.cleanup.run.details", "GET", _C + "/runs/{id}", "read",
+      "A cleanup run and what it decided for each artifact", (200, CleanupRunDetails, "The run, with its items"),
+      params=("registry", "run"), errors=(404,), tag="cleanup"),
+    _op("api.protection.policies", "GET", _P + "/policies", "read", "The registry's protection policies",
+      (200, ProtectionPolicyList, "Policies, by ID"), params=("registry",), errors=(404,), tag="protection"),
+    _op("api.protection.policy.create", "POST", _P + "/policies", "manage",
+      f"Add a protection policy (at most {MAX_POLICIES}; no duplicates)",
+      (201, ProtectionPolicy, "Created, enabled"), params=("registry",), body=NewProtectionPolicy,
+      body_required=True, errors=(404, 409), tag="protection"),
+    _op("api.protection.policy.update", "PATCH", _P + "/policies/{id}", "manage",
+      "Enable or disable a protection policy", (200, ProtectionPolicy, "The policy as it is now"),
+      params=("registry", "protection_policy"), body=PolicyToggle, body_required=True, errors=(404,),
+      tag="protection"),
+    _op("api.protection.policy.delete", "DELETE", _P + "/policies/{id}", "manage", "Delete a protection policy",
+      (204, None, "Deleted"), params=("registry", "protection_policy"), errors=(404,), tag="protection"),
+]
+
+
+# -- the document ---------------------------------------------------------------------------------
+
+
+def _operation(op: Operation) -> Schema:
+    """One operation of the document. Every authenticated operation may answer 401, 429, and 403 (a
+    role that does not allow it, or a cross-origin browser request); parameters and bodies bring 400,
+    bodies 413 and 415 too."""
+    status, model, text = op.ok
+    ok: Schema = {"description": text}
+    if model is not None:
+        ok["content"] = {"application/json": {"schema": _ref(model)}}
+    responses: Schema = {str(status): ok}
+    codes = set(op.errors) if op.action is None else {401, 403, 429, *op.errors}
+    if op.params or op.body:
+        codes.add(400)
+    if op.body:
+        codes.update((413, 415))
+    responses.update({str(c): {"$ref": f"#/components/responses/{c}"} for c in sorted(codes)})
+    out: Schema = {"operationId": op.name, "summary": op.summary, "tags": [op.tag]}
+    if op.action is None:
+        out["security"] = []
+    else:
+        out["description"] = f"Permission: {PERMISSIONS[op.permission][0]}."
+    out["responses"] = responses
+    if op.params:
+        out["parameters"] = [{"$ref": f"#/components/parameters/{p}"} for p in op.params]
+    if op.body:
+        out["requestBody"] = {"required": op.body_required, "content": {"application/json": {"schema": _ref(op.body)}}}
+    return out
+
+
+def _document() -> Schema:
+    paths: dict[str, Schema] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+    models = {m for op in OPERATIONS for m in (op.body, op.ok[1]) if m is not None} | set(EXTRA_SCHEMAS)
+    _, schemas = msgspec.json.schema_components(sorted(models, key=lambda m: m.__name__),
+                                                ref_template="#/components/schemas/{name}")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ncr-trio management API",
+            "version": "1",
+            "description": "Registries, images, artifacts, tags, webhooks, cleanup and protection policies, users, "
+                           "access keys, roles, garbage collection and the audit log (docs/api.md, docs/webhooks.md, "
+                           "docs/policies.md). Errors use the registry's error body. Log in with HTTP Basic "
+                           "(a user and password, or an access key ID and secret) or a management token from "
+                           "/auth/token?scope=management:api:* (registry tokens are refused). Bodies are "
+                           "application/json; cross-origin browser requests are refused.",
+        },
+        "security": [{"basic": []}, {"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "basic": {"type": "http", "scheme": "basic",
+                          "description": "a user name and password, or an access key ID and secret"},
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                           "description": "a management token: /auth/token?scope=management:api:*"},
+            },
+            "schemas": schemas,
+            "parameters": PARAMETERS,
+            "responses": RESPONSES,
+        },
+    }
+
+
+DOCUMENT: Schema = _document()
+DOCUMENT_JSON = json.dumps(DOCUMENT, separators=(",", ":")).encode()
+
+__all__ = ["AUDIT_LIMIT_MAX", "DOCUMENT", "DOCUMENT_JSON", "OPERATIONS", "PARAMETERS", "RESPONSES"]
