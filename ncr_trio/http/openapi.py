@@ -307,6 +307,21 @@ SCHEMAS: dict[str, Schema] = {
         "detail": {"type": ["object", "string", "null"]},
     }),
     "AuditList": _object({"entries": {"type": "array", "items": _ref("AuditEntry")}}),
+    "IoStats": _object({
+        "pid": {"type": "integer", "description": "the worker process that answered: every counter is its own"},
+        "direct_io": _object({
+            "enabled": {**_BOOL, "description": "the direct_io setting"},
+            "direct_bytes": {**_COUNT, "description": "upload bytes written with O_DIRECT"},
+            "buffered_bytes": {**_COUNT, "description": "upload bytes written through the page cache "
+                                                        "(small uploads, last partial blocks, no O_DIRECT)"},
+            "direct_refused": {**_COUNT, "description": "uploads the filesystem refused O_DIRECT for"},
+        }),
+        "zero_copy": _object({
+            "enabled": {**_BOOL, "description": "downloads may go out with sendfile (plain HTTP/1.x)"},
+            "ranges": {**_COUNT, "description": "file ranges sent with sendfile"},
+            "bytes": {**_COUNT, "description": "their bytes"},
+        }),
+    }),
     "Webhook": _object(_WEBHOOK_OUT),
     "WebhookPage": _page_of("webhooks", "Webhook"),
     "NewWebhook": {**_object(_WEBHOOK_FIELDS, optional=("secret", "auth_header", "event_types", "enabled")),
@@ -614,6 +629,10 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/v1/audit": {"get": _operation(
         "api.audit", "The audit log, newest first", "admin", (200, "AuditList", "Entries"),
         params=("actor", "action", "audit_registry", "before", "limit"), tags=("audit",))},
+    "/api/v1/io": {"get": _operation(
+        "api.io", "How the answering worker process writes uploads and sends downloads: direct I/O and "
+        "zero-copy, with counters since it started", "admin", (200, "IoStats", "The worker's counters"),
+        tags=("system",))},
     _W: {
         "get": _operation("api.webhooks", "The registry's webhooks", "read", (200, "WebhookPage", "Webhooks, by ID"),
                           params=("registry", *_PAGE), errors=(404,), tags=("webhooks",)),

@@ -13,8 +13,9 @@ with `sendfile(2)`. Four small wrappers, each around one hypercorn method:
 - `TCPServer.protocol_send` writes it with `os.sendfile` under the connection's send lock.
 
 The app only uses it for ranges already in the page cache (`sendfile` would otherwise block the
-event loop on the disk). The wrappers are checked against the pinned hypercorn and h11 versions;
-`install()` refuses (and the registry copies bytes as before) if they do not match.
+event loop on the disk). `stats()` counts the ranges and bytes this process sent so (GET /api/v1/io).
+The wrappers are checked against the pinned hypercorn and h11 versions; `install()` refuses (and
+the registry copies bytes as before) if they do not match.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ EXTENSION = "http.response.zerocopysend"
 SUPPORTED = {"hypercorn": ("0.18.",), "h11": ("0.16.",)}
 
 _installed = False
+_sent = {"ranges": 0, "bytes": 0}  # updated on the trio thread only
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,12 @@ def _versions_ok() -> bool:
 
 def installed() -> bool:
     return _installed
+
+
+def stats() -> dict[str, int]:
+    """File ranges this process has sent with sendfile, and their bytes (a range cut short by a
+    client that went away counts what was sent)."""
+    return dict(_sent)
 
 
 def install() -> bool:
@@ -120,6 +128,7 @@ def install() -> bool:
 
 async def _sendfile(sock: trio.socket.SocketType, part: FileRange) -> None:
     offset, remaining = part.offset, part.count
+    _sent["ranges"] += 1
     while remaining:
         try:
             sent = os.sendfile(sock.fileno(), part.fd, offset, remaining)
@@ -134,7 +143,8 @@ async def _sendfile(sock: trio.socket.SocketType, part: FileRange) -> None:
             raise OSError(errno.EIO, "the file ended before the range did")
         offset += sent
         remaining -= sent
+        _sent["bytes"] += sent
         await trio.lowlevel.checkpoint()
 
 
-__all__ = ["EXTENSION", "FileRange", "install", "installed"]
+__all__ = ["EXTENSION", "FileRange", "install", "installed", "stats"]
