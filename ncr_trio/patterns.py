@@ -16,7 +16,7 @@ hidden-file rules of shell globs never come into play, and there are none here).
 a brace (`a[{b,c}]`: ordinary characters).
 
 Why not a regex: patterns come from any reader (`GET .../tags?glob=`) and from protection policies
-checked inside write transactions, and a backtracking regex for `*a*a*a*a*a*a*a*a*ab` takes
+checked inside write transactions, and a backtracking regex for `*a*a*a*a*a*a*a*a*a*ab` takes
 seconds on 40 characters. Here a pattern compiles, braces included (never expanded), to a program
 of at most len(pattern) + 1 instructions (Thompson's construction), and a name is matched by moving
 a set of threads through it one character at a time, each (instruction, component, phase) at most
