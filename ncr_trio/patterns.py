@@ -147,10 +147,10 @@ class Glob:
             self.cached += len(seeds)
         return found
 
-    def _closure(self, seeds: Iterable[int], ctx: int) -> tuple[list[int], bool]:
+    def _closure(self, seeds: Iterable[int], ctx: int) -> tuple[set[int], bool]:
         """Every move that consumes nothing, from `seeds`: the threads then waiting for a character
         (encoded pc * 2 + in_globstar), and whether the pattern may end here (meaningful at _END)."""
-        threads: list[int] = []
+        threads: set[int] = set()
         accept = False
         seen: set[int] = set()
         stack = list(seeds)
@@ -167,7 +167,7 @@ class Glob:
             if op == _SPLIT:
                 stack.extend(t * 12 + rest for t in ins.targets)
             elif rest == part + _GLOB:  # in a globstar's first star: consume anything, or go on to the second
-                threads.append(pc * 2 + 1)
+                threads.add(pc * 2 + 1)
                 stack.append(after + glob1)
             elif rest == glob1:  # the second star must come next
                 if op == _STAR:
@@ -180,7 +180,7 @@ class Glob:
             elif op == _MATCH:
                 accept = True
             else:  # _NORMAL, whatever the component
-                threads.append(pc * 2)
+                threads.add(pc * 2)
                 if op == _STAR:
                     if rest == part or ctx != _END:  # "*" may match nothing, but leaves no empty component
                         stack.append(after + part)
@@ -202,7 +202,7 @@ class Glob:
         self.cached += 1
         return following
 
-    def _advance(self, threads: list[int], c: str) -> frozenset[int]:
+    def _advance(self, threads: set[int], c: str) -> frozenset[int]:
         """The seeds of the threads that consume `c`."""
         seeds = set()
         for thread in threads:
