@@ -1,11 +1,55 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.server import Server
+
+pytest_plugins = ["pytester"]  # tests/test_ci.py runs pytest on small test files
+
+ALLOW_SKIP = "allow_skip"
+
+
+def ci() -> bool:
+    """Whether the run is a CI run (the CI variable set, as every CI service does)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    return report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+
+
+def _fail_instead(report: pytest.TestReport | pytest.CollectReport) -> None:
+    report.outcome = "failed"
+    report.longrepr = (f"skipped while CI is set: {_reason(report)}\n(install what is missing; a test that may skip "
+                       f"on any machine names that reason with @pytest.mark.{ALLOW_SKIP}(\"...\"))")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport,
+                                                                                            pytest.TestReport]:
+    """In CI a skip is a failure (a missing tool must not pass for a green run), unless the test is
+    marked allow_skip("<part of the reason>"): it needs what no machine can be asked for, such as a
+    filesystem with direct I/O, and only that reason is let through."""
+    report = yield
+    if report.skipped and ci() and not hasattr(report, "wasxfail"):
+        allowed = [str(mark.args[0]) for mark in item.iter_markers(ALLOW_SKIP) if mark.args]
+        if not any(text in _reason(report) for text in allowed):
+            _fail_instead(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, pytest.CollectReport,
+                                                                         pytest.CollectReport]:
+    """The same for a whole module skipped while collected (`pytest.importorskip`, say)."""
+    report = yield
+    if report.skipped and ci():
+        _fail_instead(report)
+    return report
 
 
 @pytest.fixture

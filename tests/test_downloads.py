@@ -14,6 +14,7 @@ from ncr_trio.http import zerocopy
 from tests.support.auth import token
 from tests.support.oci import digest, push_blob
 from tests.support.server import Server
+from tests.support.storage import NO_DIRECT_IO, why_no_direct_io
 
 MiB = 1024 * 1024
 BLOB = os.urandom(20 * MiB + 12345)
@@ -101,3 +102,27 @@ def test_many_downloads_at_once(srv: Server) -> None:
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         assert set(pool.map(fetch, range(16))) == {hashlib.sha256(BLOB).hexdigest()}
 
+
+
+@pytest.mark.allow_skip(NO_DIRECT_IO)
+def test_the_server_wrote_the_blob_with_o_direct_and_sends_it_with_sendfile(srv: Server) -> None:
+    """GET /api/v1/io: the worker's own counters, no strace. The 20 MiB push went to disk with
+    O_DIRECT (all but its last partial block), and a download from the page cache goes out with
+    sendfile when zero-copy is on, never when it is off."""
+    before = srv.call("GET", "/io").json()
+    with srv.client(timeout=60) as c:
+        assert c.get(f"/v2/dl/repo/blobs/{digest(BLOB)}").content == BLOB
+    after = srv.call("GET", "/io").json()
+    assert after["pid"] == before["pid"]  # one worker: the counters are the server's
+    zero_copy = srv.env["NCR_ZERO_COPY"] == "true"
+    assert after["zero_copy"]["enabled"] is zero_copy
+    sent = after["zero_copy"]["bytes"] - before["zero_copy"]["bytes"]
+    assert sent == (len(BLOB) if zero_copy else 0)
+    assert (after["zero_copy"]["ranges"] > before["zero_copy"]["ranges"]) is zero_copy
+    assert srv.call("POST", "/users", json={"name": "io-viewer", "password": "io-viewer-password"}).status_code == 201
+    assert srv.call("GET", "/io", auth=("io-viewer", "io-viewer-password")).status_code == 403  # administrators only
+    if (reason := why_no_direct_io(srv.data)) is not None:
+        assert after["direct_io"]["direct_refused"] > 0
+        pytest.skip(reason)
+    assert after["direct_io"]["enabled"] is True and after["direct_io"]["direct_refused"] == 0
+    assert after["direct_io"]["direct_bytes"] >= len(BLOB) - 4096  # the push, in the fixture

@@ -285,6 +285,7 @@ def _libcrypto_loads() -> bool:
     return True
 
 
+@pytest.mark.allow_skip(f"{SHA512_BACKEND_VAR}=sha2")  # the pure-Rust SHA-512 chosen on purpose
 @pytest.mark.skipif(os.environ.get(SHA512_BACKEND_VAR) == "sha2", reason=f"{SHA512_BACKEND_VAR}=sha2")
 def test_sha512_runs_on_openssl_where_libcrypto_loads() -> None:
     """hashlib's SHA-512 is OpenSSL's: ours keeps up with it only on the same code."""
@@ -431,6 +432,7 @@ def _other_thread_runs_during(update: Callable[[], None], attempts: int) -> bool
         thread.join()
 
 
+@pytest.mark.allow_skip("no GIL to release")  # a free-threaded Python
 @pytest.mark.skipif(not getattr(sys, "_is_gil_enabled", lambda: True)(), reason="no GIL to release")
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_update_releases_the_gil_on_large_inputs(algorithm: str) -> None:

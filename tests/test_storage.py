@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ncr_trio.storage import FilesystemDriver, StorageDriver
+from tests.support.storage import NO_DIRECT_IO, why_no_direct_io
 
 DRIVERS = ["filesystem-direct", "filesystem-buffered"]
 
@@ -146,3 +147,28 @@ def test_publish_replaces_what_is_there(driver: StorageDriver) -> None:
     assert driver.publishing("blobs/sha256/dd/z")  # until the upload goes
     driver.delete(upload)
     assert not driver.publishing("blobs/sha256/dd/z") and not driver.publishing("blobs/sha256/dd/none")
+
+
+@pytest.mark.allow_skip(NO_DIRECT_IO)
+def test_large_uploads_are_written_with_o_direct(tmp_path: Path) -> None:
+    """The driver counts what it wrote each way: past 256 KiB an upload goes to disk with O_DIRECT
+    (only its last partial block through the page cache); a driver told not to never does."""
+    if (reason := why_no_direct_io(tmp_path / "store")) is not None:
+        pytest.skip(reason)
+    direct, buffered = FilesystemDriver(tmp_path / "store"), FilesystemDriver(tmp_path / "plain", direct_io=False)
+    for driver in (direct, buffered):
+        sink = driver.open_upload("uploads/big")
+        try:
+            sink.write([PAYLOAD[:100_000]])  # small so far: through the page cache
+            sink.write([PAYLOAD[100_000:]])
+            sink.sync()
+        finally:
+            sink.close()
+        assert read_all(driver, "uploads/big") == PAYLOAD
+    written = direct.write_stats()
+    assert written["direct_refused"] == 0
+    # The small start went through the page cache; from its last whole block on, O_DIRECT; the last
+    # partial block through the page cache again, at sync.
+    assert written["direct_bytes"] == (len(PAYLOAD) - len(PAYLOAD) % 4096) - (100_000 - 100_000 % 4096)
+    assert written["buffered_bytes"] == 100_000 + len(PAYLOAD) % 4096
+    assert buffered.write_stats() == {"direct_bytes": 0, "buffered_bytes": len(PAYLOAD), "direct_refused": 0}

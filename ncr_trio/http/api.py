@@ -6,12 +6,14 @@ Every route names the permission it needs (see http/auth.py); handlers only pars
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from msgspec import UNSET
 
 from ncr_trio.auth.roles import EVERY_REGISTRY
 from ncr_trio.errors import RegistryError
+from ncr_trio.http import zerocopy
 from ncr_trio.http.asgi import Request, Response, json_response
 from ncr_trio.http.declare import bind, decode, handles
 from ncr_trio.http.jsonapi import audit, paged
@@ -282,6 +284,13 @@ class ManagementAPI:
             actor=request.query("actor"), action=request.query("action"), registry=request.query("registry"),
             before=request.query_int("before"), limit=limit)
         return _ok(200, {"entries": [audit_view(e) for e in entries]})
+
+    @handles("api.io")
+    async def io(self, request: Request) -> Response:
+        """What this worker process did: proof that uploads go to disk with O_DIRECT and downloads with sendfile."""
+        return _ok(200, {"pid": os.getpid(),
+                         "direct_io": {"enabled": self.s.config.direct_io, **self.s.reg.storage.write_stats()},
+                         "zero_copy": {"enabled": zerocopy.installed(), **zerocopy.stats()}})
 
 
 def _registry(request: Request) -> str:

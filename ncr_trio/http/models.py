@@ -401,6 +401,26 @@ class AuditList(Answer):
     entries: list[AuditEntry]
 
 
+class DirectIo(Answer):
+    enabled: Annotated[bool, _m("the direct_io setting")]
+    direct_bytes: Annotated[Count, _m("upload bytes written with O_DIRECT")]
+    buffered_bytes: Annotated[Count, _m("upload bytes written through the page cache (small uploads, last partial "
+                                        "blocks, no O_DIRECT)")]
+    direct_refused: Annotated[Count, _m("uploads the filesystem refused O_DIRECT for")]
+
+
+class ZeroCopy(Answer):
+    enabled: Annotated[bool, _m("downloads may go out with sendfile (plain HTTP/1.x)")]
+    ranges: Annotated[Count, _m("file ranges sent with sendfile")]
+    bytes: Annotated[Count, _m("their bytes")]
+
+
+class IoStats(Answer):
+    pid: Annotated[int, _m("the worker process that answered: every counter is its own")]
+    direct_io: DirectIo
+    zero_copy: ZeroCopy
+
+
 class Webhook(Answer):
     id: ID
     registry: str

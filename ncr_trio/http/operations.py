@@ -36,6 +36,7 @@ from ncr_trio.http.models import (
     Image,
     ImageDeleted,
     ImagePage,
+    IoStats,
     KeyList,
     KeyRequest,
     MemberList,
@@ -249,6 +250,9 @@ OPERATIONS: list[Operation] = [
       tag="roles"),
     _op("api.audit", "GET", "/api/v1/audit", "admin", "The audit log, newest first", (200, AuditList, "Entries"),
       params=("actor", "action", "audit_registry", "before", "limit"), tag="audit"),
+    _op("api.io", "GET", "/api/v1/io", "admin", "How the answering worker process writes uploads and sends downloads: "
+      "direct I/O and zero-copy, with counters since it started", (200, IoStats, "The worker's counters"),
+      tag="system"),
     # webhooks
     _op("api.webhooks", "GET", _WH, "read", "The registry's webhooks", (200, WebhookPage, "Webhooks, by ID"),
       params=("registry", *_PAGE), errors=(404,), tag="webhooks"),

@@ -14,8 +14,9 @@ with `sendfile(2)`. Four small wrappers, each around one hypercorn method:
   connections.py makes every write: shielded, with a deadline for progress.
 
 The app only uses it for ranges already in the page cache (`sendfile` would otherwise block the
-event loop on the disk). The wrappers are checked against the pinned hypercorn and h11 versions;
-`install()` refuses (and the registry copies bytes as before) if they do not match.
+event loop on the disk). `stats()` counts the ranges and bytes this process sent so (GET /api/v1/io).
+The wrappers are checked against the pinned hypercorn and h11 versions; `install()` refuses (and
+the registry copies bytes as before) if they do not match.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ EXTENSION = "http.response.zerocopysend"
 SUPPORTED = {"hypercorn": ("0.18.",), "h11": ("0.16.",)}
 
 _installed = False
+_sent = {"ranges": 0, "bytes": 0}  # updated on the trio thread only
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,12 @@ class FileRange:
 
 def installed() -> bool:
     return _installed
+
+
+def stats() -> dict[str, int]:
+    """File ranges this process has sent with sendfile, and their bytes (a range cut short by a
+    client that went away counts what was sent)."""
+    return dict(_sent)
 
 
 def install() -> bool:
@@ -110,8 +118,10 @@ def install() -> bool:
 
 
 async def _sendfile(sock: trio.socket.SocketType, part: FileRange) -> None:
+    _sent["ranges"] += 1
     await connections.send_nonblocking(
         sock, part.count, lambda fd, done: os.sendfile(fd, part.fd, part.offset + done, part.count - done))
+    _sent["bytes"] += part.count
 
 
-__all__ = ["EXTENSION", "FileRange", "install", "installed"]
+__all__ = ["EXTENSION", "FileRange", "install", "installed", "stats"]

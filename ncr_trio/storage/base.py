@@ -82,6 +82,9 @@ class StorageDriver(Protocol):
         """Move `key`'s bytes to `new_key` (replacing what is there), durably; False if `key` does not exist."""
         ...
     def list(self, prefix: str) -> Iterator[str]: ...
+    def write_stats(self) -> dict[str, int]:
+        """Counters of how this process wrote upload bytes (for GET /api/v1/io): names are the driver's."""
+        ...
 
 
 __all__ = ["BlobReader", "FileSpan", "StorageDriver", "UploadBusy", "UploadSink"]

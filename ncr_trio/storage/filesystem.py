@@ -4,7 +4,8 @@ Writes. Upload bytes go to disk with O_DIRECT, in page-aligned blocks staged in 
 buffer; only the last partial block of a request is written through the page cache. Measured on
 these machines, writing a *new* 1 GiB file through the page cache runs at ~400 MB/s, while direct
 writes run at ~2.4 GB/s, and they are on the device already when `sync` (fdatasync) is called.
-Filesystems without O_DIRECT (tmpfs) fall back to ordinary writes.
+Filesystems without O_DIRECT (tmpfs) fall back to ordinary writes. `FilesystemDriver.write_stats`
+counts the bytes written each way, and the uploads whose filesystem refused O_DIRECT.
 
 Each direct-written block is handed to the kernel's readahead (`POSIX_FADV_WILLNEED`), so a
 freshly pushed blob is in the page cache for its first pull, filled in the background.
@@ -63,6 +64,24 @@ class _StagingPool:
 _staging = _StagingPool()
 
 
+class WriteCounters:
+    """How upload bytes reached their files, for operators and tests (GET /api/v1/io): with O_DIRECT
+    or through the page cache, and how many uploads were opened for direct I/O that the filesystem
+    (or the platform) refused. Updated from worker threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = {"direct_bytes": 0, "buffered_bytes": 0, "direct_refused": 0}
+
+    def add(self, what: str, n: int) -> None:
+        with self._lock:
+            self._counts[what] += n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
 def _open_direct(path: Path) -> int | None:
     if not _DIRECT:
         return None
@@ -77,7 +96,7 @@ def _open_direct(path: Path) -> int | None:
 class FileUploadSink:
     """Appends to one upload file. Not thread-safe: one request drives it at a time (flock)."""
 
-    def __init__(self, path: Path, direct_io: bool = True) -> None:
+    def __init__(self, path: Path, direct_io: bool = True, counters: WriteCounters | None = None) -> None:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         # One writer per upload, across threads and worker processes alike. Never wait for it: a
         # slow client can hold it for as long as its body takes, and a waiting thread is a disk
@@ -89,7 +108,10 @@ class FileUploadSink:
             if isinstance(e, BlockingIOError):
                 raise UploadBusy(path.name) from None
             raise
+        self._counters = counters or WriteCounters()
         self._direct = _open_direct(path) if direct_io else None
+        if direct_io and self._direct is None:
+            self._counters.add("direct_refused", 1)
         # The file's logical content is [0, _base) on disk, then _tail (less than ALIGN bytes)
         # which is written through the page cache only by flush().
         self._base = 0
@@ -108,6 +130,7 @@ class FileUploadSink:
         total = sum(memoryview(c).nbytes for c in chunks)
         if self._direct is None:
             os.pwritev(self._fd, list(chunks), self._base)
+            self._counters.add("buffered_bytes", total)
             self._base += total
             return total
         if self._base + len(self._tail) + total <= SMALL_FILE:
@@ -115,6 +138,7 @@ class FileUploadSink:
             # synchronous device write per request would cost more than the copy.
             data = self._tail + b"".join(chunks)
             os.pwrite(self._fd, data, self._base)
+            self._counters.add("buffered_bytes", len(data))
             end = self._base + len(data)
             start_of_tail = end - end % ALIGN
             self._tail = data[start_of_tail - self._base:]
@@ -149,6 +173,7 @@ class FileUploadSink:
         done = 0
         while done < block.nbytes:
             done += os.pwrite(self._direct, block[done:], self._base + done)
+        self._counters.add("direct_bytes", done)
         # Direct writes bypass the page cache, and a new blob is usually pulled next: have the
         # kernel read each block back into the cache asynchronously, off this thread's critical path.
         os.posix_fadvise(self._fd, self._base, block.nbytes, os.POSIX_FADV_WILLNEED)
@@ -158,6 +183,7 @@ class FileUploadSink:
         """Put the partial last block in the file (through the page cache)."""
         if self._tail:
             os.pwrite(self._fd, self._tail, self._base)
+            self._counters.add("buffered_bytes", len(self._tail))
 
     def sync(self) -> None:
         self.flush()
@@ -229,6 +255,7 @@ class FilesystemDriver:
     def __init__(self, root: Path, direct_io: bool = True) -> None:
         self.root = root
         self.direct_io = direct_io
+        self._writes = WriteCounters()
         for sub in ("blobs", "uploads"):
             (root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -238,7 +265,10 @@ class FilesystemDriver:
         return self.root / key
 
     def open_upload(self, key: str) -> FileUploadSink:
-        return FileUploadSink(self._path(key), self.direct_io)
+        return FileUploadSink(self._path(key), self.direct_io, self._writes)
+
+    def write_stats(self) -> dict[str, int]:
+        return self._writes.snapshot()
 
     def publish(self, upload_key: str, key: str) -> Callable[[], None]:
         src, dst = self._path(upload_key), self._path(key)
@@ -325,4 +355,4 @@ class FilesystemDriver:
                 yield f"{rel}/{f}"
 
 
-__all__ = ["FileBlobReader", "FileUploadSink", "FilesystemDriver"]
+__all__ = ["FileBlobReader", "FileUploadSink", "FilesystemDriver", "WriteCounters"]
