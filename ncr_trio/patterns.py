@@ -38,7 +38,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import NamedTuple
 
-MAX_PATTERN = 512
+MAX_PATTERN = 128  # the guide's filters are short; the worst case grows with len(pattern) x len(name)
 STEP_BOUND = 15  # steps per (instruction, character): 12 (pc, component, phase) visits, 2 threads, 1 lookup
 CACHE_LIMIT = 8192  # seeds and transitions cached per pattern: some 100 kB at most
 

@@ -143,7 +143,7 @@ def test_hostile_patterns_take_linear_steps(pattern: str, name: str, expected: b
     assert glob.steps - first <= len(name)
 
 
-@pytest.mark.parametrize("pattern", ["*a" * (MAX_PATTERN // 2), "*?" * (MAX_PATTERN // 2), "{*,?}" * 102])
+@pytest.mark.parametrize("pattern", ["*a" * (MAX_PATTERN // 2), "*?" * (MAX_PATTERN // 2), "{*,?}" * (MAX_PATTERN // 5)])
 def test_the_largest_patterns_stay_linear_and_their_cache_bounded(pattern: str) -> None:
     """Long enough, a pattern's DFA outgrows its cache, which starts afresh: the answers are the
     same as a fresh Glob's, and every match stays within the bound."""

@@ -139,7 +139,13 @@ class Catalog:
                 match = compile_pattern(pattern)
             except InvalidPattern as e:
                 raise RegistryError("INVALID_REQUEST", str(e)) from None
-            rows = [r for r in rows if match(r.name)]
+            kept = []
+            for i, r in enumerate(rows):
+                if i % 64 == 63:
+                    await trio.lowlevel.checkpoint()  # a costly pattern over many tags never holds the worker
+                if match(r.name):
+                    kept.append(r)
+            rows = kept
         return rows[offset:offset + limit], len(rows)
 
     async def create_tag(self, registry: str, image: str, digest: str, tag: str) -> TagRow:
