@@ -147,10 +147,7 @@ def test_gc_dry_run_run_and_history(srv: Server) -> None:
 
 
 def test_roles_on_the_catalog_endpoints(srv: Server, pushed: dict[str, str]) -> None:
-    a = srv.api()
-    a.create_user("shop-viewer")
-    a.set_role("shop-viewer", "shop", "service-viewer")
-    key = a.create_key("shop-viewer")
+    key = srv.new_user("shop-viewer", {"shop": "service-viewer"})
     viewer = (key["id"], key["secret"])
     r = httpx.get(f"{srv.url}/api/v1/registries/shop/images/web/artifacts", auth=viewer)
     assert r.status_code == 200

@@ -59,6 +59,7 @@ class Operation:
     body_required: bool = False
     errors: tuple[int, ...] = ()
     tag: str = ""
+    wait: float | None = None  # how long a client waits for the answer, if longer than usual (seconds)
 
     @property
     def action(self) -> str | None:
