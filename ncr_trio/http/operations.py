@@ -3,8 +3,9 @@ validation of request bodies and the OpenAPI 3.1 document served at `GET /api/v1
 (docs/api.md is its prose) are all derived from `OPERATIONS`, with the models of http/models.py;
 client.py calls the API through the same declarations.
 
-Adding an operation: its declaration here (in the route table's order), its handler (marked
-`@handles(name)`), and its CLI verb. tests/test_openapi.py checks every declared operation is routed
+Adding an operation (docs/api.md, "Adding an operation"): its declaration here (in the route table's
+order), its handler (marked `@handles(name)`, answering the declared model), and its CLI verb.
+tests/test_openapi.py checks every declared operation is routed
 and every `/api/v1` route declared, and runs schemathesis against the document.
 """
 
