@@ -162,7 +162,7 @@ def test_login_stores_a_private_config_that_later_commands_use(cli: CLI, srv: Se
 
 
 def test_login_with_an_access_key_and_the_default_config_dir(srv: Server, tmp_path: Path) -> None:
-    key = srv.api().create_key(description="cli login")
+    key = srv.api().doc("api.key.create", {"description": "cli login"}, user="me")
     home = tmp_path / "plainhome"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NCR_", "XDG_CONFIG_HOME"))}
@@ -176,7 +176,7 @@ def test_login_with_an_access_key_and_the_default_config_dir(srv: Server, tmp_pa
     assert tomllib.loads(config.read_text())["url"] == srv.url  # host:port became a URL
     r = subprocess.run([*run, "whoami", "-o", "json"], capture_output=True, text=True, env=env, timeout=60)
     assert json.loads(r.stdout)["key_id"] == key["id"]
-    srv.api().revoke_key(key["id"])
+    srv.api().call("api.key.revoke", user="me", key=key["id"])
     r = subprocess.run([*run, "whoami"], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 1 and "UNAUTHORIZED" in r.stderr and f"ncr-trio login {srv.url}" in r.stderr
 
@@ -201,8 +201,7 @@ def test_login_over_https_stores_the_ca_to_trust(cli: CLI, tmp_path: Path) -> No
 
 
 def test_flags_override_the_environment_which_overrides_the_file(admin: CLI, srv: Server) -> None:
-    srv.api().create_user("cli-prec")
-    key = srv.api().create_key(user="cli-prec", description="precedence")
+    key = srv.new_user("cli-prec", key="precedence")
     as_key = {"NCR_USERNAME": key["id"], "NCR_PASSWORD": key["secret"]}
     assert admin.json("whoami")["user"] == "admin"  # the file
     assert admin.json("whoami", env=as_key)["user"] == "cli-prec"  # the environment over the file
@@ -243,8 +242,7 @@ def test_registry_verbs_in_table_and_json(admin: CLI, srv: Server) -> None:
     r = admin("registry", "update", "cli-reg")
     assert r.returncode == 2 and "nothing to change" in r.stderr
 
-    srv.api().create_user("cli-member")
-    srv.api().set_role("cli-member", "cli-reg", "service-viewer")
+    srv.new_user("cli-member", {"cli-reg": "service-viewer"})
     out = admin.ok("member", "list", "cli-reg")
     assert table(out)[0] == ["USER", "ROLE"] and ["cli-member", "service-viewer"] in table(out)
     assert admin.json("member", "list", "cli-reg") == api(srv, "/registries/cli-reg/members")
@@ -736,9 +734,7 @@ def test_cleanup_schedule_set_and_show(admin: CLI, srv: Server) -> None:
 
 def test_a_viewer_reads_but_cannot_change_automation(admin: CLI, srv: Server) -> None:
     srv.ensure_registries("watch")
-    srv.api().create_user("cli-watcher")
-    srv.api().set_role("cli-watcher", "watch", "service-viewer")
-    key = srv.api().create_key(user="cli-watcher", description="cli viewer")
+    key = srv.new_user("cli-watcher", {"watch": "service-viewer"}, key="cli viewer")
     admin.ok("protection", "add", "watch", "release-*")
     viewer = {"NCR_USERNAME": key["id"], "NCR_PASSWORD": key["secret"]}
     assert column(admin.ok("protection", "list", "watch", env=viewer), "TAG") == ["release-*"]

@@ -80,7 +80,7 @@ def slug(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def registry(server: Server, slug: str) -> str:
     """A registry of this test's own, created by the admin."""
-    server.api().create_registry(slug)
+    server.api().call("api.registry.create", {"name": slug})
     return slug
 
 
@@ -120,9 +120,9 @@ def assert_refused_login(c: Clients, proc: subprocess.CompletedProcess[str]) -> 
 
 def assert_audited(server: Server, account: Account, action: str, repo: str) -> None:
     """The audit log has `action` on `repo` by the key's user (the login really was the key's)."""
-    entries = server.api().audit(actor=account.user, action=action, limit=50)
+    entries = server.api().doc("api.audit", actor=account.user, action=action, limit=50)["entries"]
     assert any(e["repository"] == repo and e["outcome"] == "ok" for e in entries), entries
-    logins = server.api().audit(actor=account.user, action="login", limit=50)
+    logins = server.api().doc("api.audit", actor=account.user, action="login", limit=50)["entries"]
     assert any(e["outcome"] == "ok" and e["target"] == account.key_id for e in logins), logins
 
 
@@ -431,7 +431,7 @@ def test_image_uploader_pushes_but_cannot_delete(server: Server, registry: str, 
     with server.client() as admin:
         for digest in image.blobs:
             assert admin.head(f"/v2/{repo}/blobs/{digest}").status_code == 200
-    entries = server.api().audit(actor=uploader.user, action="delete", limit=10)
+    entries = server.api().doc("api.audit", actor=uploader.user, action="delete", limit=10)["entries"]
     assert not [e for e in entries if e["outcome"] == "ok"], entries
 
 
@@ -478,12 +478,12 @@ def test_user_without_role_sees_nothing(server: Server, registry: str, clients: 
 
     # The management API: no registries; and one that exists looks like one that does not.
     api = server.api(nobody.key_id, nobody.secret)
-    assert api.registries() == []
-    assert api.request("GET", "/whoami")["roles"] == {}
+    assert api.call("api.registries").registries == []
+    assert api.call("api.whoami").roles == {}
     answers = []
     for name in (registry, f"{registry}-does-not-exist"):
         with pytest.raises(APIError) as e:
-            api.registry(name)
+            api.call("api.registry", registry=name)
         answers.append((e.value.status, e.value.code))
     assert answers[0] == answers[1], answers
 
@@ -526,8 +526,8 @@ def test_revoked_key_cannot_log_in_and_its_tokens_stop_working(server: Server, r
 
     assert tags_with(before).json()["tags"] == ["v1"]
 
-    server.api().revoke_key(account.key_id, user=account.user)
-    (listed,) = [k for k in server.api().request("GET", f"/users/{account.user}/keys", query={"revoked": "true"})
+    server.api().call("api.key.revoke", user=account.user, key=account.key_id)
+    (listed,) = [k for k in server.api().doc("api.keys", user=account.user, revoked=True)
                  ["keys"] if k["id"] == account.key_id]
     assert listed["revoked_at"] is not None
 
@@ -543,7 +543,7 @@ def test_revoked_key_cannot_log_in_and_its_tokens_stop_working(server: Server, r
                     input=account.secret, check=False)
     assert relogin.returncode != 0 and REFUSED.search(output(relogin)), c.describe(relogin)
     with pytest.raises(APIError) as e:
-        server.api(account.key_id, account.secret).registries()
+        server.api(account.key_id, account.secret).call("api.registries")
     assert e.value.status == 401
     # skopeo still holds the secret in auth.json, docker its refresh token: both refused now.
     pulled = c.run("skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{host}/{repo}:v1", check=False)
@@ -555,7 +555,7 @@ def test_revoked_key_cannot_log_in_and_its_tokens_stop_working(server: Server, r
     assert relogin.returncode != 0 and REFUSED.search(output(relogin)), docker.describe(relogin)
 
     # The user's other credentials are not affected: a new key works.
-    fresh = server.api().create_key(user=account.user, description="after revocation")
+    fresh = server.api().doc("api.key.create", {"description": "after revocation"}, user=account.user)
     after = token(server.url, fresh["id"], fresh["secret"], f"repository:{repo}:pull")
     assert tags_with(after).json()["tags"] == ["v1"]
 
@@ -574,14 +574,14 @@ def test_revoked_key_refused_by_every_worker(tmp_path: Path) -> None:
             token_endpoint = httpx.get(f"{srv.url}/auth/token", params={"service": "ncr-trio"},
                                        auth=(account.key_id, account.secret)).status_code
             try:
-                api.request("GET", "/whoami")
+                api.call("api.whoami")
                 management = 200
             except APIError as e:
                 management = e.status
             return [token_endpoint, management]
 
         assert {code for _ in range(20) for code in logins()} == {200}  # both workers have checked the key
-        srv.api().revoke_key(account.key_id, user=account.user)
+        srv.api().call("api.key.revoke", user=account.user, key=account.key_id)
         assert eventually(lambda: all(logins() == [401, 401] for _ in range(20)))
     finally:
         srv.stop()

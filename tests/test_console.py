@@ -290,13 +290,10 @@ def test_admin_manages_images_tags_and_keys(server: Server, page: Steps, tmp_pat
 
 def test_viewer_sees_images_but_no_controls(server: Server, page: Steps, tmp_path: Path) -> None:
     pg = page.page
-    api = server.api()
-    api.create_registry("view")
+    server.api().call("api.registry.create", {"name": "view"})
     digest = push(server, tmp_path, "view/tools/lint", "v1")
     short = digest[:len("sha256:") + 12]
-    api.create_user("viewer")
-    api.set_role("viewer", "view", "service-viewer")
-    key = api.create_key(user="viewer", description="browser")
+    key = server.new_user("viewer", {"view": "service-viewer"}, key="browser")
 
     log_in(pg, server, key["id"], key["secret"])
     expect(pg.get_by_text(f"Signed in as viewer with key {key['id']}")).to_be_visible()
@@ -354,7 +351,7 @@ def test_viewer_sees_images_but_no_controls(server: Server, page: Steps, tmp_pat
 
 def test_admin_pages_users_roles_settings_gc_and_deletions(server: Server, page: Steps, tmp_path: Path) -> None:
     pg = page.page
-    server.api().create_registry("ops")
+    server.api().call("api.registry.create", {"name": "ops"})
     push(server, tmp_path, "ops/web", "v1", "v2")
     log_in(pg, server, *server.admin)
 
@@ -369,7 +366,7 @@ def test_admin_pages_users_roles_settings_gc_and_deletions(server: Server, page:
     pg.get_by_label("Role", exact=True).select_option("image-uploader")
     pg.get_by_role("button", name="Grant role").click()
     expect(pg.get_by_role("table", name="Roles of dev")).to_contain_text("image-uploader")
-    assert server.api().roles("dev") == [{"registry": "ops", "role": "image-uploader"}]
+    assert server.api().doc("api.roles", user="dev")["roles"] == [{"registry": "ops", "role": "image-uploader"}]
     page.shot("user-role-granted")
 
     pg.goto(f"{server.url}/console/#/registries/ops/members")
@@ -382,7 +379,7 @@ def test_admin_pages_users_roles_settings_gc_and_deletions(server: Server, page:
     members.get_by_role("button", name="Revoke the role of dev").click()
     pg.get_by_role("dialog").get_by_role("button", name="Revoke role").click()
     expect(pg.get_by_text("Nobody holds a role on this registry itself.")).to_be_visible()
-    assert server.api().roles("dev") == []
+    assert server.api().doc("api.roles", user="dev")["roles"] == []
     page.shot("members")
 
     # Settings.
@@ -460,7 +457,7 @@ def test_webhooks_cleanup_and_protection_tabs(hooks_server: Server, page: Steps)
     server = hooks_server
     pg = page.page
     api = server.api()
-    api.create_registry("auto")
+    api.call("api.registry.create", {"name": "auto"})
     with server.client() as c:
         kept = push_image(c, "auto/app", image("console-kept"), "v1")
         doomed = push_image(c, "auto/app", image("console-doomed"), "dev")
@@ -488,7 +485,7 @@ def test_webhooks_cleanup_and_protection_tabs(hooks_server: Server, page: Steps)
         page.shot("webhook-form")
         pg.get_by_role("button", name="Create webhook").click()
         expect(pg.get_by_role("heading", level=1, name="Webhook ci")).to_be_visible()
-        hook = api.webhooks("auto")["webhooks"][0]
+        hook = api.doc("api.webhooks", registry="auto")["webhooks"][0]
         assert (hook["name"], hook["kind"], hook["url"]) == ("ci", "http", receiver.url)
         assert hook["event_types"] == ["artifact.pushed", "tag.created"]
         assert hook["secret_set"] is True and hook["auth_header_set"] is True and hook["enabled"] is True
@@ -524,7 +521,7 @@ def test_webhooks_cleanup_and_protection_tabs(hooks_server: Server, page: Steps)
         pg.get_by_label("Remove the authorization header").check()
         pg.get_by_role("button", name="Save webhook").click()
         expect(pg.get_by_role("status")).to_contain_text("Webhook ci saved.")
-        changed = api.webhook("auto", hook["id"])
+        changed = api.doc("api.webhook", registry="auto", webhook=hook["id"])
         assert changed["event_types"] == ["artifact.pushed"]
         assert changed["auth_header_set"] is False and changed["secret_set"] is True
         page.shot("webhook-changed")
@@ -536,7 +533,7 @@ def test_webhooks_cleanup_and_protection_tabs(hooks_server: Server, page: Steps)
         switch.uncheck()
         expect(pg.get_by_role("status")).to_contain_text("Webhook ci disabled.")
         expect(pg.get_by_role("switch", name="Enable webhook ci")).not_to_be_checked()
-        assert api.webhook("auto", hook["id"])["enabled"] is False
+        assert api.doc("api.webhook", registry="auto", webhook=hook["id"])["enabled"] is False
         page.shot("webhook-disabled")
 
     # Protection: tags v* of every image.
@@ -548,7 +545,7 @@ def test_webhooks_cleanup_and_protection_tabs(hooks_server: Server, page: Steps)
     expect(pg.get_by_role("status")).to_contain_text("added")
     protection = pg.get_by_role("table", name="Protection policies of auto")
     expect(protection.get_by_role("row").filter(has_text="v*")).to_have_count(1)
-    [guard] = api.protection_policies("auto")["policies"]
+    [guard] = api.doc("api.protection.policies", registry="auto")["policies"]
     assert (guard["image"], guard["tag"], guard["enabled"]) == ("**", "v*", True)
     expect(pg.get_by_role("switch", name=f"Enable protection policy #{guard['id']}")).to_be_checked()
     page.shot("protection-added")
@@ -557,15 +554,15 @@ def test_webhooks_cleanup_and_protection_tabs(hooks_server: Server, page: Steps)
     pg.get_by_label("Tag pattern").fill("release-*")
     pg.get_by_role("button", name="Add protection policy").click()
     expect(protection.get_by_role("row").filter(has_text="release-*")).to_have_count(1)
-    second = next(p for p in api.protection_policies("auto")["policies"] if p["tag"] == "release-*")
+    second = next(p for p in api.doc("api.protection.policies", registry="auto")["policies"] if p["tag"] == "release-*")
     pg.get_by_role("switch", name=f"Enable protection policy #{second['id']}").uncheck()
     expect(pg.get_by_role("status")).to_contain_text(f"Protection policy #{second['id']} disabled.")
-    assert next(p for p in api.protection_policies("auto")["policies"] if p["id"] == second["id"])["enabled"] is False
+    assert next(p for p in api.doc("api.protection.policies", registry="auto")["policies"] if p["id"] == second["id"])["enabled"] is False
     pg.get_by_role("button", name=f"Delete protection policy #{second['id']}").click()
     pg.get_by_role("dialog", name=f"Delete protection policy #{second['id']}?").get_by_role(
         "button", name="Delete policy").click()
     expect(protection.get_by_role("row").filter(has_text="release-*")).to_have_count(0)
-    assert [p["id"] for p in api.protection_policies("auto")["policies"]] == [guard["id"]]
+    assert [p["id"] for p in api.doc("api.protection.policies", registry="auto")["policies"]] == [guard["id"]]
 
     # Cleanup: a policy, the schedule, a test run and its details.
     tabs.get_by_role("link", name="Cleanup").click()
@@ -579,7 +576,7 @@ def test_webhooks_cleanup_and_protection_tabs(hooks_server: Server, page: Steps)
     pg.get_by_role("button", name="Add cleanup policy").click()
     policies = pg.get_by_role("table", name="Cleanup policies of auto")
     expect(policies).to_contain_text("exclude artifacts pushed or pulled within 0 days")
-    [rule] = api.cleanup_policies("auto")["policies"]
+    [rule] = api.doc("api.cleanup.policies", registry="auto")["policies"]
     assert (rule["image"], rule["tag"], rule["untagged"], rule["rule"], rule["n"]) == ("**", "**", True,
                                                                                          "older_than", 0)
     page.shot("cleanup-policy-added")
@@ -589,12 +586,12 @@ def test_webhooks_cleanup_and_protection_tabs(hooks_server: Server, page: Steps)
     pg.get_by_label("Cron expression (UTC)").fill("30 2 * * 1-5")
     pg.get_by_role("button", name="Save schedule").click()
     expect(pg.get_by_role("status")).to_contain_text("Cleanup schedule saved: 30 2 * * 1-5")
-    assert api.cleanup_schedule("auto")["schedule"] == "30 2 * * 1-5"
+    assert api.doc("api.cleanup.schedule", registry="auto")["schedule"] == "30 2 * * 1-5"
     pg.get_by_label("Schedule preset").select_option("Weekly")
     pg.get_by_role("button", name="Save schedule").click()
     expect(pg.get_by_role("status")).to_contain_text("Cleanup schedule saved: Weekly")
     expect(pg.locator("dl.details")).to_contain_text("Weekly (0 0 * * 0)")
-    assert api.cleanup_schedule("auto")["preset"] == "Weekly"
+    assert api.doc("api.cleanup.schedule", registry="auto")["preset"] == "Weekly"
     page.shot("cleanup-schedule")
 
     pg.get_by_role("button", name="Test run").click()
@@ -616,9 +613,7 @@ def test_webhooks_cleanup_and_protection_tabs(hooks_server: Server, page: Steps)
     page.shot("cleanup-run-details")
 
     # A service viewer sees every tab, and changes nothing.
-    api.create_user("auto-viewer")
-    api.set_role("auto-viewer", "auto", "service-viewer")
-    key = api.create_key(user="auto-viewer", description="console")
+    key = server.new_user("auto-viewer", {"auto": "service-viewer"}, key="console")
     pg.get_by_role("button", name="Log out").click()
     log_in(pg, server, key["id"], key["secret"])
 
@@ -680,5 +675,5 @@ def test_webhooks_cleanup_and_protection_tabs(hooks_server: Server, page: Steps)
     pg.get_by_role("dialog", name="Delete webhook ci?").get_by_role("button", name="Delete webhook").click()
     expect(pg.get_by_role("status")).to_contain_text("Webhook ci deleted.")
     expect(pg.get_by_text("No webhooks yet")).to_be_visible()
-    assert api.webhooks("auto")["webhooks"] == []
+    assert api.doc("api.webhooks", registry="auto")["webhooks"] == []
     page.shot("webhook-deleted")

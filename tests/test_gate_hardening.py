@@ -49,11 +49,7 @@ def _code(r: httpx.Response) -> str:
 
 def _user(srv: Server, name: str, role: str, *registries: str) -> tuple[str, str]:
     """A new user holding `role` on `registries`; the ID and secret of an access key of theirs."""
-    api = srv.api()
-    api.create_user(name)
-    for registry in registries:
-        api.set_role(name, registry, role)
-    key = api.create_key(name, "gate tests")
+    key = srv.new_user(name, dict.fromkeys(registries, role), key="gate tests")
     return key["id"], key["secret"]
 
 
@@ -75,8 +71,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                 push_image(c, repo, img, "v1")
         member = _user(srv, "member", "project-admin", "pub", "inner", "fenced")
         api = srv.api()
-        api.update_registry("inner", public_uri=False)
-        api.update_registry("fenced", allowed_cidrs=["10.0.0.0/8"])
+        api.call("api.registry.update", {"public_uri": False}, registry="inner")
+        api.call("api.registry.update", {"allowed_cidrs": ["10.0.0.0/8"]}, registry="fenced")
         layer = digest(img.layers[0])
         yield Setup(srv, f"http://127.0.0.2:{srv.port}", member, layer)
     finally:
@@ -223,18 +219,18 @@ def test_a_token_loses_what_its_holder_s_role_no_longer_grants(setup: Setup) -> 
     tok = token(srv.url, *key, "repository:pub/app:pull,push")
     get = lambda: httpx.get(f"{srv.url}/v2/pub/app/manifests/v1", headers=_bearer(tok))  # noqa: E731
     assert get().status_code == 200
-    api.set_role("fickle", "pub", "service-viewer")  # still reads, no longer pushes
+    api.call("api.role.set", {"role": "service-viewer"}, user="fickle", on="pub")  # still reads, no longer pushes
     assert get().status_code == 200
     r = httpx.post(f"{srv.url}/v2/pub/app/blobs/uploads/", headers=_bearer(tok))
     assert r.status_code == 403 and _code(r) == "DENIED", r.text
-    api.drop_role("fickle", "pub")
+    api.call("api.role.delete", user="fickle", on="pub")
     r = get()
     assert r.status_code == 403 and _code(r) == "DENIED", r.text
-    api.set_role("fickle", "pub", "service-viewer")
+    api.call("api.role.set", {"role": "service-viewer"}, user="fickle", on="pub")
     assert get().status_code == 200  # what the token grants, as far as the role allows now
     mtok = token(srv.url, *key, MANAGEMENT)
     assert httpx.get(f"{srv.url}/api/v1/whoami", headers=_bearer(mtok)).status_code == 200
-    api.delete_user("fickle")
+    api.call("api.user.delete", user="fickle")
     assert get().status_code == 401  # at once, on this node
     assert httpx.get(f"{srv.url}/api/v1/whoami", headers=_bearer(mtok)).status_code == 401
 
@@ -246,7 +242,7 @@ def test_a_role_revoked_on_another_node_stops_a_token_within_the_cache_interval(
         tok = token(other.url, *_user(srv, "remote", "service-viewer", "pub"), "repository:pub/app:pull")
         get = lambda: httpx.get(f"{other.url}/v2/pub/app/manifests/v1", headers=_bearer(tok))  # noqa: E731
         assert get().status_code == 200
-        srv.api().drop_role("remote", "pub")  # on the module's node
+        srv.api().call("api.role.delete", user="remote", on="pub")  # on the module's node
         deadline = time.monotonic() + 20  # a bound, not a timing: the interval is 1 s
         while (status := get().status_code) == 200 and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -285,7 +281,7 @@ def test_api_bodies_must_be_json(setup: Setup) -> None:
                     {"Content-Type": "multipart/form-data; boundary=x"}, {}):
         r = srv.call("POST", "/users", content=b'{"name": "csrf-victim", "system_admin": true}', headers=headers)
         assert r.status_code == 415 and _code(r) == "UNSUPPORTED", (headers, r.text)
-    assert "csrf-victim" not in [u["name"] for u in srv.api().users()]
+    assert "csrf-victim" not in [u.name for u in srv.api().call("api.users").users]
     r = srv.call("POST", "/users", content=b'{"name": "json-user"}',
                  headers={"Content-Type": "application/json; charset=utf-8"})
     assert r.status_code == 201, r.text
@@ -298,7 +294,7 @@ def test_cross_origin_api_requests_are_refused(setup: Setup) -> None:
         r = srv.call("POST", "/users", json={"name": "cross-origin"}, headers=headers)
         assert r.status_code == 403 and _code(r) == "DENIED", (headers, r.text)
         assert srv.call("GET", "/registries", headers=headers).status_code == 403
-    assert "cross-origin" not in [u["name"] for u in srv.api().users()]
+    assert "cross-origin" not in [u.name for u in srv.api().call("api.users").users]
     r = srv.call("POST", "/users", json={"name": "same-origin"},
                  headers={"Origin": srv.url, "Sec-Fetch-Site": "same-origin"})
     assert r.status_code == 201, r.text

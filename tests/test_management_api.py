@@ -3,13 +3,17 @@ deletion, deleting artifacts and images, pull times, GC runs and their history."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
 import pytest
+import trio
 
 from ncr_trio.client import APIError
-from ncr_trio.http.models import ArtifactPage, NewTag, Tag, WhoAmI
+from ncr_trio.http.asgi import Request, Response
+from ncr_trio.http.models import ArtifactPage, NewTag, RegistryDeleted, Tag, UserCreated, WhoAmI
+from ncr_trio.http.operations import OPERATIONS
 from tests.support.oci import OCI_INDEX, image, index, push_image, push_manifest
 from tests.support.server import Server
 
@@ -147,10 +151,7 @@ def test_gc_dry_run_run_and_history(srv: Server) -> None:
 
 
 def test_roles_on_the_catalog_endpoints(srv: Server, pushed: dict[str, str]) -> None:
-    a = srv.api()
-    a.create_user("shop-viewer")
-    a.set_role("shop-viewer", "shop", "service-viewer")
-    key = a.create_key("shop-viewer")
+    key = srv.new_user("shop-viewer", {"shop": "service-viewer"})
     viewer = (key["id"], key["secret"])
     r = httpx.get(f"{srv.url}/api/v1/registries/shop/images/web/artifacts", auth=viewer)
     assert r.status_code == 200
@@ -199,3 +200,28 @@ def test_bodies_a_model_refuses_are_4xx_in_the_error_body(srv: Server, method: s
     r = srv.call(method, path, content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == status, r.text
     assert r.json()["errors"][0]["code"] == ("INVALID_REQUEST" if status == 400 else "SIZE_INVALID")
+
+
+def test_a_handler_answers_its_declared_model_and_stored_text_json_cannot_carry_is_escaped() -> None:
+    """What a handler answers is encoded by its operation's declaration: the declared model with the
+    declared status (None: the declared body-less status); another model is a programming error, never
+    sent. A lone surrogate in stored text (which UTF-8 cannot carry) is escaped, as JSON allows."""
+    by_name = {op.name: op for op in OPERATIONS}
+    request = Request({"type": "http", "method": "POST", "path": "/"}, _never_called)
+
+    def answer(name: str, value: object) -> Response:
+        async def handler(request: Request) -> object:
+            return value
+        return trio.run(by_name[name].route(handler).handler, request)
+
+    created = answer("api.user.create", UserCreated("a\udc80b"))
+    assert (created.status, json.loads(created.body)) == (201, {"name": "a\udc80b"})  # type: ignore[arg-type]
+    assert answer("api.user.delete", None).status == 204
+    with pytest.raises(TypeError, match="api.user.create answered a RegistryDeleted"):
+        answer("api.user.create", RegistryDeleted("x", 0))
+    with pytest.raises(TypeError):
+        answer("api.user.delete", UserCreated("x"))
+
+
+async def _never_called() -> dict[str, object]:
+    raise AssertionError("the handler reads no body")

@@ -217,13 +217,9 @@ def test_the_cleanup_schedule(srv: Server) -> None:
 def test_viewing_needs_read_and_everything_else_manage(srv: Server) -> None:
     reg = registry(srv, "roles")
     pid = protect(srv, reg, "v*")
-    a = srv.api()
     keys = {}
     for role in ("service-viewer", "image-uploader", "project-member"):
-        user = f"roles-{role}"
-        a.create_user(user)
-        a.set_role(user, reg, role)
-        key = a.create_key(user)
+        key = srv.new_user(f"roles-{role}", {reg: role})
         keys[role] = (key["id"], key["secret"])
     base = f"/registries/{reg}"
     reads = [("GET", f"{base}/cleanup/policies"), ("GET", f"{base}/cleanup/schedule"), ("GET", f"{base}/cleanup/runs"),

@@ -63,12 +63,9 @@ def ncr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def keys(ncr: Server) -> dict[str, tuple[str, str]]:
     """ncr-trio access keys (id, secret) of an image uploader (pull, push) and a service viewer (pull) on REGISTRY."""
-    api = ncr.api()
     out = {}
     for user, role in (("uploader", "image-uploader"), ("viewer", "service-viewer")):
-        api.create_user(user, password=None)
-        api.set_role(user, REGISTRY, role)
-        key = api.create_key(user, "interop")
+        key = ncr.new_user(user, {REGISTRY: role}, key="interop")
         out[user] = (key["id"], key["secret"])
     return out
 
@@ -176,7 +173,7 @@ def test_client_logs_in_with_an_access_key_pushes_and_pulls(dist: Distribution, 
     assert c.run("crane", "manifest", "--insecure", f"{repo}:v1").stdout.encode() == img.manifest
 
     # The tokens came from ncr-trio: it logged the key's logins (Distribution trusts no other issuer anyway).
-    logins = [e for e in ncr.api().audit(actor="uploader", action="login", limit=100) if e["outcome"] == "ok"]
+    logins = [e for e in ncr.api().doc("api.audit", actor="uploader", action="login", limit=100)["entries"] if e["outcome"] == "ok"]
     assert logins, "ncr-trio issued no token to the uploader"
     # Distribution stored it: read back with a pull token of ncr-trio's, straight over HTTP.
     tok = token(ncr.url, *uploader, f"repository:{REGISTRY}/app:pull")

@@ -37,6 +37,11 @@ ITEM_COLUMNS = [col("REPOSITORY", "repository", no_wrap=True), col("DIGEST", "di
                 col("TAGS", "tags"), col("OUTCOME", "outcome", no_wrap=True), col("REASON", "reason")]
 
 
+def _given(**fields: Any) -> dict[str, Any]:
+    """The options given (None: left to the server's default)."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def _is_set(value: Any) -> str:
     return "set" if value else "not set"
 
@@ -48,7 +53,7 @@ def _webhook_id(ctx: Ctx, registry: str, ref: str) -> int:
     """A webhook by its numeric ID, or by its name (looked up in the registry's list)."""
     if ref.isdigit():
         return int(ref)
-    for page in ctx.api.pages(ctx.api.webhooks, "webhooks", registry):
+    for page in ctx.api.pages("api.webhooks", "webhooks", registry=registry):
         for hook in page["webhooks"]:
             if hook["name"] == ref:
                 return int(hook["id"])
@@ -109,22 +114,22 @@ WEBHOOK_COLUMNS = [col("ID", "id", justify="right"), col("NAME", "name", no_wrap
 
 
 def cmd_webhook_list(ctx: Ctx) -> int:
-    doc = listing(ctx, ctx.api.webhooks, "webhooks", "webhooks", ctx.args.registry)
+    doc = listing(ctx, "api.webhooks", "webhooks", "webhooks", registry=ctx.args.registry)
     return show_listing(ctx, doc, "webhooks", WEBHOOK_COLUMNS, "webhooks")
 
 
 def cmd_webhook_show(ctx: Ctx) -> int:
     a = ctx.args
-    h = ctx.api.webhook(a.registry, _webhook_id(ctx, a.registry, a.webhook))
+    h = ctx.api.doc("api.webhook", registry=a.registry, webhook=_webhook_id(ctx, a.registry, a.webhook))
     return show_fields(ctx, h, _webhook_fields(h))
 
 
 def cmd_webhook_create(ctx: Ctx) -> int:
     a = ctx.args
     secrets = _secrets(ctx)
-    h = ctx.api.create_webhook(a.registry, a.name, a.webhook_url, a.kind, event_types=a.event or [],
-                               secret=secrets.get("secret"), auth_header=secrets.get("auth_header"),
-                               enabled=not a.disabled)
+    body = {"name": a.name, "kind": a.kind, "url": a.webhook_url, "event_types": a.event or [],
+            "enabled": not a.disabled, **_given(**secrets)}
+    h = ctx.api.doc("api.webhook.create", body, registry=a.registry)
     return show_fields(ctx, h, _webhook_fields(h))
 
 
@@ -143,13 +148,14 @@ def cmd_webhook_update(ctx: Ctx) -> int:
         raise UsageError("nothing to change: give --name, --webhook-url, --kind, --event, --all-events, "
                          "a new secret or auth header (--secret-stdin, --secret-env, --auth-header-stdin, "
                          "--auth-header-env), --clear-secret or --clear-auth-header")
-    h = ctx.api.update_webhook(a.registry, _webhook_id(ctx, a.registry, a.webhook), **fields)
+    h = ctx.api.doc("api.webhook.update", fields, registry=a.registry, webhook=_webhook_id(ctx, a.registry, a.webhook))
     return show_fields(ctx, h, _webhook_fields(h))
 
 
 def _set_webhook_enabled(ctx: Ctx, enabled: bool) -> int:
     a = ctx.args
-    h = ctx.api.update_webhook(a.registry, _webhook_id(ctx, a.registry, a.webhook), enabled=enabled)
+    h = ctx.api.doc("api.webhook.update", {"enabled": enabled}, registry=a.registry,
+                    webhook=_webhook_id(ctx, a.registry, a.webhook))
     return done(ctx, h, f"{'Enabled' if enabled else 'Disabled'} webhook {h['name']} (#{h['id']}) "
                         f"of registry {h['registry']}")
 
@@ -167,7 +173,7 @@ def cmd_webhook_delete(ctx: Ctx) -> int:
     hook_id = _webhook_id(ctx, a.registry, a.webhook)
     name = a.webhook if not a.webhook.isdigit() else f"#{hook_id}"
     ctx.confirm(f"delete webhook {name} of registry {a.registry}", " with its queued deliveries and history")
-    ctx.api.delete_webhook(a.registry, hook_id)
+    ctx.api.call("api.webhook.delete", registry=a.registry, webhook=hook_id)
     return done(ctx, None, f"Deleted webhook {name} of registry {a.registry}")
 
 
@@ -198,7 +204,7 @@ def cmd_webhook_test(ctx: Ctx) -> int:
     a = ctx.args
     hook_id = _webhook_id(ctx, a.registry, a.webhook)
     with ctx.out.spinner(f"Sending a test event to webhook {a.webhook}"):
-        d = ctx.api.test_webhook(a.registry, hook_id)
+        d = ctx.api.doc("api.webhook.test", {}, registry=a.registry, webhook=hook_id)
     delivered = d.get("status") == "delivered"
     if ctx.out.as_json:
         ctx.out.document(d)
@@ -219,7 +225,7 @@ def cmd_webhook_test(ctx: Ctx) -> int:
 def cmd_webhook_deliveries(ctx: Ctx) -> int:
     a = ctx.args
     hook_id = _webhook_id(ctx, a.registry, a.webhook)
-    doc = listing(ctx, ctx.api.webhook_deliveries, "deliveries", "deliveries", a.registry, hook_id)
+    doc = listing(ctx, "api.webhook.deliveries", "deliveries", "deliveries", registry=a.registry, webhook=hook_id)
     return show_listing(ctx, doc, "deliveries", DELIVERY_COLUMNS, "deliveries")
 
 
@@ -247,19 +253,20 @@ def _rule(value: str) -> str:
 
 
 def cmd_cleanup_policy_list(ctx: Ctx) -> int:
-    doc = ctx.api.cleanup_policies(ctx.args.registry)
+    doc = ctx.api.doc("api.cleanup.policies", registry=ctx.args.registry)
     return show_listing(ctx, doc, "policies", CLEANUP_COLUMNS, "cleanup policies")
 
 
 def cmd_cleanup_policy_add(ctx: Ctx) -> int:
     a = ctx.args
-    p = ctx.api.add_cleanup_policy(a.registry, _rule(a.rule), a.n, image=a.image, tag=a.tag, untagged=a.untagged)
+    body = {"rule": _rule(a.rule), "n": a.n, "untagged": a.untagged, **_given(image=a.image, tag=a.tag)}
+    p = ctx.api.doc("api.cleanup.policy.create", body, registry=a.registry)
     return show_fields(ctx, p, _cleanup_fields(p))
 
 
 def _set_cleanup_enabled(ctx: Ctx, enabled: bool) -> int:
     a = ctx.args
-    p = ctx.api.set_cleanup_policy_enabled(a.registry, a.id, enabled)
+    p = ctx.api.doc("api.cleanup.policy.update", {"enabled": enabled}, registry=a.registry, id=a.id)
     return done(ctx, p, f"{'Enabled' if enabled else 'Disabled'} cleanup policy #{p['id']} of registry "
                         f"{p['registry']} (image \"{p['image']}\", tag \"{p['tag']}\", {p['description']})")
 
@@ -275,7 +282,7 @@ def cmd_cleanup_policy_disable(ctx: Ctx) -> int:
 def cmd_cleanup_policy_delete(ctx: Ctx) -> int:
     a = ctx.args
     ctx.confirm(f"delete cleanup policy #{a.id} of registry {a.registry}")
-    ctx.api.delete_cleanup_policy(a.registry, a.id)
+    ctx.api.call("api.cleanup.policy.delete", registry=a.registry, id=a.id)
     return done(ctx, None, f"Deleted cleanup policy #{a.id} of registry {a.registry}")
 
 
@@ -289,12 +296,12 @@ def _schedule_fields(s: Any) -> list[tuple[str, str]]:
 
 
 def cmd_cleanup_schedule_show(ctx: Ctx) -> int:
-    s = ctx.api.cleanup_schedule(ctx.args.registry)
+    s = ctx.api.doc("api.cleanup.schedule", registry=ctx.args.registry)
     return show_fields(ctx, s, _schedule_fields(s))
 
 
 def cmd_cleanup_schedule_set(ctx: Ctx) -> int:
-    s = ctx.api.set_cleanup_schedule(ctx.args.registry, ctx.args.schedule)
+    s = ctx.api.doc("api.cleanup.schedule.set", {"schedule": ctx.args.schedule}, registry=ctx.args.registry)
     return show_fields(ctx, s, _schedule_fields(s))
 
 
@@ -333,7 +340,7 @@ def _run_headline(run: Any) -> str:
 def cmd_cleanup_test(ctx: Ctx) -> int:
     registry = ctx.args.registry
     with ctx.out.spinner(f"Test run of the cleanup of {registry} (nothing is deleted)"):
-        run = ctx.api.test_cleanup(registry)
+        run = ctx.api.doc("api.cleanup.test", {}, registry=registry)
     return _show_run(ctx, run, _run_headline(run))
 
 
@@ -341,12 +348,12 @@ def cmd_cleanup_run(ctx: Ctx) -> int:
     registry = ctx.args.registry
     detail = " (deletes what its enabled cleanup policies select now; `ncr-trio cleanup test` shows what)"
     if not ctx.yes and sys.stdin.isatty():
-        enabled = [p for p in ctx.api.cleanup_policies(registry)["policies"] if p.get("enabled")]
+        enabled = [p for p in ctx.api.doc("api.cleanup.policies", registry=registry)["policies"] if p.get("enabled")]
         detail = (f" (deletes what its {len(enabled)} enabled cleanup "
                   f"polic{'y' if len(enabled) == 1 else 'ies'} select now; `ncr-trio cleanup test` shows what)")
     ctx.confirm(f"run the cleanup of registry {registry}", detail)
     with ctx.out.spinner(f"Cleaning up {registry}"):
-        run = ctx.api.run_cleanup(registry)
+        run = ctx.api.doc("api.cleanup.run", {}, registry=registry)
     return _show_run(ctx, run, _run_headline(run))
 
 
@@ -359,11 +366,11 @@ RUN_COLUMNS = [col("ID", "id", justify="right"), col("TRIGGER", "triggered_by"),
 def cmd_cleanup_history(ctx: Ctx) -> int:
     a = ctx.args
     if a.run_id is None:
-        doc = listing(ctx, ctx.api.cleanup_runs, "runs", "cleanup runs", a.registry)
+        doc = listing(ctx, "api.cleanup.runs", "runs", "cleanup runs", registry=a.registry)
         return show_listing(ctx, doc, "runs", RUN_COLUMNS, "cleanup runs")
     if a.page is not None or a.all or a.per_page is not None:
         raise UsageError("--page, --per-page and --all list runs: not with a RUN_ID")
-    run = ctx.api.cleanup_run(a.registry, a.run_id)
+    run = ctx.api.doc("api.cleanup.run.details", registry=a.registry, id=a.run_id)
     if ctx.out.as_json:
         ctx.out.document(run)
         return 0
@@ -396,19 +403,19 @@ def _protection_fields(p: Any) -> list[tuple[str, str]]:
 
 
 def cmd_protection_list(ctx: Ctx) -> int:
-    doc = ctx.api.protection_policies(ctx.args.registry)
+    doc = ctx.api.doc("api.protection.policies", registry=ctx.args.registry)
     return show_listing(ctx, doc, "policies", PROTECTION_COLUMNS, "protection policies")
 
 
 def cmd_protection_add(ctx: Ctx) -> int:
     a = ctx.args
-    p = ctx.api.add_protection_policy(a.registry, a.tag, image=a.image)
+    p = ctx.api.doc("api.protection.policy.create", {"tag": a.tag, **_given(image=a.image)}, registry=a.registry)
     return show_fields(ctx, p, _protection_fields(p))
 
 
 def _set_protection_enabled(ctx: Ctx, enabled: bool) -> int:
     a = ctx.args
-    p = ctx.api.set_protection_policy_enabled(a.registry, a.id, enabled)
+    p = ctx.api.doc("api.protection.policy.update", {"enabled": enabled}, registry=a.registry, id=a.id)
     return done(ctx, p, f"{'Enabled' if enabled else 'Disabled'} protection policy #{p['id']} of registry "
                         f"{p['registry']} (image \"{p['image']}\", tag \"{p['tag']}\")")
 
@@ -425,7 +432,7 @@ def cmd_protection_delete(ctx: Ctx) -> int:
     a = ctx.args
     ctx.confirm(f"delete protection policy #{a.id} of registry {a.registry}",
                 " (the tags it covers can be moved and deleted again)")
-    ctx.api.delete_protection_policy(a.registry, a.id)
+    ctx.api.call("api.protection.policy.delete", registry=a.registry, id=a.id)
     return done(ctx, None, f"Deleted protection policy #{a.id} of registry {a.registry}")
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 from ncr_trio.cli import credentials
@@ -155,7 +155,8 @@ def resolve_digest(ctx: Ctx, ref: Ref) -> str:
     if ref.digest:
         return ref.digest
     assert ref.tag is not None
-    for tag in ctx.api.tags(ref.registry, ref.image, glob=ref.tag, per_page=PER_PAGE_MAX)["tags"]:
+    for tag in ctx.api.doc("api.tags", registry=ref.registry, image=ref.image, glob=ref.tag,
+                           per_page=PER_PAGE_MAX)["tags"]:
         if tag["name"] == ref.tag:
             return str(tag["digest"])
     raise APIError(404, "TAG_UNKNOWN", f"no tag {ref.tag} in {ref.repository}")
@@ -172,19 +173,19 @@ def paging_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--per-page", type=int, help=f"items per page (1 to {PER_PAGE_MAX}; server default 50)")
 
 
-def listing(ctx: Ctx, fetch: Callable[..., Any], key: str, noun: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """One page of a listing (`--page`, `--per-page`), or every page merged (`--all`)."""
+def listing(ctx: Ctx, name: str, key: str, noun: str, **params: Any) -> dict[str, Any]:
+    """One page of the listing operation `name` (`--page`, `--per-page`), or every page merged (`--all`)."""
     a = ctx.args
     if a.per_page is not None and not 1 <= a.per_page <= PER_PAGE_MAX:
         raise UsageError(f"--per-page must be 1 to {PER_PAGE_MAX}")
     if a.page is not None and a.page < 1:
         raise UsageError("--page starts at 1")
     if not a.all:
-        return cast(dict[str, Any], fetch(*args, page=a.page, per_page=a.per_page, **kwargs))
+        return ctx.api.doc(name, page=a.page, per_page=a.per_page, **params)
     items: list[Any] = []
     total = 0
     with ctx.out.progress(f"Listing {noun}") as advance:
-        for page in ctx.api.pages(fetch, key, *args, per_page=a.per_page or PER_PAGE_MAX, **kwargs):
+        for page in ctx.api.pages(name, key, per_page=a.per_page or PER_PAGE_MAX, **params):
             items.extend(page[key])
             total = page["total"]
             advance(len(page[key]), total=total)
@@ -247,7 +248,7 @@ def cmd_login(ctx: Ctx) -> int:
         if not Path(cacert).is_file():
             raise UsageError(f"--cacert {cacert}: no such file")
         cacert = str(Path(cacert).resolve())
-    me = Client(conn.url, username, secret, cacert).whoami()
+    me = Client(conn.url, username, secret, cacert).doc("api.whoami")
     credentials.write(path, credentials.Stored(url=conn.url, username=username, secret=secret, cacert=cacert))
     if ctx.out.as_json:
         ctx.out.document(me)
@@ -272,7 +273,7 @@ def cmd_logout(ctx: Ctx) -> int:
 
 
 def cmd_whoami(ctx: Ctx) -> int:
-    me = ctx.api.whoami()
+    me = ctx.api.doc("api.whoami")
     roles = ", ".join(f"{r}: {role}" for r, role in sorted(me.get("roles", {}).items())) or "-"
     via = {"login": f"login in {credentials.config_path()}", "--username": "--username",
            "NCR_USERNAME": "NCR_USERNAME"}.get(ctx.conn.username_from, ctx.conn.username_from)
@@ -311,7 +312,7 @@ def _registry_fields(r: Any) -> list[tuple[str, str]]:
 
 
 def cmd_registry_create(ctx: Ctx) -> int:
-    r = ctx.api.create_registry(ctx.args.name, **_registry_settings(ctx.args))
+    r = ctx.api.doc("api.registry.create", {"name": ctx.args.name, **_registry_settings(ctx.args)})
     return show_fields(ctx, r, _registry_fields(r))
 
 
@@ -320,12 +321,12 @@ def cmd_registry_update(ctx: Ctx) -> int:
     if not settings:
         raise UsageError("nothing to change: give --description, --public-read, --public-uri, --allow-cidr "
                          "or --clear-cidrs")
-    r = ctx.api.update_registry(ctx.args.name, **settings)
+    r = ctx.api.doc("api.registry.update", settings, registry=ctx.args.name)
     return show_fields(ctx, r, _registry_fields(r))
 
 
 def cmd_registry_list(ctx: Ctx) -> int:
-    doc = ctx.api.list_registries()
+    doc = ctx.api.doc("api.registries")
     return show_listing(ctx, doc, "registries", [
         col("NAME", "name", no_wrap=True), col("PUBLIC_READ", "public_read"), col("PUBLIC_URI", "public_uri"),
         col("ALLOWED_CIDRS", "allowed_cidrs"), col("CREATED", "created_at", when), col("DESCRIPTION", "description"),
@@ -333,7 +334,7 @@ def cmd_registry_list(ctx: Ctx) -> int:
 
 
 def cmd_registry_show(ctx: Ctx) -> int:
-    r = ctx.api.registry(ctx.args.name)
+    r = ctx.api.doc("api.registry", registry=ctx.args.name)
     return show_fields(ctx, r, _registry_fields(r))
 
 
@@ -341,17 +342,17 @@ def cmd_registry_delete(ctx: Ctx) -> int:
     name, force = ctx.args.name, ctx.args.force
     detail = ""
     if force and not ctx.yes and sys.stdin.isatty():
-        images = ctx.api.registry(name).get("images", 0)
+        images = ctx.api.doc("api.registry", registry=name).get("images", 0)
         detail = f" and its {images} images" if images else ""
     ctx.confirm(f"delete registry {name}", detail)
     with ctx.out.spinner(f"Deleting registry {name}"):
-        r = ctx.api.delete_registry(name, force)
+        r = ctx.api.doc("api.registry.delete", registry=name, force=force)
     extra = f" and {r['images_deleted']} images" if r.get("images_deleted") else ""
     return done(ctx, r, f"Deleted registry {r['deleted']}{extra}")
 
 
 def cmd_member_list(ctx: Ctx) -> int:
-    doc = ctx.api.members(ctx.args.registry)
+    doc = ctx.api.doc("api.members", registry=ctx.args.registry)
     return show_listing(ctx, doc, "members",
                         [col("USER", "user", no_wrap=True), col("ROLE", "role")], "members")
 
@@ -365,13 +366,13 @@ IMAGE_COLUMNS = [col("NAME", "name", no_wrap=True), col("ARTIFACTS", "artifacts"
 
 
 def cmd_image_list(ctx: Ctx) -> int:
-    doc = listing(ctx, ctx.api.images, "images", "images", ctx.args.registry, q=ctx.args.query)
+    doc = listing(ctx, "api.images", "images", "images", registry=ctx.args.registry, q=ctx.args.query)
     return show_listing(ctx, doc, "images", IMAGE_COLUMNS, "images")
 
 
 def cmd_image_show(ctx: Ctx) -> int:
     ref = parse_ref(ctx.args.image, ctx.conn.url)
-    i = ctx.api.image(ref.registry, ref.image)
+    i = ctx.api.doc("api.image", registry=ref.registry, image=ref.image)
     return show_fields(ctx, i, [("name", i["name"]), ("repository", i["repository"]),
                                 ("artifacts", text(i["artifacts"])), ("tags", text(i["tags"])),
                                 ("size", size(i["size"])), ("pushed", when(i.get("pushed_at"))),
@@ -382,11 +383,11 @@ def cmd_image_delete(ctx: Ctx) -> int:
     ref = parse_ref(ctx.args.image, ctx.conn.url)
     detail = " with all its artifacts and tags"
     if not ctx.yes and sys.stdin.isatty():
-        i = ctx.api.image(ref.registry, ref.image)
+        i = ctx.api.doc("api.image", registry=ref.registry, image=ref.image)
         detail = f" with its {i['artifacts']} artifacts and {i['tags']} tags"
     ctx.confirm(f"delete image {ref.repository}", detail)
     with ctx.out.spinner(f"Deleting {ref.repository}"):
-        r = ctx.api.delete_image(ref.registry, ref.image)
+        r = ctx.api.doc("api.image.delete", registry=ref.registry, image=ref.image)
     return done(ctx, r, f"Deleted {r['deleted']} ({r['artifacts_deleted']} artifacts)")
 
 
@@ -397,13 +398,13 @@ ARTIFACT_COLUMNS = [col("DIGEST", "digest", no_wrap=True), Column("TYPE", kind),
 
 def cmd_artifact_list(ctx: Ctx) -> int:
     ref = parse_ref(ctx.args.image, ctx.conn.url)
-    doc = listing(ctx, ctx.api.artifacts, "artifacts", "artifacts", ref.registry, ref.image)
+    doc = listing(ctx, "api.artifacts", "artifacts", "artifacts", registry=ref.registry, image=ref.image)
     return show_listing(ctx, doc, "artifacts", ARTIFACT_COLUMNS, "artifacts")
 
 
 def cmd_artifact_show(ctx: Ctx) -> int:
     ref = parse_ref(ctx.args.artifact, ctx.conn.url, want="artifact")
-    a = ctx.api.artifact(ref.registry, ref.image, resolve_digest(ctx, ref))
+    a = ctx.api.doc("api.artifact", registry=ref.registry, image=ref.image, digest=resolve_digest(ctx, ref))
     return show_fields(ctx, a, [
         ("repository", ref.repository), ("digest", a["digest"]), ("media type", text(a.get("media_type"))),
         ("artifact type", a.get("artifact_type") or "-"), ("size", size(a.get("size"))),
@@ -418,10 +419,10 @@ def cmd_artifact_delete(ctx: Ctx) -> int:
     digest = resolve_digest(ctx, ref)
     detail = ""
     if not ctx.yes and sys.stdin.isatty():
-        tags = ctx.api.artifact(ref.registry, ref.image, digest).get("tags") or []
+        tags = ctx.api.doc("api.artifact", registry=ref.registry, image=ref.image, digest=digest).get("tags") or []
         detail = f" and its tags {', '.join(tags)}" if tags else ""
     ctx.confirm(f"delete artifact {ref.repository}@{digest}", detail)
-    ctx.api.delete_artifact(ref.registry, ref.image, digest)
+    ctx.api.call("api.artifact.delete", registry=ref.registry, image=ref.image, digest=digest)
     return done(ctx, None, f"Deleted {ref.repository}@{digest}")
 
 
@@ -433,12 +434,13 @@ REGISTRY_TAG_COLUMNS = [col("REPOSITORY", "repository", no_wrap=True), col("TAG"
 
 def cmd_tag_list(ctx: Ctx) -> int:
     ref = parse_ref(ctx.args.image, ctx.conn.url)
-    doc = listing(ctx, ctx.api.tags, "tags", "tags", ref.registry, ref.image, q=ctx.args.search, glob=ctx.args.glob)
+    doc = listing(ctx, "api.tags", "tags", "tags", registry=ref.registry, image=ref.image, q=ctx.args.search,
+                  glob=ctx.args.glob)
     return show_listing(ctx, doc, "tags", TAG_COLUMNS, "tags")
 
 
 def cmd_tag_search(ctx: Ctx) -> int:
-    doc = listing(ctx, ctx.api.registry_tags, "tags", "tags", ctx.args.registry, q=ctx.args.search,
+    doc = listing(ctx, "api.registry.tags", "tags", "tags", registry=ctx.args.registry, q=ctx.args.search,
                   glob=ctx.args.glob)
     return show_listing(ctx, doc, "tags", REGISTRY_TAG_COLUMNS, "tags")
 
@@ -446,7 +448,8 @@ def cmd_tag_search(ctx: Ctx) -> int:
 def cmd_tag_create(ctx: Ctx) -> int:
     ref = parse_ref(ctx.args.artifact, ctx.conn.url, want="artifact")
     digest = resolve_digest(ctx, ref)
-    t = ctx.api.create_tag(ref.registry, ref.image, digest, ctx.args.tag)
+    t = ctx.api.doc("api.artifact.tags", {"name": ctx.args.tag}, registry=ref.registry, image=ref.image,
+                    digest=digest)
     return done(ctx, t, f"Tagged {ref.repository}@{t.get('digest', digest)} as {t.get('name', ctx.args.tag)}")
 
 
@@ -454,7 +457,7 @@ def cmd_tag_delete(ctx: Ctx) -> int:
     ref = parse_ref(ctx.args.tag, ctx.conn.url, want="tag")
     ctx.confirm(f"delete tag {ref}", " (the artifact stays)")
     assert ref.tag is not None
-    ctx.api.delete_tag(ref.registry, ref.image, ref.tag)
+    ctx.api.call("api.tag.delete", registry=ref.registry, image=ref.image, tag=ref.tag)
     return done(ctx, None, f"Deleted tag {ref}")
 
 
@@ -466,7 +469,7 @@ def cmd_gc_run(ctx: Ctx) -> int:
     if untagged and not dry:
         ctx.confirm("gc run --delete-untagged", " (deletes every manifest no tag, index or subject keeps)")
     with ctx.out.spinner("Collecting garbage" + (" (dry run)" if dry else "")):
-        r = ctx.api.run_gc(dry_run=dry, delete_untagged=untagged)
+        r = ctx.api.doc("api.gc.run", {"dry_run": dry, "delete_untagged": untagged})
     if ctx.out.as_json:
         ctx.out.document(r)
         return 0
@@ -482,7 +485,7 @@ def cmd_gc_run(ctx: Ctx) -> int:
 
 
 def cmd_gc_history(ctx: Ctx) -> int:
-    doc = listing(ctx, ctx.api.gc_runs, "runs", "GC runs")
+    doc = listing(ctx, "api.gc.runs", "runs", "GC runs")
     return show_listing(ctx, doc, "runs", [
         col("ID", "id", justify="right"), col("DRY_RUN", "dry_run"), col("STARTED", "started_at", when),
         col("FINISHED", "finished_at", when), col("BLOBS", "blobs_removed", justify="right"),
@@ -504,13 +507,13 @@ def cmd_user_create(ctx: Ctx) -> int:
         if getattr(a, "password_stdin", False):
             raise UsageError("--new-password-stdin and --password-stdin cannot both read stdin")
         password = read_stdin_secret()
-    r = ctx.api.create_user(a.name, password, a.admin)
+    r = ctx.api.doc("api.user.create", {"name": a.name, "password": password, "system_admin": a.admin})
     return done(ctx, r, f"Created user {r.get('name', a.name)}" + (" (system administrator)" if a.admin else "")
                 + ("" if password else "; it logs in with access keys (`ncr-trio key create --user NAME`)"))
 
 
 def cmd_user_list(ctx: Ctx) -> int:
-    doc = ctx.api.list_users()
+    doc = ctx.api.doc("api.users")
     return show_listing(ctx, doc, "users", [
         col("NAME", "name", no_wrap=True), col("SYSTEM_ADMIN", "system_admin"), col("CREATED", "created_at", when),
     ], "users")
@@ -518,12 +521,12 @@ def cmd_user_list(ctx: Ctx) -> int:
 
 def cmd_user_delete(ctx: Ctx) -> int:
     ctx.confirm(f"delete user {ctx.args.name}", " with its access keys and roles")
-    ctx.api.delete_user(ctx.args.name)
+    ctx.api.call("api.user.delete", user=ctx.args.name)
     return done(ctx, None, f"Deleted user {ctx.args.name}")
 
 
 def cmd_key_create(ctx: Ctx) -> int:
-    k = ctx.api.create_key(ctx.args.user, ctx.args.description)
+    k = ctx.api.doc("api.key.create", {"description": ctx.args.description}, user=ctx.args.user)
     if ctx.out.as_json:
         ctx.out.document(k)
         return 0
@@ -536,7 +539,7 @@ def cmd_key_create(ctx: Ctx) -> int:
 
 
 def cmd_key_list(ctx: Ctx) -> int:
-    doc = ctx.api.list_keys(ctx.args.user, ctx.args.revoked)
+    doc = ctx.api.doc("api.keys", user=ctx.args.user, revoked=ctx.args.revoked)
     columns = [col("ID", "id", no_wrap=True), col("USER", "user"), col("DESCRIPTION", "description"),
                col("CREATED", "created_at", when), col("LAST_USED", "last_used_at", when),
                col("ROTATION_DUE", "rotation_due")]
@@ -547,31 +550,32 @@ def cmd_key_list(ctx: Ctx) -> int:
 
 def cmd_key_revoke(ctx: Ctx) -> int:
     ctx.confirm(f"revoke access key {ctx.args.key_id}", " (logins and tokens through it stop working)")
-    ctx.api.revoke_key(ctx.args.key_id, ctx.args.user)
+    ctx.api.call("api.key.revoke", user=ctx.args.user, key=ctx.args.key_id)
     return done(ctx, None, f"Revoked access key {ctx.args.key_id}")
 
 
 def cmd_role_grant(ctx: Ctx) -> int:
-    r = ctx.api.set_role(ctx.args.user, ctx.args.registry, ctx.args.role)
+    r = ctx.api.doc("api.role.set", {"role": ctx.args.role}, user=ctx.args.user, on=ctx.args.registry)
     where = "every registry" if r.get("registry", ctx.args.registry) == "*" else f"registry {r.get('registry')}"
     return done(ctx, r, f"{r.get('user')} is {r.get('role')} on {where}")
 
 
 def cmd_role_revoke(ctx: Ctx) -> int:
-    ctx.api.drop_role(ctx.args.user, ctx.args.registry)
+    ctx.api.call("api.role.delete", user=ctx.args.user, on=ctx.args.registry)
     where = "every registry (*)" if ctx.args.registry == "*" else f"registry {ctx.args.registry}"
     return done(ctx, None, f"Revoked {ctx.args.user}'s role on {where}")
 
 
 def cmd_role_list(ctx: Ctx) -> int:
-    doc = ctx.api.list_roles(ctx.args.user)
+    doc = ctx.api.doc("api.roles", user=ctx.args.user)
     return show_listing(ctx, doc, "roles",
                         [col("REGISTRY", "registry", no_wrap=True), col("ROLE", "role")], "roles")
 
 
 def cmd_audit(ctx: Ctx) -> int:
     a = ctx.args
-    doc = ctx.api.audit_log(actor=a.actor, action=a.action, registry=a.registry, before=a.before, limit=a.limit)
+    doc = ctx.api.doc("api.audit", actor=a.actor, action=a.action, registry=a.registry, before=a.before,
+                      limit=a.limit)
     columns = [col("ID", "id", justify="right"), col("AT", "at", when), col("ACTOR", "actor"),
                col("ACTION", "action"), col("OUTCOME", "outcome"), col("REGISTRY", "registry"),
                col("REPOSITORY", "repository"), col("TARGET", "target"), col("CLIENT", "client")]

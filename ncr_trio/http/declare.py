@@ -1,7 +1,8 @@
 """How a management API operation is declared once (http/operations.py holds the declarations):
 its name, method, path, permission, request body model, parameters, answer model and errors. The route
 (http/routes.py), the body's decoding and validation, the OpenAPI document and the client's calls
-are all derived from the declaration.
+are all derived from the declaration. A handler answers a model instance (or None for a body-less
+answer), encoded with the declaration's status; it may answer a `Response` of its own.
 
 Request bodies are msgspec Structs: decoding validates them (types, required fields, and, where the
 model says so, unknown fields refused). A failure is an INVALID_REQUEST in the registry's error body,
@@ -11,16 +12,17 @@ nesting past what Python's stack takes is refused too).
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
 
 from ncr_trio.errors import RegistryError
-from ncr_trio.http.asgi import Request
-from ncr_trio.http.routes import Handler, Route, route
+from ncr_trio.http.asgi import Request, Response, json_response
+from ncr_trio.http.routes import Route, route
 
 MAX_BODY = 64 * 1024
 B = TypeVar("B", bound=msgspec.Struct)
@@ -57,6 +59,7 @@ class Operation:
     body_required: bool = False
     errors: tuple[int, ...] = ()
     tag: str = ""
+    wait: float | None = None  # how long a client waits for the answer, if longer than usual (seconds)
 
     @property
     def action(self) -> str | None:
@@ -66,8 +69,28 @@ class Operation:
     def pattern(self) -> str:
         return re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m[1]}>{_SEGMENT.get(m[1], '[^/]+')})", self.path)
 
-    def route(self, handler: Handler) -> Route:
-        return route(self.name, self.method, self.pattern, self.action, handler)
+    def route(self, handler: Callable[[Request], Awaitable[Any]]) -> Route:
+        """The route of the operation: `handler`'s answer encoded as the declaration says."""
+        status, model, _ = self.ok
+
+        async def answer(request: Request) -> Response:
+            value = await handler(request)
+            if isinstance(value, Response):
+                return value
+            if not (isinstance(value, model) if model else value is None):
+                raise TypeError(f"{self.name} answered a {type(value).__name__}, not its declared {model}")
+            return Response(status) if value is None else encoded(status, value)
+
+        return route(self.name, self.method, self.pattern, self.action, answer)
+
+
+def encoded(status: int, value: msgspec.Struct, headers: dict[str, str] | None = None) -> Response:
+    """An answer's model as JSON."""
+    try:
+        body = msgspec.json.encode(value)
+    except UnicodeEncodeError:  # a lone surrogate in stored text: escaped, as JSON allows
+        body = json.dumps(msgspec.to_builtins(value)).encode()
+    return json_response(status, body, headers)
 
 
 async def decode(request: Request, model: type[B]) -> B:
@@ -104,4 +127,4 @@ def bind(api: object, operations: list[Operation]) -> list[Route]:
     return [op.route(handlers[op.name]) for op in operations if op.name in handlers]
 
 
-__all__ = ["MAX_BODY", "PERMISSIONS", "Operation", "bind", "decode", "given", "handles"]
+__all__ = ["MAX_BODY", "PERMISSIONS", "Operation", "bind", "decode", "encoded", "given", "handles"]

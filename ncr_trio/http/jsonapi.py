@@ -1,30 +1,22 @@
-"""What every management API module shares: JSON answers, paginated lists, numeric IDs in paths,
-and audit records of the changes a request made (request bodies: http/declare.py)."""
+"""What every management API module shares: paginated lists, numeric IDs in paths, and audit
+records of the changes a request made (request bodies and answers: http/declare.py)."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
-import msgspec
+from typing import Any, TypeVar
 
 from ncr_trio.auth.control import AccessControl
 from ncr_trio.errors import RegistryError
-from ncr_trio.http.asgi import Request, Response, json_response
+from ncr_trio.http.asgi import Request
+from ncr_trio.http.models import Paged
+
+P = TypeVar("P", bound=Paged)
 
 
-def ok(status: int, value: Any, headers: dict[str, str] | None = None) -> Response:
-    try:
-        body = msgspec.json.encode(value)
-    except UnicodeEncodeError:  # a lone surrogate in stored text: escaped, as JSON allows
-        body = json.dumps(value).encode()
-    return json_response(status, body, headers)
-
-
-def paged(request: Request, key: str, items: list[dict[str, Any]], total: int) -> Response:
+def paged(request: Request, model: type[P], total: int, **items: Any) -> P:
     """A page of a list, as docs/api.md describes lists: the items, the total, the page asked for."""
-    return ok(200, {key: items, "total": total, "page": request.query_int("page") or 1,
-                    "per_page": request.query_int("per_page") or 50})
+    return model(total=total, page=request.query_int("page") or 1, per_page=request.query_int("per_page") or 50,
+                 **items)
 
 
 def numeric_id(request: Request, param: str, unknown: str) -> int:
@@ -40,4 +32,4 @@ def audit(access: AccessControl, request: Request, action: str, **fields: str | 
     access.record(action, "ok", actor=request.principal.user, client=request.client, **fields)
 
 
-__all__ = ["audit", "numeric_id", "ok", "paged"]
+__all__ = ["audit", "numeric_id", "paged"]

@@ -38,14 +38,10 @@ class Account:
 
 def new_account(server: Server, prefix: str, role: str | None = None, registry: str | None = None) -> Account:
     """A new user (`<prefix>-<n>`), created by the admin, with one access key and `role` on `registry`."""
-    api = server.api()
     user = f"{prefix}-{next(_serial)}"
     password = f"{user}-password-0"
-    api.create_user(user, password)
-    key = api.create_key(user=user, description=f"{user} test key")
-    if role is not None:
-        assert registry is not None
-        api.set_role(user, registry, role)
+    assert role is None or registry is not None
+    key = server.new_user(user, {registry: role} if registry and role else None, password, key=f"{user} test key")
     return Account(user, password, key["id"], key["secret"])
 
 
