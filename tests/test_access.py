@@ -54,12 +54,12 @@ def user_with(srv: Server, name: str, role: str | None, registry: str = "team") 
     if name not in _users or _users[name][0] == "":
         api = srv.api()
         try:
-            api.create_user(name, password=None)
+            api.doc("api.user.create", {"name": name})
         except APIError as e:
             assert e.status == 409
         if role is not None:
-            api.set_role(name, registry, role)
-        key = api.create_key(name, "test")
+            api.doc("api.role.set", {"role": role}, user=name, on=registry)
+        key = api.doc("api.key.create", {"description": "test"}, user=name)
         _users[name] = (key["id"], key["secret"])
     return _users[name]
 
@@ -521,9 +521,9 @@ def test_user_without_a_role_sees_nothing(srv: Server, pushed: str) -> None:
         assert r.status_code == 403 and error_code(r) == "DENIED"
         assert c.get("/v2/_catalog").status_code == 401
     api = srv.api(*nobody)
-    assert api.registries() == []
+    assert api.doc("api.registries")["registries"] == []
     with pytest.raises(APIError) as e:
-        api.registry("team")
+        api.doc("api.registry", registry="team")
     assert e.value.status == 403
 
 
@@ -543,8 +543,8 @@ def test_system_admin_and_global_roles_see_the_catalog(srv: Server, pushed: str)
 
 def test_only_the_system_admin_assigns_roles_and_reads_the_audit_log(srv: Server) -> None:
     api = srv.api(*_user_for(srv, "project-admin"))
-    for call in (lambda: api.set_role("nobody", "team", "service-viewer"), lambda: api.audit(),
-                 lambda: api.create_user("someone")):
+    for call in (lambda: api.doc("api.role.set", {"role": "service-viewer"}, user="nobody", on="team"),
+                 lambda: api.doc("api.audit"), lambda: api.doc("api.user.create", {"name": "someone"})):
         with pytest.raises(APIError) as e:
             call()
         assert e.value.status == 403
@@ -562,13 +562,13 @@ def test_registry_names_follow_the_naming_rules(srv: Server, name: str) -> None:
 
 @pytest.mark.parametrize("name", ["a", "team-2", "my.team", "my_team", "my__team", "a--b", "x" * 64])
 def test_valid_registry_names(srv: Server, name: str) -> None:
-    assert srv.api().create_registry(name)["name"] == name
-    srv.api().delete_registry(name)
+    assert srv.api().doc("api.registry.create", {"name": name})["name"] == name
+    srv.api().doc("api.registry.delete", registry=name)
 
 
 def test_duplicate_registry_is_refused(srv: Server) -> None:
     with pytest.raises(APIError) as e:
-        srv.api().create_registry("team")
+        srv.api().doc("api.registry.create", {"name": "team"})
     assert e.value.status == 409
 
 
@@ -582,21 +582,21 @@ def test_push_into_no_registry_is_refused_with_a_message_to_create_it(srv: Serve
 
 
 def test_deleting_a_registry_with_images_needs_force(srv: Server) -> None:
-    srv.api().create_registry("doomed")
-    srv.api().set_role("u-service-viewer", "doomed", "service-viewer") if "u-service-viewer" in _users else None
+    srv.api().doc("api.registry.create", {"name": "doomed"})
+    srv.api().doc("api.role.set", {"role": "service-viewer"}, user="u-service-viewer", on="doomed") if "u-service-viewer" in _users else None
     with srv.client() as c:
         d = push_image(c, "doomed/app", image("doomed"), "v1")
     with pytest.raises(APIError) as e:
-        srv.api().delete_registry("doomed")
+        srv.api().doc("api.registry.delete", registry="doomed")
     assert e.value.status == 409 and "force" in e.value.message
-    assert srv.api().delete_registry("doomed", force=True)["images_deleted"] == 1
+    assert srv.api().doc("api.registry.delete", registry="doomed", force=True)["images_deleted"] == 1
     with srv.client() as c:
         assert c.get(f"/v2/doomed/app/manifests/{d}").status_code == 404
         assert error_code(c.post("/v2/doomed/app/blobs/uploads/")) == "NAME_UNKNOWN"
-    srv.api().create_registry("doomed")  # the name is free again, with nothing in it
+    srv.api().doc("api.registry.create", {"name": "doomed"})  # the name is free again, with nothing in it
     with srv.client() as c:
         assert c.get("/v2/doomed/app/tags/list").status_code == 404
-    srv.api().delete_registry("doomed")
+    srv.api().doc("api.registry.delete", registry="doomed")
 
 
 # -- public read, public URI and CIDR allowlists ----------------------------------------------------
@@ -606,7 +606,7 @@ def test_public_read_registry_allows_anonymous_pulls_only(srv: Server) -> None:
     with srv.client() as c:
         push_image(c, "open/app", image("open"), "v1")
     assert httpx.get(f"{srv.url}/v2/open/app/manifests/v1").status_code == 401
-    srv.api().update_registry("open", public_read=True)
+    srv.api().doc("api.registry.update", {"public_read": True}, registry="open")
     try:
         assert httpx.get(f"{srv.url}/v2/open/app/manifests/v1").status_code == 200
         anonymous = httpx.get(f"{srv.url}/auth/token", params={"scope": "repository:open/app:pull,push"}).json()
@@ -615,7 +615,7 @@ def test_public_read_registry_allows_anonymous_pulls_only(srv: Server) -> None:
         assert httpx.post(f"{srv.url}/v2/open/app/blobs/uploads/").status_code == 401
         assert httpx.delete(f"{srv.url}/v2/open/app/manifests/v1").status_code == 401
     finally:
-        srv.api().update_registry("open", public_read=False)
+        srv.api().doc("api.registry.update", {"public_read": False}, registry="open")
     assert httpx.get(f"{srv.url}/v2/open/app/manifests/v1").status_code == 401
 
 
@@ -625,7 +625,7 @@ def test_public_uri_off_answers_only_on_the_private_listener(srv: Server, pushed
     public_get = lambda: httpx.get(f"{srv.url}/v2/team/app/manifests/v1", headers=_bearer(tok))  # noqa: E731
     private_get = lambda: httpx.get(f"{private}/v2/team/app/manifests/v1", headers=_bearer(tok))  # noqa: E731
     assert public_get().status_code == 200 and private_get().status_code == 200
-    srv.api().update_registry("team", public_uri=False)
+    srv.api().doc("api.registry.update", {"public_uri": False}, registry="team")
     try:
         r = public_get()
         assert r.status_code == 404 and error_code(r) == "NAME_UNKNOWN"
@@ -638,23 +638,23 @@ def test_public_uri_off_answers_only_on_the_private_listener(srv: Server, pushed
             assert c.get("/v2/other/img/tags/list").status_code in (200, 404)
             assert c.get("/v2/other/img/tags/list").status_code != 404 or True
     finally:
-        srv.api().update_registry("team", public_uri=True)
+        srv.api().doc("api.registry.update", {"public_uri": True}, registry="team")
     assert public_get().status_code == 200  # no restart needed
 
 
 def test_cidr_allowlist_restricts_clients(srv: Server, pushed: str) -> None:
     tok = token(srv.url, *srv.admin, "repository:team/app:pull")
     get = lambda: httpx.get(f"{srv.url}/v2/team/app/manifests/v1", headers=_bearer(tok))  # noqa: E731
-    srv.api().update_registry("team", allowed_cidrs=["10.0.0.0/8", "192.168.0.0/16"])
+    srv.api().doc("api.registry.update", {"allowed_cidrs": ["10.0.0.0/8", "192.168.0.0/16"]}, registry="team")
     try:
         assert get().status_code == 404
-        srv.api().update_registry("team", allowed_cidrs=["127.0.0.0/8"])
+        srv.api().doc("api.registry.update", {"allowed_cidrs": ["127.0.0.0/8"]}, registry="team")
         assert get().status_code == 200
     finally:
-        srv.api().update_registry("team", allowed_cidrs=[])
+        srv.api().doc("api.registry.update", {"allowed_cidrs": []}, registry="team")
     assert get().status_code == 200
     with pytest.raises(APIError) as e:
-        srv.api().update_registry("team", allowed_cidrs=["not-a-cidr"])
+        srv.api().doc("api.registry.update", {"allowed_cidrs": ["not-a-cidr"]}, registry="team")
     assert e.value.status == 400
 
 
@@ -663,33 +663,33 @@ def test_cidr_allowlist_restricts_clients(srv: Server, pushed: str) -> None:
 
 def test_at_most_five_keys_secret_shown_once_revocation(srv: Server) -> None:
     api = srv.api()
-    api.create_user("keyholder")
-    keys = [api.create_key("keyholder", f"k{i}") for i in range(5)]
+    api.doc("api.user.create", {"name": "keyholder"})
+    keys = [api.doc("api.key.create", {"description": f"k{i}"}, user="keyholder") for i in range(5)]
     with pytest.raises(APIError) as e:
-        api.create_key("keyholder", "sixth")
+        api.doc("api.key.create", {"description": "sixth"}, user="keyholder")
     assert e.value.status == 409
-    listed = api.keys("keyholder")
+    listed = api.doc("api.keys", user="keyholder")["keys"]
     assert [k["id"] for k in listed] == [k["id"] for k in keys]
     assert all("secret" not in k for k in listed)
     first = keys[0]
     tok = token(srv.url, first["id"], first["secret"])
     assert httpx.get(f"{srv.url}/v2/", headers=_bearer(tok)).status_code == 200
-    api.revoke_key(first["id"], user="keyholder")
+    api.call("api.key.revoke", user="keyholder", key=first["id"])
     assert httpx.get(f"{srv.url}/auth/token", auth=(first["id"], first["secret"])).status_code == 401
     assert httpx.get(f"{srv.url}/v2/", headers=_bearer(tok)).status_code == 401  # its tokens die with it
-    api.create_key("keyholder", "replacement")  # a revoked key frees its place
+    api.doc("api.key.create", {"description": "replacement"}, user="keyholder")  # a revoked key frees its place
     # A user manages their own keys; not anyone else's.
     own = srv.api(keys[1]["id"], keys[1]["secret"])
-    assert len(own.keys()) == 5
+    assert len(own.doc("api.keys", user="me")["keys"]) == 5
     with pytest.raises(APIError) as e:
-        own.keys("admin")
+        own.doc("api.keys", user="admin")
     assert e.value.status == 403
 
 
 def test_keys_last_use_is_recorded_and_old_keys_are_flagged(srv: Server) -> None:
     api = srv.api()
-    api.create_user("aging")
-    old, edge = api.create_key("aging", "old"), api.create_key("aging", "edge")
+    api.doc("api.user.create", {"name": "aging"})
+    old, edge = (api.doc("api.key.create", {"description": d}, user="aging") for d in ("old", "edge"))
     assert token(srv.url, old["id"], old["secret"])
     now = time.time()
     with sqlite3.connect(srv.data / "meta.sqlite3") as db:
@@ -697,7 +697,7 @@ def test_keys_last_use_is_recorded_and_old_keys_are_flagged(srv: Server) -> None
         db.execute("UPDATE access_keys SET created_at = ? WHERE id = ?", (now - 89 * 86400, edge["id"]))
     deadline = time.monotonic() + 10
     while True:
-        listed = {k["id"]: k for k in api.keys("aging")}
+        listed = {k["id"]: k for k in api.doc("api.keys", user="aging")["keys"]}
         if listed[old["id"]]["last_used_at"] is not None or time.monotonic() > deadline:
             break
         time.sleep(0.2)
@@ -758,17 +758,17 @@ def test_throttle_slows_then_locks_per_account_and_client_and_per_client() -> No
 
 def test_audit_log_records_logins_pushes_pulls_deletes_keys_and_roles_without_secrets(srv: Server) -> None:
     api = srv.api()
-    api.create_user("audited")
-    api.set_role("audited", "team", "project-member")
-    key = api.create_key("audited", "audit")
+    api.doc("api.user.create", {"name": "audited"})
+    api.doc("api.role.set", {"role": "project-member"}, user="audited", on="team")
+    key = api.doc("api.key.create", {"description": "audit"}, user="audited")
     assert httpx.get(f"{srv.url}/auth/token", auth=(key["id"], "not-the-secret")).status_code == 401
     with as_user(srv, (key["id"], key["secret"])) as c:
         d = push_image(c, "team/audited", image("audited"), "v1")
         assert c.get("/v2/team/audited/manifests/v1").status_code == 200
         assert c.delete(f"/v2/team/audited/manifests/{d}").status_code == 202
-    api.revoke_key(key["id"], user="audited")
-    api.set_role("audited", "team", "service-viewer")
-    entries = api.audit(limit=200)
+    api.call("api.key.revoke", user="audited", key=key["id"])
+    api.doc("api.role.set", {"role": "service-viewer"}, user="audited", on="team")
+    entries = api.doc("api.audit", limit=200)["entries"]
     seen = {(e["action"], e["outcome"], e["actor"]) for e in entries}
     for expected in [("login", "failed", key["id"]), ("login", "ok", "audited"), ("push", "ok", "audited"),
                      ("pull", "ok", "audited"), ("delete", "ok", "audited"), ("key.create", "ok", "admin"),
@@ -776,10 +776,12 @@ def test_audit_log_records_logins_pushes_pulls_deletes_keys_and_roles_without_se
         assert expected in seen, expected
     push = next(e for e in entries if e["action"] == "push" and e["actor"] == "audited")
     assert push["repository"] == "team/audited" and push["target"] == d and push["client"] == "127.0.0.1"
-    assert {e["action"] for e in api.audit(actor="audited", limit=50)} >= {"push", "pull", "delete", "login"}
-    assert {e["action"] for e in api.audit(action="key", limit=50)} <= {"key.create", "key.revoke"}
+    actions = {e["action"] for e in api.doc("api.audit", actor="audited", limit=50)["entries"]}
+    assert actions >= {"push", "pull", "delete", "login"}
+    actions = {e["action"] for e in api.doc("api.audit", action="key", limit=50)["entries"]}
+    assert actions <= {"key.create", "key.revoke"}
     # No secret anywhere: not in the audit log, the server's log, or the database.
-    everything = json.dumps(api.audit(limit=1000))
+    everything = json.dumps(api.doc("api.audit", limit=1000)["entries"])
     assert key["secret"] not in everything and srv.admin_password not in everything
     assert key["secret"] not in srv.log() and srv.admin_password not in srv.log()
     raw = (srv.data / "meta.sqlite3").read_bytes() + b"".join(
@@ -792,7 +794,7 @@ def test_repeated_pulls_are_audited_as_counted_rows(srv: Server) -> None:
         push_image(c, "team/popular", image("popular"), "v1")
         for _ in range(25):
             assert c.get("/v2/team/popular/manifests/v1").status_code == 200
-    pulls = [e for e in srv.api().audit(action="pull", limit=100) if e["repository"] == "team/popular"]
+    pulls = [e for e in srv.api().doc("api.audit", action="pull", limit=100)["entries"] if e["repository"] == "team/popular"]
     counts = [(e["detail"] or {}).get("count", 1) if isinstance(e["detail"], dict) else 1 for e in pulls]
     assert sum(counts) == 25 and len(pulls) < 25
 

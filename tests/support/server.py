@@ -34,44 +34,6 @@ DEFAULT_REGISTRIES = ("a", "big", "clients", "conformance", "dl", "durable", "er
 
 
 
-class AccessTestAPI(Client):
-    """The shortcuts tests/test_access.py still calls (it is being rewritten on another branch); every
-    other test calls the declared operations through `call` / `doc`. Delete once test_access.py does."""
-
-    def registries(self) -> list[Any]:
-        return list(self.doc("api.registries")["registries"])
-
-    def registry(self, name: str) -> dict[str, Any]:
-        return self.doc("api.registry", registry=name)
-
-    def create_registry(self, name: str, **settings: Any) -> dict[str, Any]:
-        return self.doc("api.registry.create", {"name": name, **settings})
-
-    def update_registry(self, name: str, **settings: Any) -> dict[str, Any]:
-        return self.doc("api.registry.update", settings, registry=name)
-
-    def delete_registry(self, name: str, force: bool = False) -> dict[str, Any]:
-        return self.doc("api.registry.delete", registry=name, force=force)
-
-    def create_user(self, name: str, password: str | None = None) -> dict[str, Any]:
-        return self.doc("api.user.create", {"name": name, "password": password})
-
-    def set_role(self, user: str, registry: str, role: str) -> dict[str, Any]:
-        return self.doc("api.role.set", {"role": role}, user=user, on=registry)
-
-    def create_key(self, user: str = "me", description: str = "") -> dict[str, Any]:
-        return self.doc("api.key.create", {"description": description}, user=user)
-
-    def keys(self, user: str = "me") -> list[Any]:
-        return list(self.doc("api.keys", user=user)["keys"])
-
-    def revoke_key(self, key_id: str, user: str = "me") -> None:
-        self.call("api.key.revoke", user=user, key=key_id)
-
-    def audit(self, **filters: Any) -> list[Any]:
-        return list(self.doc("api.audit", **filters)["entries"])
-
-
 TOOLS_BIN = Path(os.environ.get("NCR_TOOLS", Path.home() / ".cache/ncr-trio/tools")) / "bin"
 
 
@@ -150,10 +112,10 @@ class Server(_OnLoopback):
     def admin(self) -> tuple[str, str]:
         return ADMIN_USER, self.admin_password
 
-    def api(self, username: str | None = None, password: str | None = None) -> AccessTestAPI:
+    def api(self, username: str | None = None, password: str | None = None) -> Client:
         """The management API (`api.call("api.images", registry=...)`), as the admin unless told otherwise."""
         secret = password if password is not None else self.admin_password
-        return AccessTestAPI(self.url, username or ADMIN_USER, secret, cacert=str(self.tls[2]) if self.tls else None)
+        return Client(self.url, username or ADMIN_USER, secret, cacert=str(self.tls[2]) if self.tls else None)
 
     def new_user(self, name: str, roles: Mapping[str, str] | None = None, password: str | None = None,
                  key: str = "test key") -> dict[str, Any]:
