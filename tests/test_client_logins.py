@@ -396,7 +396,7 @@ def test_service_viewer_pulls_but_cannot_push(server: Server, registry: str, cli
     assert admin_manifest(server, repo, "v1") == image.manifest
 
     # The management API shows the viewer this registry, and only this one.
-    assert [r["name"] for r in server.api(viewer.key_id, viewer.secret).registries()] == [registry]
+    assert [r["name"] for r in server.api(viewer.key_id, viewer.secret).doc("api.registries")["registries"]] == [registry]
 
 
 # -- 3. an image-uploader pushes but cannot delete ------------------------------------------------------

@@ -145,7 +145,7 @@ def test_https_verifies_with_the_ca_only(server: Server, tls: TLSFiles, account:
     assert admin_tags(server, repo) == ["v1"]
 
     # The management API over HTTPS, with the access key and the CA.
-    assert [r["name"] for r in server.api(account.key_id, account.secret).registries()] == [REGISTRY]
+    assert [r["name"] for r in server.api(account.key_id, account.secret).doc("api.registries")["registries"]] == [REGISTRY]
 
 
 # -- clients that trust the CA -------------------------------------------------------------------------

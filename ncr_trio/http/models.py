@@ -91,9 +91,7 @@ class Paged(Answer, kw_only=True):
 # -- request bodies -------------------------------------------------------------------------------
 
 
-class NewRegistry(Struct, kw_only=True):
-    """Other members are ignored"""
-
+class NewRegistry(Struct, kw_only=True, forbid_unknown_fields=True):
     name: RegistryName
     description: str | None = None
     public_read: Annotated[bool | None, _m(default=False)] = None
@@ -101,8 +99,8 @@ class NewRegistry(Struct, kw_only=True):
     allowed_cidrs: Cidrs = None
 
 
-class RegistryChanges(Struct, kw_only=True):
-    """Members that are absent or null stay as they are; others (`name`) are ignored"""
+class RegistryChanges(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Members that are absent or null stay as they are"""
 
     description: str | None = None
     public_read: bool | None = None
@@ -110,36 +108,26 @@ class RegistryChanges(Struct, kw_only=True):
     allowed_cidrs: Cidrs | UnsetType = UNSET
 
 
-class NewTag(Struct):
-    """Other members are ignored"""
-
+class NewTag(Struct, forbid_unknown_fields=True):
     name: TagName
 
 
-class GcRequest(Struct, kw_only=True):
-    """Other members are ignored"""
-
+class GcRequest(Struct, kw_only=True, forbid_unknown_fields=True):
     dry_run: Annotated[bool | None, _m(default=False)] = None
     delete_untagged: Annotated[bool | None, _m("null or absent: the server's gc_delete_untagged")] = None
 
 
-class NewUser(Struct, kw_only=True):
-    """Other members are ignored"""
-
+class NewUser(Struct, kw_only=True, forbid_unknown_fields=True):
     name: UserName
     password: Annotated[str | None, _m("absent or null: the user logs in with access keys only", minLength=12)] = None
     system_admin: Annotated[bool | None, _m(default=False)] = None
 
 
-class KeyRequest(Struct):
-    """Other members are ignored"""
-
+class KeyRequest(Struct, forbid_unknown_fields=True):
     description: Annotated[str | None, _m("kept to its first 200 characters")] = None
 
 
-class RoleRequest(Struct):
-    """Other members are ignored"""
-
+class RoleRequest(Struct, forbid_unknown_fields=True):
     role: Annotated[RoleName, _m("a role (upper case, `_` and spaces for `-` are forgiven)")]
 
 
