@@ -22,7 +22,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 
 from ncr_trio.config import Config
-from ncr_trio.http import connections, hypercorn_fixes, zerocopy
+from ncr_trio.http import connections, zerocopy
 from ncr_trio.http.app import App
 from ncr_trio.memory import tune_malloc
 
@@ -36,7 +36,6 @@ def _tune_process(config: Config) -> None:
     import hypercorn.trio.tcp_server as tcp_server
 
     tcp_server.MAX_RECV = config.recv_chunk_bytes
-    hypercorn_fixes.install()
     if config.zero_copy and not zerocopy.install():
         log.warning("zero-copy downloads are off: this hypercorn/h11 is not the version they were checked with")
     if not connections.install(config.read_timeout_seconds, config.send_timeout_seconds):

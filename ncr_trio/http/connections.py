@@ -24,6 +24,12 @@ wrappers mend what that version leaves open:
   time; past it the connection is reset and the request's stream closed. On plain TCP the bytes go
   out with non-blocking `write(2)` calls, so the deadline costs nothing until the socket is full
   (a cancel scope per write would cost more than the write); TLS writes get a deadline per SLICE.
+  And hypercorn closes a connection (`_close`: `send_eof`, then `aclose`) outside that lock, while
+  trio's `send_eof` holds the stream's send side across a checkpoint: a write or a close that meets
+  the other raised `trio.BusyResourceError`, which hypercorn does not expect (from the reader task it
+  escaped the listener's nursery and ended the whole worker: one client sending `Content-Length: 5`,
+  two bytes and a FIN could do it). A stream found busy is a connection closing: it is treated as a
+  write to a connection the client has closed.
 
 `install()` refuses a hypercorn other than the version these wrappers were checked against.
 """
@@ -36,13 +42,13 @@ import math
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import h11
 import trio
 
-SUPPORTED = {"hypercorn": ("0.18.",), "h11": ("0.16.",)}
+SUPPORTED = {"hypercorn": ("0.18.",), "h11": ("0.16.",)}  # what these wrappers and zerocopy.py were checked with
 SLICE = 256 * 1024  # TLS: bytes a client must take within the send timeout
 
 _installed = False
@@ -51,10 +57,10 @@ _send_timeout = 60.0
 _READING_ENDED = "_ncr_reading_ended"
 
 
-def versions_ok(supported: Mapping[str, tuple[str, ...]]) -> bool:
+def versions_ok() -> bool:
     from importlib.metadata import version
 
-    return all(version(pkg).startswith(prefixes) for pkg, prefixes in supported.items())
+    return all(version(pkg).startswith(prefixes) for pkg, prefixes in SUPPORTED.items())
 
 
 async def write(server: Any, send: Callable[[], Awaitable[None]]) -> None:
@@ -66,7 +72,7 @@ async def write(server: Any, send: Callable[[], Awaitable[None]]) -> None:
             with trio.CancelScope(shield=True):
                 await send()
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
-            pass  # the last: hypercorn's close is shutting the stream down (see hypercorn_fixes.py)
+            pass  # the last: hypercorn's close is shutting the stream down
         except trio.TooSlowError:
             stream = server.stream  # a SocketStream, or an SSLStream over one
             sock = getattr(stream, "socket", None) or stream.transport_stream.socket
@@ -124,7 +130,7 @@ def install(read_timeout: float, send_timeout: float) -> bool:
     _read_timeout, _send_timeout = read_timeout, send_timeout
     if _installed:
         return True
-    if not versions_ok(SUPPORTED):
+    if not versions_ok():
         return False
     from hypercorn.events import Closed, RawData, Updated
     from hypercorn.trio import tcp_server
@@ -151,7 +157,10 @@ def install(read_timeout: float, send_timeout: float) -> bool:
         elif isinstance(event, Updated) and event.idle and getattr(self, _READING_ENDED, False):
             return  # no next request can come: the connection closes when its task group ends
         else:
-            await original_protocol_send(self, event)
+            try:
+                await original_protocol_send(self, event)
+            except trio.BusyResourceError:  # `_close` met a write in another task: the connection is closing
+                await self.protocol.handle(Closed())
 
     tcp_server.TCPServer._read_data = read_data  # type: ignore[method-assign]
     tcp_server.TCPServer.protocol_send = protocol_send  # type: ignore[method-assign]

@@ -30,7 +30,6 @@ import trio
 from ncr_trio.http import connections
 
 EXTENSION = "http.response.zerocopysend"
-SUPPORTED = {"hypercorn": ("0.18.",), "h11": ("0.16.",)}
 
 _installed = False
 _sent = {"ranges": 0, "bytes": 0}  # updated on the trio thread only
@@ -61,7 +60,7 @@ def install() -> bool:
     global _installed
     if _installed:
         return True
-    if not connections.versions_ok(SUPPORTED):
+    if not connections.versions_ok():
         return False
     import h11
     from hypercorn.protocol.h11 import H11Protocol
