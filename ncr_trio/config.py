@@ -86,6 +86,17 @@ class Config:
     # for every globally routable unicast address. The default reaches no loopback, private,
     # link-local, shared (CGNAT), multicast or reserved address; list those a receiver lives on.
     webhook_allowed_networks: tuple[str, ...] = ("public",)
+    # Image caches (ncr_trio/cache): where fetches from source registries may connect (CIDR blocks and
+    # `public`, as webhook_allowed_networks) and on which ports (the guide allows 80 and 443 only).
+    cache_allowed_networks: tuple[str, ...] = ("public",)
+    cache_allowed_ports: tuple[str, ...] = ("80", "443")
+    # Caching one image from its source takes at most this long (the guide: 200 s); a fetch cut off
+    # keeps what it received, and the next pull continues from there (a Range request).
+    cache_deadline_seconds: float = 200.0
+    # Bytes of a caching that did not finish are released after this long (the guide: 2 hours).
+    cache_partial_ttl_seconds: int = 2 * 3600
+    # Each request to a source: connecting, and each wait for its next bytes.
+    cache_timeout_seconds: float = 30.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -13,7 +13,7 @@ LAYERS = [
     {"storage"},
     {"meta"},
     {"auth"},
-    {"registry"},
+    {"registry", "cache"},
     {"http", "background", "scheduler"},
     {"serve", "client", "cli", "__main__"},
 ]

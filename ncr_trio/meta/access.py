@@ -25,6 +25,8 @@ class RegistryInfo:
     allowed_cidrs: tuple[str, ...]
     created_at: float
     updated_at: float
+    # The image cache a cache-type registry pulls through (ncr_trio/cache); None: a normal registry.
+    cache: str | None = None
 
 
 @dataclass(frozen=True)
