@@ -30,8 +30,8 @@ from ncr_trio.cli.commands import (
 )
 from ncr_trio.cli.output import Column, UsageError, col, text, when
 from ncr_trio.client import APIError
+from ncr_trio.registry.webhooks import EVENT_TYPES
 
-EVENT_TYPES = ("artifact.pushed", "artifact.pulled", "artifact.deleted", "tag.created", "tag.deleted")
 RULES = ("older_than", "retain_pushed", "retain_pulled")
 ITEM_COLUMNS = [col("REPOSITORY", "repository", no_wrap=True), col("DIGEST", "digest", no_wrap=True),
                 col("TAGS", "tags"), col("OUTCOME", "outcome", no_wrap=True), col("REASON", "reason")]

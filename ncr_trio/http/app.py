@@ -65,6 +65,7 @@ class App:
                 await nursery.start(service.access.run)
                 await nursery.start(service.catalog.pulls.run)
                 await nursery.start(service.webhooks.delivery.run)
+                await nursery.start(service.pull_through.run)
                 await send({"type": "lifespan.startup.complete"})
                 await receive()  # lifespan.shutdown
                 nursery.cancel_scope.cancel()

@@ -36,6 +36,7 @@ class Request:
     params: dict[str, str] = field(default_factory=dict)
     principal: Principal = ANONYMOUS  # set by the access gate before the handler runs
     private_listener: bool = False  # the request came in on a private listener (set by the gate)
+    registry: RegistryInfo | None = None  # the registry the repository in the path belongs to (set by the gate)
     _consumed: bool = False
     _ended: bool = False  # the body's last message (or the client's disconnect) has been received
 

@@ -153,7 +153,7 @@ class Gate:
         name = request.params.get("name")
         info = None
         if name is not None:
-            info = await self.access.registry(registry_of(name))
+            info = request.registry = await self.access.registry(registry_of(name))
             if info is not None and not request.reaches(info):
                 raise RegistryError("NAME_UNKNOWN", f"repository {name} is not known on this endpoint")
         token = bearer_token(request)

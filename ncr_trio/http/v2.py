@@ -6,6 +6,7 @@ import json
 from urllib.parse import urlencode
 
 from ncr_trio.auth.control import registry_of
+from ncr_trio.cache.sources import Source
 from ncr_trio.errors import RegistryError
 from ncr_trio.http.asgi import Request, Response, json_response
 from ncr_trio.http.routes import _NAME, _REF, Route, route
@@ -86,8 +87,16 @@ class V2API:
         return _paginate(f"/v2/{name}/tags/list", tags, limit, "tags", {"name": name})
 
     # -- manifests ----------------------------------------------------------------------------
+    async def _source(self, request: Request) -> Source | None:
+        """The source registry when the repository is in a cache-type registry (it pulls through)."""
+        info = request.registry
+        return None if info is None or info.cache is None else await self.s.caches.source(info.cache)
+
     async def get_manifest(self, request: Request) -> Response:
-        m = await self.s.manifests.get(request.params["name"], request.params["reference"])
+        name, reference = request.params["name"], request.params["reference"]
+        source = await self._source(request)
+        m = await (self.s.manifests.get(name, reference) if source is None
+                   else self.s.pull_through.manifest(source, name, reference))
         if request.method == "GET":
             self.s.catalog.pulls.record(request.params["name"], m.digest)
         headers = {"Content-Type": m.media_type, "Docker-Content-Digest": m.digest, "ETag": f'"{m.digest}"'}
@@ -118,17 +127,20 @@ class V2API:
         name, digest = request.params["name"], Digest.parse(request.params["reference"])
         headers = {"Docker-Content-Digest": str(digest), "Accept-Ranges": "bytes",
                    "Content-Type": MediaType.OCTET_STREAM, "ETag": f'"{digest}"'}
+        source = await self._source(request)
         if request.method == "HEAD":
-            size = await self.s.blobs.size(name, digest)
+            size = await (self.s.blobs.size(name, digest) if source is None
+                          else self.s.pull_through.blob_size(source, name, digest))
             return Response(200, {**headers, "Content-Length": str(size)})
-        blob = await self.s.blobs.open(name, digest)
+        blob = await (self.s.blobs.open(name, digest) if source is None
+                      else self.s.pull_through.open_blob(source, name, digest))
         start, end, status = 0, blob.size - 1, 200
         range_value = request.header("range")
         if range_value is not None:
             try:
                 start, end = _parse_range(range_value, blob.size)
             except RegistryError:
-                blob.reader.close()
+                blob.close()
                 raise
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"

@@ -252,6 +252,12 @@ ALTER TABLE events ADD COLUMN fanned_out INTEGER NOT NULL DEFAULT 0;
 UPDATE events SET fanned_out = 1;
 CREATE INDEX events_to_fan_out ON events(id) WHERE fanned_out = 0;
 """),
+    # An image cache's fetch of a blob from its source keeps its bytes as an upload tagged with the
+    # blob's digest, so that a fetch cut off (deadline, source gone) continues where it stopped.
+    (6, """
+ALTER TABLE uploads ADD COLUMN cache_digest TEXT;
+CREATE INDEX uploads_cache_digest ON uploads(cache_digest);
+"""),
 )
 
 

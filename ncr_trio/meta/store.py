@@ -282,14 +282,26 @@ class MetaStore:
         return await self.db.write(run)
 
     # -- uploads ------------------------------------------------------------------------------
-    async def create_upload(self, upload_id: str, repository: str, hash_state: bytes) -> None:
+    async def create_upload(self, upload_id: str, repository: str, hash_state: bytes,
+                            cache_digest: str | None = None) -> None:
+        """A new upload session; with `cache_digest`, an image cache's fetch of that blob from its source."""
+
         def run(tx: Tx) -> None:
             repo_id = _ensure_repo(tx, repository)
             now = time.time()
-            tx.execute("INSERT INTO uploads (id, repo_id, size, hash_state, created_at, updated_at) "
-                       "VALUES (?, ?, 0, ?, ?, ?)", (upload_id, repo_id, hash_state, now, now))
+            tx.execute("INSERT INTO uploads (id, repo_id, size, hash_state, created_at, updated_at, cache_digest) "
+                       "VALUES (?, ?, 0, ?, ?, ?, ?)", (upload_id, repo_id, hash_state, now, now, cache_digest))
 
         await self.db.write(run)
+
+    async def cache_fetch(self, repository: str, digest: str) -> Upload | None:
+        """The kept bytes of an image cache's earlier fetch of `digest` into `repository`, if any."""
+        row = await self.db.read(lambda tx: tx.one(
+            "SELECT u.id, r.name, u.size, u.hash_state, u.created_at, u.updated_at FROM uploads u "
+            "JOIN repositories r ON r.id = u.repo_id WHERE u.cache_digest = ? AND r.name = ? "
+            "ORDER BY u.size DESC LIMIT 1", (digest, repository)))
+        return None if row is None else Upload(row[0], row[1], int(row[2]), bytes(row[3]), float(row[4]),
+                                               float(row[5]))
 
     async def get_upload(self, repository: str, upload_id: str) -> Upload | None:
         row = await self.db.read(lambda tx: tx.one(
@@ -309,9 +321,12 @@ class MetaStore:
     async def delete_upload(self, upload_id: str) -> bool:
         return await self.db.write(lambda tx: tx.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))) == 1
 
-    async def expired_uploads(self, cutoff: float) -> list[str]:
+    async def expired_uploads(self, cutoff: float, cache_cutoff: float | None = None) -> list[str]:
+        """Sessions idle since before `cutoff`; image cache fetches idle since before `cache_cutoff`."""
+        cache_cutoff = cutoff if cache_cutoff is None else cache_cutoff
         return await self.db.read(lambda tx: [r[0] for r in tx.all(
-            "SELECT id FROM uploads WHERE updated_at < ?", (cutoff,))])
+            "SELECT id FROM uploads WHERE (cache_digest IS NULL AND updated_at < ?) "
+            "OR (cache_digest IS NOT NULL AND updated_at < ?)", (cutoff, cache_cutoff))])
 
     async def upload_ids(self) -> set[str]:
         return await self.db.read(lambda tx: {r[0] for r in tx.all("SELECT id FROM uploads")})
@@ -333,24 +348,26 @@ class MetaStore:
         return _manifest(row)
 
     async def put_manifest(self, repository: str, record: ManifestRecord, refs: Sequence[Reference],
-                           tag: str | None, guard: Guard | None = None) -> PutResult:
+                           tag: str | None, guard: Guard | None = None, *, cached: bool = False) -> PutResult:
         """Store a manifest and its references, then point `tag` at it: all or nothing.
 
         Every referenced blob and child manifest must already be in the repository; the rows are
         locked for the transaction so that a concurrent GC cannot remove them meanwhile. Moving an
         existing `tag` to another digest raises `Protected` if `guard` refuses it (nothing is stored).
+        A `cached` manifest comes from an image cache's source, verified by its digest: its blobs and
+        children are fetched when first pulled, so they need not be here yet.
         """
 
         actor = ACTOR.get()
 
         def run(tx: Tx) -> PutResult:
             existing = _repo_id(tx, repository)
-            if existing is None and refs:
+            if existing is None and refs and not cached:
                 # Nothing can be in a repository that does not exist; and a refused push creates none.
                 return PutResult(missing=tuple(dict.fromkeys(r.digest for r in refs)))
             repo_id = existing if existing is not None else _ensure_repo(tx, repository)
             missing: list[str] = []
-            for ref in refs:
+            for ref in () if cached else refs:
                 if ref.kind == "blob":
                     found = tx.one("SELECT 1 FROM repo_blobs WHERE repo_id = ? AND digest = ?" + tx.dialect.for_share,
                                    (repo_id, ref.digest))
@@ -377,7 +394,8 @@ class MetaStore:
                 for ref in {r.digest: r for r in refs}.values():
                     tx.execute("INSERT INTO manifest_refs (repo_id, parent, child, kind) VALUES (?, ?, ?, ?) "
                                "ON CONFLICT DO NOTHING", (repo_id, record.digest, ref.digest, ref.kind))
-                _emit(tx, "artifact.pushed", repository, record.digest, tag, record.media_type, actor)
+                _emit(tx, "artifact.cached" if cached else "artifact.pushed", repository, record.digest, tag,
+                      record.media_type, actor)
             if tag is not None:
                 tag_sql = "SELECT digest FROM tags WHERE repo_id = ? AND name = ?" + tx.dialect.for_update
                 previous = tx.one(tag_sql, (repo_id, tag))

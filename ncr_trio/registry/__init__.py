@@ -1,5 +1,6 @@
 """Registry use cases: uploads, blobs, manifests (with tags and referrers), garbage collection, the
-scrub (fsck), registries (namespaces), webhooks and, from `auth`, access control and accounts.
+scrub (fsck), registries (namespaces), webhooks, the image cache's pull-through (ncr_trio/cache) and,
+from `auth`, access control and accounts.
 
 `RegistryService.open(config)` wires storage and metadata; HTTP and the CLI call it.
 """
@@ -12,6 +13,8 @@ import trio
 
 from ncr_trio.auth.accounts import Accounts
 from ncr_trio.auth.control import AccessControl
+from ncr_trio.cache.proxy import PullThrough
+from ncr_trio.cache.upstream import Upstreams
 from ncr_trio.config import Config
 from ncr_trio.cron import InvalidSchedule, parse_schedule
 from ncr_trio.meta import AccessStore, MetaStore, connect, migrate
@@ -46,6 +49,7 @@ class RegistryService:
     webhooks: Webhooks
     policies: Policies  # cleanup and protection policies, cleanup runs and their schedules
     fsck: Scrubber
+    pull_through: PullThrough  # pulls from cache-type registries
 
     @property
     def config(self) -> Config:
@@ -79,9 +83,11 @@ class RegistryService:
         namespaces = Namespaces(reg, access, protection)
         webhooks = Webhooks(config, WebhookStore(db), access.store, sender)
         webhooks.seal_stored()
-        return cls(reg, Uploads(reg), Blobs(reg), Manifests(reg, protection), GarbageCollector(reg), access,
+        uploads, blobs, manifests = Uploads(reg), Blobs(reg), Manifests(reg, protection)
+        return cls(reg, uploads, blobs, manifests, GarbageCollector(reg), access,
                    namespaces, Accounts(access), Catalog(reg, protection), webhooks=webhooks,
-                   policies=Policies(reg, policy_store, protection, namespaces), fsck=Scrubber(reg))
+                   policies=Policies(reg, policy_store, protection, namespaces), fsck=Scrubber(reg),
+                   pull_through=PullThrough(reg, manifests, blobs, uploads, protection, Upstreams(config)))
 
     def close(self) -> None:
         self.reg.meta.db.close()

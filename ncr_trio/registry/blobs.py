@@ -50,6 +50,9 @@ class OpenBlob:
     reader: BlobReader
     downloads: _Downloads
 
+    def close(self) -> None:
+        self.reader.close()
+
     async def stream(self, start: int, end: int, disk: trio.CapacityLimiter,
                      spans: bool = False) -> AsyncIterator[bytes | FileSpan]:
         """Bytes [start, end] inclusive; closes the reader when done. With `spans`, cached ranges

@@ -61,7 +61,7 @@ class GarbageCollector:
         if delete_untagged is None:
             delete_untagged = self.reg.config.gc_delete_untagged
         cutoff = now - self.reg.config.gc_grace_seconds
-        await self._uploads(report, now - self.reg.config.upload_ttl_seconds)
+        await self._uploads(report, now)
         if delete_untagged:
             for repository, digest in await self.reg.meta.untagged_manifests(cutoff):
                 if dry_run or await self.reg.meta.delete_untagged_manifest(repository, digest, cutoff):
@@ -91,15 +91,18 @@ class GarbageCollector:
         """Only step 1: cheap enough to run every few minutes."""
         now = time.time() if now is None else now
         report = GcReport(dry_run=False)
-        await self._uploads(report, now - self.reg.config.upload_ttl_seconds)
+        await self._uploads(report, now)
         return report
 
     def _drop_blob(self, digest: str, cutoff: float) -> bool:
         key = blob_key(Digest.parse(digest))
         return self.reg.meta.drop_blob_sync(digest, cutoff, lambda: self.reg.storage.delete(key))
 
-    async def _uploads(self, report: GcReport, cutoff: float) -> None:
-        for upload_id in await self.reg.meta.expired_uploads(cutoff):
+    async def _uploads(self, report: GcReport, now: float) -> None:
+        config = self.reg.config
+        expired = await self.reg.meta.expired_uploads(now - config.upload_ttl_seconds,
+                                                      now - config.cache_partial_ttl_seconds)
+        for upload_id in expired:
             report.uploads.append(upload_id)
             if not report.dry_run:
                 await self.reg.meta.delete_upload(upload_id)

@@ -72,22 +72,34 @@ def range_header(size: int) -> str:
     return f"0-{max(size - 1, 0)}"
 
 
-class _Pump:
-    """Receive chunks on the Trio thread while a worker thread hashes and writes earlier ones."""
+class Pump:
+    """Receive chunks on the Trio thread while a worker thread hashes and writes earlier ones.
 
-    def __init__(self, reg: Registry, sink: UploadSink, hasher: hashing.Hasher) -> None:
+    With `progress`, each batch is also put in the file (`UploadSink.flush`) for readers that follow
+    the upload as it grows (an image cache's fetch), and `progress(written)` runs after it."""
+
+    def __init__(self, reg: Registry, sink: UploadSink, hasher: hashing.Hasher,
+                 progress: Callable[[int], None] | None = None) -> None:
         self.reg, self.sink, self.hasher = reg, sink, hasher
         self.written = 0
+        self.progress = progress
 
     def _consume(self, batch: list[Buffer]) -> None:
         for chunk in batch:
             self.hasher.update(chunk)
         self.written += self.sink.write(batch)
+        if self.progress is not None:
+            self.sink.flush()
+
+    def _advanced(self) -> None:
+        if self.progress is not None:
+            self.progress(self.written)
 
     async def _writer(self, receive: trio.MemoryReceiveChannel[list[Buffer]]) -> None:
         async with receive:
             async for batch in receive:
                 await trio.to_thread.run_sync(self._consume, batch, limiter=self.reg.disk)
+                self._advanced()
 
     async def run(self, body: AsyncIterator[bytes], limit: int | None) -> int:
         send, receive = trio.open_memory_channel[list[Buffer]](PIPELINE_DEPTH)
@@ -116,6 +128,7 @@ class _Pump:
                         # A tiny upload whole (a config, a small layer): hashing it and copying it
                         # into the page cache take microseconds, less than a thread hop.
                         self._consume(batch)
+                        self._advanced()
         return self.written
 
 
@@ -142,7 +155,7 @@ class Uploads:
         return up
 
     async def _open(self, repository: str, upload_id: str) -> tuple[UploadSink, Upload]:
-        """Lock the session's file, then read its acknowledged state (in that order: see `_Pump`).
+        """Lock the session's file, then read its acknowledged state (in that order: see `Pump`).
 
         One request at a time writes a session; another one is refused at once, never queued: a
         slow client may hold the session as long as its body takes, and a request waiting for it
@@ -192,7 +205,7 @@ class Uploads:
                 raise RegistryError("RANGE_INVALID", "Content-Range and Content-Length disagree", headers=headers)
             expected = end - start + 1
         hasher = hashing.from_state(up.hash_state)
-        written = await _Pump(self.reg, sink, hasher).run(body, expected)
+        written = await Pump(self.reg, sink, hasher).run(body, expected)
         if expected is not None and written != expected:
             raise RegistryError("SIZE_INVALID", f"received {written} bytes, expected {expected}")
         return hasher, up.size + written
@@ -222,7 +235,7 @@ class Uploads:
         sink, up = await self._open(repository, upload_id)
         try:
             hasher, size = await self._receive(repository, upload_id, sink, up, body, content_range, content_length)
-            ok = await trio.to_thread.run_sync(self._finalize, sink, hasher, repository, upload_id, digest, size,
+            ok = await trio.to_thread.run_sync(self.finalize, sink, hasher, repository, upload_id, digest, size,
                                                upload_key(upload_id), limiter=self.reg.disk)
             if not ok:
                 await self.cancel(repository, upload_id, sink=sink)
@@ -239,10 +252,10 @@ class Uploads:
         published = False
         try:
             hasher = hashing.sha256()
-            size = await _Pump(self.reg, sink, hasher).run(body, content_length)
+            size = await Pump(self.reg, sink, hasher).run(body, content_length)
             if content_length is not None and size != content_length:
                 raise RegistryError("SIZE_INVALID", f"received {size} bytes, expected {content_length}")
-            published = await trio.to_thread.run_sync(self._finalize, sink, hasher, repository, None, digest, size,
+            published = await trio.to_thread.run_sync(self.finalize, sink, hasher, repository, None, digest, size,
                                                       key, limiter=self.reg.disk)
             if not published:
                 raise RegistryError("DIGEST_INVALID", detail={"digest": str(digest)})
@@ -253,7 +266,7 @@ class Uploads:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(self.reg.storage.delete, key)
 
-    def _finalize(self, sink: UploadSink, hasher: hashing.Hasher, repository: str, upload_id: str | None,
+    def finalize(self, sink: UploadSink, hasher: hashing.Hasher, repository: str, upload_id: str | None,
                   digest: Digest, size: int, source: str) -> bool:
         """In one thread hop: verify the digest; if it matches, publish the blob and record it."""
         sink.flush()
@@ -307,4 +320,4 @@ class Uploads:
         return await self.reg.meta.mount_blob(repository, str(digest), source, self._stored(blob_key(digest)))
 
 
-__all__ = ["UploadStatus", "Uploads", "parse_content_range", "range_header"]
+__all__ = ["Pump", "UploadStatus", "Uploads", "parse_content_range", "range_header"]

@@ -57,7 +57,8 @@ from ncr_trio.types import iso_time
 
 log = logging.getLogger("ncr_trio.webhooks")
 
-EVENT_TYPES = ("artifact.pushed", "artifact.pulled", "artifact.deleted", "tag.created", "tag.deleted")
+EVENT_TYPES = ("artifact.pushed", "artifact.cached", "artifact.pulled", "artifact.deleted", "tag.created",
+               "tag.deleted")
 KINDS = ("http", "slack")
 TEST_EVENT = "test"
 FIELDS = frozenset({"name", "kind", "url", "secret", "auth_header", "event_types", "enabled"})
@@ -184,7 +185,7 @@ def event_payload(event_id: str, event_type: str, occurred_at: float, operator: 
     }
 
 
-_VERBS = {"artifact.pushed": "pushed", "artifact.pulled": "pulled", "artifact.deleted": "deleted",
+_VERBS = {"artifact.pushed": "pushed", "artifact.cached": "cached from its source", "artifact.pulled": "pulled", "artifact.deleted": "deleted",
           "tag.created": "tagged", "tag.deleted": "removed tag"}
 
 

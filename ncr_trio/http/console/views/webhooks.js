@@ -11,6 +11,7 @@ import { breadcrumbs, registryHref } from "./registries.js";
 
 export const EVENT_TYPES = [
   ["artifact.pushed", "Artifact pushed"],
+  ["artifact.cached", "Artifact cached (image cache)"],
   ["artifact.pulled", "Artifact pulled"],
   ["artifact.deleted", "Artifact deleted"],
   ["tag.created", "Tag created"],
