@@ -40,7 +40,7 @@ from ncr_trio.cache.upstream import Upstream, UpstreamError, UpstreamNotFound, U
 from ncr_trio.errors import RegistryError
 from ncr_trio.meta import ManifestRecord
 from ncr_trio.meta.store import Protected
-from ncr_trio.registry.blobs import Blobs, OpenBlob
+from ncr_trio.registry.blobs import SPAN_BYTES, Blobs, Downloads, OpenBlob
 from ncr_trio.registry.context import Registry
 from ncr_trio.registry.manifests import Manifests, parse_manifest
 from ncr_trio.registry.protection import Protection
@@ -52,7 +52,6 @@ log = logging.getLogger("ncr_trio.cache")
 
 K = TypeVar("K")
 T = TypeVar("T")
-READ_CHUNK = 1 << 20
 
 
 class FetchBroken(OSError):
@@ -125,11 +124,12 @@ class _Fetch:
 
 @dataclass
 class CachingBlob:
-    """A blob streamed to a client while its fetch writes it (the shape of `OpenBlob` for /v2)."""
+    """A blob streamed to a client while its fetch writes it (the shape of `OpenBlob` for /v2): chunks
+    sized as every download's (registry/blobs.py), sent without copying when in the page cache."""
 
     fetch: _Fetch
     reader: BlobReader
-    disk: trio.CapacityLimiter
+    downloads: Downloads
 
     @property
     def size(self) -> int:
@@ -142,16 +142,21 @@ class CachingBlob:
     async def stream(self, start: int, end: int, disk: trio.CapacityLimiter,
                      spans: bool = False) -> AsyncIterator[bytes | FileSpan]:
         fetch = self.fetch
+        self.downloads.active += 1
         try:
             pos = start
             while pos <= end:
-                available = fetch.readable()
+                available = min(fetch.readable(), end + 1)
                 if pos >= available:
                     if fetch.error is not None:
                         raise FetchBroken(f"fetch of {fetch.digest} failed: {fetch.error.message}")
                     await fetch.changed()
                     continue
-                n = min(READ_CHUNK, available - pos, end + 1 - pos)
+                if spans and (span := self.reader.span_nowait(pos, min(SPAN_BYTES, available - pos))) is not None:
+                    pos += span.count
+                    yield span
+                    continue
+                n = min(self.downloads.chunk(), available - pos)
                 data = self.reader.read_nowait(pos, n)
                 if data is None:
                     data = await trio.to_thread.run_sync(self.reader.read, pos, n, limiter=disk)
@@ -160,6 +165,7 @@ class CachingBlob:
                 pos += len(data)
                 yield data
         finally:
+            self.downloads.active -= 1
             self.reader.close()
 
 
@@ -285,7 +291,7 @@ class PullThrough:
                                                limiter=self.reg.disk)
         if reader is None:  # committed meanwhile: its upload file is gone, the blob is in place
             return await self.blobs.open(repository, digest)
-        return CachingBlob(fetch, reader, self.reg.disk)
+        return CachingBlob(fetch, reader, self.blobs.downloads)
 
     async def _follow(self, source: Source, repository: str, digest: Digest) -> _Fetch:
         """The fetch of `digest` into `repository` (started if none runs), once its size is known."""

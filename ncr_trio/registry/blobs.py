@@ -32,7 +32,7 @@ SPAN_BYTES = 8 << 20
 MIN_CHUNK = 64 << 10
 
 
-class _Downloads:
+class Downloads:
     """Counts the downloads in flight, to size their chunks."""
 
     def __init__(self, budget: int) -> None:
@@ -48,7 +48,7 @@ class OpenBlob:
     digest: Digest
     size: int
     reader: BlobReader
-    downloads: _Downloads
+    downloads: Downloads
 
     def close(self) -> None:
         self.reader.close()
@@ -81,7 +81,7 @@ class OpenBlob:
 class Blobs:
     def __init__(self, reg: Registry) -> None:
         self.reg = reg
-        self._downloads = _Downloads(reg.config.download_buffer_bytes)
+        self.downloads = Downloads(reg.config.download_buffer_bytes)
 
     async def _recorded(self, repository: str, digest: Digest) -> int:
         size = await self.reg.meta.blob_size(repository, str(digest))
@@ -110,7 +110,7 @@ class Blobs:
             if reader is not None:
                 reader.close()
             raise self._unsound(digest, size, None if reader is None else reader.size)
-        return OpenBlob(digest, size, reader, self._downloads)
+        return OpenBlob(digest, size, reader, self.downloads)
 
     async def delete(self, repository: str, digest: Digest) -> None:
         outcome = await self.reg.meta.unlink_blob(repository, str(digest))
@@ -121,4 +121,4 @@ class Blobs:
                                 "delete the manifest first", status=409, detail={"digest": str(digest)})
 
 
-__all__ = ["Blobs", "OpenBlob"]
+__all__ = ["SPAN_BYTES", "Blobs", "Downloads", "OpenBlob"]
