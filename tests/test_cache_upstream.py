@@ -322,11 +322,31 @@ async def test_ncr_source_token_obtained_once(ncr_source: tuple[Server, Image, d
         assert [s.status for s in registry].count(401) == 1 and registry[0].status == 401
         assert all(s.headers["authorization"].startswith("Bearer ") for s in registry[1:])
 
+        # concurrent first requests of a fresh client: each learns the challenge, one fetches the token
+        rec.seen.clear()
+        async with upstream(source, settings(rec.port)) as client, trio.open_nursery() as nursery:
+            for _ in range(8):
+                nursery.start_soon(client.head_manifest, "src/app", "v1")
+        assert len([s for s in rec.seen if s.path.startswith("/auth/token")]) == 1
+
         source = Source("ncr", "ncr", rec.url, key["id"], "wrong secret")
         async with upstream(source, settings(rec.port)) as client:
             with pytest.raises(UpstreamError) as e:
                 await client.ping()
         assert e.value.status == 401
+
+
+async def test_anonymous_bearer_token(ncr_source: tuple[Server, Image, dict[str, Any]]) -> None:
+    """A source without credentials still follows a Bearer challenge (as Docker Hub's anonymous pulls
+    do): the realm is asked without Authorization, and a public-read registry's image comes."""
+    server, img, _ = ncr_source
+    server.api().doc("api.registry.update", {"public_read": True}, registry="src")
+    async with recording(server.url) as rec:
+        async with upstream(Source("anonymous", "ncr", rec.url), settings(rec.port)) as client:
+            await client.ping()
+            assert (await client.get_manifest("src/app", "v1", 1 << 20)).content == img.manifest
+    tokens = [s for s in rec.seen if s.path.startswith("/auth/token")]
+    assert len(tokens) == 2 and rec.authorizations("/auth/token") == ["", ""]
 
 
 # -- Basic auth, credential shapes, redirects ---------------------------------------------------------
