@@ -223,7 +223,7 @@ class Upstream:
         self._ports = frozenset(int(p) for p in config.cache_allowed_ports)
         self._max_manifest = config.max_manifest_bytes
         timeout = httpx.Timeout(config.cache_timeout_seconds)
-        self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)  # the source's origin only
+        self._client = egress.client(timeout, keep_connections=True)  # the source's origin only
         self._others = egress.client(timeout)  # realms, CDNs, the ECR API: a connection per request
         self._challenge: Challenge | None = None
         self._clock = clock

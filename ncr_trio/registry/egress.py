@@ -14,8 +14,8 @@ header and TLS (server name and certificate check) keep the name. Nothing resolv
 in between, so DNS rebinding (a name that answers a public address to the check and loopback to
 the connection) gets no second answer. Redirects are never followed here: a 3xx is the answer (the
 image cache follows a blob's redirects itself, each hop through `send` again). A client that keeps
-connections (pooled by address) must only ever send to one name; `client()` keeps none, so one
-opened for a name never carries a request for another name.
+connections (pooled by address) must only ever send to one name; `client()` keeps none unless
+told, so one opened for a name never carries a request for another name.
 """
 
 from __future__ import annotations
@@ -128,10 +128,11 @@ class NetworkPolicy:
         return addresses
 
 
-def client(timeout: float | httpx.Timeout) -> httpx.AsyncClient:
-    """A client for `send`: no redirects followed, no connection kept for another request."""
-    return httpx.AsyncClient(timeout=timeout, follow_redirects=False,
-                             limits=httpx.Limits(max_keepalive_connections=0))
+def client(timeout: float | httpx.Timeout, keep_connections: bool = False) -> httpx.AsyncClient:
+    """A client for `send`: no redirects followed, no connection kept for another request unless
+    `keep_connections` (for a client that only ever sends to one name)."""
+    limits = httpx.Limits() if keep_connections else httpx.Limits(max_keepalive_connections=0)
+    return httpx.AsyncClient(timeout=timeout, follow_redirects=False, limits=limits)
 
 
 async def send(client: httpx.AsyncClient, policy: NetworkPolicy, method: str, url: str | httpx.URL,
