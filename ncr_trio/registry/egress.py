@@ -1,20 +1,21 @@
-"""Requests to addresses users choose (webhook URLs): which addresses the server may connect to,
-and a POST that connects only to an address it has checked.
+"""Requests to addresses users choose (webhook URLs, image caches' source registries): which
+addresses the server may connect to, and requests that connect only to an address checked first.
 
-`webhook_allowed_networks` (config) lists CIDR blocks, and `public` for every globally routable
-unicast address: not loopback, private, link-local, shared (100.64.0.0/10), multicast, unspecified,
-reserved or documentation ranges. An address is judged by where it leads: an IPv4-mapped IPv6
-address (`::ffff:127.0.0.1`) or a NAT64 one (`64:ff9b::a00:1`) is judged as the IPv4 address in it,
-and a 6to4 address (`2002:7f00:1::`) needs its IPv4 address allowed as well.
+`webhook_allowed_networks` and `cache_allowed_networks` (config) list CIDR blocks, and `public` for
+every globally routable unicast address: not loopback, private, link-local, shared (100.64.0.0/10),
+multicast, unspecified, reserved or documentation ranges. An address is judged by where it leads:
+an IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) or a NAT64 one (`64:ff9b::a00:1`) is judged as the
+IPv4 address in it, and a 6to4 address (`2002:7f00:1::`) needs its IPv4 address allowed as well.
 
 Each request resolves its host once, and every address the name has must be allowed: one that is
 not refuses the request (a name with a public and a private address is not sent to at all). The
 connection then goes to a checked address: the URL's host becomes the address, while the Host
 header and TLS (server name and certificate check) keep the name. Nothing resolves the name again
 in between, so DNS rebinding (a name that answers a public address to the check and loopback to
-the connection) gets no second answer. Connections are not kept for reuse, so one opened for a
-name never carries a request for another name, and redirects are never followed: a 3xx is the
-receiver's answer.
+the connection) gets no second answer. Redirects are never followed here: a 3xx is the answer (the
+image cache follows a blob's redirects itself, each hop through `send` again). A client that keeps
+connections (pooled by address) must only ever send to one name; `client()` keeps none unless
+told, so one opened for a name never carries a request for another name.
 """
 
 from __future__ import annotations
@@ -105,8 +106,7 @@ class NetworkPolicy:
         for a in addresses:
             if not self.allows(a):
                 named = "" if str(a) == host else f" ({host})"
-                raise TargetRefused(f"address {a}{named} is outside the networks webhooks may reach "
-                                    f"({self.setting})")
+                raise TargetRefused(f"address {a}{named} is outside the networks allowed by {self.setting}")
 
     def check_literal(self, host: str) -> None:
         """Refuse `host` if it is an address outside the allowed networks, in any form the resolver
@@ -128,32 +128,41 @@ class NetworkPolicy:
         return addresses
 
 
-def client(timeout: float) -> httpx.AsyncClient:
-    """A client for `post`: no redirects followed, no connection kept for another request."""
-    return httpx.AsyncClient(timeout=timeout, follow_redirects=False,
-                             limits=httpx.Limits(max_keepalive_connections=0))
+def client(timeout: float | httpx.Timeout, keep_connections: bool = False) -> httpx.AsyncClient:
+    """A client for `send`: no redirects followed, no connection kept for another request unless
+    `keep_connections` (for a client that only ever sends to one name)."""
+    limits = httpx.Limits() if keep_connections else httpx.Limits(max_keepalive_connections=0)
+    return httpx.AsyncClient(timeout=timeout, follow_redirects=False, limits=limits)
 
 
-async def post(client: httpx.AsyncClient, policy: NetworkPolicy, url: str, body: bytes,
-               headers: Mapping[str, str]) -> httpx.Response:
-    """POST `body` to `url` through an address `policy` allows; the answer (its body unread)."""
+async def send(client: httpx.AsyncClient, policy: NetworkPolicy, method: str, url: str | httpx.URL,
+               headers: Mapping[str, str], body: bytes | None = None) -> httpx.Response:
+    """Send a request to `url` through an address `policy` allows (the name's addresses in turn
+    while connecting fails); the answer, its body not read yet: the caller reads or closes it."""
     target = httpx.URL(url)
     host = target.raw_host.decode("ascii")
     addresses = await policy.resolve(host, target.port or (443 if target.scheme == "https" else 80))
     extensions = {"sni_hostname": host} if target.scheme == "https" else {}
     headers = {**headers, "Host": target.netloc.decode("ascii")}
     for i, address in enumerate(addresses):
-        request = client.build_request("POST", target.copy_with(host=str(address)), content=body, headers=headers,
+        request = client.build_request(method, target.copy_with(host=str(address)), content=body, headers=headers,
                                        extensions=extensions)
         try:
-            response = await client.send(request, stream=True)
+            return await client.send(request, stream=True)
         except httpx.ConnectError:
             if i + 1 == len(addresses):
                 raise
             continue  # the name's next address
-        await response.aclose()
-        return response
     raise ResolveError(f"{host} has no address")  # getaddrinfo answers at least one or raises
 
 
-__all__ = ["PUBLIC", "EgressError", "NetworkPolicy", "ResolveError", "TargetRefused", "client", "is_public", "post"]
+async def post(client: httpx.AsyncClient, policy: NetworkPolicy, url: str, body: bytes,
+               headers: Mapping[str, str]) -> httpx.Response:
+    """POST `body` to `url` through an address `policy` allows; the answer (its body unread)."""
+    response = await send(client, policy, "POST", url, headers, body)
+    await response.aclose()
+    return response
+
+
+__all__ = ["PUBLIC", "EgressError", "NetworkPolicy", "ResolveError", "TargetRefused", "client", "is_public", "post",
+           "send"]

@@ -111,7 +111,7 @@ class GarbageCollector:
         live = await self.reg.meta.upload_ids()
         for key in await trio.to_thread.run_sync(lambda: list(self.reg.storage.list(UPLOADS_PREFIX))):
             upload_id = key.rpartition("/")[2]
-            if upload_id in live or not self._older_than(key, cutoff):
+            if upload_id in live or not self._older_than(key, now - config.upload_ttl_seconds):
                 continue
             report.uploads.append(upload_id)
             if not report.dry_run:

@@ -195,7 +195,8 @@ class Distribution(_OnLoopback):
     """CNCF Distribution (Debian's docker-registry 2.8.2, or the pinned v3 build) on 127.0.0.1.
 
     `auth_token`: the options of Distribution's `auth: token:` section (realm, service, issuer,
-    rootcertbundle and/or jwks; see `distribution_token_auth`); None (the default) configures no auth.
+    rootcertbundle and/or jwks; see `distribution_token_auth`); `htpasswd`: an htpasswd file (bcrypt)
+    for Basic auth instead; neither (the default) configures no auth.
     """
 
     root: Path
@@ -203,6 +204,7 @@ class Distribution(_OnLoopback):
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     auth_token: Mapping[str, str] | None = None
+    htpasswd: Path | None = None
 
     def start(self) -> Distribution:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -213,6 +215,7 @@ class Distribution(_OnLoopback):
             f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n  delete:\n    enabled: true\n"
             f"http:\n  addr: {self.host}\n"
             + (token_auth_yaml(self.auth_token) if self.auth_token is not None else "")
+            + (f"auth:\n  htpasswd:\n    realm: basic-realm\n    path: {self.htpasswd}\n" if self.htpasswd else "")
         )
         exe = shutil.which(self.binary) or tool(self.binary)
         with open(self.root / "registry.log", "ab") as log:
