@@ -20,7 +20,7 @@ from typing import Protocol
 
 from benchmarks.auth import ADMIN_USER, ANONYMOUS, Access, login, new_password
 from benchmarks.memory import descendants, proc_stats
-from tests.support.server import distribution_token_auth, free_port, token_auth_yaml, tool, wait_ready
+from tests.support.server import distribution_config, distribution_token_auth, free_port, tool, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 NCR_TRIO = "ncr-trio"
@@ -134,22 +134,6 @@ class RunningDistribution(_Process):
         return login(self.issuer.url, ADMIN_USER, self.issuer.password, repos)
 
 
-def distribution_config(root: Path, port: int, auth_token: dict[str, str] | None = None) -> str:
-    """Distribution's config as shipped (upstream example and Debian's: in-memory blob descriptor cache,
-    delete enabled), with the access log off and errors only, so the baseline does not pay for per-request
-    log lines that ncr-trio does not write either; with `auth_token`, its `auth: token:` section."""
-    return (
-        "version: 0.1\n"
-        "log:\n  level: error\n  accesslog:\n    disabled: true\n"
-        "storage:\n"
-        "  cache:\n    blobdescriptor: inmemory\n"
-        f"  filesystem:\n    rootdirectory: {root / 'data'}\n"
-        "  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-        + (token_auth_yaml(auth_token) if auth_token is not None else "")
-    )
-
-
 @dataclass(frozen=True)
 class ServerKind:
     """One kind of server that can be benchmarked: "ncr-trio" or "distribution-VERSION"."""
@@ -220,7 +204,9 @@ class ServerKind:
             auth_token = distribution_token_auth(issuer.url, issuer.data, root / "auth",
                                                  jwks=not self.distribution_version.startswith("2."))
         cfg = root / "config.yml"
-        cfg.write_text(distribution_config(root, port, auth_token))
+        # as shipped, with the access log off: the baseline does not pay for per-request log lines that
+        # ncr-trio does not write either
+        cfg.write_text(distribution_config(root, f"127.0.0.1:{port}", auth_token=auth_token, access_log=False))
         with open(log_path, "ab") as log:
             proc = subprocess.Popen([self.executable(), "serve", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
         running = RunningDistribution(proc, port, log_path, issuer if auth_token is not None else None)
