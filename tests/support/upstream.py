@@ -13,7 +13,8 @@ which counts what it forwards and misbehaves on demand, as a source registry of 
 Every request is forwarded as it came (method, target, headers with Authorization and Range, streamed body) to
 `target`, on a new connection per request; the answer comes back as the registry sent it, headers and body. A
 Bearer challenge's realm is rewritten to point at the proxy (the Host the client used), and requests for the
-realm's path are forwarded to the realm's origin: token requests pass through the proxy too, and are counted.
+realm's path are forwarded to the realm's origin (the registry itself if it named the realm after the Host it was
+asked by, as ncr-trio does): token requests pass through the proxy too, and are counted.
 
 Requests are counted by (method, kind), kind being "manifest" (`/v2/<name>/manifests/<ref>`), "blob"
 (`/v2/<name>/blobs/<digest>`), "token" (the realm's path) or "other" (`/v2/`, uploads, tags...), as soon as the
@@ -396,8 +397,10 @@ class Proxy:
         if m is None:
             return value
         realm = urlsplit(m[1])
-        self.realm = (f"{realm.scheme}://{realm.netloc}", realm.path)
         host = _header(request.headers, b"host") or f"127.0.0.1:{self.port}"
+        # A registry that names its realm after the Host it was asked by (ncr-trio does) names the proxy: it is its own.
+        origin = self.target if realm.netloc == host else realm
+        self.realm = (f"{origin.scheme}://{origin.netloc}", realm.path)
         own = f"http://{host}{realm.path}" + (f"?{realm.query}" if realm.query else "")
         return (text[:m.start(1)] + own + text[m.end(1):]).encode("latin-1")
 
