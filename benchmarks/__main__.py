@@ -27,6 +27,7 @@ from typing import Any
 
 from benchmarks import figures as figs
 from benchmarks.blobs import MiB, make_blob, make_pool, small_image
+from benchmarks.cache import CacheSource, start_source
 from benchmarks.loads import build_loadgen, go_version
 from benchmarks.report import RESULTS, cpu_table, hasher_table, noise_note, results_json, table, write_json
 from benchmarks.runner import Entrant, Outcome, run_rounds
@@ -62,6 +63,11 @@ METHOD = [
     "token on every request (ncr-trio checks a token it has verified before in its cache, Distribution verifies the "
     "signature every time, each as it ships). With --distribution-auth none, Distribution gets anonymous requests.",
     "The page cache is flushed (sync) before every measurement; nothing is dropped from it.",
+    "Cache pull: one source registry for the run (Distribution, anonymous) holds an image of random layers, behind a "
+    "counting proxy (tests/support/upstream.py); each server is restarted empty as a pull-through cache of it "
+    "(ncr-trio: an image cache and a cache-type registry; Distribution: proxy.remoteurl), then loadgen's clients, "
+    "released together, each pull the manifest and then config and layers at once, every body checked against its "
+    "digest. Upstream bytes are the blob bytes the proxy sent by the time the last client was done, over the image's.",
 ]
 
 
@@ -92,6 +98,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--small-kib", type=int, default=4, help="size of the small blobs in KiB (default 4)")
     p.add_argument("--pull-clients", type=int, help="clients of the pull-many figure (default 1000; --quick: 200)")
     p.add_argument("--layer-mib", type=int, default=10, help="layer size of the pull-many figure (default 10)")
+    p.add_argument("--cache-layers-mib", help="layer sizes of the cache-pull figure's image, comma list "
+                   "(default 16,32,64; --quick: 4,8,16)")
+    p.add_argument("--cache-clients", type=int, help="clients of the cache-pull figure (default 100; --quick: 20)")
     p.add_argument("--figures", default=",".join([*(f.name for f in figs.FIGURES), HASHER]),
                    help="comma list of figures (default all: %(default)s)")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()),
@@ -104,8 +113,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a.duration = a.duration if a.duration is not None else (2 if a.quick else 10)
     a.small_count = a.small_count if a.small_count is not None else (200 if a.quick else 1000)
     a.pull_clients = a.pull_clients if a.pull_clients is not None else (200 if a.quick else 1000)
+    a.cache_layers_mib = [int(n) for n in (a.cache_layers_mib or ("4,8,16" if a.quick else "16,32,64")).split(",")]
+    a.cache_clients = a.cache_clients if a.cache_clients is not None else (20 if a.quick else 100)
     if min(a.rounds, a.size_mib, a.chunk_mib, a.duration, a.streams, a.small_count, a.small_kib, a.pull_clients,
-           a.layer_mib, a.ncr_workers) < 1:
+           a.layer_mib, a.ncr_workers, a.cache_clients, *a.cache_layers_mib) < 1:
         p.error("counts, sizes, durations and --ncr-workers must be positive")
     return a
 
@@ -195,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = figs.Settings(blob_size=a.size_mib * MiB, chunk_size=a.chunk_mib * MiB, duration=a.duration,
                              threads=a.threads, connections=a.connections, streams=a.streams,
                              small_count=a.small_count, small_size=a.small_kib * 1024,
-                             pull_clients=a.pull_clients, layer_size=a.layer_mib * MiB)
+                             pull_clients=a.pull_clients, layer_size=a.layer_mib * MiB,
+                             cache_layer_sizes=tuple(n * MiB for n in a.cache_layers_mib),
+                             cache_clients=a.cache_clients)
     need_blobs = any(f.needs_blobs for f in chosen)
     need_pool = any(f.needs_pool for f in chosen)
     a.workdir.mkdir(parents=True, exist_ok=True)
@@ -214,12 +227,16 @@ def main(argv: list[str] | None = None) -> int:
         f"folder: {run_dir}" + (f"; ncr-trio workers: {ncr.workers}" if ncr else ""))
     outcome = None
     hasher: dict[str, Any] | None = None
+    source: CacheSource | None = None
     try:
         if chosen:
             loadgen = None
             if any(f.needs_loadgen for f in chosen):
                 say("building benchmarks/loadgen (go build) ...")
                 loadgen = build_loadgen(run_dir / "loadgen")
+            if any(f.cache for f in chosen):
+                say("starting the cache figure's source registry ...")
+                source = start_source(run_dir / "cache-source", settings.cache_layer_sizes)
             tg = time.monotonic()
             if need_blobs or need_pool:
                 say("writing random blobs: " + ", ".join(
@@ -234,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                 pool=make_pool(run_dir / "blobs", "pool", size, settings.streams + 1, POOL_STEP) if need_pool else None,
                 layer=os.urandom(settings.layer_size),
                 loadgen=loadgen,
+                cache_source=source,
             )
             os.sync()
             if need_blobs or need_pool:
@@ -242,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         if with_hasher:
             hasher = run_hasher(a.quick, say)
     finally:
+        if source is not None:
+            source.stop()
         if a.keep:
             say(f"kept {run_dir}")
         else:
@@ -260,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                      "wrk_connections": settings.connections, "streams": settings.streams,
                      "small_blobs": settings.small_count, "small_blob_bytes": settings.small_size,
                      "pull_clients": settings.pull_clients, "layer_bytes": settings.layer_size,
+                     "cache_layer_bytes": list(settings.cache_layer_sizes), "cache_clients": settings.cache_clients,
                      "ncr_workers": a.ncr_workers, "distribution_auth": a.distribution_auth, "quick": a.quick,
                      "figures": names},
         "tools": {"curl": _first_line(["curl", "--version"]), "wrk": _first_line(["wrk", "-v"]), "go": go_version()},

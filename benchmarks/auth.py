@@ -23,6 +23,7 @@ import httpx
 ADMIN_USER = "admin"
 TOKEN_SERVICE = "ncr-trio"
 ACTIONS = "pull,push"  # what `docker push` asks for; it covers the figures' HEAD, GET, POST, PATCH and PUT
+PULL = "pull"  # what `docker pull` asks for: the repositories a figure only pulls from (a pull-through cache's)
 TIMEOUT = httpx.Timeout(60.0)
 
 
@@ -98,11 +99,11 @@ def fetch_token(base: str, username: str, password: str, *scopes: str) -> str:
     return str(body["token"])
 
 
-def login(base: str, username: str, password: str, repos: Iterable[str]) -> Access:
-    """Create the repositories' registries, then fetch one token per repository (all before any timing)."""
-    repos = sorted(set(repos))
+def login(base: str, username: str, password: str, repos: Mapping[str, str]) -> Access:
+    """Create the repositories' registries, then fetch one token per repository (repository -> the actions it is
+    used for), all before any timing."""
     if not repos:
         raise AuthError("no repositories to fetch tokens for")
     ensure_registries(base, username, password, {registry_of(r) for r in repos})
-    tokens = {r: fetch_token(base, username, password, f"repository:{r}:{ACTIONS}") for r in repos}
+    tokens = {r: fetch_token(base, username, password, f"repository:{r}:{actions}") for r, actions in repos.items()}
     return Access(tokens, anonymous=False)

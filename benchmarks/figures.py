@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.auth import ANONYMOUS, Access
+from benchmarks.auth import ACTIONS, ANONYMOUS, PULL, Access
 from benchmarks.blobs import OCI_MANIFEST, Blob, MiB, Pool, SmallImage, sha256_digest
+from benchmarks.cache import CACHE_REGISTRY, SOURCE_REPO, SOURCE_TAG, CacheSource
 from benchmarks.loads import LoadgenResult, Transfer, WrkResult, loadgen, pull_blob, push_blob, wrk
 from benchmarks.memory import TreeMemorySampler
 from benchmarks.registry import RegistryError, blob_exists, elsewhere, push_small_blob, push_small_image, warm_up
@@ -44,6 +45,8 @@ class Settings:
     small_size: int = 4096
     pull_clients: int = 1000  # concurrent clients pulling one layer
     layer_size: int = 10 * MiB
+    cache_layer_sizes: tuple[int, ...] = (16 * MiB, 32 * MiB, 64 * MiB)  # the image pulled through the caches
+    cache_clients: int = 100  # concurrent clients pulling it
 
     @property
     def size_label(self) -> str:
@@ -61,6 +64,7 @@ class Data:
     pool: Pool | None = None  # streams + 1 windows of blob_size: the concurrent pushes and the memory figure
     layer: bytes = b""  # the layer the many clients pull
     loadgen: Path | None = None  # the built Go load client
+    cache_source: CacheSource | None = None  # the registry the caches pull from (running for the whole run)
 
     def need_blob(self) -> Blob:
         if self.blob is None:
@@ -82,6 +86,11 @@ class Data:
             raise RuntimeError("the blob pool was not written")
         return self.pool
 
+    def need_cache_source(self) -> CacheSource:
+        if self.cache_source is None:
+            raise RuntimeError("the cache source was not started")
+        return self.cache_source
+
 
 @dataclass
 class ServerRound:
@@ -92,6 +101,7 @@ class ServerRound:
     pid: int = 0
     auth: Access = ANONYMOUS
     prepared: set[str] = field(default_factory=set)
+    cache_prefix: str = ""  # before a source's repository, when it serves as a pull-through cache
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,9 @@ class Figure:
     needs_pool: bool = False
     # the repositories it uses: ncr-trio's tokens for them are fetched after each start, before any figure
     repos: tuple[str, ...] = ()
+    pull_repos: tuple[str, ...] = ()  # the same, for repositories it only pulls from (a token for "pull")
+    # with `fresh`: the server is restarted empty as a pull-through cache of the run's cache source
+    cache: bool = False
 
 
 def _transfer_sample(key: str, t: Transfer) -> Sample:
@@ -275,6 +288,35 @@ def measure_pull_many(server: ServerRound, data: Data) -> Sample:
                   {**r.details(), **mem.result.details()})
 
 
+def measure_cache_pull(server: ServerRound, data: Data) -> Sample:
+    """The clients, released together, each pull the source's image (manifest, then config and layers at once, every
+    body checked against its digest) through the server, restarted empty as a pull-through cache of the source. The
+    server's memory is sampled throughout; the counting proxy in front of the source tells the blob bytes fetched
+    from it by the time the last client is done."""
+    source, clients = data.need_cache_source(), data.settings.cache_clients
+    source.proxy.reset()
+    source_cpu = sum(map(tree_cpu_seconds, source.pids))
+    with TreeMemorySampler(server.pid) as mem:
+        r = loadgen(data.need_loadgen(), "pull-image", auth=server.auth, url=server.url,
+                    repo=server.cache_prefix + SOURCE_REPO, reference=SOURCE_TAG, digest=source.image.digest,
+                    clients=clients)
+    traffic = source.proxy.traffic()
+    _fail_on_errors(f"{clients} image pulls", r, clients)
+    assert mem.result is not None
+    return Sample({"cache_pull_seconds": r.wall_seconds, "cache_pull_rss_mib": mem.result.peak_mib,
+                   "cache_pull_upstream_x": traffic.blob_bytes / source.blob_bytes},
+                  {**r.details(), **mem.result.details(), "upstream_blob_bytes": traffic.blob_bytes,
+                   "source_cpu_seconds": sum(map(tree_cpu_seconds, source.pids)) - source_cpu,
+                   "upstream_requests": {f"{m} {k}": n for (m, k), n in sorted(traffic.counts.items())}})
+
+
+def _cache_metrics(s: Settings) -> list[Metric]:
+    what = f"{s.cache_clients} clients pull {'+'.join(size_label(n) for n in s.cache_layer_sizes)} via a cold cache"
+    return [Metric("cache_pull_seconds", f"{what}: wall s", "s", False),
+            Metric("cache_pull_upstream_x", f"{what}: upstream bytes / image", "x", False),
+            Metric("cache_pull_rss_mib", f"{what}: server peak RSS MiB", "MiB", False)]
+
+
 def _measure_wrk(prefix: str, method: str, repo: str, path: str, headers: dict[str, str]
                  ) -> Callable[[ServerRound, Data], Sample]:
     def measure(server: ServerRound, data: Data) -> Sample:
@@ -343,12 +385,15 @@ FIGURES: list[Figure] = [
                       Metric("pull_many_seconds", f"{s.pull_clients} clients pull {size_label(s.layer_size)}: "
                              "wall s", "s", False)],
            measure_pull_many, prepare=_ensure_layer, needs_loadgen=True, repos=(LAYER_REPO,)),
+    Figure("cache-pull", _cache_metrics, measure_cache_pull, fresh=True, cache=True, needs_loadgen=True,
+           pull_repos=(f"{CACHE_REGISTRY}/{SOURCE_REPO}", SOURCE_REPO)),
 ]
 
 
-def repositories(figures: list[Figure]) -> list[str]:
-    """Every repository the figures use (ncr-trio: each needs a token, fetched after each start)."""
-    return sorted({r for f in figures for r in f.repos})
+def repositories(figures: list[Figure]) -> dict[str, str]:
+    """Every repository the figures use, with the actions they need (each needs a token, fetched after each start)."""
+    pulled = {r: PULL for f in figures for r in f.pull_repos}
+    return {**pulled, **{r: ACTIONS for f in figures for r in f.repos}}
 
 
 def select(names: str) -> list[Figure]:

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.auth import Access
+from benchmarks.auth import ACTIONS, Access
 from benchmarks.blobs import make_blob, sha256_digest, small_image
 from benchmarks.loads import build_loadgen, loadgen, pull_blob, push_blob, wrk
 from benchmarks.registry import elsewhere, push_small_image
@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         server = ServerKind("ncr-trio", workers=1).start(work / "server")
         try:
-            auth = server.access(REPOS)  # before py-spy starts: token requests are not part of the profile
+            # before py-spy starts: token requests are not part of the profile
+            auth = server.access(dict.fromkeys(REPOS, ACTIONS))
             raw = work / "profile.txt"
             spy = subprocess.Popen([py_spy, "record", "--pid", str(server.pid), "--rate", "250", "--threads",
                                     "--full-filenames", "--format", "raw", "--output", str(raw),

@@ -10,7 +10,7 @@ from typing import Any
 
 from benchmarks.figures import Metric
 from benchmarks.runner import Entrant, Outcome
-from benchmarks.targets import HASHER_TARGET, REFERENCE, Verdict, judge
+from benchmarks.targets import HASHER_TARGET, REFERENCE, TARGETS, Verdict, judge
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 RATIO_TARGET = REFERENCE
@@ -65,16 +65,17 @@ def _short(label: str) -> str:
     return label.removeprefix("distribution-")
 
 
-def reference_pair(entrants: list[Entrant]) -> tuple[str, str] | None:
-    """(subject, Distribution 2.8.2) if the run has both: what the targets are judged on."""
+def reference_pair(entrants: list[Entrant], reference: str = RATIO_TARGET) -> tuple[str, str] | None:
+    """(subject, Distribution 2.8.2 or `reference`) if the run has both: what the ratio targets are judged on."""
     return next(((a, b) for a, b in ratio_pairs(entrants)
-                 if next(e for e in entrants if e.label == b).kind.name == RATIO_TARGET), None)
+                 if next(e for e in entrants if e.label == b).kind.name == reference), None)
 
 
 def verdict(entrants: list[Entrant], m: Metric, outcome: Outcome) -> Verdict | None:
     subject = entrants[0].label
     samples = outcome.values.get(subject, {}).get(m.key, [])
-    pair = reference_pair(entrants)
+    target = TARGETS.get(m.key)
+    pair = reference_pair(entrants, target.against if target else RATIO_TARGET)
     r = None
     if pair is not None:
         r = ratio(stats(outcome.values.get(pair[0], {}).get(m.key, [])),

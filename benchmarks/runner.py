@@ -3,7 +3,8 @@
 Figures are interleaved at the finest grain (figure 1 on every server, then figure 2 on every server, ...), so
 that machine noise within a round hits all servers alike; rounds repeat the whole to give median/min/max.
 Figures marked `fresh` (the 8 GiB ones) run on a server restarted on empty storage, and restart it empty again
-afterwards, so that at most one server holds their data at a time. Servers are always stopped and their storage
+afterwards, so that at most one server holds their data at a time; a figure marked `cache` as well restarts it as a
+pull-through cache of the run's cache source (benchmarks/cache.py). Servers are always stopped and their storage
 removed, also on Ctrl-C. Right after every start (and restart), untimed, the runner gets the credentials the
 clients will send: a bearer token per repository the figures use, from ncr-trio itself, or for Distribution (token
 auth, the default) from the round's token issuer, a small ncr-trio of its own whose signing key Distribution trusts;
@@ -78,23 +79,24 @@ def run_rounds(
         round_dir = workdir / f"round-{rnd}"
         issuer: RunningNcrTrio | None = None  # Distribution's token issuer this round (a new signing key each round)
 
-        def start(e: Entrant) -> None:
+        def start(e: Entrant, cache_of: str | None = None) -> None:
             nonlocal issuer
             root = round_dir / e.label.replace("#", "-")
             remove_tree(root)
             if e.kind.needs_issuer and issuer is None:
                 issuer = start_token_issuer(round_dir / "token-issuer")
-            server = e.kind.start(root, issuer)
+            server = e.kind.start(root, issuer, cache_of)
             running[e.label] = server
-            state[e.label] = ServerRound(server.url, server.pid, server.access(repos))
+            state[e.label] = ServerRound(server.url, server.pid, server.access(repos), cache_prefix=e.kind.cache_prefix)
 
-        def restart_fresh(e: Entrant, figure: str) -> bool:
-            """Stop the server, remove its storage, start it again empty. False if it would not start."""
+        def restart_fresh(e: Entrant, figure: str, cache_of: str | None = None) -> bool:
+            """Stop the server, remove its storage, start it again empty (as a pull-through cache of the registry at
+            `cache_of`, if given). False if it would not start."""
             server = running.pop(e.label, None)
             if server is not None:
                 server.stop()
             try:
-                start(e)
+                start(e, cache_of)
                 return True
             except Exception as exc:  # noqa: BLE001
                 fail(rnd, e.label, figure, f"restart on empty storage failed: {exc} (left out for this round)")
@@ -110,9 +112,10 @@ def run_rounds(
                     dropped.add(e.label)
                     fail(rnd, e.label, "start", f"{exc} (dropped for the rest of the run)")
             for figure in figures:
+                cache_of = data.need_cache_source().url if figure.cache else None
                 for e in entrants:
                     if e.label in running and figure.fresh:
-                        restart_fresh(e, figure.name)
+                        restart_fresh(e, figure.name, cache_of)
                     if e.label not in running:
                         for key in metric_keys[figure.name]:
                             out.record(e.label, key, None)
@@ -155,8 +158,10 @@ def _measure_one(out: Outcome, rnd: int, label: str, server: Running, state: Ser
         return
     wall = time.monotonic() - t0
     server_cpu = tree_cpu_seconds(server.pid) - cpu0
-    # what else kept the machine busy meanwhile: this harness (little), other servers (idle), other people's work
-    other_cpu = machine_busy_seconds() - busy0 - server_cpu - float(sample.details.get("client_cpu_seconds", 0.0))
+    # what else kept the machine busy meanwhile: this harness (little), other servers (idle), other people's work;
+    # not the registry a figure pulls from (the cache figure's source)
+    other_cpu = (machine_busy_seconds() - busy0 - server_cpu - float(sample.details.get("client_cpu_seconds", 0.0))
+                 - float(sample.details.get("source_cpu_seconds", 0.0)))
     for key in keys:
         out.record(label, key, sample.values.get(key))
     out.details.append({"round": rnd, "server": label, "figure": figure.name, **sample.details,

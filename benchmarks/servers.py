@@ -13,14 +13,15 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from benchmarks.auth import ADMIN_USER, ANONYMOUS, Access, login, new_password
+from benchmarks.cache import CACHE_REGISTRY, make_ncr_cache, ncr_cache_env
 from benchmarks.memory import descendants, proc_stats
-from tests.support.server import distribution_token_auth, free_port, token_auth_yaml, tool, wait_ready
+from tests.support.server import distribution_config, distribution_token_auth, free_port, tool, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 NCR_TRIO = "ncr-trio"
@@ -46,9 +47,10 @@ class Running(Protocol):
 
     def log_tail(self, lines: int = 20) -> str: ...
 
-    def access(self, repos: Iterable[str]) -> Access:
-        """What clients send to use `repos` (ncr-trio: creates their registries and fetches a token for each;
-        untimed: the runner calls it right after the start, before any figure)."""
+    def access(self, repos: Mapping[str, str]) -> Access:
+        """What clients send to use `repos` (repository -> actions, "pull,push" or "pull"; ncr-trio: creates their
+        registries and fetches a token for each; untimed: the runner calls it right after the start, before any
+        figure)."""
         ...
 
 
@@ -119,7 +121,7 @@ class RunningNcrTrio(_Process):
     password: str
     data: Path  # its data directory (keys/token-signing-key.pem)
 
-    def access(self, repos: Iterable[str]) -> Access:
+    def access(self, repos: Mapping[str, str]) -> Access:
         return login(self.url, ADMIN_USER, self.password, repos)
 
 
@@ -127,27 +129,11 @@ class RunningNcrTrio(_Process):
 class RunningDistribution(_Process):
     issuer: RunningNcrTrio | None = None  # the ncr-trio whose tokens it accepts; None: no auth configured
 
-    def access(self, repos: Iterable[str]) -> Access:
+    def access(self, repos: Mapping[str, str]) -> Access:
         if self.issuer is None:
             return ANONYMOUS  # no auth configured, as shipped
         # The issuer's tokens, fetched as for ncr-trio (its registries created first): Distribution checks them.
         return login(self.issuer.url, ADMIN_USER, self.issuer.password, repos)
-
-
-def distribution_config(root: Path, port: int, auth_token: dict[str, str] | None = None) -> str:
-    """Distribution's config as shipped (upstream example and Debian's: in-memory blob descriptor cache,
-    delete enabled), with the access log off and errors only, so the baseline does not pay for per-request
-    log lines that ncr-trio does not write either; with `auth_token`, its `auth: token:` section."""
-    return (
-        "version: 0.1\n"
-        "log:\n  level: error\n  accesslog:\n    disabled: true\n"
-        "storage:\n"
-        "  cache:\n    blobdescriptor: inmemory\n"
-        f"  filesystem:\n    rootdirectory: {root / 'data'}\n"
-        "  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-        + (token_auth_yaml(auth_token) if auth_token is not None else "")
-    )
 
 
 @dataclass(frozen=True)
@@ -161,6 +147,11 @@ class ServerKind:
     @property
     def distribution_version(self) -> str | None:
         return self.name.removeprefix(DISTRIBUTION_PREFIX) if self.name.startswith(DISTRIBUTION_PREFIX) else None
+
+    @property
+    def cache_prefix(self) -> str:
+        """What this server puts before a source's repository name when it serves it as a pull-through cache."""
+        return f"{CACHE_REGISTRY}/" if self.distribution_version is None else ""
 
     @property
     def needs_issuer(self) -> bool:
@@ -192,9 +183,10 @@ class ServerKind:
         auth = "token auth (ES256 tokens of an ncr-trio issuer)" if self.auth == "token" else "no auth"
         return f"{(out.stdout or out.stderr).strip()}, {auth}"
 
-    def start(self, root: Path, issuer: RunningNcrTrio | None = None) -> Running:
+    def start(self, root: Path, issuer: RunningNcrTrio | None = None, cache_of: str | None = None) -> Running:
         """Start on a free port with fresh storage under `root` (which must not exist yet). Distribution with token
-        auth trusts `issuer`'s signing key and names its token endpoint as realm."""
+        auth trusts `issuer`'s signing key and names its token endpoint as realm. With `cache_of` (a registry's
+        base URL), the server is a pull-through cache of that registry (benchmarks/cache.py)."""
         root.mkdir(parents=True)
         port = free_port()
         log_path = root / ("server.log" if self.distribution_version is None else "registry.log")
@@ -202,12 +194,14 @@ class ServerKind:
             password = new_password()
             cmd = [sys.executable, "-m", "ncr_trio", "serve", "--listen", f"127.0.0.1:{port}",
                    "--data", str(root / "data"), "--workers", str(self.workers)]
+            env = {**os.environ, "NCR_ADMIN_PASSWORD": password, **(ncr_cache_env(cache_of) if cache_of else {})}
             with open(log_path, "ab") as log:
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                        env={**os.environ, "NCR_ADMIN_PASSWORD": password})
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
             ncr = RunningNcrTrio(proc, port, log_path, password, root / "data")
             try:
                 wait_ready(ncr.url, proc)  # GET /v2/ answers 401 (a challenge) once it serves
+                if cache_of:
+                    make_ncr_cache(ncr.url, ADMIN_USER, password, cache_of)
             except BaseException:
                 ncr.stop()
                 raise
@@ -220,7 +214,10 @@ class ServerKind:
             auth_token = distribution_token_auth(issuer.url, issuer.data, root / "auth",
                                                  jwks=not self.distribution_version.startswith("2."))
         cfg = root / "config.yml"
-        cfg.write_text(distribution_config(root, port, auth_token))
+        # as shipped, with the access log off: the baseline does not pay for per-request log lines that
+        # ncr-trio does not write either
+        cfg.write_text(distribution_config(root, f"127.0.0.1:{port}", auth_token=auth_token, access_log=False,
+                                           proxy={"remoteurl": cache_of} if cache_of else None))
         with open(log_path, "ab") as log:
             proc = subprocess.Popen([self.executable(), "serve", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
         running = RunningDistribution(proc, port, log_path, issuer if auth_token is not None else None)

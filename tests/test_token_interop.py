@@ -38,12 +38,21 @@ from tests.support.clients import (
     write_layout,
 )
 from tests.support.oci import digest, image
-from tests.support.server import TOKEN_KEY, Distribution, Server, distribution_token_auth
+from tests.support.server import (
+    REGISTRY_V2,
+    REGISTRY_V3,
+    TOKEN_KEY,
+    Distribution,
+    Server,
+    distribution_token_auth,
+    distribution_with_token_auth,
+    token_realm,
+)
 
 pytestmark = pytest.mark.clients
 
 REGISTRY = "interop"  # the ncr-trio registry (namespace) the repositories below are in
-VERSIONS = {"2.8.2": "docker-registry", "3.1.1": "registry-v3"}
+VERSIONS = {"2.8.2": REGISTRY_V2, "3.1.1": REGISTRY_V3}
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
@@ -76,11 +85,8 @@ def dist(request: pytest.FixtureRequest, ncr: Server, tmp_path_factory: pytest.T
     binary = VERSIONS[request.param]
     if not installed(binary):
         pytest.skip(f"{binary} is not installed (`make tools` builds registry-v3)")
-    root = tmp_path_factory.mktemp(f"interop-{request.param}")
     # 2.8.2 finds the key in rootcertbundle alone (by the libtrust `kid`); 3.x needs jwks for that kid.
-    auth = distribution_token_auth(ncr.url, ncr.data, root / "auth", jwks=not request.param.startswith("2."),
-                                   realm=realm(ncr))
-    d = Distribution(root=root, binary=binary, auth_token=auth).start()
+    d = distribution_with_token_auth(tmp_path_factory.mktemp(f"interop-{request.param}"), ncr, binary)
     try:
         yield d
     finally:
@@ -91,12 +97,6 @@ def dist(request: pytest.FixtureRequest, ncr: Server, tmp_path_factory: pytest.T
 def clients(ncr: Server, tmp_path: Path) -> Iterator[Clients]:
     """Logged out; afterwards ncr-trio must not have logged an error (a token request that failed inside)."""
     yield from clients_watching(ncr, tmp_path, logged_in=False)
-
-
-def realm(ncr: Server) -> str:
-    """ncr-trio's token endpoint, named `localhost`: crane (go-containerregistry >= 0.21) refuses a realm on a
-    loopback or private IP literal unless it is the registry's own host:port, and Distribution's is not."""
-    return f"http://localhost:{ncr.port}/auth/token"
 
 
 def bearer(tok: str) -> dict[str, str]:
@@ -134,14 +134,14 @@ def skopeo_login(c: Clients, host: str, creds: tuple[str, str], *, check: bool =
 def test_anonymous_requests_are_challenged_to_ncr_trios_token_service(dist: Distribution, ncr: Server) -> None:
     r = httpx.get(f"{dist.url}/v2/")
     assert r.status_code == 401
-    assert r.headers["www-authenticate"] == f'Bearer realm="{realm(ncr)}",service="ncr-trio"'
+    assert r.headers["www-authenticate"] == f'Bearer realm="{token_realm(ncr)}",service="ncr-trio"'
     # The very challenge ncr-trio itself sends when asked by that name: same realm, same service.
     assert httpx.get(f"http://localhost:{ncr.port}/v2/").headers["www-authenticate"] == r.headers["www-authenticate"]
     r = httpx.post(f"{dist.url}/v2/{REGISTRY}/app/blobs/uploads/")
     assert r.status_code == 401 and r.json()["errors"][0]["code"] == "UNAUTHORIZED"
     # Distribution lists the actions in Go map order (push,pull or pull,push): compare them as a set.
     head, _, actions = r.headers["www-authenticate"].rpartition(":")
-    assert head == f'Bearer realm="{realm(ncr)}",service="ncr-trio",scope="repository:{REGISTRY}/app'
+    assert head == f'Bearer realm="{token_realm(ncr)}",service="ncr-trio",scope="repository:{REGISTRY}/app'
     assert set(actions.rstrip('"').split(",")) == {"pull", "push"}
 
 

@@ -20,6 +20,11 @@
 //	    C clients, each on its own connection, released together, GET the same blob once; a response
 //	    counts as an error if it is not a 200, is short or long, or carries another digest; every K-th
 //	    body is also hashed.
+//	pull-image    -url U -repo R -reference T -digest D -clients C
+//	    C clients, released together, each pull one image as docker does: the manifest by reference (its body
+//	    must hash to D), then its config and every layer at once; every body is hashed and checked against its
+//	    descriptor (size and digest). A client is ok when all its requests are. Each client has its own
+//	    keep-alive connections.
 //
 // Authentication: when the environment has LOADGEN_AUTHORIZATION (e.g. "Bearer <token>", a token the Python side
 // fetched for -repo before starting loadgen), every request carries it as its Authorization header, the way
@@ -489,16 +494,14 @@ func pushSmall(base *url.URL, repo string, count, size, clients int) result {
 	return finishResult(res, errs)
 }
 
-func pullMany(base *url.URL, repo, digest string, size int64, clients, verifyEvery int) result {
-	res := result{Mode: "pull-many"}
-	errs := newTally()
-	c := client(clients, false) // one connection per client
-	var ok, got, verified atomic.Int64
-	latencies := make([]time.Duration, clients)
-	done := make([]bool, clients)
+// together runs client(0..n-1) in goroutines released at the same moment. It answers the wall time from the
+// release to the last return, and the latency percentiles of the clients that returned true (ok).
+func together(n int, client func(i int) bool) (float64, map[string]float64) {
+	latencies := make([]time.Duration, n)
+	done := make([]bool, n)
 	release := make(chan struct{})
 	var ready, wg sync.WaitGroup
-	for i := 0; i < clients; i++ {
+	for i := 0; i < n; i++ {
 		wg.Add(1)
 		ready.Add(1)
 		go func(i int) {
@@ -506,35 +509,8 @@ func pullMany(base *url.URL, repo, digest string, size int64, clients, verifyEve
 			ready.Done()
 			<-release
 			t0 := time.Now()
-			resp, err := do(c, "GET", base.String()+"/v2/"+repo+"/blobs/"+digest, nil, 0, nil)
-			if err != nil {
-				errs.add("connect", "client %d: %v", i, err)
-				return
-			}
-			defer resp.Body.Close()
-			var h = sha256.New()
-			check := verifyEvery > 0 && i%verifyEvery == 0
-			var sink io.Writer
-			if check {
-				sink = h
-			}
-			n, err := drain(resp.Body, make([]byte, 64<<10), sink)
-			got.Add(n)
-			switch {
-			case resp.StatusCode != http.StatusOK:
-				errs.add("status", "client %d: GET -> %d", i, resp.StatusCode)
-			case err != nil || n != size:
-				errs.add("short", "client %d: %d of %d bytes (%v)", i, n, size, err)
-			case resp.Header.Get("Docker-Content-Digest") != "" && resp.Header.Get("Docker-Content-Digest") != digest:
-				errs.add("digest", "client %d: Docker-Content-Digest %s", i, resp.Header.Get("Docker-Content-Digest"))
-			case check && "sha256:"+hex.EncodeToString(h.Sum(nil)) != digest:
-				errs.add("digest", "client %d: body does not hash to %s", i, digest)
-			default:
-				if check {
-					verified.Add(1)
-				}
+			if client(i) {
 				latencies[i], done[i] = time.Since(t0), true
-				ok.Add(1)
 			}
 		}(i)
 	}
@@ -542,15 +518,144 @@ func pullMany(base *url.URL, repo, digest string, size int64, clients, verifyEve
 	start := time.Now()
 	close(release)
 	wg.Wait()
-	res.WallSeconds = time.Since(start).Seconds()
-	res.Requests, res.OK, res.Bytes, res.Verified = int64(clients), ok.Load(), got.Load(), verified.Load()
 	var all []time.Duration
 	for i, l := range latencies {
 		if done[i] {
 			all = append(all, l)
 		}
 	}
-	res.LatencyMs = percentiles(all)
+	return time.Since(start).Seconds(), percentiles(all)
+}
+
+func pullMany(base *url.URL, repo, digest string, size int64, clients, verifyEvery int) result {
+	res := result{Mode: "pull-many"}
+	errs := newTally()
+	c := client(clients, false) // one connection per client
+	var ok, got, verified atomic.Int64
+	res.WallSeconds, res.LatencyMs = together(clients, func(i int) bool {
+		resp, err := do(c, "GET", base.String()+"/v2/"+repo+"/blobs/"+digest, nil, 0, nil)
+		if err != nil {
+			errs.add("connect", "client %d: %v", i, err)
+			return false
+		}
+		defer resp.Body.Close()
+		var h = sha256.New()
+		check := verifyEvery > 0 && i%verifyEvery == 0
+		var sink io.Writer
+		if check {
+			sink = h
+		}
+		n, err := drain(resp.Body, make([]byte, 64<<10), sink)
+		got.Add(n)
+		switch {
+		case resp.StatusCode != http.StatusOK:
+			errs.add("status", "client %d: GET -> %d", i, resp.StatusCode)
+		case err != nil || n != size:
+			errs.add("short", "client %d: %d of %d bytes (%v)", i, n, size, err)
+		case resp.Header.Get("Docker-Content-Digest") != "" && resp.Header.Get("Docker-Content-Digest") != digest:
+			errs.add("digest", "client %d: Docker-Content-Digest %s", i, resp.Header.Get("Docker-Content-Digest"))
+		case check && "sha256:"+hex.EncodeToString(h.Sum(nil)) != digest:
+			errs.add("digest", "client %d: body does not hash to %s", i, digest)
+		default:
+			if check {
+				verified.Add(1)
+			}
+			ok.Add(1)
+			return true
+		}
+		return false
+	})
+	res.Requests, res.OK, res.Bytes, res.Verified = int64(clients), ok.Load(), got.Load(), verified.Load()
+	return finishResult(res, errs)
+}
+
+// failure is why one request of a client failed: an error kind of the tally, and a message.
+type failure struct{ kind, msg string }
+
+// getVerified GETs u and checks the answer: a 200 whose whole body (as long as Content-Length says) hashes to digest.
+// With keep, the body is returned as well.
+func getVerified(c *http.Client, u string, hdr map[string]string, digest string, keep bool) ([]byte, int64, *failure) {
+	resp, err := do(c, "GET", u, nil, 0, hdr)
+	if err != nil {
+		return nil, 0, &failure{"connect", err.Error()}
+	}
+	defer resp.Body.Close()
+	h := sha256.New()
+	var body bytes.Buffer
+	var sink io.Writer = h
+	if keep {
+		sink = io.MultiWriter(h, &body)
+	}
+	n, err := drain(resp.Body, make([]byte, 256<<10), sink)
+	switch {
+	case resp.StatusCode != http.StatusOK:
+		return nil, n, &failure{"status", fmt.Sprintf("GET %s -> %d", u, resp.StatusCode)}
+	case err != nil || (resp.ContentLength >= 0 && n != resp.ContentLength):
+		return nil, n, &failure{"short", fmt.Sprintf("GET %s: %d of %d bytes (%v)", u, n, resp.ContentLength, err)}
+	case "sha256:"+hex.EncodeToString(h.Sum(nil)) != digest:
+		return nil, n, &failure{"digest", fmt.Sprintf("GET %s: body does not hash to %s", u, digest)}
+	}
+	return body.Bytes(), n, nil
+}
+
+type descriptor struct {
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+}
+
+func pullImage(base *url.URL, repo, reference, digest string, clients int) result {
+	res := result{Mode: "pull-image"}
+	errs := newTally()
+	accept := map[string]string{"Accept": "application/vnd.oci.image.manifest.v1+json, " +
+		"application/vnd.docker.distribution.manifest.v2+json"}
+	prefix := base.String() + "/v2/" + repo
+	var ok, got, requests, verified atomic.Int64
+	res.WallSeconds, res.LatencyMs = together(clients, func(i int) bool {
+		c := client(8, true)
+		defer c.Transport.(*http.Transport).CloseIdleConnections()
+		body, n, f := getVerified(c, prefix+"/manifests/"+reference, accept, digest, true)
+		requests.Add(1)
+		got.Add(n)
+		if f != nil {
+			errs.add(f.kind, "client %d: %s", i, f.msg)
+			return false
+		}
+		var m struct {
+			Config descriptor   `json:"config"`
+			Layers []descriptor `json:"layers"`
+		}
+		if err := json.Unmarshal(body, &m); err != nil || m.Config.Digest == "" {
+			errs.add("status", "client %d: not an image manifest (%v)", i, err)
+			return false
+		}
+		var failed atomic.Bool
+		var each sync.WaitGroup
+		for _, b := range append([]descriptor{m.Config}, m.Layers...) {
+			each.Add(1)
+			go func(b descriptor) {
+				defer each.Done()
+				_, n, f := getVerified(c, prefix+"/blobs/"+b.Digest, nil, b.Digest, false)
+				requests.Add(1)
+				got.Add(n)
+				if f == nil && n != b.Size {
+					f = &failure{"short", fmt.Sprintf("blob %s: %d bytes, the manifest says %d", b.Digest, n, b.Size)}
+				}
+				if f != nil {
+					failed.Store(true)
+					errs.add(f.kind, "client %d: %s", i, f.msg)
+					return
+				}
+				verified.Add(1)
+			}(b)
+		}
+		each.Wait()
+		if failed.Load() {
+			return false
+		}
+		ok.Add(1)
+		return true
+	})
+	res.Requests, res.OK, res.Bytes, res.Verified = requests.Load(), ok.Load(), got.Load(), verified.Load()
 	return finishResult(res, errs)
 }
 
@@ -567,7 +672,7 @@ func finishResult(res result, errs *tally) result {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: loadgen push-streams|pull-streams|push-small|pull-many [flags]")
+		fmt.Fprintln(os.Stderr, "usage: loadgen push-streams|pull-streams|push-small|pull-many|pull-image [flags]")
 		os.Exit(2)
 	}
 	mode := os.Args[1]
@@ -577,16 +682,17 @@ func main() {
 	file := fs.String("file", "", "push-streams: the file the blobs are read from")
 	offsets := fs.String("offsets", "", "push-streams: comma list of each blob's offset in -file")
 	digests := fs.String("digests", "", "push-streams, pull-streams: comma list of the blobs' digests")
-	digest := fs.String("digest", "", "pull-many: the blob's digest")
+	digest := fs.String("digest", "", "pull-many: the blob's digest; pull-image: the manifest's")
+	reference := fs.String("reference", "", "pull-image: the manifest's tag or digest")
 	size := fs.Int64("size", 0, "bytes per blob")
 	chunk := fs.Int64("chunk", 0, "push-streams: PATCH chunk size (0: monolithic PUT)")
 	count := fs.Int("count", 1000, "push-small: blobs")
-	clients := fs.Int("clients", 1, "push-small, pull-many: concurrent clients")
+	clients := fs.Int("clients", 1, "push-small, pull-many, pull-image: concurrent clients")
 	verifyEvery := fs.Int("verify-every", 50, "pull-many: hash every K-th body (0: none)")
 	fs.Parse(os.Args[2:])
 	base, err := url.Parse(strings.TrimRight(*rawURL, "/"))
-	if err != nil || base.Host == "" || *repo == "" || *size <= 0 {
-		fmt.Fprintln(os.Stderr, "loadgen: -url, -repo and a positive -size are required")
+	if err != nil || base.Host == "" || *repo == "" || (*size <= 0 && mode != "pull-image") {
+		fmt.Fprintln(os.Stderr, "loadgen: -url, -repo and (but for pull-image) a positive -size are required")
 		os.Exit(2)
 	}
 	var res result
@@ -613,6 +719,12 @@ func main() {
 		res = pushSmall(base, *repo, *count, int(*size), max(*clients, 1))
 	case "pull-many":
 		res = pullMany(base, *repo, *digest, *size, max(*clients, 1), *verifyEvery)
+	case "pull-image":
+		if *reference == "" || *digest == "" {
+			fmt.Fprintln(os.Stderr, "loadgen: pull-image needs -reference and -digest")
+			os.Exit(2)
+		}
+		res = pullImage(base, *repo, *reference, *digest, max(*clients, 1))
 	default:
 		fmt.Fprintln(os.Stderr, "loadgen: unknown mode", mode)
 		os.Exit(2)

@@ -70,6 +70,18 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 
     raise RuntimeError(f"server at {url} not ready after {timeout}s")
 
 
+def terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """End a helper process: SIGTERM, then SIGKILL if it has not exited after `timeout` seconds."""
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class _OnLoopback:
     """A server process on 127.0.0.1; `host` is what clients take as the registry ("127.0.0.1:PORT")."""
 
@@ -190,6 +202,31 @@ class Server(_OnLoopback):
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
 
 
+REGISTRY_V3 = "registry-v3"  # CNCF Distribution 3.1.1, the pinned build in $NCR_TOOLS/bin
+REGISTRY_V2 = "docker-registry"  # CNCF Distribution 2.8.2, Debian's package
+
+
+def distribution_config(root: Path, host: str, *, auth_token: Mapping[str, str] | None = None,
+                        proxy: Mapping[str, str] | None = None, htpasswd: Path | None = None,
+                        access_log: bool = True) -> str:
+    """Distribution's config as shipped (the upstream example's and Debian's: in-memory blob descriptor cache, delete
+    enabled), storing under `root`/data, serving on `host`, logging errors only. `auth_token`: the options of its
+    `auth: token:` section; `htpasswd`: an htpasswd file for Basic auth instead; `proxy`: of its `proxy:` section (remoteurl, username, password, ttl), which makes it a
+    pull-through cache of the registry at `remoteurl`; `access_log` False turns the per-request log lines off."""
+    return (
+        "version: 0.1\n"
+        "log:\n  level: error\n" + ("" if access_log else "  accesslog:\n    disabled: true\n")
+        + "storage:\n"
+        "  cache:\n    blobdescriptor: inmemory\n"
+        f"  filesystem:\n    rootdirectory: {root / 'data'}\n"
+        "  delete:\n    enabled: true\n"
+        f"http:\n  addr: {host}\n"
+        + (token_auth_yaml(auth_token) if auth_token is not None else "")
+        + (_yaml_section("auth.htpasswd", {"realm": "basic-realm", "path": str(htpasswd)}) if htpasswd else "")
+        + (_yaml_section("proxy", proxy) if proxy is not None else "")
+    )
+
+
 @dataclass
 class Distribution(_OnLoopback):
     """CNCF Distribution (Debian's docker-registry 2.8.2, or the pinned v3 build) on 127.0.0.1.
@@ -197,26 +234,22 @@ class Distribution(_OnLoopback):
     `auth_token`: the options of Distribution's `auth: token:` section (realm, service, issuer,
     rootcertbundle and/or jwks; see `distribution_token_auth`); `htpasswd`: an htpasswd file (bcrypt)
     for Basic auth instead; neither (the default) configures no auth.
+    `proxy`: the options of its `proxy:` section (see `pull_through_distribution`).
     """
 
     root: Path
-    binary: str = "docker-registry"
+    binary: str = REGISTRY_V2
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     auth_token: Mapping[str, str] | None = None
     htpasswd: Path | None = None
+    proxy: Mapping[str, str] | None = None
 
     def start(self) -> Distribution:
         self.root.mkdir(parents=True, exist_ok=True)
         cfg = self.root / "config.yml"
-        cfg.write_text(
-            "version: 0.1\n"
-            "log:\n  level: error\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: {self.host}\n"
-            + (token_auth_yaml(self.auth_token) if self.auth_token is not None else "")
-            + (f"auth:\n  htpasswd:\n    realm: basic-realm\n    path: {self.htpasswd}\n" if self.htpasswd else "")
-        )
+        cfg.write_text(distribution_config(self.root, self.host, auth_token=self.auth_token, proxy=self.proxy,
+                                           htpasswd=self.htpasswd))
         exe = shutil.which(self.binary) or tool(self.binary)
         with open(self.root / "registry.log", "ab") as log:
             self.proc = subprocess.Popen([exe, "serve", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
@@ -224,14 +257,8 @@ class Distribution(_OnLoopback):
         return self
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
+        terminate(self.proc)
+        self.proc = None
 
     def log(self) -> str:
         path = self.root / "registry.log"
@@ -243,9 +270,16 @@ class Distribution(_OnLoopback):
 TOKEN_KEY = Path("keys") / "token-signing-key.pem"  # under an ncr-trio data directory
 
 
+def _yaml_section(path: str, options: Mapping[str, str]) -> str:
+    """A YAML section `path` ("auth.token") of string options (JSON-quoted: valid YAML double-quoted scalars)."""
+    keys = path.split(".")
+    head = "".join(f"{'  ' * i}{k}:\n" for i, k in enumerate(keys))
+    return head + "".join(f"{'  ' * len(keys)}{k}: {json.dumps(v)}\n" for k, v in options.items())
+
+
 def token_auth_yaml(options: Mapping[str, str]) -> str:
-    """Distribution's `auth: token:` section (values JSON-quoted: valid YAML double-quoted scalars)."""
-    return "auth:\n  token:\n" + "".join(f"    {k}: {json.dumps(v)}\n" for k, v in options.items())
+    """Distribution's `auth: token:` section."""
+    return _yaml_section("auth.token", options)
 
 
 def token_signing_cert(key_pem: Path, out: Path, days: int = 30) -> Path:
@@ -303,3 +337,31 @@ def distribution_token_auth(ncr_url: str, ncr_data: Path, out_dir: Path, *, jwks
         path.write_text(r.text)
         options["jwks"] = str(path)
     return options
+
+
+# -- Distribution setups: sources of an image cache, and Distribution's own pull-through cache ---------------------
+# (Distribution 2.8.2 anonymous is the default: `Distribution(root=...).start()`.)
+
+
+def token_realm(ncr: Server) -> str:
+    """ncr-trio's token endpoint, named `localhost`: crane (go-containerregistry >= 0.21) refuses a realm on a
+    loopback or private IP literal unless it is the registry's own host:port, and Distribution's is not."""
+    return f"http://localhost:{ncr.port}/auth/token"
+
+
+def distribution_with_token_auth(root: Path, ncr: Server, binary: str = REGISTRY_V3) -> Distribution:
+    """A Distribution (3.1.1 by default) started with token auth whose realm is the running ncr-trio `ncr`
+    (`token_realm`): it trusts ncr-trio's signing key, so ncr-trio's users and access keys are its accounts and
+    ncr-trio grants the scopes (tests/test_token_interop.py shows it). 2.x finds the key without `jwks`."""
+    auth = distribution_token_auth(ncr.url, ncr.data, root / "auth", jwks=binary != REGISTRY_V2,
+                                   realm=token_realm(ncr))
+    return Distribution(root=root, binary=binary, auth_token=auth).start()
+
+
+def pull_through_distribution(root: Path, remote: str, binary: str = REGISTRY_V3, username: str = "",
+                              password: str = "") -> Distribution:
+    """A Distribution (3.1.1 by default) started as a pull-through cache (`proxy: remoteurl:`) of the registry at
+    `remote` (its base URL), logging in there with `username` and `password` if given. It serves the remote's
+    repositories under the same names; pushes are refused."""
+    proxy = {"remoteurl": remote, **({"username": username, "password": password} if username else {})}
+    return Distribution(root=root, binary=binary, proxy=proxy).start()
