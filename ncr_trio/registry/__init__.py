@@ -1,5 +1,6 @@
 """Registry use cases: uploads, blobs, manifests (with tags and referrers), garbage collection, the
-scrub (fsck), registries (namespaces), webhooks and, from `auth`, access control and accounts.
+scrub (fsck), registries (namespaces), webhooks, image caches (from `cache`) and, from `auth`, access
+control and accounts.
 
 `RegistryService.open(config)` wires storage and metadata; HTTP and the CLI call it.
 """
@@ -12,9 +13,11 @@ import trio
 
 from ncr_trio.auth.accounts import Accounts
 from ncr_trio.auth.control import AccessControl
+from ncr_trio.cache.caches import ImageCaches
 from ncr_trio.config import Config
 from ncr_trio.cron import InvalidSchedule, parse_schedule
 from ncr_trio.meta import AccessStore, MetaStore, connect, migrate
+from ncr_trio.meta.caches import CacheStore
 from ncr_trio.meta.policies import PolicyStore
 from ncr_trio.meta.webhooks import WebhookStore
 from ncr_trio.registry.blobs import Blobs
@@ -46,6 +49,7 @@ class RegistryService:
     webhooks: Webhooks
     policies: Policies  # cleanup and protection policies, cleanup runs and their schedules
     fsck: Scrubber
+    caches: ImageCaches  # image caches (the sources cache-type registries pull through)
 
     @property
     def config(self) -> Config:
@@ -68,7 +72,8 @@ class RegistryService:
                 except InvalidSchedule as e:
                     raise ValueError(f"{setting}: {e}") from None
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        sender = Sender.of(config, Sealer.in_directory(config.data_dir / "keys"))  # checks webhook_allowed_networks
+        sealer = Sealer.in_directory(config.data_dir / "keys")
+        sender = Sender.of(config, sealer)  # checks webhook_allowed_networks
         db = connect(config.database_url, config.sqlite_path)
         migrate(db)
         storage = open_storage(config)
@@ -81,7 +86,8 @@ class RegistryService:
         webhooks.seal_stored()
         return cls(reg, Uploads(reg), Blobs(reg), Manifests(reg, protection), GarbageCollector(reg), access,
                    namespaces, Accounts(access), Catalog(reg, protection), webhooks=webhooks,
-                   policies=Policies(reg, policy_store, protection, namespaces), fsck=Scrubber(reg))
+                   policies=Policies(reg, policy_store, protection, namespaces), fsck=Scrubber(reg),
+                   caches=ImageCaches(config, CacheStore(db), access, sealer))
 
     def close(self) -> None:
         self.reg.meta.db.close()
