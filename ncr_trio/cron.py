@@ -73,6 +73,11 @@ class Schedule:
         nxt: datetime = croniter(self.expression, moment.astimezone(UTC)).get_next(datetime)
         return nxt.astimezone(UTC)
 
+    def next_at(self, after: float) -> float | None:
+        """`next_after` in Unix seconds."""
+        nxt = self.next_after(datetime.fromtimestamp(after, UTC))
+        return None if nxt is None else nxt.timestamp()
+
     def due_between(self, after: datetime, until: datetime) -> bool:
         """Whether a run was due in (after, until]: a job missed while the server was down runs once."""
         nxt = self.next_after(after)

@@ -19,6 +19,9 @@ _NAME_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 NAME_RE = re.compile(rf"{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*")
 TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 NAME_MAX = 255  # the spec's recommended limit, and the NCR guide's
+# A registry's (and an image cache's) name: the guide's rules for one path component, at most 64 characters.
+REGISTRY_NAME_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+REGISTRY_NAME_MAX = 64
 
 _ENCODED_LEN = {"sha256": 64, "sha512": 128}
 _HEX = re.compile(r"[a-f0-9]+")
@@ -57,6 +60,16 @@ def validate_name(name: str) -> str:
             f"at most {NAME_MAX} characters",
             detail={"name": name[:300]},
         )
+    return name
+
+
+def validate_registry_name(name: str, what: str = "registry") -> str:
+    """A registry's name (`what` names what else follows the same rules: "image cache")."""
+    if not name or len(name) > REGISTRY_NAME_MAX or REGISTRY_NAME_RE.fullmatch(name) is None:
+        raise RegistryError(
+            "INVALID_REQUEST",
+            f"invalid {what} name {name[:80]!r}: use 1 to {REGISTRY_NAME_MAX} lower-case letters and digits, "
+            "separated by '.', '_', '__' or '-' (not at the start or end)")
     return name
 
 
@@ -126,6 +139,8 @@ __all__ = [
     "Buffer",
     "NAME_MAX",
     "NAME_RE",
+    "REGISTRY_NAME_MAX",
+    "REGISTRY_NAME_RE",
     "TAG_RE",
     "Digest",
     "JSON_MAX_DEPTH",
@@ -134,5 +149,6 @@ __all__ = [
     "load_json",
     "parse_reference",
     "validate_name",
+    "validate_registry_name",
     "validate_tag",
 ]

@@ -108,7 +108,9 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-class _TTLCache(Generic[K, V]):
+class TTLCache(Generic[K, V]):
+    """Values remembered for `ttl` seconds of `clock` (at most `size` of them: then all are forgotten)."""
+
     def __init__(self, ttl: float, clock: Callable[[], float], size: int = 10_000) -> None:
         self.ttl, self._clock, self._size = ttl, clock, size
         self._items: dict[K, tuple[float, V]] = {}
@@ -147,12 +149,12 @@ class AccessControl:
                                       config.login_lockout_seconds, config.login_window_seconds)
         ttl = config.access_cache_seconds
         self._hashing = trio.CapacityLimiter(2)
-        self._credentials: _TTLCache[bytes, Principal] = _TTLCache(60.0, clock)
-        self._registries: _TTLCache[str, RegistryInfo | None] = _TTLCache(ttl, clock)
-        self._principals: _TTLCache[str, Principal | None] = _TTLCache(ttl, clock)
-        self._claims: _TTLCache[tuple[str, str], Claims] = _TTLCache(MAX_LIFETIME_SECONDS, clock)
+        self._credentials: TTLCache[bytes, Principal] = TTLCache(60.0, clock)
+        self._registries: TTLCache[str, RegistryInfo | None] = TTLCache(ttl, clock)
+        self._principals: TTLCache[str, Principal | None] = TTLCache(ttl, clock)
+        self._claims: TTLCache[tuple[str, str], Claims] = TTLCache(MAX_LIFETIME_SECONDS, clock)
         # A registry token -> its holder, with what it grants cut down to the holder's current rights.
-        self._holders: _TTLCache[str, Principal] = _TTLCache(ttl, clock)
+        self._holders: TTLCache[str, Principal] = TTLCache(ttl, clock)
         self._revoked: set[str] = set()
         self._revoked_read_at = float("-inf")
         self._key_use: dict[str, float] = {}
@@ -437,4 +439,4 @@ class AccessControl:
 
 
 __all__ = ["ADMIN_USER", "ANONYMOUS", "INITIAL_PASSWORD_FILE", "AccessControl", "AuthFailed", "LockedOut",
-           "Principal", "client_allowed", "reachable", "registry_of"]
+           "Principal", "TTLCache", "client_allowed", "reachable", "registry_of"]

@@ -5,6 +5,7 @@ server's management API (everything else; see `ncr-trio --help`).
     cli/local.py        serve, and `gc` and `fsck` on a local data directory
     cli/commands.py     the API commands, one handler per verb
     cli/automation.py   webhook, cleanup and protection (a registry's automation), on commands.py's helpers
+    cli/caches.py       image caches (`cache`), on commands.py's helpers
     cli/credentials.py  the login file and the flags > environment > file precedence
     cli/output.py       tables, fields, JSON, progress, confirmations
 """
@@ -15,7 +16,7 @@ import argparse
 import sys
 
 from ncr_trio import __version__
-from ncr_trio.cli import automation, commands, credentials, local
+from ncr_trio.cli import automation, caches, commands, credentials, local
 
 EPILOG = f"""\
 API commands use the server and credentials given by, in order:
@@ -40,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     local.add_fsck(sub)
     commands.add_commands(sub)
     automation.add_commands(sub)
+    caches.add_commands(sub)
     return p
 
 

@@ -302,8 +302,12 @@ def _registry_settings(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _registry_type(r: Any) -> str:
+    return f"image cache ({r['cache']})" if r.get("cache") else "normal"
+
+
 def _registry_fields(r: Any) -> list[tuple[str, str]]:
-    pairs = [("name", r["name"]), ("description", r.get("description") or "-"),
+    pairs = [("name", r["name"]), ("type", _registry_type(r)), ("description", r.get("description") or "-"),
              ("public read", text(r.get("public_read"))), ("public URI", text(r.get("public_uri"))),
              ("allowed CIDRs", text(r.get("allowed_cidrs")) or "any")]
     if "images" in r:
@@ -312,7 +316,8 @@ def _registry_fields(r: Any) -> list[tuple[str, str]]:
 
 
 def cmd_registry_create(ctx: Ctx) -> int:
-    r = ctx.api.doc("api.registry.create", {"name": ctx.args.name, **_registry_settings(ctx.args)})
+    cache = {"cache": ctx.args.cache} if ctx.args.cache else {}
+    r = ctx.api.doc("api.registry.create", {"name": ctx.args.name, **_registry_settings(ctx.args), **cache})
     return show_fields(ctx, r, _registry_fields(r))
 
 
@@ -328,7 +333,8 @@ def cmd_registry_update(ctx: Ctx) -> int:
 def cmd_registry_list(ctx: Ctx) -> int:
     doc = ctx.api.doc("api.registries")
     return show_listing(ctx, doc, "registries", [
-        col("NAME", "name", no_wrap=True), col("PUBLIC_READ", "public_read"), col("PUBLIC_URI", "public_uri"),
+        col("NAME", "name", no_wrap=True), Column("TYPE", _registry_type), col("PUBLIC_READ", "public_read"),
+        col("PUBLIC_URI", "public_uri"),
         col("ALLOWED_CIDRS", "allowed_cidrs"), col("CREATED", "created_at", when), col("DESCRIPTION", "description"),
     ], "registries")
 
@@ -595,10 +601,11 @@ def add_group(parent: Any, name: str, help: str, dest: str = "verb") -> Any:
     return p.add_subparsers(dest=dest, required=True, metavar="VERB")
 
 
-def add_leaf(parent: Any, name: str, help: str, handler: Handler, destructive: bool = False
-             ) -> argparse.ArgumentParser:
+def add_leaf(parent: Any, name: str, help: str, handler: Handler, destructive: bool = False,
+             aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
     """A verb that runs `handler`; `destructive` ones ask first (`--yes` to skip)."""
-    sp: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help, parents=[CLIENT_OPTIONS])
+    sp: argparse.ArgumentParser = parent.add_parser(name, aliases=list(aliases), help=help, description=help,
+                                                    parents=[CLIENT_OPTIONS])
     if destructive:
         sp.add_argument("--yes", "-y", action="store_true",
                         help="do not ask for confirmation (needed without a terminal)")
@@ -632,6 +639,9 @@ def add_commands(sub: Any) -> None:
         sp.add_argument("--public-uri", choices=["on", "off"], help="off: reachable only on private listeners")
         sp.add_argument("--allow-cidr", action="append", help="restrict clients to this CIDR block (repeatable)")
         sp.add_argument("--clear-cidrs", action="store_true", help="remove the CIDR allowlist")
+        if verb == "create":
+            sp.add_argument("--cache", metavar="CACHE", help="an image cache: a cache-type registry pulling "
+                            "through it (no pushes; see `ncr-trio cache`)")
     leaf(reg, "list", "the registries you hold a role on", cmd_registry_list)
     leaf(reg, "show", "a registry's settings and image count", cmd_registry_show).add_argument("name")
     sp = leaf(reg, "delete", "delete a registry (refused while it holds images, unless --force)", cmd_registry_delete,

@@ -33,7 +33,8 @@ G = TypeVar("G", bound=m.GcRun)
 
 def registry_model(model: type[R], i: RegistryInfo, **more: Any) -> R:
     return model(name=i.name, description=i.description, public_read=i.public_read, public_uri=i.public_uri,
-                 allowed_cidrs=list(i.allowed_cidrs), created_at=t(i.created_at), updated_at=t(i.updated_at), **more)
+                 allowed_cidrs=list(i.allowed_cidrs), type="normal" if i.cache is None else "image_cache",
+                 cache=i.cache, created_at=t(i.created_at), updated_at=t(i.updated_at), **more)
 
 
 def image_model(i: ImageSummary) -> m.Image:
@@ -98,7 +99,7 @@ class ManagementAPI:
         info = await self.s.namespaces.create(
             body.name, request.principal.user, description=body.description or "",
             public_read=bool(body.public_read), public_uri=body.public_uri is not False,
-            allowed_cidrs=parse_cidrs(body.allowed_cidrs))
+            allowed_cidrs=parse_cidrs(body.allowed_cidrs), cache=body.cache)
         return registry_model(m.Registry, info)
 
     @handles("api.registry")

@@ -14,6 +14,7 @@ from ncr_trio.errors import RegistryError
 from ncr_trio.http.api import ManagementAPI
 from ncr_trio.http.asgi import ClientDisconnected, Receive, Request, Response, Scope, Send, error_response
 from ncr_trio.http.auth import Gate
+from ncr_trio.http.caches_api import CachesAPI
 from ncr_trio.http.console import Console
 from ncr_trio.http.policies_api import PoliciesAPI
 from ncr_trio.http.routes import RouteTable
@@ -42,7 +43,8 @@ class App:
         service.access.bootstrap()
         self.gate = Gate(self.config, service.access)
         self.routes = RouteTable(V2API(service).routes() + self.gate.routes() + ManagementAPI(service).routes()
-                                 + WebhooksAPI(service).routes() + PoliciesAPI(service).routes() + Console().routes())
+                                 + CachesAPI(service).routes() + WebhooksAPI(service).routes()
+                                 + PoliciesAPI(service).routes() + Console().routes())
         return service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

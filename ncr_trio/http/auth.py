@@ -11,6 +11,9 @@ The gate reads only the route's `action` (see routes.py) and the request:
                              (read, push, manage) on the route's registry, "user" (anyone logged
                              in) or "admin" (a system administrator)
 
+A cache-type registry (an image cache's, ncr_trio/cache) refuses every "push" route with DENIED: what
+it holds comes from its source registry.
+
 Registries whose public URI is off answer only on private listeners (told apart by address and
 port: http/listeners.py), and a registry's CIDR allowlist restricts its clients; to anyone else such
 a registry does not exist, on every route that names it (`/v2` and `/api/v1`), in every listing, and
@@ -184,6 +187,11 @@ class Gate:
                 raise RegistryError("DENIED", f"requested access to the resource is denied: {action} on {name}")
             raise self._challenge(request, scope_text, "the token does not grant this action", "insufficient_scope",
                                   detail=[{"Type": "repository", "Name": name, "Action": action}])
+        if action == "push" and info is not None and info.cache is not None:
+            # Every push passes here (uploads, mounts into it, manifest PUTs); deletes stay allowed.
+            raise RegistryError("DENIED", f"registry {info.name} is an image cache registry (image cache "
+                                f"{info.cache}): it takes no pushes; push to the source registry and pull through "
+                                "this one", detail=[{"Type": "repository", "Name": name, "Action": action}])
         if source is not None:
             principal = await self._mount_from(request, principal, source, scope_text)
         if action == "push" and info is None:

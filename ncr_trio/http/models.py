@@ -17,6 +17,10 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from ncr_trio.auth.accounts import USER_NAME_RE
 from ncr_trio.auth.roles import Role
+from ncr_trio.cache.caches import MAX_ACCESS_ID, MAX_DESCRIPTION
+from ncr_trio.cache.caches import MAX_SECRET as MAX_ACCESS_SECRET
+from ncr_trio.cache.caches import MAX_URL as MAX_SOURCE_URL
+from ncr_trio.cache.sources import SOURCE_TYPES
 from ncr_trio.cron import FIELDS as CRON_FIELDS
 from ncr_trio.cron import PRESETS
 from ncr_trio.patterns import MAX_PATTERN
@@ -63,6 +67,9 @@ TimeOrNull = Annotated[str | None, _m("ISO 8601, UTC", format="date-time")]
 Digest = Annotated[str, _m(pattern=DIGEST_PATTERN)]
 TagName = Annotated[str, _m(pattern=_full(TAG_RE.pattern))]
 RegistryName = Annotated[str, _m(minLength=1, maxLength=MAX_NAME, pattern=_full(REGISTRY_RE.pattern))]
+CacheName = Annotated[str, _m("an image cache's name (the rules of a registry's name)", minLength=1,
+                              maxLength=MAX_NAME, pattern=_full(REGISTRY_RE.pattern))]
+SourceType = Annotated[str, _m(" / ".join(f"`{k}`: {v}" for k, v in SOURCE_TYPES.items()), enum=list(SOURCE_TYPES))]
 UserName = Annotated[str, _m(pattern=_full(USER_NAME_RE.pattern))]
 RoleName = Annotated[str, _m(enum=[r.value for r in Role])]
 Pattern = Annotated[str, _m("`*` (not `/`), `**` (anything), `?`, `{a,b}`", minLength=1, maxLength=MAX_PATTERN)]
@@ -97,6 +104,10 @@ class NewRegistry(Struct, kw_only=True, forbid_unknown_fields=True):
     public_read: Annotated[bool | None, _m(default=False)] = None
     public_uri: Annotated[bool | None, _m(default=True)] = None
     allowed_cidrs: Cidrs = None
+    cache: Annotated[CacheName | None, _m(
+        "an image cache: the registry is its cache-type registry (pulls go through to the source, pushes are "
+        "refused, a cleanup policy deletes what was not pulled within 7 days); absent or null: a normal registry")
+        ] = None
 
 
 class RegistryChanges(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -187,6 +198,42 @@ class PolicyToggle(Struct, forbid_unknown_fields=True):
     enabled: bool
 
 
+_SOURCE_URL = _m("the source registry, `http://` or `https://` host and port only (no path, query or credentials); "
+                 "the port one of the server's `cache_allowed_ports` (80 and 443 by default)", minLength=1,
+                 maxLength=MAX_SOURCE_URL, examples=["https://registry-1.docker.io"])
+_ACCESS_ID = _m("the user name or access key ID (`_json_key` for GCR); empty or null: anonymous",
+                maxLength=MAX_ACCESS_ID)
+_ACCESS_SECRET = _m("its password or secret (Quay: the JSON `{\"account_name\", \"docker_cli_password\"}`; GCR: the "
+                    "service account's JSON key); stored sealed, never answered", maxLength=MAX_ACCESS_SECRET)
+_ENDPOINT = _m("ECR only: the API endpoint of GetAuthorizationToken (default: the region's); with it, the url may "
+               "be any registry address", maxLength=MAX_SOURCE_URL)
+_DESCRIPTION = _m(maxLength=MAX_DESCRIPTION)
+
+
+class NewCache(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Other members are refused (400)"""
+
+    name: Annotated[CacheName, _m("unique among image caches")]
+    type: SourceType
+    url: Annotated[str, _SOURCE_URL]
+    access_id: Annotated[str | None, _ACCESS_ID] = None
+    access_secret: Annotated[str | None, _ACCESS_SECRET] = None
+    endpoint: Annotated[str | None, _ENDPOINT] = None
+    description: Annotated[str | None, _DESCRIPTION] = None
+
+
+class CacheChanges(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Only the members given change (an empty or null `access_secret` removes it); the name stays; other
+    members are refused (400)"""
+
+    type: SourceType | UnsetType = UNSET
+    url: Annotated[str | UnsetType, _SOURCE_URL] = UNSET
+    access_id: Annotated[str | None | UnsetType, _ACCESS_ID] = UNSET
+    access_secret: Annotated[str | None | UnsetType, _ACCESS_SECRET] = UNSET
+    endpoint: Annotated[str | None | UnsetType, _ENDPOINT] = UNSET
+    description: Annotated[str | None | UnsetType, _DESCRIPTION] = UNSET
+
+
 class ScheduleRequest(Struct, forbid_unknown_fields=True):
     """Other members are refused (400)"""
 
@@ -224,6 +271,9 @@ class Registry(Answer, kw_only=True):
     public_read: bool
     public_uri: bool
     allowed_cidrs: list[str]
+    type: Annotated[Literal["normal", "image_cache"], _m("image_cache: it pulls through its image cache "
+                                                         "and takes no pushes")]
+    cache: Annotated[str | None, _m("the image cache of a cache-type registry")]
     created_at: Time
     updated_at: Time
 
@@ -576,6 +626,29 @@ class RunItem(Answer):
 
 class CleanupRunDetails(CleanupRun, kw_only=True):
     items: list[RunItem]
+
+
+class ImageCache(Answer, kw_only=True):
+    name: CacheName
+    type: SourceType
+    url: str
+    access_id: str
+    has_secret: Annotated[bool, _m("whether an access secret is set: the secret itself is never shown")]
+    endpoint: str
+    description: str
+    registries: Annotated[list[RegistryName], _m("the cache-type registries pulling through it (while one does, "
+                                                 "it cannot be deleted)")]
+    created_at: Time
+    updated_at: Time
+
+
+class CacheList(Answer):
+    caches: list[ImageCache]
+
+
+class CacheTest(Answer):
+    ok: Annotated[bool, _m("the source answered and took the credentials")]
+    detail: Annotated[str, _m("what happened, in words")]
 
 
 class OpenAPIDocument(Struct):

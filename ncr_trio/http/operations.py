@@ -85,6 +85,7 @@ PARAMETERS: dict[str, Schema] = {
     "protection_policy": _path("id", {"type": "integer", "minimum": 1, "maximum": MAX_ID},
                                "a protection policy's ID", 1),
     "run": _path("id", {"type": "integer", "minimum": 1, "maximum": MAX_ID}, "a cleanup run's ID", 1),
+    "cache": _path("cache", m.CacheName, "an image cache", "hub"),
     "limit": _query("limit", {"type": "integer", "minimum": 1, "maximum": AUDIT_LIMIT_MAX, "default": 100},
                     f"at most this many entries (larger values count as {AUDIT_LIMIT_MAX})"),
 }
@@ -122,6 +123,7 @@ _IMG = ("registry", "image")
 _WH = _R + "/webhooks"
 _C = _R + "/cleanup"
 _P = _R + "/protection"
+_K = "/api/v1/caches"
 _op = Operation
 
 # In the route table's order: where paths overlap (an image's name may hold slashes), the more
@@ -134,7 +136,7 @@ OPERATIONS: list[Operation] = [
     _op("api.registries", "GET", "/api/v1/registries", "user", "The registries the caller holds a role on",
       (200, m.RegistryList, "Registries, by name"), tag="registries"),
     _op("api.registry.create", "POST", "/api/v1/registries", "manage*", "Create a registry",
-      (201, m.Registry, "Created"), body=m.NewRegistry, body_required=True, errors=(409,), tag="registries"),
+      (201, m.Registry, "Created"), body=m.NewRegistry, body_required=True, errors=(404, 409), tag="registries"),
     _op("api.registry", "GET", _R, "read", "A registry, with how many images it holds",
       (200, m.RegistryDetail, "The registry"), params=("registry",), errors=(404,), tag="registries"),
     _op("api.registry.update", "PATCH", _R, "manage", "Change a registry's settings",
@@ -198,6 +200,23 @@ OPERATIONS: list[Operation] = [
     _op("api.io", "GET", "/api/v1/io", "admin", "How the answering worker process writes uploads and sends downloads: "
       "direct I/O and zero-copy, with counters since it started", (200, m.IoStats, "The worker's counters"),
       tag="system"),
+    # image caches
+    _op("api.caches", "GET", _K, "admin", "The image caches: the source registries cache-type registries pull through",
+      (200, m.CacheList, "Image caches, by name"), tag="caches"),
+    _op("api.cache.create", "POST", _K, "admin", "Add an image cache", (201, m.ImageCache, "Created"),
+      body=m.NewCache, body_required=True, errors=(409,), tag="caches"),
+    _op("api.cache", "GET", _K + "/{cache}", "admin", "An image cache", (200, m.ImageCache, "The image cache"),
+      params=("cache",), errors=(404,), tag="caches"),
+    _op("api.cache.update", "PATCH", _K + "/{cache}", "admin", "Change an image cache (all or nothing)",
+      (200, m.ImageCache, "The image cache as it is now"), params=("cache",), body=m.CacheChanges, errors=(404, 409),
+      tag="caches"),
+    _op("api.cache.delete", "DELETE", _K + "/{cache}", "admin",
+      "Delete an image cache (refused while a registry pulls through it: 409 names them)", (204, None, "Deleted"),
+      params=("cache",), errors=(404, 409), tag="caches"),
+    _op("api.cache.test", "POST", _K + "/{cache}/test", "admin",
+      "Test the connection to the source registry with the image cache's credentials",
+      (200, m.CacheTest, "How it went (a source that fails is `ok: false`)"), params=("cache",), errors=(404, 409),
+      tag="caches", wait=120),
     # webhooks
     _op("api.webhooks", "GET", _WH, "read", "The registry's webhooks", (200, m.WebhookPage, "Webhooks, by ID"),
       params=("registry", *_PAGE), errors=(404,), tag="webhooks"),
@@ -303,12 +322,12 @@ def _document() -> Schema:
         "info": {
             "title": "ncr-trio management API",
             "version": "1",
-            "description": "Registries, images, artifacts, tags, webhooks, cleanup and protection policies, users, "
-                           "access keys, roles, garbage collection and the audit log (docs/api.md, docs/webhooks.md, "
-                           "docs/policies.md). Errors use the registry's error body. Log in with HTTP Basic "
-                           "(a user and password, or an access key ID and secret) or a management token from "
-                           "/auth/token?scope=management:api:* (registry tokens are refused). Bodies are "
-                           "application/json; cross-origin browser requests are refused.",
+            "description": "Registries, images, artifacts, tags, image caches, webhooks, cleanup and protection "
+                           "policies, users, access keys, roles, garbage collection and the audit log (docs/api.md, "
+                           "docs/cache.md, docs/webhooks.md, docs/policies.md). Errors use the registry's error "
+                           "body. Log in with HTTP Basic (a user and password, or an access key ID and secret) "
+                           "or a management token from /auth/token?scope=management:api:* (registry tokens are "
+                           "refused). Bodies are application/json; cross-origin browser requests are refused.",
         },
         "security": [{"basic": []}, {"bearer": []}],
         "paths": paths,

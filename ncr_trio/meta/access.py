@@ -72,8 +72,8 @@ class LastSystemAdmin(Exception):
     """Deleting this user would leave no system administrator (nobody could manage users again)."""
 
 
-_REGISTRY_COLUMNS = ("SELECT name, description, public_read, public_uri, allowed_cidrs, created_at, updated_at "
-                     "FROM registries ")
+_REGISTRY_COLUMNS = ("SELECT name, description, public_read, public_uri, allowed_cidrs, created_at, updated_at, "
+                     "cache FROM registries ")
 _KEY_COLUMNS = ("SELECT k.id, u.name, k.description, k.created_at, k.last_used_at, k.revoked_at "
                 "FROM access_keys k JOIN users u ON u.id = k.user_id ")
 _AUDIT_COLUMNS = "SELECT id, at, actor, action, outcome, registry, repository, target, client, detail FROM audit_log "
@@ -81,7 +81,8 @@ _AUDIT_COLUMNS = "SELECT id, at, actor, action, outcome, registry, repository, t
 
 def _registry(row: Row) -> RegistryInfo:
     cidrs = tuple(c for c in str(row[4]).split(",") if c)
-    return RegistryInfo(row[0], row[1], bool(row[2]), bool(row[3]), cidrs, float(row[5]), float(row[6]))
+    return RegistryInfo(row[0], row[1], bool(row[2]), bool(row[3]), cidrs, float(row[5]), float(row[6]),
+                        None if row[7] is None else str(row[7]))
 
 
 def _key(row: Row) -> AccessKey:
@@ -108,17 +109,23 @@ class AccessStore:
         self.db = db
 
     # -- registries ---------------------------------------------------------------------------
-    async def create_registry(self, info: RegistryInfo, actor: str) -> bool:
-        """Create a registry; False if one of that name exists."""
+    async def create_registry(self, info: RegistryInfo, actor: str,
+                              also: Callable[[Tx], None] | None = None) -> bool:
+        """Create a registry; False if one of that name exists. `also` runs in the creating transaction
+        (an image cache's check, default policies): if it raises, nothing is created."""
 
         def run(tx: Tx) -> bool:
             n = tx.execute(
                 "INSERT INTO registries (name, description, public_read, public_uri, allowed_cidrs, created_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                "updated_at, cache) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
                 (info.name, info.description, int(info.public_read), int(info.public_uri),
-                 ",".join(info.allowed_cidrs), info.created_at, info.updated_at))
+                 ",".join(info.allowed_cidrs), info.created_at, info.updated_at, info.cache))
+            if n and also is not None:
+                also(tx)
             if n:
-                _audit(tx, AuditEntry(info.created_at, actor, "registry.create", "ok", registry=info.name))
+                detail = None if info.cache is None else json.dumps({"cache": info.cache})
+                _audit(tx, AuditEntry(info.created_at, actor, "registry.create", "ok", registry=info.name,
+                                      detail=detail))
             return bool(n)
 
         return await self.db.write(run)

@@ -121,25 +121,29 @@ class PolicyStore:
     # -- cleanup policies ---------------------------------------------------------------------
     async def add_cleanup(self, registry: str, image: str, tags: str, untagged: bool, rule: str, n: int,
                           limit: int) -> CleanupRow:
-        def run(tx: Tx) -> CleanupRow:
-            _lock_registry(tx, registry)
-            same = tx.one("SELECT id FROM cleanup_policies WHERE registry = ? AND image_pattern = ? AND "
-                          "tag_pattern = ? AND untagged = ? AND rule = ? AND n = ?",
-                          (registry, image, tags, int(untagged), rule, n))
-            if same is not None:
-                raise DuplicatePolicy(int(same[0]))
-            count = tx.one("SELECT COUNT(*) FROM cleanup_policies WHERE registry = ?", (registry,))
-            if count is not None and int(count[0]) >= limit:
-                raise PolicyLimitReached(registry)
-            row = tx.one("INSERT INTO cleanup_policies (registry, image_pattern, tag_pattern, untagged, rule, n, "
-                         "enabled, created_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?) RETURNING id",
-                         (registry, image, tags, int(untagged), rule, n, time.time()))
-            assert row is not None
-            found = tx.one(_CLEANUP + "WHERE id = ?", (row[0],))
-            assert found is not None
-            return _cleanup(found)
+        return await self.db.write(lambda tx: PolicyStore.add_cleanup_in(tx, registry, image, tags, untagged, rule,
+                                                                         n, limit))
 
-        return await self.db.write(run)
+    @staticmethod
+    def add_cleanup_in(tx: Tx, registry: str, image: str, tags: str, untagged: bool, rule: str, n: int,
+                       limit: int) -> CleanupRow:
+        """Inside a caller's transaction (the registry's creation, for its default policy): add a cleanup policy."""
+        _lock_registry(tx, registry)
+        same = tx.one("SELECT id FROM cleanup_policies WHERE registry = ? AND image_pattern = ? AND "
+                      "tag_pattern = ? AND untagged = ? AND rule = ? AND n = ?",
+                      (registry, image, tags, int(untagged), rule, n))
+        if same is not None:
+            raise DuplicatePolicy(int(same[0]))
+        count = tx.one("SELECT COUNT(*) FROM cleanup_policies WHERE registry = ?", (registry,))
+        if count is not None and int(count[0]) >= limit:
+            raise PolicyLimitReached(registry)
+        row = tx.one("INSERT INTO cleanup_policies (registry, image_pattern, tag_pattern, untagged, rule, n, "
+                     "enabled, created_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?) RETURNING id",
+                     (registry, image, tags, int(untagged), rule, n, time.time()))
+        assert row is not None
+        found = tx.one(_CLEANUP + "WHERE id = ?", (row[0],))
+        assert found is not None
+        return _cleanup(found)
 
     async def cleanup_policies(self, registry: str) -> list[CleanupRow]:
         rows = await self.db.read(lambda tx: tx.all(_CLEANUP + "WHERE registry = ? ORDER BY id", (registry,)))
@@ -279,9 +283,13 @@ class PolicyStore:
 
     # -- schedules ----------------------------------------------------------------------------
     async def set_schedule(self, job: str, expression: str, next_run_at: float | None) -> None:
-        await self.db.write(lambda tx: tx.execute(
-            "INSERT INTO schedules (job, expression, next_run_at) VALUES (?, ?, ?) ON CONFLICT (job) DO UPDATE SET "
-            "expression = excluded.expression, next_run_at = excluded.next_run_at", (job, expression, next_run_at)))
+        await self.db.write(lambda tx: PolicyStore.set_schedule_in(tx, job, expression, next_run_at))
+
+    @staticmethod
+    def set_schedule_in(tx: Tx, job: str, expression: str, next_run_at: float | None) -> None:
+        tx.execute("INSERT INTO schedules (job, expression, next_run_at) VALUES (?, ?, ?) ON CONFLICT (job) DO UPDATE "
+                   "SET expression = excluded.expression, next_run_at = excluded.next_run_at",
+                   (job, expression, next_run_at))
 
     async def schedule(self, job: str) -> ScheduleRow | None:
         row = await self.db.read(lambda tx: tx.one(

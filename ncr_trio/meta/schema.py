@@ -252,9 +252,25 @@ ALTER TABLE events ADD COLUMN fanned_out INTEGER NOT NULL DEFAULT 0;
 UPDATE events SET fanned_out = 1;
 CREATE INDEX events_to_fan_out ON events(id) WHERE fanned_out = 0;
 """),
+    (6, """
+CREATE TABLE image_caches (
+    id {id},
+    name TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    url TEXT NOT NULL,
+    access_id TEXT NOT NULL DEFAULT '',
+    access_secret TEXT NOT NULL DEFAULT '',
+    endpoint TEXT NOT NULL DEFAULT '',
+    description TEXT NOT NULL DEFAULT '',
+    created_at {float} NOT NULL,
+    updated_at {float} NOT NULL
+);
+ALTER TABLE registries ADD COLUMN cache TEXT;
+CREATE INDEX registries_cache ON registries(cache);
+"""),
     # An image cache's fetch of a blob from its source keeps its bytes as an upload tagged with the
     # blob's digest, so that a fetch cut off (deadline, source gone) continues where it stopped.
-    (6, """
+    (7, """
 ALTER TABLE uploads ADD COLUMN cache_digest TEXT;
 CREATE INDEX uploads_cache_digest ON uploads(cache_digest);
 """),

@@ -1,6 +1,6 @@
 """Registry use cases: uploads, blobs, manifests (with tags and referrers), garbage collection, the
-scrub (fsck), registries (namespaces), webhooks, the image cache's pull-through (ncr_trio/cache) and,
-from `auth`, access control and accounts.
+scrub (fsck), registries (namespaces), webhooks, image caches and their pull-through (from `cache`)
+and, from `auth`, access control and accounts.
 
 `RegistryService.open(config)` wires storage and metadata; HTTP and the CLI call it.
 """
@@ -13,11 +13,13 @@ import trio
 
 from ncr_trio.auth.accounts import Accounts
 from ncr_trio.auth.control import AccessControl
+from ncr_trio.cache.caches import ImageCaches
 from ncr_trio.cache.proxy import PullThrough
 from ncr_trio.cache.upstream import Upstreams
 from ncr_trio.config import Config
 from ncr_trio.cron import InvalidSchedule, parse_schedule
 from ncr_trio.meta import AccessStore, MetaStore, connect, migrate
+from ncr_trio.meta.caches import CacheStore
 from ncr_trio.meta.policies import PolicyStore
 from ncr_trio.meta.webhooks import WebhookStore
 from ncr_trio.registry.blobs import Blobs
@@ -49,6 +51,7 @@ class RegistryService:
     webhooks: Webhooks
     policies: Policies  # cleanup and protection policies, cleanup runs and their schedules
     fsck: Scrubber
+    caches: ImageCaches  # image caches (the sources cache-type registries pull through)
     pull_through: PullThrough  # pulls from cache-type registries
 
     @property
@@ -72,7 +75,8 @@ class RegistryService:
                 except InvalidSchedule as e:
                     raise ValueError(f"{setting}: {e}") from None
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        sender = Sender.of(config, Sealer.in_directory(config.data_dir / "keys"))  # checks webhook_allowed_networks
+        sealer = Sealer.in_directory(config.data_dir / "keys")
+        sender = Sender.of(config, sealer)  # checks webhook_allowed_networks
         db = connect(config.database_url, config.sqlite_path)
         migrate(db)
         storage = open_storage(config)
@@ -84,10 +88,12 @@ class RegistryService:
         webhooks = Webhooks(config, WebhookStore(db), access.store, sender)
         webhooks.seal_stored()
         uploads, blobs, manifests = Uploads(reg), Blobs(reg), Manifests(reg, protection)
+        upstreams = Upstreams(config)
         return cls(reg, uploads, blobs, manifests, GarbageCollector(reg), access,
                    namespaces, Accounts(access), Catalog(reg, protection), webhooks=webhooks,
                    policies=Policies(reg, policy_store, protection, namespaces), fsck=Scrubber(reg),
-                   pull_through=PullThrough(reg, manifests, blobs, uploads, protection, Upstreams(config)))
+                   caches=ImageCaches(config, CacheStore(db), access, sealer, probe=lambda s: upstreams.get(s).ping()),
+                   pull_through=PullThrough(reg, manifests, blobs, uploads, protection, upstreams))
 
     def close(self) -> None:
         self.reg.meta.db.close()

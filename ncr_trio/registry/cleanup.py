@@ -27,7 +27,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import trio
@@ -58,6 +57,7 @@ from ncr_trio.registry.policies import (
     CleanupPolicy,
     Decision,
     ProtectionPolicy,
+    cleanup_job,
     plan_cleanup,
 )
 from ncr_trio.registry.protection import Protection, current_guard, describe, policy_of
@@ -67,11 +67,6 @@ log = logging.getLogger("ncr_trio.cleanup")
 MAX_N = 1_000_000
 OUTCOMES = ("would-delete", "deleted", "kept-protected", "kept-needed", "skipped-changed")
 _STORE_OUTCOMES = {"changed": "skipped-changed", "needed": "kept-needed", "protected": "kept-protected"}
-
-
-def cleanup_job(registry: str) -> str:
-    """The scheduler's name for a registry's cleanup."""
-    return f"cleanup:{registry}"
 
 
 def describe_rule(rule: str, n: int) -> str:
@@ -349,11 +344,7 @@ class Policies:
             raise RegistryError("INVALID_REQUEST", str(e)) from None
         await self.namespaces.get(registry)
         job = cleanup_job(registry)
-        if parsed.never:
-            await self.store.set_schedule(job, "", None)
-        else:
-            nxt = parsed.next_after(datetime.fromtimestamp(self.clock(), UTC))
-            await self.store.set_schedule(job, parsed.expression, None if nxt is None else nxt.timestamp())
+        await self.store.set_schedule(job, parsed.expression, parsed.next_at(self.clock()))
         return _schedule(await self.store.schedule(job))
 
     # -- runs ---------------------------------------------------------------------------------

@@ -8,31 +8,25 @@ separated by `.`, `_`, `__` or dashes, at most 64 characters.
 from __future__ import annotations
 
 import ipaddress
-import re
 import time
 from dataclasses import replace
 
 from ncr_trio.auth.control import AccessControl
+from ncr_trio.cron import parse_schedule
 from ncr_trio.errors import RegistryError
 from ncr_trio.meta import MetaStore, RegistryInfo
+from ncr_trio.meta.caches import CacheStore
 from ncr_trio.meta.db import Tx
 from ncr_trio.meta.policies import PolicyStore
 from ncr_trio.meta.store import Protected
 from ncr_trio.meta.webhooks import WebhookStore
 from ncr_trio.registry.context import Registry
+from ncr_trio.registry.policies import CACHE_CLEANUP, CACHE_CLEANUP_SCHEDULE, MAX_POLICIES, cleanup_job
 from ncr_trio.registry.protection import Protection, denied
+from ncr_trio.types import REGISTRY_NAME_MAX, REGISTRY_NAME_RE, validate_registry_name
 
-NAME_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-MAX_NAME = 64
-
-
-def validate_registry_name(name: str) -> str:
-    if not name or len(name) > MAX_NAME or NAME_RE.fullmatch(name) is None:
-        raise RegistryError(
-            "INVALID_REQUEST",
-            f"invalid registry name {name[:80]!r}: use 1 to {MAX_NAME} lower-case letters and digits, "
-            "separated by '.', '_', '__' or '-' (not at the start or end)")
-    return name
+NAME_RE = REGISTRY_NAME_RE
+MAX_NAME = REGISTRY_NAME_MAX
 
 
 def parse_cidrs(values: object) -> tuple[str, ...]:
@@ -58,11 +52,27 @@ class Namespaces:
         self.protection = protection
 
     async def create(self, name: str, actor: str, *, description: str = "", public_read: bool = False,
-                     public_uri: bool = True, allowed_cidrs: tuple[str, ...] = ()) -> RegistryInfo:
+                     public_uri: bool = True, allowed_cidrs: tuple[str, ...] = (), cache: str | None = None
+                     ) -> RegistryInfo:
+        """A registry; with `cache`, a cache-type registry pulling through that image cache, created
+        with the guide's default cleanup policy and a daily schedule, in the same transaction."""
         validate_registry_name(name)
+        if cache is not None:
+            validate_registry_name(cache, "image cache")
         now = time.time()
-        info = RegistryInfo(name, description, public_read, public_uri, allowed_cidrs, now, now)
-        if not await self.access.store.create_registry(info, actor):
+        info = RegistryInfo(name, description, public_read, public_uri, allowed_cidrs, now, now, cache)
+
+        def cache_defaults(tx: Tx) -> None:
+            assert cache is not None
+            if not CacheStore.lock_in(tx, cache):
+                raise RegistryError("NOT_FOUND", f"image cache {cache[:80]!r} does not exist: create it first "
+                                    "(ncr-trio cache create), or leave `cache` out for a normal registry")
+            p = CACHE_CLEANUP
+            PolicyStore.add_cleanup_in(tx, name, p.image, p.tags, p.untagged, p.rule, p.n, MAX_POLICIES)
+            schedule = parse_schedule(CACHE_CLEANUP_SCHEDULE)
+            PolicyStore.set_schedule_in(tx, cleanup_job(name), schedule.expression, schedule.next_at(now))
+
+        if not await self.access.store.create_registry(info, actor, None if cache is None else cache_defaults):
             raise RegistryError("CONFLICT", f"registry {name!r} already exists")
         self.access.forget(registry=name)
         return info

@@ -31,6 +31,11 @@ MAX_POLICIES = 15
 RULES = ("older_than", "retain_pushed", "retain_pulled")
 
 
+def cleanup_job(registry: str) -> str:
+    """The scheduler's name for a registry's cleanup."""
+    return f"cleanup:{registry}"
+
+
 @dataclass(frozen=True)
 class CleanupPolicy:
     id: int
@@ -45,6 +50,12 @@ class CleanupPolicy:
     def identity(self) -> tuple[str, str, bool, str, int]:
         """What makes two policies duplicates (the guide: same image, tag and rule)."""
         return (self.image, self.tags, self.untagged, self.rule, self.n)
+
+
+# What a cache-type registry gets at its creation (the guide): a cleanup policy deleting the artifacts,
+# tagged or not, neither pulled nor cached within 7 days, run daily. Users may change or add policies.
+CACHE_CLEANUP = CleanupPolicy(0, "**", "**", True, "older_than", 7)
+CACHE_CLEANUP_SCHEDULE = "Daily"
 
 
 @dataclass(frozen=True)
@@ -168,5 +179,5 @@ def duplicate_of(policies: Iterable[CleanupPolicy | ProtectionPolicy], new: Clea
     return None
 
 
-__all__ = ["DAY", "MAX_POLICIES", "RULES", "Artifact", "CleanupPlan", "CleanupPolicy", "Decision",
-           "ProtectionPolicy", "duplicate_of", "plan_cleanup", "protecting"]
+__all__ = ["CACHE_CLEANUP", "CACHE_CLEANUP_SCHEDULE", "DAY", "MAX_POLICIES", "RULES", "Artifact", "CleanupPlan",
+           "CleanupPolicy", "Decision", "ProtectionPolicy", "cleanup_job", "duplicate_of", "plan_cleanup", "protecting"]
