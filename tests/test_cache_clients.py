@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.auth import BearerAuth
 from tests.support.clients import Clients, clients_watching, make_image
-from tests.support.oci import push_blob, push_manifest
+from tests.support.oci import push_manifest, upload_blob
 from tests.support.server import Distribution, Server, distribution_token_auth
 
 REPO = "clients/pulled/app"  # at the source; `clients` is a registry of the realm ncr-trio
@@ -38,7 +38,7 @@ def push_to(url: str, auth: httpx.Auth, label: str) -> str:
     image = make_image(label, n_layers=2, extra_file_bytes=300_000)
     with httpx.Client(base_url=url, auth=auth, timeout=60) as c:
         for blob in [image.config, *image.layers]:
-            push_blob(c, REPO, blob)
+            upload_blob(c, REPO, blob)
         r = push_manifest(c, REPO, "v1", image.manifest)
         assert r.status_code == 201, r.text
     return image.digest

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import trio
 
-from tests.support.oci import OCI_MANIFEST, canonical, descriptor, push_blob, push_manifest
+from tests.support.oci import OCI_MANIFEST, canonical, descriptor, push_manifest, upload_blob
 from tests.support.server import Distribution, Server
 from tests.support.upstream import Fault, Upstream
 
@@ -51,7 +51,7 @@ def push_source_image(dist: Distribution, repo: str, tag: str, layers: list[byte
                         "seed": seed})
     with httpx.Client(base_url=dist.url, timeout=120) as c:
         for blob in [config, *layers]:
-            push_blob(c, repo, blob)
+            upload_blob(c, repo, blob)
         doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                "config": descriptor("application/vnd.oci.image.config.v1+json", config),
                "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", b) for b in layers]}

@@ -331,6 +331,9 @@ class PullThrough:
             del self._fetches[key]
             if not fetch.over:
                 fetch.advance(error=RegistryError("UNAVAILABLE", "caching the blob was stopped"))
+            if fetch.error is not None:
+                log.warning("image cache %s: %s %s not cached: %s", source.name, fetch.repository, fetch.digest,
+                            fetch.error.message)
 
     async def _download(self, fetch: _Fetch, source: Source) -> None:
         meta, storage, disk = self.reg.meta, self.reg.storage, self.reg.disk
