@@ -225,8 +225,19 @@ def _token(server: Server, repo: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {r.json()['token']}"}
 
 
+@pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
+def workers_cache(request: pytest.FixtureRequest, tmp_path: Path, up: Upstream) -> Iterator[Server]:
+    """A cache server with one worker process, or two (which follow each other's fetches)."""
+    s = Server(data=tmp_path / "ncr", registries=(), env=cache_env(up),
+               extra_args=["--workers", str(request.param)]).start()
+    make_cache(s, up)
+    yield s
+    s.stop()
+
+
 def test_concurrent_pulls_of_an_uncached_layer_cost_one_upstream_get(source: Distribution, up: Upstream,
-                                                                     cache: Server) -> None:
+                                                                     workers_cache: Server) -> None:
+    cache = workers_cache
     layer = os.urandom(64 * MiB)
     push_source_image(source, "team/big", "1", [layer], "big")
     up.faults(Fault("blob", method="GET", rate=32 * MiB))  # long enough for all to join the one fetch

@@ -45,12 +45,13 @@ from ncr_trio.registry.context import Registry
 from ncr_trio.registry.manifests import Manifests, parse_manifest
 from ncr_trio.registry.protection import Protection
 from ncr_trio.registry.uploads import Pump, Uploads
-from ncr_trio.storage import BlobReader, FileSpan, upload_key
+from ncr_trio.storage import BlobReader, FileSpan, UploadBusy, upload_key
 from ncr_trio.types import Digest, parse_reference
 
 log = logging.getLogger("ncr_trio.cache")
 
 K = TypeVar("K")
+WATCH_INTERVAL = 0.02  # how often a fetch under way in another process is looked at (seconds)
 T = TypeVar("T")
 
 
@@ -313,7 +314,9 @@ class PullThrough:
         deadline = self.reg.config.cache_deadline_seconds
         try:
             with trio.move_on_after(deadline) as scope:
-                await self._download(fetch, source)
+                if not await self._download(fetch, source) and not await self._watch(fetch):
+                    raise RegistryError("UNAVAILABLE", f"the fetch of {fetch.digest} by another worker stopped: "
+                                        "pull again to continue where it stopped")
             if scope.cancelled_caught:
                 raise RegistryError("UNAVAILABLE", f"caching {fetch.digest} took longer than {deadline:g} s: "
                                     "pull again to continue where it stopped")
@@ -335,16 +338,49 @@ class PullThrough:
                 log.warning("image cache %s: %s %s not cached: %s", source.name, fetch.repository, fetch.digest,
                             fetch.error.message)
 
-    async def _download(self, fetch: _Fetch, source: Source) -> None:
+    async def _watch(self, fetch: _Fetch) -> bool:
+        """Follow a fetch that another process (worker or node) runs: its size from the metadata store, its
+        bytes from its upload file as it grows. True once it is committed; False if it stopped short."""
+        meta, storage = self.reg.meta, self.reg.storage
+        while True:
+            if (stored := await meta.blob_size(fetch.repository, str(fetch.digest))) is not None:
+                fetch.advance(committed=True, size=stored, written=stored)
+                return True
+            found = await meta.cache_fetch(fetch.repository, str(fetch.digest))
+            if found is None:
+                return False  # ended without a blob: the other process found it corrupt, or it expired
+            upload, size = found
+            key = upload_key(upload.id)
+            if size is not None and fetch.size is None:
+                fetch.advance(upload_id=upload.id, size=size)
+            if fetch.size is not None:
+                written = min(await trio.to_thread.run_sync(lambda: storage.stat(key) or 0, limiter=self.reg.disk),
+                              fetch.size)
+                if written > fetch.written:
+                    fetch.advance(written=written)
+            if not await trio.to_thread.run_sync(storage.writing, key, limiter=self.reg.disk):
+                # Nobody writes it any more: committed a moment ago, or stopped short.
+                if await meta.blob_size(fetch.repository, str(fetch.digest)) is None:
+                    return False
+                continue
+            await trio.sleep(WATCH_INTERVAL)
+
+    async def _download(self, fetch: _Fetch, source: Source) -> bool:
+        """Fetch the blob from the source, continuing from kept bytes; False (and nothing done) if
+        another process is fetching it."""
         meta, storage, disk = self.reg.meta, self.reg.storage, self.reg.disk
-        kept = await meta.cache_fetch(fetch.repository, str(fetch.digest))
+        found = await meta.cache_fetch(fetch.repository, str(fetch.digest))
+        kept = None if found is None else found[0]
         if kept is None:
             upload_id = str(uuid.uuid4())
             await meta.create_upload(upload_id, fetch.repository, hashing.sha256().state(), str(fetch.digest))
             size, state = 0, hashing.sha256().state()
         else:
             upload_id, size, state = kept.id, kept.size, kept.hash_state
-        sink = await trio.to_thread.run_sync(storage.open_upload, upload_key(upload_id), limiter=disk)
+        try:
+            sink = await trio.to_thread.run_sync(storage.open_upload, upload_key(upload_id), limiter=disk)
+        except UploadBusy:
+            return False
         try:
             if sink.size() != size:  # bytes past the recorded state were never acknowledged
                 size = size if sink.size() > size else 0
@@ -356,6 +392,7 @@ class PullThrough:
                     size, state = 0, hashing.sha256().state()
                     await trio.to_thread.run_sync(sink.truncate, 0, limiter=disk)
                 hasher = hashing.from_state(state)
+                await meta.set_cache_size(upload_id, body.size)  # for other processes to follow (`_watch`)
                 fetch.advance(upload_id=upload_id, written=size, size=body.size)
                 pump = Pump(self.reg, sink, hasher, progress=lambda n: fetch.advance(written=size + n))
                 try:
@@ -377,6 +414,7 @@ class PullThrough:
                 raise RegistryError("DIGEST_INVALID", "the source's bytes do not match the digest: nothing "
                                     "was cached", detail={"digest": str(fetch.digest)})
             fetch.advance(committed=True)
+            return True
         finally:
             sink.close()
 

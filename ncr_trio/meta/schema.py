@@ -269,9 +269,11 @@ ALTER TABLE registries ADD COLUMN cache TEXT;
 CREATE INDEX registries_cache ON registries(cache);
 """),
     # An image cache's fetch of a blob from its source keeps its bytes as an upload tagged with the
-    # blob's digest, so that a fetch cut off (deadline, source gone) continues where it stopped.
+    # blob's digest (and, once the source has said, its size), so that a fetch cut off (deadline, source
+    # gone) continues where it stopped, and other processes can follow one under way.
     (7, """
 ALTER TABLE uploads ADD COLUMN cache_digest TEXT;
+ALTER TABLE uploads ADD COLUMN cache_size {bigint};
 CREATE INDEX uploads_cache_digest ON uploads(cache_digest);
 """),
 )

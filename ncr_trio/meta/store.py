@@ -294,14 +294,20 @@ class MetaStore:
 
         await self.db.write(run)
 
-    async def cache_fetch(self, repository: str, digest: str) -> Upload | None:
-        """The kept bytes of an image cache's earlier fetch of `digest` into `repository`, if any."""
+    async def cache_fetch(self, repository: str, digest: str) -> tuple[Upload, int | None] | None:
+        """An image cache's fetch of `digest` into `repository` (under way, or cut off with its bytes kept),
+        with the blob's size once the source has answered it."""
         row = await self.db.read(lambda tx: tx.one(
-            "SELECT u.id, r.name, u.size, u.hash_state, u.created_at, u.updated_at FROM uploads u "
+            "SELECT u.id, r.name, u.size, u.hash_state, u.created_at, u.updated_at, u.cache_size FROM uploads u "
             "JOIN repositories r ON r.id = u.repo_id WHERE u.cache_digest = ? AND r.name = ? "
             "ORDER BY u.size DESC LIMIT 1", (digest, repository)))
-        return None if row is None else Upload(row[0], row[1], int(row[2]), bytes(row[3]), float(row[4]),
-                                               float(row[5]))
+        if row is None:
+            return None
+        upload = Upload(row[0], row[1], int(row[2]), bytes(row[3]), float(row[4]), float(row[5]))
+        return upload, None if row[6] is None else int(row[6])
+
+    async def set_cache_size(self, upload_id: str, size: int) -> None:
+        await self.db.write(lambda tx: tx.execute("UPDATE uploads SET cache_size = ? WHERE id = ?", (size, upload_id)))
 
     async def get_upload(self, repository: str, upload_id: str) -> Upload | None:
         row = await self.db.read(lambda tx: tx.one(

@@ -185,7 +185,8 @@ def event_payload(event_id: str, event_type: str, occurred_at: float, operator: 
     }
 
 
-_VERBS = {"artifact.pushed": "pushed", "artifact.cached": "cached from its source", "artifact.pulled": "pulled", "artifact.deleted": "deleted",
+_VERBS = {"artifact.pushed": "pushed", "artifact.cached": "cached from its source", "artifact.pulled": "pulled",
+          "artifact.deleted": "deleted",
           "tag.created": "tagged", "tag.deleted": "removed tag"}
 
 

@@ -73,6 +73,9 @@ class StorageDriver(Protocol):
     def modified(self, key: str) -> float | None:
         """Last modification time (epoch seconds), or None when the key does not exist."""
         ...
+    def writing(self, key: str) -> bool:
+        """Whether a holder (a request of this or another process) has the upload at `key` open to write."""
+        ...
     def publishing(self, key: str) -> bool:
         """Whether the bytes at `key` are still an upload's too: published, and the upload not yet
         deleted (the registry deletes it once it has recorded the blob, or GC once it expires)."""

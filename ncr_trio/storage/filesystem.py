@@ -320,6 +320,19 @@ class FilesystemDriver:
         except FileNotFoundError:
             return None
 
+    def writing(self, key: str) -> bool:
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops a lock this probe took
+
     def publishing(self, key: str) -> bool:
         # A published file keeps its upload's name (a second link) until the registry deletes the upload.
         try:
