@@ -182,7 +182,8 @@ def test_invalid_input_is_a_400_that_stores_nothing(live: Live) -> None:
     for body, words in bad_creations:
         refused(call(srv, "POST", "/caches", json=body), 400, "INVALID_REQUEST", words)
     for raw in ('{"name": "s", "type": "dockerhub", "url": "https://h", "access_id": "a", "access_secret": "\\ud800"}',
-                '{"name": "s", "type": "dockerhub"}', '{"name": 5, "type": "dockerhub", "url": "https://h"}', "[" * 9999):
+                '{"name": "s", "type": "dockerhub"}', '{"name": 5, "type": "dockerhub", "url": "https://h"}',
+                "[" * 9999):
         refused(call(srv, "POST", "/caches", content=raw.encode(), headers={"Content-Type": "application/json"}),
                 400, "INVALID_REQUEST")
     bad_changes: list[tuple[dict[str, Any], str]] = [
@@ -327,7 +328,8 @@ def test_pushes_to_a_cache_registry_are_refused(live: Live) -> None:
                 ("POST", f"/v2/{registry}/app/blobs/uploads/?mount={layer}&from=plain/app", {}),
                 ("PATCH", session, {"content": b"x"}),
                 ("PUT", finish, {}),
-                ("PUT", f"/v2/{registry}/app/manifests/v1", {"content": img.manifest, "headers": {"Content-Type": OCI}})]:
+                ("PUT", f"/v2/{registry}/app/manifests/v1",
+                 {"content": img.manifest, "headers": {"Content-Type": OCI}})]:
             r = c.request(method, path, **kw)
             error = refused(r, 403, "DENIED", f"registry {registry} is an image cache registry", "no pushes")
             assert error["detail"] == [{"Type": "repository", "Name": f"{registry}/app", "Action": "push"}]

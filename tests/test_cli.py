@@ -233,7 +233,7 @@ def test_registry_verbs_in_table_and_json(admin: CLI, srv: Server) -> None:
     assert doc["allowed_cidrs"] == ["10.0.0.0/8"] and doc["public_read"] is False
 
     out = admin.ok("registry", "list")
-    assert table(out)[0][:3] == ["NAME", "PUBLIC_READ", "PUBLIC_URI"]
+    assert table(out)[0][:4] == ["NAME", "PUBLIC_READ", "PUBLIC_URI", "TYPE"]
     assert "cli-reg" in column(out, "NAME") and "shop" in column(out, "NAME")
     assert admin.json("registry", "list") == api(srv, "/registries")
 
@@ -257,6 +257,52 @@ def test_registry_verbs_in_table_and_json(admin: CLI, srv: Server) -> None:
     assert admin.json("registry", "delete", "cli-reg", "--yes") == {"deleted": "cli-reg", "images_deleted": 0}
     r = admin("registry", "show", "cli-reg")
     assert r.returncode == 1 and "NOT_FOUND" in r.stderr and "cli-reg" in r.stderr
+
+
+def test_image_cache_verbs_and_a_cache_registry(admin: CLI, srv: Server, tmp_path: Path) -> None:
+    """`cache` verbs in table and JSON, the access secret from stdin, a file or the environment and never
+    printed; `registry create --cache`; a cache in use refused; non-administrators refused."""
+    secret = "cli-cache-s3cret-1"
+    out = admin.ok("cache", "create", "cli-hub", "dockerhub", "https://registry-1.docker.io", "--access-id", "bot",
+                   "--access-secret-stdin", "--description", "Docker Hub", stdin=secret + "\n")
+    f = fields(out)
+    assert (f["name"], f["type"], f["url"], f["access ID"], f["access secret"]) == (
+        "cli-hub", "dockerhub", "https://registry-1.docker.io", "bot", "set")
+    assert secret not in out
+    assert admin.json("cache", "get", "cli-hub") == api(srv, "/caches/cli-hub")
+    key = tmp_path / "key.json"
+    key.write_text(json.dumps({"type": "service_account", "private_key": "k"}, indent=2) + "\n")
+    doc = admin.json("cache", "create", "cli-gcr", "gcr", "https://asia-docker.pkg.dev", "--access-id", "_json_key",
+                     "--access-secret-file", str(key))
+    assert doc == api(srv, "/caches/cli-gcr") and doc["has_secret"] is True
+    doc = admin.json("cache", "update", "cli-gcr", "--source-url", "https://gcr.io", "--access-secret-env", "KEY",
+                     env={"KEY": "{}"})
+    assert doc["url"] == "https://gcr.io" and doc["has_secret"] is True
+    out = admin.ok("cache", "list")
+    assert table(out)[0][:3] == ["NAME", "TYPE", "URL"] and column(out, "NAME") == ["cli-gcr", "cli-hub"]
+    assert admin.json("cache", "list") == api(srv, "/caches")
+    r = admin("cache", "update", "cli-hub")
+    assert r.returncode == 2 and "nothing to change" in r.stderr
+    r = admin("cache", "create", "cli-bad", "dockerhub", "https://registry-1.docker.io:8443")
+    assert r.returncode == 1 and "port 8443 is not allowed" in r.stderr
+    r = admin("cache", "test", "cli-hub")
+    assert r.returncode == 1 and "failed" in r.stdout and "not available" in r.stdout
+
+    out = admin.ok("registry", "create", "cli-mirror", "--cache", "cli-hub")
+    assert fields(out)["type"] == "image cache (cli-hub)"
+    assert admin.json("registry", "show", "cli-mirror")["cache"] == "cli-hub"
+    assert "image cache (cli-hub)" in admin.ok("registry", "list")
+    assert admin.json("cleanup", "policy", "list", "cli-mirror")["policies"][0]["n"] == 7
+    r = admin("cache", "delete", "cli-hub", "--yes")
+    assert r.returncode == 1 and "CONFLICT" in r.stderr and "cli-mirror" in r.stderr
+    admin.ok("registry", "delete", "cli-mirror", "--yes")
+    assert "Deleted image cache cli-hub" in admin.ok("cache", "delete", "cli-hub", "--yes")
+    admin.ok("cache", "delete", "cli-gcr", "--yes")
+    assert admin.json("cache", "list") == {"caches": []}
+
+    key_of = srv.new_user("cli-cache-viewer", {"*": "project-admin"})
+    r = admin("cache", "list", "--username", key_of["id"], "--password-stdin", stdin=key_of["secret"] + "\n")
+    assert r.returncode == 1 and "DENIED" in r.stderr and "system administrator" in r.stderr
 
 
 # -- images, artifacts, tags ------------------------------------------------------------------------------------

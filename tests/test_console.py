@@ -9,7 +9,8 @@ tags, deletes an image, runs GC, and deletes a registry that still holds an imag
 On a registry's Webhooks, Cleanup and Protection tabs an administrator creates, tests, changes and
 disables a webhook (its test delivered in the history), adds protection and cleanup policies, sets the
 cleanup schedule and finds a test run's would-delete item in its details; a service viewer sees them
-read-only.
+read-only. An administrator creates, tests, changes and deletes an image cache (refused while the
+cache-type registry created from the registries page uses it; that registry starts with its cleanup policy).
 
 Every step leaves a screenshot in test-artifacts/console/<test>/<nn>-<step>.png (repository root).
 """
@@ -438,6 +439,72 @@ def test_admin_pages_users_roles_settings_gc_and_deletions(server: Server, page:
     expect(pg.get_by_role("heading", level=1, name="Registries")).to_be_visible()
     expect(pg.get_by_role("link", name="ops", exact=True)).to_have_count(0)
     page.shot("registry-deleted")
+
+
+def test_admin_manages_image_caches_and_creates_a_cache_registry(server: Server, page: Steps) -> None:
+    pg = page.page
+    secret = "console-cache-s3cret"
+    log_in(pg, server, *server.admin)
+    pg.get_by_role("link", name="Image caches").click()
+    expect(pg.get_by_role("heading", level=1, name="Image caches")).to_be_visible()
+    expect(pg.get_by_text("No image caches yet")).to_be_visible()
+
+    # Create one; a port the guide does not allow is refused first.
+    pg.get_by_text("Create an image cache", exact=True).click()
+    pg.get_by_label("Image cache name").fill("hub")
+    pg.get_by_label("Source type").select_option("dockerhub")
+    pg.get_by_label("Source URL").fill("https://registry-1.docker.io:8443")
+    pg.get_by_label("Access ID").fill("ci-bot")
+    pg.get_by_label("Access secret").fill(secret)
+    pg.get_by_role("button", name="Create image cache").click()
+    expect(pg.get_by_role("alert")).to_contain_text("port 8443 is not allowed")
+    pg.get_by_label("Source URL").fill("https://registry-1.docker.io")
+    pg.get_by_role("button", name="Create image cache").click()
+    expect(pg.get_by_role("heading", level=1, name="Image cache hub")).to_be_visible()
+    expect(pg.get_by_role("definition").filter(has_text="Docker Hub")).to_be_visible()
+    assert api_get(server, "/caches/hub").json()["has_secret"] is True
+    page.shot("cache-created")
+
+    # Test the connection (no prober on this server: it says so), then change the source.
+    pg.get_by_role("button", name="Test image cache hub").click()
+    expect(pg.get_by_role("heading", name="Test of hub: failed")).to_be_visible()
+    pg.get_by_text("Change this image cache", exact=True).click()
+    pg.get_by_label("Source URL").fill("https://mirror.gcr.io")
+    pg.get_by_role("button", name="Save image cache").click()
+    expect(pg.get_by_role("status")).to_contain_text("Image cache hub saved")
+    expect(pg.locator("code.url")).to_have_text("https://mirror.gcr.io")
+    assert secret not in pg.content()
+    page.shot("cache-changed")
+
+    # A registry of the image cache type, from the registries page: it starts with the guide's policy.
+    pg.get_by_role("link", name="Registries").click()
+    pg.get_by_text("Create a registry", exact=True).first.click()
+    pg.get_by_label("Registry name").fill("hubmirror")
+    pg.get_by_label("Usage").select_option("image_cache")
+    pg.get_by_label("Image cache", exact=True).select_option("hub")
+    page.shot("cache-registry-form")
+    pg.get_by_role("button", name="Create registry").click()
+    expect(pg.get_by_role("heading", level=1, name="Registry hubmirror")).to_be_visible()
+    expect(pg.locator(".summary")).to_contain_text("image cache hub")
+    pg.get_by_role("link", name="Cleanup").click()
+    expect(pg.get_by_text("exclude artifacts pushed or pulled within 7 days")).to_be_visible()
+    assert api_get(server, "/registries/hubmirror").json()["cache"] == "hub"
+    page.shot("cache-registry")
+
+    # The cache cannot go while the registry uses it; then it can.
+    pg.get_by_role("link", name="Image caches").click()
+    expect(pg.get_by_role("table", name="Image caches")).to_contain_text("hubmirror")
+    pg.get_by_role("button", name="Delete image cache hub").click()
+    pg.get_by_role("dialog").get_by_role("button", name="Delete image cache").click()
+    expect(pg.get_by_role("alert")).to_contain_text("used by registry hubmirror")
+    page.shot("cache-in-use")
+    server.api().call("api.registry.delete", registry="hubmirror")
+    pg.reload()
+    pg.get_by_role("button", name="Delete image cache hub").click()
+    pg.get_by_role("dialog").get_by_role("button", name="Delete image cache").click()
+    expect(pg.get_by_role("status")).to_contain_text("Image cache hub deleted")
+    expect(pg.get_by_text("No image caches yet")).to_be_visible()
+    page.shot("cache-deleted")
 
 
 @pytest.fixture

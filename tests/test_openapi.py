@@ -183,9 +183,10 @@ def _wait_deliveries(srv: Server, registry: str, hook: str, done: Callable[[list
 def seed(srv: Server, receiver: Receiver, slack: Receiver) -> dict[str, dict[str, list[str]]]:
     """Webhooks (on local receivers, one on a closed port), then pushes (their events become
     deliveries: delivered, and pending retries with failed attempts), an index and a referrer, users
-    with a role and a key, a dry GC, cleanup and protection policies, schedules, a test run and a run.
-    Registry `tidy` is cleanup's: its test run found an artifact to delete, one kept by protection and
-    two kept because a kept index needs them, and its run now deletes them for real.
+    with a role and a key, a dry GC, cleanup and protection policies, schedules, a test run and a run,
+    and image caches (`mirror-src` is the cache of registry `mirror`: deleting it is refused). Registry
+    `tidy` is cleanup's: its test run found an artifact to delete, one kept by protection and two kept
+    because a kept index needs them, and its run now deletes them for real.
 
     Returns the path parameter values that name what is stored: under "*" for every operation, and
     under "METHOD /path" what a destructive operation may destroy (or, for `{id}`, what kind of thing
@@ -256,6 +257,11 @@ def seed(srv: Server, receiver: Receiver, slack: Receiver) -> dict[str, dict[str
             for b in ({"untagged": True, "rule": "older_than", "n": 0}, {"rule": "retain_pushed", "n": 1})]
     _api(srv, "POST", f"{tidy_p}/policies", json={"image": "app", "tag": "stable"})
     _api(srv, "PUT", f"{tidy_c}/schedule", json={"schedule": "Weekly"})
+    # Image caches: one a cache-type registry pulls through (its deletion is refused), one to delete.
+    for cache in ("mirror-src", "spare"):
+        _api(srv, "POST", "/caches", json={"name": cache, "type": "registry", "url": "http://127.0.0.1",
+                                           "access_id": "puller", "access_secret": "s3cret"})
+    _api(srv, "POST", "/registries", json={"name": "mirror", "cache": "mirror-src"})
     test_run = _api(srv, "POST", f"{tidy_c}/test").json()
     assert {i["outcome"] for i in test_run["items"]} == {"would-delete", "kept-protected", "kept-needed"}, test_run
     runs = [str(test_run["id"]), _id(_api(srv, "POST", f"{shop_c}/run"))]
@@ -275,7 +281,9 @@ def seed(srv: Server, receiver: Receiver, slack: Receiver) -> dict[str, dict[str
             "key": [key],
             "on": ["shop", "*"],
             "webhook": [ci, chat, dead, off],
+            "cache": ["mirror-src", "spare"],
         },
+        "DELETE /api/v1/caches/{cache}": {"cache": ["spare", "mirror-src"]},
         "DELETE /api/v1/registries/{registry}": {"registry": ["junk"]},
         "DELETE /api/v1/registries/{registry}/images/{image}": {"registry": ["shop"], "image": ["tools/fmt", "keep"]},
         f"DELETE {artifact}": {**in_web, "digest": [v2, digest(sig)]},

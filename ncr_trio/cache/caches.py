@@ -239,9 +239,9 @@ class ImageCaches:
         try:
             deleted = await self.store.delete(name)
         except CacheInUse as e:
-            which = "registry " if len(e.registries) == 1 else "registries "
-            raise RegistryError("CONFLICT", f"image cache {name} is used by {which}{', '.join(e.registries)}: "
-                                "delete those first", detail={"registries": list(e.registries)}) from None
+            which = ("registry ", "it") if len(e.registries) == 1 else ("registries ", "them")
+            raise RegistryError("CONFLICT", f"image cache {name} is used by {which[0]}{', '.join(e.registries)}: "
+                                f"delete {which[1]} first", detail={"registries": list(e.registries)}) from None
         if not deleted:
             raise self._unknown(name)
         self.forget(name)

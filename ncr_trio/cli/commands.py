@@ -333,8 +333,8 @@ def cmd_registry_update(ctx: Ctx) -> int:
 def cmd_registry_list(ctx: Ctx) -> int:
     doc = ctx.api.doc("api.registries")
     return show_listing(ctx, doc, "registries", [
-        col("NAME", "name", no_wrap=True), Column("TYPE", _registry_type), col("PUBLIC_READ", "public_read"),
-        col("PUBLIC_URI", "public_uri"),
+        col("NAME", "name", no_wrap=True), col("PUBLIC_READ", "public_read"), col("PUBLIC_URI", "public_uri"),
+        Column("TYPE", _registry_type),
         col("ALLOWED_CIDRS", "allowed_cidrs"), col("CREATED", "created_at", when), col("DESCRIPTION", "description"),
     ], "registries")
 

@@ -3,6 +3,7 @@
 import { can, get, login, logout, session, setUnauthorizedHandler } from "./api.js";
 import { button, clearStaleFlash, field, flash, h, replace, showError } from "./dom.js";
 import { auditView, gcView, userView, usersView } from "./views/admin.js";
+import { cacheView, cachesView } from "./views/caches.js";
 import { artifactView, imageView } from "./views/images.js";
 import { keysView } from "./views/keys.js";
 import { cleanupRunView } from "./views/policies.js";
@@ -24,6 +25,8 @@ const ROUTES = [
   [/^\/keys$/, keysView],
   [/^\/users$/, usersView, "admin"],
   [/^\/users\/([^/]+)$/, userView, "admin"],
+  [/^\/caches$/, cachesView, "admin"],
+  [/^\/caches\/([^/]+)$/, cacheView, "admin"],
   [/^\/gc$/, gcView, "admin"],
   [/^\/audit$/, auditView, "admin"],
 ];
@@ -53,7 +56,8 @@ function setQuery(values) {
 function showNav(me, path) {
   const items = [["#/registries", "Registries"], ["#/keys", "Access keys"]];
   if (me.system_admin) {
-    items.push(["#/users", "Users"], ["#/gc", "Garbage collection"], ["#/audit", "Audit log"]);
+    items.push(["#/caches", "Image caches"], ["#/users", "Users"], ["#/gc", "Garbage collection"],
+      ["#/audit", "Audit log"]);
   }
   replace(nav, h("ul", {}, items.map(([href, label]) =>
     h("li", {}, h("a", { href, "aria-current": path.startsWith(href.slice(1)) ? "page" : undefined }, label)))));

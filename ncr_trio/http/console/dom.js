@@ -120,6 +120,26 @@ export function checkbox(label, props = {}) {
   return h("label", { class: "check" }, h("input", { type: "checkbox", ...props }), " ", label);
 }
 
+// A write-only value (a secret): never filled in; says whether one is set, and may remove it.
+export function writeOnly(label, name, current, isSet, hint) {
+  const input = h("input", { type: "password", name, autocomplete: "new-password", spellcheck: "false",
+    placeholder: current && isSet ? "set (leave empty to keep it)" : "" });
+  const remove = current && isSet ? checkbox(`Remove the ${label.toLowerCase()}`, { name: `clear_${name}` }) : null;
+  const labelled = field(label, input, current
+    ? (isSet ? "Set: it is never shown. Type a new one to replace it." : "Not set.") : hint);
+  return {
+    nodes: [labelled, remove],
+    // undefined: unchanged; "" / null: remove; a string: the new value.
+    value() {
+      if (remove && remove.querySelector("input").checked) return null;
+      return input.value === "" ? undefined : input.value;
+    },
+    clear() {
+      input.value = "";
+    },
+  };
+}
+
 export function select(options, { value, ...props } = {}) {
   const el = h("select", props, options.map(([optionValue, label]) => h("option", { value: optionValue }, label)));
   if (value !== undefined) el.value = value;

@@ -6,6 +6,7 @@ import {
   attempt, badge, button, bytes, checkbox, confirm, details, field, flash, h, link, pager, replace, select,
   shortDigest, table, time, yesNo,
 } from "../dom.js";
+import { cacheHref } from "./caches.js";
 import { cleanupTab, protectionTab } from "./policies.js";
 import { webhooksTab } from "./webhooks.js";
 
@@ -52,6 +53,7 @@ export async function registriesView(ctx) {
   const canCreate = ctx.can("manage", "*");
   const rows = answer.registries.map((r) => [
     link(registryHref(r.name), r.name),
+    registryType(r),
     r.description || "",
     r.public_read ? badge("public read", "info") : badge("private"),
     r.public_uri ? "public and private" : "private only",
@@ -60,25 +62,59 @@ export async function registriesView(ctx) {
   ]);
   return h("section", {},
     h("h1", {}, "Registries"),
-    canCreate ? createRegistryForm(ctx) : null,
-    table("Registries you can see", ["Name", "Description", "Access", "Listeners", "Clients", "Created"], rows,
-      canCreate ? "No registries yet: create one to push images into it."
+    canCreate ? await createRegistryForm(ctx) : null,
+    table("Registries you can see", ["Name", "Type", "Description", "Access", "Listeners", "Clients", "Created"],
+      rows, canCreate ? "No registries yet: create one to push images into it."
         : "You hold no role on any registry yet: ask a system administrator."));
 }
 
-function createRegistryForm(ctx) {
+// "normal", or the image cache a cache-type registry pulls through (linked for those who see caches).
+function registryType(r, linked) {
+  if (!r.cache) return "normal";
+  return h("span", {}, badge("image cache", "info"), " ", linked ? link(cacheHref(r.cache), r.cache) : r.cache);
+}
+
+// The guide's "usage": a normal registry, or an image cache type one and the image cache it pulls through
+// (chosen from the list for system administrators, who see image caches; named by others).
+async function usageFields(ctx) {
+  const usage = select([["normal", "Normal (push and pull images)"],
+    ["image_cache", "Image cache (pull through a source registry; no pushes)"]], { name: "usage", value: "normal" });
+  let cache;
+  if (ctx.me.system_admin) {
+    const { caches } = await get("/caches");
+    cache = select([["", caches.length ? "Choose an image cache" : "No image caches yet: create one first"],
+      ...caches.map((c) => [c.name, `${c.name} (${c.url})`])], { name: "cache" });
+  } else {
+    cache = h("input", { name: "cache", autocomplete: "off" });
+  }
+  const cacheField = field("Image cache", cache, "The source registry it pulls through. A cleanup policy deleting " +
+    "what was not pulled within 7 days is added; you may add others.");
+  cacheField.hidden = true;
+  usage.addEventListener("change", () => {
+    cacheField.hidden = usage.value !== "image_cache";
+    cache.required = !cacheField.hidden;
+  });
+  return {
+    nodes: [field("Usage", usage), cacheField],
+    values: () => (usage.value === "image_cache" ? { cache: cache.value.trim() } : {}),
+  };
+}
+
+async function createRegistryForm(ctx) {
   const name = h("input", { name: "name", required: true, pattern: "[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*",
     maxlength: 64, autocomplete: "off" });
   const settings = settingsFields(null);
+  const usage = await usageFields(ctx);
   const form = h("form", { class: "card", "aria-labelledby": "create-registry" },
     h("h2", { id: "create-registry" }, "Create a registry"),
     field("Registry name", name, "Lower-case letters and digits, separated by . _ __ or -."),
+    usage.nodes,
     settings.nodes,
     h("div", { class: "actions" }, h("button", { type: "submit" }, "Create registry")));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     attempt(async () => {
-      const created = await post("/registries", { name: name.value.trim(), ...settings.values() });
+      const created = await post("/registries", { name: name.value.trim(), ...usage.values(), ...settings.values() });
       flash(`Registry ${created.name} created.`);
       ctx.go(registryHref(created.name));
     });
@@ -102,6 +138,7 @@ export async function registryView(ctx) {
     breadcrumbs([["#/registries", "Registries"]], name),
     h("h1", {}, `Registry ${name}`),
     h("p", { class: "summary" },
+      registry.cache ? [registryType(registry, ctx.me.system_admin), " · "] : null,
       registry.public_read ? badge("public read", "info") : badge("private"), " ",
       `${registry.images} image${registry.images === 1 ? "" : "s"}`,
       registry.description ? ` · ${registry.description}` : ""),
@@ -291,6 +328,7 @@ export async function revokeRole(ctx, user, registry) {
 async function settingsTab(ctx, registry) {
   const summary = details([
     ["Name", registry.name],
+    ["Type", registryType(registry, ctx.me.system_admin)],
     ["Description", registry.description || "-"],
     ["Public read", yesNo(registry.public_read)],
     ["Public URI", yesNo(registry.public_uri)],

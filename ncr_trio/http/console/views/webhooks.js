@@ -5,7 +5,7 @@
 import { del, get, patch, post, seg } from "../api.js";
 import {
   NONE, attempt, badge, button, checkbox, confirm, details, field, flash, h, link, orNone, pager, replace, select,
-  table, time,
+  table, time, writeOnly,
 } from "../dom.js";
 import { breadcrumbs, registryHref } from "./registries.js";
 
@@ -62,26 +62,6 @@ function statusBadge(status) {
 }
 
 // -- the create / change form -------------------------------------------------------------------------
-
-// A write-only value (secret, auth header): never filled in; says whether one is set, and may remove it.
-function writeOnly(label, name, current, isSet, hint) {
-  const input = h("input", { type: "password", name, autocomplete: "new-password", spellcheck: "false",
-    placeholder: current && isSet ? "set (leave empty to keep it)" : "" });
-  const remove = current && isSet ? checkbox(`Remove the ${label.toLowerCase()}`, { name: `clear_${name}` }) : null;
-  const labelled = field(label, input, current
-    ? (isSet ? "Set: it is never shown. Type a new one to replace it." : "Not set.") : hint);
-  return {
-    nodes: [labelled, remove],
-    // undefined: unchanged; "" / null: remove; a string: the new value.
-    value() {
-      if (remove && remove.querySelector("input").checked) return null;
-      return input.value === "" ? undefined : input.value;
-    },
-    clear() {
-      input.value = "";
-    },
-  };
-}
 
 function webhookForm(current, submitLabel, onSubmit) {
   const name = h("input", { name: "name", required: true, maxlength: 64, pattern: "[A-Za-z0-9._\\-]{1,64}",
