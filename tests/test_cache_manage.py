@@ -29,7 +29,7 @@ from ncr_trio.registry import RegistryService
 from tests.support.clients import Clients, find_tool, random_bytes
 from tests.support.oci import image, push_blob, push_image
 from tests.support.postgres import PostgresServer, postgres_server
-from tests.support.server import Server
+from tests.support.server import Distribution, Server
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 EXTRA_PORT = "5443"  # opened by the servers' cache_allowed_ports, besides 80 and 443
@@ -44,19 +44,23 @@ class Live:
     server: Server
     pg: PostgresServer | None
     database_url: str
+    source: Distribution  # a source registry on loopback (empty), for caches that must answer
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     with contextlib.ExitStack() as stack:
-        env = {"NCR_CACHE_ALLOWED_PORTS": f"80,443,{EXTRA_PORT}"}
+        source = Distribution(root=tmp_path_factory.mktemp("source")).start()
+        stack.callback(source.stop)
+        env = {"NCR_CACHE_ALLOWED_PORTS": f"80,443,{EXTRA_PORT},{source.port}",
+               "NCR_CACHE_ALLOWED_NETWORKS": f"public,{source.host.partition(':')[0]}/32"}
         pg = None
         if request.param == "postgresql":
             pg = stack.enter_context(postgres_server())
             env["NCR_DATABASE_URL"] = stack.enter_context(pg.database("caches"))
         srv = Server(data=tmp_path_factory.mktemp("caches") / "data", registries=("plain",), env=env).start()
         stack.callback(srv.stop)
-        yield Live(srv, pg, env.get("NCR_DATABASE_URL", ""))
+        yield Live(srv, pg, env.get("NCR_DATABASE_URL", ""), source)
 
 
 def call(srv: Server, method: str, path: str, auth: tuple[str, str] | None = None, **kw: Any) -> httpx.Response:
@@ -240,11 +244,13 @@ def test_the_secret_is_never_answered_and_sealed_at_rest(live: Live) -> None:
 
 
 def test_testing_a_cache_answers_how_it_went(live: Live) -> None:
-    """Without a prober wired in (the upstream client), a test says it could not try: ok false, never a 500."""
-    name = unique("probe")
-    ok(call(live.server, "POST", "/caches", json=hub(name)), 201)
-    result = ok(call(live.server, "POST", f"/caches/{name}/test"))
-    assert result["ok"] is False and "not available" in result["detail"]
+    """A test tries the source's /v2/ with the cache's credentials: ok, or why not (never a 500)."""
+    name, far = unique("probe"), unique("probe")
+    ok(call(live.server, "POST", "/caches", json={"name": name, "type": "registry", "url": live.source.url}), 201)
+    assert ok(call(live.server, "POST", f"/caches/{name}/test"))["ok"] is True
+    ok(call(live.server, "POST", "/caches", json=hub(far, url="https://registry.invalid")), 201)  # RFC 2606: never resolves
+    result = ok(call(live.server, "POST", f"/caches/{far}/test"))
+    assert result["ok"] is False and "registry.invalid" in result["detail"]
 
 
 # -- cache-type registries -------------------------------------------------------------------------------------
@@ -304,9 +310,11 @@ def test_a_failed_creation_leaves_nothing(live: Live) -> None:
     assert ok(call(srv, "GET", f"/registries/{registry}/cleanup/schedule"))["preset"] == "None"
 
 
-def cache_registry(srv: Server) -> str:
-    name, registry = unique("push"), unique("pullonly")
-    ok(call(srv, "POST", "/caches", json=hub(name)), 201)
+def cache_registry(live: Live) -> str:
+    """A cache-type registry whose source answers (it holds nothing: every pull is a 404)."""
+    srv, name, registry = live.server, unique("push"), unique("pullonly")
+    source = {"name": name, "type": "registry", "url": live.source.url, "access_id": "", "access_secret": ""}
+    ok(call(srv, "POST", "/caches", json=source), 201)
     ok(call(srv, "POST", "/registries", json={"name": registry, "cache": name}), 201)
     return registry
 
@@ -314,7 +322,7 @@ def cache_registry(srv: Server) -> str:
 def test_pushes_to_a_cache_registry_are_refused(live: Live) -> None:
     """Every push route: upload start (and a mount into it), chunk, finish, manifest PUT; a DELETE is not a push."""
     srv = live.server
-    registry = cache_registry(srv)
+    registry = cache_registry(live)
     img = image("cache-refused")
     with srv.client() as c:
         upload = c.post("/v2/plain/app/blobs/uploads/")
@@ -342,7 +350,7 @@ def test_pushes_to_a_cache_registry_are_refused(live: Live) -> None:
 @pytest.mark.skipif(find_tool("oras") is None, reason="needs oras (make tools)")
 def test_oras_push_to_a_cache_registry_is_refused_with_the_reason(live: Live, tmp_path: Path) -> None:
     srv = live.server
-    registry = cache_registry(srv)
+    registry = cache_registry(live)
     c = Clients(tmp_path / "clients", srv)
     work = c.path("work")
     work.mkdir()

@@ -354,8 +354,8 @@ class PullThrough:
             if size is not None and fetch.size is None:
                 fetch.advance(upload_id=upload.id, size=size)
             if fetch.size is not None:
-                written = min(await trio.to_thread.run_sync(lambda: storage.stat(key) or 0, limiter=self.reg.disk),
-                              fetch.size)
+                on_disk = await trio.to_thread.run_sync(storage.stat, key, limiter=self.reg.disk)
+                written = min(on_disk or 0, fetch.size)
                 if written > fetch.written:
                     fetch.advance(written=written)
             if not await trio.to_thread.run_sync(storage.writing, key, limiter=self.reg.disk):
