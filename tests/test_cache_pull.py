@@ -150,6 +150,12 @@ def test_a_stopped_source_leaves_the_cached_image_served(source: Distribution, u
         # what was never cached cannot be served: a clear 503, not a 500
         r = get_manifest(c, "hub/team/never", "1")
         assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE"
+        r = c.get(f"/v2/hub/team/never/blobs/{sha(b'never')}")
+        assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE"
+        up.reachable()
+        assert c.get(f"/v2/hub/team/never/blobs/{sha(b'never')}").status_code == 404
+        # a pull that found nothing leaves no repository behind
+        assert "hub/team/never" not in c.get("/v2/_catalog").json()["repositories"]
 
 
 @pytest.mark.parametrize("status", [429, 500])

@@ -207,7 +207,11 @@ class PullThrough:
     def _upstream(self, source: Source, repository: str) -> tuple[Upstream, str]:
         """The source's client, and `repository`'s name there (without the cache registry's name)."""
         path = repository.partition("/")[2]
-        return self.upstreams.get(source), source_repository(source.type, path)
+        try:
+            upstream = self.upstreams.get(source)
+        except ValueError as e:  # settings the source's client cannot use (checked when the cache is saved)
+            raise RegistryError("UNAVAILABLE", f"image cache {source.name!r} cannot be used: {e}") from None
+        return upstream, source_repository(source.type, path)
 
     # -- manifests ------------------------------------------------------------------------------
     async def manifest(self, source: Source, repository: str, reference: str) -> ManifestRecord:
@@ -415,6 +419,14 @@ class PullThrough:
                                     "was cached", detail={"digest": str(fetch.digest)})
             fetch.advance(committed=True)
             return True
+        except UpstreamError:
+            if kept is None and fetch.size is None:
+                # The source had nothing to give (404, refused): no session kept, and no repository
+                # left behind that only this pull made.
+                with trio.CancelScope(shield=True):
+                    await self.uploads.cancel(fetch.repository, upload_id, sink=sink)
+                    await meta.drop_empty_repository(fetch.repository)
+            raise
         finally:
             sink.close()
 

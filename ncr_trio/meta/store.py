@@ -306,6 +306,14 @@ class MetaStore:
         upload = Upload(row[0], row[1], int(row[2]), bytes(row[3]), float(row[4]), float(row[5]))
         return upload, None if row[6] is None else int(row[6])
 
+    async def drop_empty_repository(self, name: str) -> None:
+        """Delete `name` if it holds nothing: no manifest, no blob, no upload session."""
+        await self.db.write(lambda tx: tx.execute(
+            "DELETE FROM repositories WHERE name = ? "
+            "AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = repositories.id) "
+            "AND NOT EXISTS (SELECT 1 FROM repo_blobs l WHERE l.repo_id = repositories.id) "
+            "AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.repo_id = repositories.id)", (name,)))
+
     async def set_cache_size(self, upload_id: str, size: int) -> None:
         await self.db.write(lambda tx: tx.execute("UPDATE uploads SET cache_size = ? WHERE id = ?", (size, upload_id)))
 
