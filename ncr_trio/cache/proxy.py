@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -40,7 +41,7 @@ from ncr_trio.cache.upstream import Upstream, UpstreamError, UpstreamNotFound, U
 from ncr_trio.errors import RegistryError
 from ncr_trio.meta import ManifestRecord
 from ncr_trio.meta.store import Protected
-from ncr_trio.registry.blobs import SPAN_BYTES, Blobs, Downloads, OpenBlob
+from ncr_trio.registry.blobs import Blobs, Downloads, OpenBlob, read_range
 from ncr_trio.registry.context import Registry
 from ncr_trio.registry.manifests import Manifests, parse_manifest
 from ncr_trio.registry.protection import Protection
@@ -153,18 +154,10 @@ class CachingBlob:
                         raise FetchBroken(f"fetch of {fetch.digest} failed: {fetch.error.message}")
                     await fetch.changed()
                     continue
-                if spans and (span := self.reader.span_nowait(pos, min(SPAN_BYTES, available - pos))) is not None:
-                    pos += span.count
-                    yield span
-                    continue
-                n = min(self.downloads.chunk(), available - pos)
-                data = self.reader.read_nowait(pos, n)
-                if data is None:
-                    data = await trio.to_thread.run_sync(self.reader.read, pos, n, limiter=disk)
-                if not data:
-                    raise FetchBroken(f"blob {fetch.digest} ended at {pos}")
-                pos += len(data)
-                yield data
+                async with aclosing(read_range(self.reader, self.downloads, pos, available, disk, spans)) as chunks:
+                    async for chunk in chunks:
+                        pos += chunk.count if isinstance(chunk, FileSpan) else len(chunk)
+                        yield chunk
         finally:
             self.downloads.active -= 1
             self.reader.close()

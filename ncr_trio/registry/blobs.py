@@ -15,7 +15,8 @@ or whose file was cut or grew, is BLOB_UNKNOWN to HEAD and GET alike, so that cl
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 
 import trio
@@ -59,23 +60,32 @@ class OpenBlob:
         come as file spans for the caller to send without copying (they hold no memory)."""
         self.downloads.active += 1
         try:
-            pos = start
-            while pos <= end:
-                if spans and (span := self.reader.span_nowait(pos, min(SPAN_BYTES, end + 1 - pos))) is not None:
-                    pos += span.count
-                    yield span
-                    continue
-                n = min(self.downloads.chunk(), end + 1 - pos)
-                data = self.reader.read_nowait(pos, n)
-                if data is None:
-                    data = await trio.to_thread.run_sync(self.reader.read, pos, n, limiter=disk)
-                if not data:
-                    raise OSError(f"blob {self.digest} ended at {pos} of {self.size}")
-                pos += len(data)
-                yield data
+            async with aclosing(read_range(self.reader, self.downloads, start, end + 1, disk, spans)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         finally:
             self.downloads.active -= 1
             self.reader.close()
+
+
+async def read_range(reader: BlobReader, downloads: Downloads, start: int, stop: int, disk: trio.CapacityLimiter,
+                     spans: bool) -> AsyncGenerator[bytes | FileSpan, None]:
+    """Bytes [start, stop) of a file: as file spans where cached (with `spans`), else in chunks sized for
+    every download in flight, read inline from the page cache or, when that would block, in a thread."""
+    pos = start
+    while pos < stop:
+        if spans and (span := reader.span_nowait(pos, min(SPAN_BYTES, stop - pos))) is not None:
+            pos += span.count
+            yield span
+            continue
+        n = min(downloads.chunk(), stop - pos)
+        data = reader.read_nowait(pos, n)
+        if data is None:
+            data = await trio.to_thread.run_sync(reader.read, pos, n, limiter=disk)
+        if not data:
+            raise OSError(f"the file ended at byte {pos}, before {stop}")
+        pos += len(data)
+        yield data
 
 
 class Blobs:
@@ -121,4 +131,4 @@ class Blobs:
                                 "delete the manifest first", status=409, detail={"digest": str(digest)})
 
 
-__all__ = ["SPAN_BYTES", "Blobs", "Downloads", "OpenBlob"]
+__all__ = ["Blobs", "Downloads", "OpenBlob", "read_range"]
