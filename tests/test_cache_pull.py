@@ -7,6 +7,7 @@ ncr-trio pulls through it from a cache-type registry `hub` with an image cache `
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -74,12 +75,22 @@ def up(source: Distribution) -> Iterator[Upstream]:
         yield u
 
 
+@contextlib.contextmanager
+def cache_server(tmp_path: Path, up: Upstream, *args: str, cache: str = "up", registry: str = "hub",
+                 kind: str = "registry", **settings: str) -> Iterator[Server]:
+    """An ncr-trio (command-line `args`, `settings` as NCR_* variables) with an image cache of `up`."""
+    s = Server(data=tmp_path / "ncr", registries=(), env=cache_env(up, **settings), extra_args=list(args)).start()
+    try:
+        make_cache(s, up, cache, registry, kind)
+        yield s
+    finally:
+        s.stop()
+
+
 @pytest.fixture
 def cache(tmp_path: Path, up: Upstream) -> Iterator[Server]:
-    s = Server(data=tmp_path / "ncr", registries=(), env=cache_env(up)).start()
-    make_cache(s, up)
-    yield s
-    s.stop()
+    with cache_server(tmp_path, up) as s:
+        yield s
 
 
 def client(server: Server) -> httpx.Client:
@@ -210,13 +221,8 @@ def test_library_paths_map_to_the_source_s_library(source: Distribution, up: Ups
 def test_docker_hub_takes_a_one_segment_name_as_an_official_image(source: Distribution, up: Upstream,
                                                                     tmp_path: Path) -> None:
     digest, _ = push_source_image(source, "library/busybox", "1", [os.urandom(100)], "busybox")
-    s = Server(data=tmp_path / "ncr", registries=(), env=cache_env(up)).start()
-    try:
-        make_cache(s, up, cache="dh", registry="dockerhub", kind="dockerhub")
-        with client(s) as c:
-            assert pull(c, "dockerhub/busybox", "1") == digest
-    finally:
-        s.stop()
+    with cache_server(tmp_path, up, cache="dh", registry="dockerhub", kind="dockerhub") as s, client(s) as c:
+        assert pull(c, "dockerhub/busybox", "1") == digest
     assert any(r.path.startswith("/v2/library/busybox/manifests/1") for r in up.traffic().requests)
 
 
@@ -243,11 +249,8 @@ def _token(server: Server, repo: str) -> dict[str, str]:
 @pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
 def workers_cache(request: pytest.FixtureRequest, tmp_path: Path, up: Upstream) -> Iterator[Server]:
     """A cache server with one worker process, or two (which follow each other's fetches)."""
-    s = Server(data=tmp_path / "ncr", registries=(), env=cache_env(up),
-               extra_args=["--workers", str(request.param)]).start()
-    make_cache(s, up)
-    yield s
-    s.stop()
+    with cache_server(tmp_path, up, "--workers", str(request.param)) as s:
+        yield s
 
 
 def test_concurrent_pulls_of_an_uncached_layer_cost_one_upstream_get(source: Distribution, up: Upstream,
@@ -316,18 +319,13 @@ def test_a_fetch_past_the_deadline_is_cut_and_the_next_pull_continues(source: Di
                                                                       tmp_path: Path) -> None:
     layer = os.urandom(8 * MiB)
     push_source_image(source, "team/slow", "1", [layer], "slow")
-    s = Server(data=tmp_path / "ncr", registries=(), env=cache_env(up, cache_deadline_seconds="2")).start()
-    try:
-        make_cache(s, up)
+    with cache_server(tmp_path, up, cache_deadline_seconds="2") as s, client(s) as c:
         up.faults(Fault("blob", method="GET", rate=1 * MiB))  # 8 s: cut at 2
-        with client(s) as c:
-            cut_off(c, f"/v2/hub/team/slow/blobs/{sha(layer)}")
-            up.faults()
-            up.reset()
-            r = c.get(f"/v2/hub/team/slow/blobs/{sha(layer)}")
-            assert r.status_code == 200 and sha(r.content) == sha(layer)
-    finally:
-        s.stop()
+        cut_off(c, f"/v2/hub/team/slow/blobs/{sha(layer)}")
+        up.faults()
+        up.reset()
+        r = c.get(f"/v2/hub/team/slow/blobs/{sha(layer)}")
+        assert r.status_code == 200 and sha(r.content) == sha(layer)
     [seen] = [x for x in up.traffic().requests if x.kind == "blob" and x.method == "GET"]
     assert seen.range is not None and int(seen.range.removeprefix("bytes=").split("-")[0]) > 0, seen
     assert "took longer than 2 s" in s.log()
@@ -338,21 +336,15 @@ def test_the_bytes_of_a_caching_that_did_not_finish_are_released(source: Distrib
     layer = os.urandom(4 * MiB)
     push_source_image(source, "team/stale", "1", [layer], "stale")
     # time to live 0: the cut-off fetch's bytes are past it at once (the setting's default is the guide's 2 hours)
-    s = Server(data=tmp_path / "ncr", registries=(), env=cache_env(up, cache_partial_ttl_seconds="0")).start()
-    try:
-        make_cache(s, up)
+    with cache_server(tmp_path, up, cache_partial_ttl_seconds="0") as s, client(s) as c:
         up.faults(Fault("blob", method="GET", truncate=2 * MiB))
-        with client(s) as c:
-            cut_off(c, f"/v2/hub/team/stale/blobs/{sha(layer)}")
+        cut_off(c, f"/v2/hub/team/stale/blobs/{sha(layer)}")
         assert list((s.data / "uploads").iterdir())
         report: Any = s.api().doc("api.gc.run", {"dry_run": False})
         assert len(report["uploads"]) == 1
         assert not list((s.data / "uploads").iterdir())
         up.faults()
         up.reset()
-        with client(s) as c:
-            assert c.get(f"/v2/hub/team/stale/blobs/{sha(layer)}").status_code == 200
-    finally:
-        s.stop()
+        assert c.get(f"/v2/hub/team/stale/blobs/{sha(layer)}").status_code == 200
     [seen] = [x for x in up.traffic().requests if x.kind == "blob" and x.method == "GET"]
     assert seen.range in (None, "bytes=0-")
