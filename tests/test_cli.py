@@ -286,7 +286,7 @@ def test_image_cache_verbs_and_a_cache_registry(admin: CLI, srv: Server, tmp_pat
     r = admin("cache", "create", "cli-bad", "dockerhub", "https://registry-1.docker.io:8443")
     assert r.returncode == 1 and "port 8443 is not allowed" in r.stderr
     r = admin("cache", "test", "cli-hub")
-    assert r.returncode == 1 and "failed" in r.stdout and "not available" in r.stdout
+    assert r.returncode == 1 and "failed" in r.stdout  # no network here; elsewhere Docker Hub refuses "bot"
 
     out = admin.ok("registry", "create", "cli-mirror", "--cache", "cli-hub")
     assert fields(out)["type"] == "image cache (cli-hub)"

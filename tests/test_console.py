@@ -465,7 +465,7 @@ def test_admin_manages_image_caches_and_creates_a_cache_registry(server: Server,
     assert api_get(server, "/caches/hub").json()["has_secret"] is True
     page.shot("cache-created")
 
-    # Test the connection (no prober on this server: it says so), then change the source.
+    # Test the connection (the source cannot be reached from here: it says so), then change the source.
     pg.get_by_role("button", name="Test image cache hub").click()
     expect(pg.get_by_role("heading", name="Test of hub: failed")).to_be_visible()
     pg.get_by_text("Change this image cache", exact=True).click()
