@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from tests.support.oci import OCI_MANIFEST, canonical, descriptor, push_manifest, upload_blob
+from tests.support.receivers import Receiver
 from tests.support.server import Distribution, Server
 from tests.support.upstream import Fault, Upstream
 
@@ -348,3 +349,22 @@ def test_the_bytes_of_a_caching_that_did_not_finish_are_released(source: Distrib
         assert c.get(f"/v2/hub/team/stale/blobs/{sha(layer)}").status_code == 200
     [seen] = [x for x in up.traffic().requests if x.kind == "blob" and x.method == "GET"]
     assert seen.range in (None, "bytes=0-")
+
+
+# -- what caching records ---------------------------------------------------------------------------
+
+
+def test_caching_sends_events_and_records_pulls_as_a_push_would(source: Distribution, up: Upstream,
+                                                                tmp_path: Path) -> None:
+    digest, _ = push_source_image(source, "team/events", "1", [os.urandom(100)], "events")
+    with (Receiver() as rx,
+          cache_server(tmp_path, up, webhook_allowed_networks="127.0.0.0/8") as s, client(s) as c):
+        r = s.call("POST", "/registries/hub/webhooks", json={"name": "cached", "kind": "http", "url": rx.url})
+        assert r.status_code == 201, r.text
+        pull(c, "hub/team/events", "1")
+        got = rx.wait_for(lambda rs: {"artifact.cached", "tag.created", "artifact.pulled"}
+                          <= {x.json()["type"] for x in rs})
+        cached = next(x.json() for x in got if x.json()["type"] == "artifact.cached")
+        assert (cached["repository"], cached["digest"], cached["tags"]) == ("hub/team/events", digest, ["1"])
+        artifact = s.call("GET", f"/registries/hub/images/team/events/artifacts/{digest}").json()
+        assert artifact["pulled_at"] is not None and artifact["tags"] == ["1"]
