@@ -213,6 +213,19 @@ async def test_failed_write_leaves_store_usable(store: MetaStore) -> None:
     assert await store.advance_upload("dup", 0, 1, b"t")
 
 
+async def test_a_cached_blob_has_one_fetch_per_repository_whoever_claims_it(store: MetaStore) -> None:
+    """The image cache's claim (cache/proxy.py): two processes starting a fetch of one blob at once get one row."""
+    digest = "sha256:" + "ab" * 32
+    assert await store.create_upload("first", "hub/app", b"s", cache_digest=digest)
+    assert not await store.create_upload("second", "hub/app", b"s", cache_digest=digest)
+    assert await store.create_upload("elsewhere", "hub/other", b"s", cache_digest=digest)  # another repository
+    found = await store.cache_fetch("hub/app", digest)
+    assert found is not None and found[0].id == "first" and found[1] is None
+    await store.set_cache_size("first", 1234)
+    assert (await store.cache_fetch("hub/app", digest) or (None, None))[1] == 1234
+    assert await store.upload_ids() == {"first", "elsewhere"}
+
+
 # -- repositories and blobs -------------------------------------------------------------------------
 async def test_list_repositories_paginates(store: MetaStore) -> None:
     names = ["alpha", "beta/one", "beta/two", "gamma", "zeta"]

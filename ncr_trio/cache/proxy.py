@@ -367,10 +367,14 @@ class PullThrough:
         another process is fetching it."""
         meta, storage, disk = self.reg.meta, self.reg.storage, self.reg.disk
         found = await meta.cache_fetch(fetch.repository, str(fetch.digest))
+        if found is None:  # claim the fetch (one row per repository and digest), unless another process just did
+            upload_id = str(uuid.uuid4())
+            if not await meta.create_upload(upload_id, fetch.repository, hashing.sha256().state(), str(fetch.digest)):
+                found = await meta.cache_fetch(fetch.repository, str(fetch.digest))
+                if found is None:
+                    raise RegistryError("UNAVAILABLE", "the blob's fetch changed hands: pull again")
         kept = None if found is None else found[0]
         if kept is None:
-            upload_id = str(uuid.uuid4())
-            await meta.create_upload(upload_id, fetch.repository, hashing.sha256().state(), str(fetch.digest))
             size, state = 0, hashing.sha256().state()
         else:
             upload_id, size, state = kept.id, kept.size, kept.hash_state
@@ -379,6 +383,11 @@ class PullThrough:
         except UploadBusy:
             return False
         try:
+            if (stored := await meta.blob_size(fetch.repository, str(fetch.digest))) is not None:
+                # Another process committed it between our first look and our claim: nothing to fetch.
+                await self.uploads.cancel(fetch.repository, upload_id, sink=sink)
+                fetch.advance(committed=True, size=stored, written=stored)
+                return True
             if sink.size() != size:  # bytes past the recorded state were never acknowledged
                 size = size if sink.size() > size else 0
                 state = state if size else hashing.sha256().state()

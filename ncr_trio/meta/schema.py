@@ -276,6 +276,10 @@ ALTER TABLE uploads ADD COLUMN cache_digest TEXT;
 ALTER TABLE uploads ADD COLUMN cache_size {bigint};
 CREATE INDEX uploads_cache_digest ON uploads(cache_digest);
 """),
+    # One fetch of a blob per repository, whichever process starts it: the row is the claim.
+    (8, """
+CREATE UNIQUE INDEX uploads_one_cache_fetch ON uploads(repo_id, cache_digest);
+"""),
 )
 
 

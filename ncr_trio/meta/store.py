@@ -283,16 +283,19 @@ class MetaStore:
 
     # -- uploads ------------------------------------------------------------------------------
     async def create_upload(self, upload_id: str, repository: str, hash_state: bytes,
-                            cache_digest: str | None = None) -> None:
-        """A new upload session; with `cache_digest`, an image cache's fetch of that blob from its source."""
+                            cache_digest: str | None = None) -> bool:
+        """A new upload session; with `cache_digest`, an image cache's fetch of that blob from its source,
+        of which a repository has at most one: False when another (maybe another process's) was first."""
 
-        def run(tx: Tx) -> None:
+        def run(tx: Tx) -> bool:
             repo_id = _ensure_repo(tx, repository)
             now = time.time()
-            tx.execute("INSERT INTO uploads (id, repo_id, size, hash_state, created_at, updated_at, cache_digest) "
-                       "VALUES (?, ?, 0, ?, ?, ?, ?)", (upload_id, repo_id, hash_state, now, now, cache_digest))
+            return tx.execute(
+                "INSERT INTO uploads (id, repo_id, size, hash_state, created_at, updated_at, cache_digest) "
+                "VALUES (?, ?, 0, ?, ?, ?, ?) ON CONFLICT (repo_id, cache_digest) DO NOTHING",
+                (upload_id, repo_id, hash_state, now, now, cache_digest)) == 1
 
-        await self.db.write(run)
+        return await self.db.write(run)
 
     async def cache_fetch(self, repository: str, digest: str) -> tuple[Upload, int | None] | None:
         """An image cache's fetch of `digest` into `repository` (under way, or cut off with its bytes kept),
