@@ -368,3 +368,14 @@ def test_caching_sends_events_and_records_pulls_as_a_push_would(source: Distribu
         assert (cached["repository"], cached["digest"], cached["tags"]) == ("hub/team/events", digest, ["1"])
         artifact = s.call("GET", f"/registries/hub/images/team/events/artifacts/{digest}").json()
         assert artifact["pulled_at"] is not None and artifact["tags"] == ["1"]
+
+
+def test_a_source_that_never_answers_a_manifest_is_cut_at_the_deadline(source: Distribution, up: Upstream,
+                                                                       tmp_path: Path) -> None:
+    digest, _ = push_source_image(source, "team/held", "1", [os.urandom(100)], "held")
+    with cache_server(tmp_path, up, cache_deadline_seconds="2") as s, client(s) as c:
+        pull(c, "hub/team/held", "1")
+        up.faults(Fault("manifest", hold=True))  # connection open, headers never sent
+        assert pull(c, "hub/team/held", "1") == digest  # the cached image, once the deadline cut the HEAD
+        r = get_manifest(c, "hub/team/held-never", "1")
+        assert r.status_code == 503 and "within 2 s" in r.text

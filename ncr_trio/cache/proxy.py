@@ -206,6 +206,14 @@ class PullThrough:
             raise RegistryError("UNAVAILABLE", f"image cache {source.name!r} cannot be used: {e}") from None
         return upstream, source_repository(source.type, path)
 
+    async def _in_time(self, call: Awaitable[T]) -> T:
+        """A request to the source, within the caching deadline (a source that trickles its answer byte by
+        byte, each within the read timeout, is cut too)."""
+        deadline = self.reg.config.cache_deadline_seconds
+        with trio.move_on_after(deadline):
+            return await call
+        raise UpstreamError(f"the source did not answer within {deadline:g} s")
+
     # -- manifests ------------------------------------------------------------------------------
     async def manifest(self, source: Source, repository: str, reference: str) -> ManifestRecord:
         try:
@@ -222,7 +230,7 @@ class PullThrough:
         cached = await self.reg.meta.get_tagged_manifest(repository, ref)
         upstream, remote = self._upstream(source, repository)
         try:
-            head = await self._heads.run((repository, ref), lambda: upstream.head_manifest(remote, ref))
+            head = await self._heads.run((repository, ref), lambda: self._in_time(upstream.head_manifest(remote, ref)))
         except UpstreamNotFound:
             if cached is not None:
                 await self._forget_tag(repository, ref)
@@ -253,7 +261,7 @@ class PullThrough:
         async def fetch() -> ManifestRecord:
             upstream, remote = self._upstream(source, repository)
             try:
-                got = await upstream.get_manifest(remote, digest, self.reg.config.max_manifest_bytes)
+                got = await self._in_time(upstream.get_manifest(remote, digest, self.reg.config.max_manifest_bytes))
             except UpstreamNotFound:
                 raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": digest}) from None
             except UpstreamError as e:
