@@ -37,7 +37,7 @@ import trio
 
 from ncr_trio import hashing
 from ncr_trio.cache.sources import Source, source_repository
-from ncr_trio.cache.upstream import Upstream, UpstreamError, UpstreamNotFound, Upstreams
+from ncr_trio.cache.upstream import ManifestHead, Upstream, UpstreamError, UpstreamNotFound, Upstreams
 from ncr_trio.errors import RegistryError
 from ncr_trio.meta import ManifestRecord
 from ncr_trio.meta.store import Protected
@@ -180,7 +180,7 @@ class PullThrough:
         self.manifests, self.blobs, self.uploads = manifests, blobs, uploads
         self.protection = protection
         self.upstreams = upstreams
-        self._heads: _Flights[tuple[str, str], Any] = _Flights()
+        self._heads: _Flights[tuple[str, str], ManifestHead] = _Flights()
         self._manifests: _Flights[tuple[str, str], ManifestRecord] = _Flights()
         self._fetches: dict[tuple[str, str], _Fetch] = {}
         self._nursery: trio.Nursery | None = None

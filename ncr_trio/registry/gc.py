@@ -100,8 +100,8 @@ class GarbageCollector:
 
     async def _uploads(self, report: GcReport, now: float) -> None:
         config = self.reg.config
-        expired = await self.reg.meta.expired_uploads(now - config.upload_ttl_seconds,
-                                                      now - config.cache_partial_ttl_seconds)
+        cutoff = now - config.upload_ttl_seconds
+        expired = await self.reg.meta.expired_uploads(cutoff, now - config.cache_partial_ttl_seconds)
         for upload_id in expired:
             report.uploads.append(upload_id)
             if not report.dry_run:
@@ -111,7 +111,7 @@ class GarbageCollector:
         live = await self.reg.meta.upload_ids()
         for key in await trio.to_thread.run_sync(lambda: list(self.reg.storage.list(UPLOADS_PREFIX))):
             upload_id = key.rpartition("/")[2]
-            if upload_id in live or not self._older_than(key, now - config.upload_ttl_seconds):
+            if upload_id in live or not self._older_than(key, cutoff):
                 continue
             report.uploads.append(upload_id)
             if not report.dry_run:

@@ -267,7 +267,7 @@ class Uploads:
                     await trio.to_thread.run_sync(self.reg.storage.delete, key)
 
     def finalize(self, sink: UploadSink, hasher: hashing.Hasher, repository: str, upload_id: str | None,
-                  digest: Digest, size: int, source: str) -> bool:
+                 digest: Digest, size: int, source: str) -> bool:
         """In one thread hop: verify the digest; if it matches, publish the blob and record it."""
         sink.flush()
         if digest.algorithm != hasher.name:
