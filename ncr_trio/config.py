@@ -97,6 +97,11 @@ class Config:
     cache_partial_ttl_seconds: int = 2 * 3600
     # Each request to a source: connecting, and each wait for its next bytes.
     cache_timeout_seconds: float = 30.0
+    # Replication (ncr_trio/replication): where requests to remote registries may connect (CIDR blocks
+    # and `public`, as webhook_allowed_networks; any port, a remote's URL names its own) and how long
+    # each request waits for connecting and for its next bytes.
+    replication_allowed_networks: tuple[str, ...] = ("public",)
+    replication_timeout_seconds: float = 30.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

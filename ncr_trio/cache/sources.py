@@ -32,6 +32,8 @@ class Source:
     access_id: str = ""
     access_secret: str = ""
     endpoint: str = ""  # ECR only: the API endpoint (default: https://api.ecr.<region>.amazonaws.com)
+    ca_cert: str = ""  # PEM: certificates trusted for an https URL besides the system's (a remote registry's)
+    insecure: bool = False  # https without verifying the certificate (only when asked for explicitly)
 
 
 def source_repository(source_type: str, path: str) -> str:

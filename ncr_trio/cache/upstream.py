@@ -10,8 +10,9 @@ A request (`_fetch`) goes through four steps:
    from `token` or `access_token`, valid `expires_in` seconds (60 when not said, as the Docker token
    spec says) and kept per scope until shortly before it expires; for `Basic`, the login itself.
    An ECR source's login is itself fetched (GetAuthorizationToken) and kept the same way.
-2. Egress. Every hop connects only to a port in `cache_allowed_ports` and to an address in
-   `cache_allowed_networks` (registry/egress.py: the name resolved once, the connection made to the
+2. Egress. Every hop connects only where the client's `Reach` allows: for an image cache a port in
+   `cache_allowed_ports` and an address in `cache_allowed_networks`; for replication any port and an
+   address in `replication_allowed_networks` (registry/egress.py: the name resolved once, the connection made to the
    checked address, Host and TLS keeping the name). The port rule holds for every hop, redirects and
    token realms too: registries, realms and the CDNs they redirect to all serve on 443.
 3. Redirects. Blob GETs at Docker Hub, ECR and GCR answer with a redirect to a CDN or S3; the client
@@ -207,24 +208,48 @@ def _scope(repository: str) -> str:
     return f"repository:{repository}:pull"
 
 
+@dataclass(frozen=True)
+class Reach:
+    """Where an Upstream may connect (addresses; ports, None: any) and how long each request waits
+    (connecting, and each wait for the next bytes); the settings named in refusals."""
+
+    networks: egress.NetworkPolicy
+    ports: frozenset[int] | None
+    timeout: float
+    ports_setting: str = "cache_allowed_ports"
+
+    @classmethod
+    def for_cache(cls, config: Config) -> Reach:
+        return cls(egress.NetworkPolicy.parse(config.cache_allowed_networks, "cache_allowed_networks"),
+                   frozenset(int(p) for p in config.cache_allowed_ports), config.cache_timeout_seconds)
+
+    @classmethod
+    def for_replication(cls, config: Config) -> Reach:
+        return cls(egress.NetworkPolicy.parse(config.replication_allowed_networks, "replication_allowed_networks"),
+                   None, config.replication_timeout_seconds)
+
+
 class Upstream:
     """The source of one image cache: its /v2 API, with its challenge followed and its tokens kept.
 
     `refresh_margin`: tokens and ECR logins are fetched again this long before they expire (at most a
     quarter of their life); `clock` (seconds since the epoch) is what their expiry is compared with."""
 
-    def __init__(self, source: Source, config: Config, *, refresh_margin: float = REFRESH_MARGIN,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, source: Source, config: Config, *, reach: Reach | None = None,
+                 refresh_margin: float = REFRESH_MARGIN, clock: Callable[[], float] = time.time) -> None:
         credentials.check(source)
         self.source = source
         self._base = httpx.URL(source.url)
         self._login = None if source.type == "ecr" else credentials.login(source)
-        self._networks = egress.NetworkPolicy.parse(config.cache_allowed_networks, "cache_allowed_networks")
-        self._ports = frozenset(int(p) for p in config.cache_allowed_ports)
+        reach = reach or Reach.for_cache(config)
+        self._networks, self._ports, self._ports_setting = reach.networks, reach.ports, reach.ports_setting
         self._max_manifest = config.max_manifest_bytes
-        timeout = httpx.Timeout(config.cache_timeout_seconds)
-        self._client = egress.client(timeout, keep_connections=True)  # the source's origin only
-        self._others = egress.client(timeout)  # realms, CDNs, the ECR API: a connection per request
+        timeout = httpx.Timeout(reach.timeout)
+        # the source's origin only; its CA certificate (or `insecure`) applies there, nowhere else
+        self._client = egress.client(timeout, keep_connections=True, ca_cert=source.ca_cert,
+                                     insecure=source.insecure)
+        # realms, CDNs, the ECR API: a connection per request (a private CA may sign the realm too)
+        self._others = egress.client(timeout, ca_cert=source.ca_cert)
         self._challenge: Challenge | None = None
         self._clock = clock
         self._tokens: _Kept[str] = _Kept(clock, refresh_margin)
@@ -403,8 +428,8 @@ class Upstream:
         scheme, host, port = _origin(url)
         if scheme not in ("http", "https"):
             raise UpstreamError(f"{str(url)[:200]}: only http and https are followed", 502)
-        if port not in self._ports:
-            raise egress.TargetRefused(f"{host}:{port}: port {port} is not in cache_allowed_ports")
+        if self._ports is not None and port not in self._ports:
+            raise egress.TargetRefused(f"{host}:{port}: port {port} is not in {self._ports_setting}")
         client = self._client if (scheme, host, port) == _origin(self._base) else self._others
         return await egress.send(client, self._networks, method, url,
                                  {**headers, "Accept-Encoding": "identity"}, body)
@@ -450,8 +475,9 @@ class Upstreams:
     """The `Upstream` of each image cache, by name; rebuilt when its Source changes. One replaced or
     forgotten may still serve fetches under way: it is closed with the others, by `aclose`."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, reach: Reach | None = None) -> None:
         self.config = config
+        self.reach = reach or Reach.for_cache(config)
         self._by_name: dict[str, Upstream] = {}
         self._retired: list[Upstream] = []
 
@@ -460,7 +486,7 @@ class Upstreams:
         upstream = self._by_name.get(source.name)
         if upstream is None or upstream.source != source:
             self.forget(source.name)
-            upstream = self._by_name[source.name] = Upstream(source, self.config)
+            upstream = self._by_name[source.name] = Upstream(source, self.config, reach=self.reach)
         return upstream
 
     def forget(self, name: str) -> None:
@@ -475,5 +501,5 @@ class Upstreams:
             await upstream.aclose()
 
 
-__all__ = ["ACCEPT", "BlobBody", "Challenge", "Manifest", "ManifestHead", "Upstream", "UpstreamError",
+__all__ = ["ACCEPT", "BlobBody", "Challenge", "Manifest", "ManifestHead", "Reach", "Upstream", "UpstreamError",
            "UpstreamNotFound", "Upstreams"]

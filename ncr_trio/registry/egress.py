@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -128,11 +129,19 @@ class NetworkPolicy:
         return addresses
 
 
-def client(timeout: float | httpx.Timeout, keep_connections: bool = False) -> httpx.AsyncClient:
+def client(timeout: float | httpx.Timeout, keep_connections: bool = False, *, ca_cert: str = "",
+           insecure: bool = False) -> httpx.AsyncClient:
     """A client for `send`: no redirects followed, no connection kept for another request unless
-    `keep_connections` (for a client that only ever sends to one name)."""
+    `keep_connections` (for a client that only ever sends to one name). https verifies certificates
+    against the system's and `ca_cert` (PEM), or not at all when `insecure`."""
     limits = httpx.Limits() if keep_connections else httpx.Limits(max_keepalive_connections=0)
-    return httpx.AsyncClient(timeout=timeout, follow_redirects=False, limits=limits)
+    verify: bool | ssl.SSLContext = True
+    if insecure:
+        verify = False
+    elif ca_cert:
+        verify = ssl.create_default_context()
+        verify.load_verify_locations(cadata=ca_cert)
+    return httpx.AsyncClient(timeout=timeout, follow_redirects=False, limits=limits, verify=verify)
 
 
 async def send(client: httpx.AsyncClient, policy: NetworkPolicy, method: str, url: str | httpx.URL,
