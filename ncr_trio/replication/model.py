@@ -12,6 +12,7 @@ Failed / Stopped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +22,7 @@ TAG_FILTER_MODES = ("match", "exclude")
 EXECUTION_STATUSES = ("Pending", "Running", "Succeeded", "Failed", "Stopped", "Skipped")
 TASK_STATUSES = ("Pending", "Running", "Succeeded", "Skipped", "Failed", "Stopped")
 FINISHED = frozenset({"Succeeded", "Failed", "Stopped", "Skipped"})
+STALE_SECONDS = 60.0  # a Running execution without a heartbeat this long lost its worker
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,17 @@ class Execution:
 
 
 @dataclass(frozen=True)
+class Pending:
+    """Work an event left for an event policy: a tag created in its registry that its filters select."""
+
+    id: int
+    policy_id: int
+    repository: str  # the local repository (`<registry>/<path>`)
+    tag: str
+    digest: str
+
+
+@dataclass(frozen=True)
 class Task:
     id: int
     execution_id: int
@@ -122,6 +135,23 @@ class Journal(Protocol):
 
     async def stop_requested(self, execution_id: int) -> bool: ...
 
+    async def heartbeat(self, execution_id: int) -> None:
+        """The worker running it is alive. A Running execution without one for STALE_SECONDS is ended
+        Failed ("its worker stopped") by the next start_execution of its policy."""
+        ...
+
+    async def collect_events(self, limit: int = 500) -> int:
+        """Turn the `tag.created` events written since the last call (by any worker or node; a cursor
+        in the store, advanced in the same transaction) into Pending rows for the enabled event
+        policies whose registry, image filter and tag filter select them; how many events were read."""
+        ...
+
+    async def pending(self, policy_id: int | None = None) -> list[Pending]:
+        """Pending rows, oldest first (of one policy, or all)."""
+        ...
+
+    async def done_pending(self, ids: Sequence[int]) -> None: ...
+
     async def policy(self, policy_id: int) -> Policy | None: ...
 
     async def event_policies(self, registry: str) -> list[Policy]:
@@ -143,4 +173,4 @@ class Runner(Protocol):
 
 
 __all__ = ["DIRECTIONS", "EXECUTION_STATUSES", "FINISHED", "TAG_FILTER_MODES", "TASK_STATUSES", "TRIGGERS",
-           "Execution", "Journal", "Policy", "RemoteInfo", "Runner", "Task"]
+           "STALE_SECONDS", "Execution", "Journal", "Pending", "Policy", "RemoteInfo", "Runner", "Task"]
