@@ -120,9 +120,10 @@ class Task:
 class Journal(Protocol):
     """What the engine records of a run."""
 
-    async def start_execution(self, policy_id: int, trigger: str) -> int | None:
-        """A new execution, Running; None when one of the policy is running already (then a Skipped
-        execution is recorded with the reason)."""
+    async def start_execution(self, policy_id: int, trigger: str, *, record_skip: bool = True) -> int | None:
+        """A new execution, Running (and its `replication.started` event); None when one of the policy
+        is running already (then, if `record_skip`, a Skipped execution is recorded with the reason:
+        the event loop passes False, its work stays pending for the next run)."""
         ...
 
     async def add_task(self, execution_id: int, source: str, target: str, digest: str) -> int: ...
@@ -130,7 +131,8 @@ class Journal(Protocol):
     async def finish_task(self, task_id: int, status: str, attempts: int, bytes_sent: int, error: str = "") -> None: ...
 
     async def finish_execution(self, execution_id: int, status: str, detail: str = "") -> None:
-        """Ends it; its counts are those of its tasks (copied = Succeeded, skipped, failed)."""
+        """Ends it; its counts are those of its tasks (copied = Succeeded, skipped, failed); writes the
+        `replication.finished` (Succeeded, Stopped) or `replication.failed` event with it."""
         ...
 
     async def stop_requested(self, execution_id: int) -> bool: ...
