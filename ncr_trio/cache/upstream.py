@@ -32,7 +32,7 @@ from __future__ import annotations
 import base64
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -50,6 +50,12 @@ from ncr_trio.registry.manifests import compute_digest
 from ncr_trio.types import Digest, MediaType, load_json
 
 MAX_REDIRECTS = 5
+PAGE_SIZE = 1000  # tags or repositories asked per page
+MAX_PAGES = 1000  # pages followed at most
+LIST_MAX_BYTES = 8 << 20  # one page of tags or repositories
+PUSH_CHUNK = 8 << 20  # bytes per PATCH: what a dropped connection may cost again
+PUSH_ATTEMPTS = 6
+PUSH_BACKOFF = 0.5  # seconds before the first retry, doubled each time
 TOKEN_MAX_BYTES = 256 * 1024  # a token answer (Docker Hub's are a few KiB), or ECR's
 ERROR_MAX_BYTES = 8 * 1024  # what is read of an error answer for its message
 KEPT_MAX = 1024  # tokens kept per source (one per repository pulled recently)
@@ -62,6 +68,7 @@ _PARAM = re.compile(r'(?P<key>[A-Za-z][\w-]*)\s*=\s*(?:"(?P<quoted>(?:[^"\\]|\\.
 _UNESCAPE = re.compile(r"\\(.)")
 
 T = TypeVar("T")
+Body = bytes | AsyncIterable[bytes] | None  # a request's body: small and whole, or streamed (read once)
 
 
 class UpstreamError(Exception):
@@ -96,6 +103,59 @@ class BlobBody:
     size: int  # of the whole blob
     start: int  # offset of the first byte `chunks` yields: 0 when the source ignored the Range asked for
     chunks: AsyncIterator[bytes]
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A cross-repository mount's answer: mounted, or the upload session the target opened instead."""
+
+    mounted: bool
+    location: httpx.URL | None
+
+
+@dataclass
+class PushReport:
+    attempts: int = 0
+    sent: int = 0  # body bytes handed to the connection, retries included
+
+
+class _Rest:
+    """A blob's bytes from an iterator of pieces, taken `n` at a time as the bodies of PATCH requests:
+    a piece that straddles a chunk's end is split, its rest kept for the next chunk."""
+
+    def __init__(self, source: AsyncIterator[bytes]) -> None:
+        self._source = source
+        self._left = b""
+
+    async def take(self, n: int, report: PushReport) -> AsyncIterator[bytes]:
+        while n > 0:
+            if not self._left:
+                try:
+                    self._left = await anext(self._source)
+                except StopAsyncIteration:
+                    raise UpstreamError("the blob's bytes ended before its size", 502) from None
+                continue
+            if len(self._left) <= n:  # the usual case (reads align with chunks): no copy
+                piece, self._left = self._left, b""
+            else:
+                piece, self._left = self._left[:n], self._left[n:]
+            n -= len(piece)
+            report.sent += len(piece)
+            yield piece
+
+
+def _retryable(e: UpstreamError) -> bool:
+    """A failure worth resuming after: not reached, the connection dropped, or the target's 5xx/429/416."""
+    return e.status is None or e.status >= 500 or e.status in (408, 416, 429)
+
+
+def _next_link(header: str | None) -> str | None:
+    """The `rel="next"` target of a Link header (`<url>; rel="next"`)."""
+    for part in (header or "").split(","):
+        target, _, params = part.partition(";")
+        if "next" in params and target.strip().startswith("<") and target.strip().endswith(">"):
+            return target.strip()[1:-1]
+    return None
 
 
 @dataclass(frozen=True)
@@ -204,8 +264,12 @@ def _origin(url: httpx.URL) -> tuple[str, str, int]:
     return url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80)
 
 
-def _scope(repository: str) -> str:
-    return f"repository:{repository}:pull"
+def _scope(repository: str, actions: str = "pull") -> str:
+    return f"repository:{repository}:{actions}"
+
+
+def _push_scope(repository: str) -> str:
+    return _scope(repository, "pull,push")
 
 
 @dataclass(frozen=True)
@@ -326,13 +390,180 @@ class Upstream:
             async for chunk in response.aiter_raw():
                 yield chunk
 
+    # -- listing (replication) ------------------------------------------------------------------
+    async def tags(self, repository: str) -> list[str]:
+        """Every tag of a repository, following the `Link` pages (at most MAX_PAGES of PAGE_SIZE);
+        [] when the repository is not there."""
+        try:
+            return await self._pages(f"/v2/{repository}/tags/list?n={PAGE_SIZE}", _scope(repository), "tags",
+                                     f"tags of {repository}")
+        except UpstreamNotFound:
+            return []
+
+    async def repositories(self) -> list[str]:
+        """The source's catalog (`/v2/_catalog`, every page)."""
+        return await self._pages(f"/v2/_catalog?n={PAGE_SIZE}", "registry:catalog:*", "repositories", "catalog")
+
+    async def _pages(self, path: str, scope: str, field: str, what: str) -> list[str]:
+        found: list[str] = []
+        url = self._base.join(path)
+        for _ in range(MAX_PAGES):
+            async with self._ok("GET", url, scope, what) as response:
+                body = await _read(response, LIST_MAX_BYTES, what)
+                link = response.headers.get("link")
+            try:
+                names = load_json(body).get(field) or []
+            except (ValueError, AttributeError):
+                raise UpstreamError(f"{what}: the answer is not the JSON expected", 502) from None
+            found += [n for n in names if isinstance(n, str)]
+            following = _next_link(link)
+            if following is None:
+                return found
+            url = url.join(following)
+        raise UpstreamError(f"{what}: more than {MAX_PAGES} pages", 502)
+
+    async def referrers(self, repository: str, digest: str) -> list[dict[str, object]]:
+        """The descriptors of the manifests whose `subject` is `digest` (OCI referrers API); [] when the
+        source has none or no referrers API (cosign's tag scheme is the caller's fallback)."""
+        what = f"referrers of {repository}@{digest}"
+        try:
+            async with self._ok("GET", f"/v2/{repository}/referrers/{digest}", _scope(repository), what,
+                                {"Accept": MediaType.OCI_INDEX}) as response:
+                body = await _read(response, self._max_manifest, what)
+        except UpstreamNotFound:
+            return []
+        except UpstreamError as e:
+            if e.status in (400, 405, 501):  # no referrers API
+                return []
+            raise
+        try:
+            manifests = load_json(body).get("manifests") or []
+        except (ValueError, AttributeError):
+            raise UpstreamError(f"{what}: the answer is not an image index", 502) from None
+        return [d for d in manifests if isinstance(d, dict) and isinstance(d.get("digest"), str)]
+
+    # -- pushing (replication) ------------------------------------------------------------------
+    async def blob_exists(self, repository: str, digest: str) -> int | None:
+        """The blob's size when the repository has it (HEAD), else None."""
+        what = f"HEAD blob {repository}@{digest}"
+        try:
+            async with self._ok("HEAD", f"/v2/{repository}/blobs/{digest}", _push_scope(repository), what) as r:
+                length = r.headers.get("content-length")
+        except UpstreamNotFound:
+            return None
+        return int(length) if length is not None and length.isdigit() else 0
+
+    async def mount_blob(self, repository: str, digest: str, from_repository: str) -> Mount:
+        """Ask to link the blob from another repository of the same registry (201: mounted); a registry
+        that cannot (202) opens an upload session instead, whose Location is handed back for reuse."""
+        what = f"mount {digest} from {from_repository} into {repository}"
+        scope = f"{_push_scope(repository)} {_scope(from_repository)}"
+        url = self._base.join(f"/v2/{repository}/blobs/uploads/").copy_merge_params(
+            {"mount": digest, "from": from_repository})
+        async with self._ok("POST", url, scope, what, {"Content-Length": "0"}, b"") as response:
+            if response.status_code == 201:
+                return Mount(True, None)
+            return Mount(False, self._location(response, url, what))
+
+    async def start_upload(self, repository: str) -> httpx.URL:
+        """A new upload session: its Location (absolute or relative to the request, query kept)."""
+        what = f"start an upload to {repository}"
+        url = self._base.join(f"/v2/{repository}/blobs/uploads/")
+        async with self._ok("POST", url, _push_scope(repository), what, {"Content-Length": "0"}, b"") as response:
+            return self._location(response, url, what)
+
+    async def upload_offset(self, repository: str, location: httpx.URL) -> int:
+        """How many bytes the target holds of an upload session: its `Range` end + 1 (0 for "0-0" as
+        well: re-sending one byte is cheaper than trusting an ambiguous answer)."""
+        what = f"upload status {repository}"
+        async with self._ok("GET", location, _push_scope(repository), what) as response:
+            said = response.headers.get("range", "")
+        end = said.strip().removeprefix("bytes=").partition("-")[2]
+        return int(end) + 1 if end.isdigit() and int(end) > 0 else 0
+
+    async def push_blob(self, repository: str, digest: str, size: int,
+                        chunks_from: Callable[[int], AsyncIterator[bytes]], *, location: httpx.URL | None = None,
+                        chunk_size: int = PUSH_CHUNK, attempts: int = PUSH_ATTEMPTS,
+                        backoff: float = PUSH_BACKOFF) -> PushReport:
+        """Upload a blob of `size` bytes in PATCH requests of `chunk_size` (Content-Range) then PUT
+        ?digest=. `chunks_from(offset)` yields the blob's bytes from `offset` on, as they are read: no
+        more than one read piece is held at a time. When a request fails (the connection dropped, the
+        target answered 5xx), the target is asked how much of the session it holds and the upload
+        RESUMES from there, after an exponential backoff, at most `attempts` times in all; a session the
+        target lost (404) starts over. Returns the attempts made and the bytes sent (retries included)."""
+        report = PushReport()
+        location = location or await self.start_upload(repository)
+        offset = 0
+        while True:
+            report.attempts += 1
+            try:
+                location = await self._send_from(repository, location, offset, size, chunks_from, chunk_size, report)
+                what = f"PUT blob {repository}@{digest}"
+                async with self._ok("PUT", location.copy_merge_params({"digest": digest}), _push_scope(repository),
+                                    what, {"Content-Length": "0"}, b""):
+                    return report
+            except UpstreamError as e:
+                if report.attempts >= attempts or not _retryable(e):
+                    raise
+                await trio.sleep(backoff * 2 ** (report.attempts - 1))
+                try:
+                    offset = await self.upload_offset(repository, location)
+                except UpstreamNotFound:
+                    location, offset = await self.start_upload(repository), 0
+                except UpstreamError:
+                    offset = -1  # asked again on the next turn, after its backoff
+                if offset < 0:
+                    continue
+
+    async def _send_from(self, repository: str, location: httpx.URL, offset: int, size: int,
+                         chunks_from: Callable[[int], AsyncIterator[bytes]], chunk_size: int,
+                         report: PushReport) -> httpx.URL:
+        """PATCH the bytes [offset, size) in chunks; the session's latest Location (Distribution puts
+        its state in it, changed by every PATCH)."""
+        if offset >= size:
+            return location
+        source = chunks_from(offset)
+        rest = _Rest(source)
+        try:
+            while offset < size:
+                n = min(chunk_size, size - offset)
+                what = f"PATCH blob upload {repository} at {offset}"
+                headers = {"Content-Type": MediaType.OCTET_STREAM, "Content-Length": str(n),
+                           "Content-Range": f"{offset}-{offset + n - 1}"}
+                async with self._ok("PATCH", location, _push_scope(repository), what, headers,
+                                    rest.take(n, report)) as response:
+                    location = self._location(response, location, what)
+                offset += n
+            return location
+        finally:
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def put_manifest(self, repository: str, reference: str, media_type: str, content: bytes) -> str:
+        """PUT a manifest (by tag or digest); its digest as the target says (or as computed)."""
+        what = f"PUT manifest {repository}:{reference}"
+        async with self._ok("PUT", f"/v2/{repository}/manifests/{reference}", _push_scope(repository), what,
+                            {"Content-Type": media_type, "Content-Length": str(len(content))}, content) as response:
+            said = response.headers.get("docker-content-digest")
+        return said if said and Digest.is_digest(said) else str(compute_digest(content))
+
+    def _location(self, response: httpx.Response, request_url: httpx.URL, what: str) -> httpx.URL:
+        location = response.headers.get("location")
+        if not location:
+            raise UpstreamError(f"{what}: the answer has no Location", 502)
+        with _translated(what):
+            return request_url.join(location)
+
     # -- the steps ----------------------------------------------------------------------------
     @asynccontextmanager
-    async def _ok(self, method: str, path: str, scope: str, what: str, headers: Mapping[str, str] | None = None
-                  ) -> AsyncIterator[httpx.Response]:
-        """The source's 2xx answer to `method path` (its body to read inside), or an UpstreamError."""
+    async def _ok(self, method: str, path: str | httpx.URL, scope: str, what: str,
+                  headers: Mapping[str, str] | None = None, body: Body = None) -> AsyncIterator[httpx.Response]:
+        """The source's 2xx answer to `method path` (a path on the source, or a URL it gave: an upload's
+        Location), its body to read inside, or an UpstreamError."""
+        url = path if isinstance(path, httpx.URL) else self._base.join(path)
         with _translated(what):
-            response = await self._fetch(method, self._base.join(path), scope, {**(headers or {})})
+            response = await self._fetch(method, url, scope, {**(headers or {})}, body)
             try:
                 if not 200 <= response.status_code < 300:
                     raise await _refusal(response, what)
@@ -340,15 +571,23 @@ class Upstream:
             finally:
                 await response.aclose()
 
-    async def _fetch(self, method: str, url: httpx.URL, scope: str, headers: dict[str, str]) -> httpx.Response:
-        """Step 1: the answer with the credentials the source's challenge asks for (body unread)."""
-        response = await self._follow(method, url, {**headers, **await self._authorization(scope)})
+    async def _fetch(self, method: str, url: httpx.URL, scope: str, headers: dict[str, str], body: Body = None
+                     ) -> httpx.Response:
+        """Step 1: the answer with the credentials the source's challenge asks for (body unread).
+
+        A streamed body (an upload's chunk) cannot be sent twice: its 401 is the answer, and the
+        caller's retry asks again, with the token fetched anew."""
+        own = _origin(url) == _origin(self._base)
+        response = await self._follow(method, url, {**headers, **(await self._authorization(scope) if own else {})},
+                                      body)
         challenge = Challenge.parse(response.headers.get("www-authenticate"))
-        if response.status_code == 401 and challenge is not None:
-            await response.aclose()
+        if response.status_code == 401 and challenge is not None and own:
             self._challenge = challenge
             self._tokens.drop(scope)  # a token it refused (expired, revoked) is not offered again
-            response = await self._follow(method, url, {**headers, **await self._authorization(scope)})
+            if body is not None and not isinstance(body, bytes):
+                return response
+            await response.aclose()
+            response = await self._follow(method, url, {**headers, **await self._authorization(scope)}, body)
         return response
 
     async def _authorization(self, scope: str) -> dict[str, str]:
@@ -407,12 +646,16 @@ class Upstream:
         finally:
             await response.aclose()
 
-    async def _follow(self, method: str, url: httpx.URL, headers: dict[str, str]) -> httpx.Response:
-        """Step 3: the answer after at most MAX_REDIRECTS redirects; Authorization to the source's origin only."""
+    async def _follow(self, method: str, url: httpx.URL, headers: dict[str, str], body: Body = None
+                      ) -> httpx.Response:
+        """Step 3: the answer after at most MAX_REDIRECTS redirects; Authorization to the source's origin only.
+        A request with a streamed body is not redirected (its body is sent already): the redirect is its answer."""
         for _ in range(MAX_REDIRECTS + 1):
-            response = await self._hop(method, url, headers)
+            response = await self._hop(method, url, headers, body)
             location = response.headers.get("location")
             if response.status_code not in _REDIRECTS or location is None:
+                return response
+            if body is not None and not isinstance(body, bytes):
                 return response
             await response.aclose()
             url = url.join(location)
@@ -422,7 +665,7 @@ class Upstream:
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
         raise UpstreamError(f"{url.host}: more than {MAX_REDIRECTS} redirects", 502)
 
-    async def _hop(self, method: str, url: httpx.URL, headers: Mapping[str, str], body: bytes | None = None
+    async def _hop(self, method: str, url: httpx.URL, headers: Mapping[str, str], body: Body = None
                    ) -> httpx.Response:
         """Step 2: one request, to an allowed port and address (body unread)."""
         scheme, host, port = _origin(url)
@@ -501,5 +744,5 @@ class Upstreams:
             await upstream.aclose()
 
 
-__all__ = ["ACCEPT", "BlobBody", "Challenge", "Manifest", "ManifestHead", "Reach", "Upstream", "UpstreamError",
-           "UpstreamNotFound", "Upstreams"]
+__all__ = ["ACCEPT", "BlobBody", "Challenge", "Manifest", "ManifestHead", "Mount", "PushReport", "Reach", "Upstream",
+           "UpstreamError", "UpstreamNotFound", "Upstreams"]

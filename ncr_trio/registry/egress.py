@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,9 +145,11 @@ def client(timeout: float | httpx.Timeout, keep_connections: bool = False, *, ca
 
 
 async def send(client: httpx.AsyncClient, policy: NetworkPolicy, method: str, url: str | httpx.URL,
-               headers: Mapping[str, str], body: bytes | None = None) -> httpx.Response:
+               headers: Mapping[str, str], body: bytes | AsyncIterable[bytes] | None = None) -> httpx.Response:
     """Send a request to `url` through an address `policy` allows (the name's addresses in turn
-    while connecting fails); the answer, its body not read yet: the caller reads or closes it."""
+    while connecting fails); the answer, its body not read yet: the caller reads or closes it.
+    A streamed `body` (an upload's chunk) is read once, as it is sent: a connection refused before
+    sending reads none of it, so trying the name's next address is still sound."""
     target = httpx.URL(url)
     host = target.raw_host.decode("ascii")
     addresses = await policy.resolve(host, target.port or (443 if target.scheme == "https" else 80))
