@@ -32,7 +32,7 @@ from __future__ import annotations
 import base64
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -68,7 +68,7 @@ _PARAM = re.compile(r'(?P<key>[A-Za-z][\w-]*)\s*=\s*(?:"(?P<quoted>(?:[^"\\]|\\.
 _UNESCAPE = re.compile(r"\\(.)")
 
 T = TypeVar("T")
-Body = bytes | AsyncIterable[bytes] | None  # a request's body: small and whole, or streamed (read once)
+Body = bytes | httpx.AsyncByteStream | None  # a request's body: small and whole, or streamed (read once)
 
 
 class UpstreamError(Exception):
@@ -127,21 +127,41 @@ class _Rest:
         self._source = source
         self._left = b""
 
-    async def take(self, n: int, report: PushReport) -> AsyncIterator[bytes]:
-        while n > 0:
-            if not self._left:
-                try:
-                    self._left = await anext(self._source)
-                except StopAsyncIteration:
-                    raise UpstreamError("the blob's bytes ended before its size", 502) from None
-                continue
-            if len(self._left) <= n:  # the usual case (reads align with chunks): no copy
-                piece, self._left = self._left, b""
-            else:
-                piece, self._left = self._left[:n], self._left[n:]
-            n -= len(piece)
-            report.sent += len(piece)
-            yield piece
+    def take(self, n: int, report: PushReport) -> _Chunk:
+        return _Chunk(self, n, report)
+
+    async def piece(self, n: int) -> bytes:
+        """At most `n` next bytes (the usual case, reads aligned with chunks: a read as it is, no copy)."""
+        if not self._left:
+            try:
+                self._left = await anext(self._source)
+            except StopAsyncIteration:
+                raise UpstreamError("the blob's bytes ended before its size", 502) from None
+        if len(self._left) <= n:
+            piece, self._left = self._left, b""
+        else:
+            piece, self._left = self._left[:n], self._left[n:]
+        return piece
+
+
+class _Chunk(httpx.AsyncByteStream):
+    """One PATCH's body: `n` bytes of a `_Rest`. An iterator object rather than a generator, so that a
+    request cut short leaves nothing to finalize."""
+
+    def __init__(self, rest: _Rest, n: int, report: PushReport) -> None:
+        self._rest, self._left, self._report = rest, n, report
+
+    def __aiter__(self) -> _Chunk:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while self._left > 0:
+            piece = await self._rest.piece(self._left)
+            if piece:
+                self._left -= len(piece)
+                self._report.sent += len(piece)
+                return piece
+        raise StopAsyncIteration
 
 
 def _retryable(e: UpstreamError) -> bool:

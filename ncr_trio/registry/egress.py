@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,7 +145,7 @@ def client(timeout: float | httpx.Timeout, keep_connections: bool = False, *, ca
 
 
 async def send(client: httpx.AsyncClient, policy: NetworkPolicy, method: str, url: str | httpx.URL,
-               headers: Mapping[str, str], body: bytes | AsyncIterable[bytes] | None = None) -> httpx.Response:
+               headers: Mapping[str, str], body: bytes | httpx.AsyncByteStream | None = None) -> httpx.Response:
     """Send a request to `url` through an address `policy` allows (the name's addresses in turn
     while connecting fails); the answer, its body not read yet: the caller reads or closes it.
     A streamed `body` (an upload's chunk) is read once, as it is sent: a connection refused before
@@ -156,8 +156,11 @@ async def send(client: httpx.AsyncClient, policy: NetworkPolicy, method: str, ur
     extensions = {"sni_hostname": host} if target.scheme == "https" else {}
     headers = {**headers, "Host": target.netloc.decode("ascii")}
     for i, address in enumerate(addresses):
-        request = client.build_request(method, target.copy_with(host=str(address)), content=body, headers=headers,
-                                       extensions=extensions)
+        streamed = isinstance(body, httpx.AsyncByteStream)
+        request = client.build_request(method, target.copy_with(host=str(address)), headers=headers,
+                                       content=None if streamed else body, extensions=extensions)
+        if isinstance(body, httpx.AsyncByteStream):
+            request.stream = body  # sent as it is read (the caller gives its Content-Length)
         try:
             return await client.send(request, stream=True)
         except httpx.ConnectError:

@@ -27,6 +27,8 @@ on the forwarded answer's body, counting offsets in the body as sent: `rate` tri
 connection after that many bytes (a short body: the client sees the connection end early), `corrupt` flips the
 bits of one byte, `stall_after` sends the headers and that many bytes then nothing more, `hold` never answers.
 Both held kinds keep the connection open until the client closes it (or the listener is closed).
+`cut_request_after` acts on the request's body instead: after forwarding that many bytes of it, the proxy closes
+both connections, as a network dropping an upload does; each request's `received` counts its forwarded body bytes.
 
 The proxy runs as a subprocess (`python -m tests.support.upstream`), so its work never competes with the test for
 the GIL; it is driven over HTTP on a second port (`control_port`: JSON), which stays up while the proxy's own
@@ -77,7 +79,9 @@ class Fault:
     corrupt: int | None = None  # flip the bits of the body byte at this offset
     stall_after: int | None = None  # send the headers and this many body bytes, then nothing more
     hold: bool = False  # never answer
+    cut_request_after: int | None = None  # close both connections after forwarding this many request body bytes
     times: int | None = None  # the next N matching requests only; None: until the faults are replaced
+    after: int = 0  # let this many matching requests pass untouched first
 
     def __post_init__(self) -> None:
         if self.kind not in (*KINDS, "any"):
@@ -98,6 +102,7 @@ class Seen:
     authorization: str | None  # the request's Authorization header
     status: int | None = None
     sent: int = 0  # body bytes sent to the client
+    received: int = 0  # request body bytes forwarded to the registry
 
 
 @dataclass(frozen=True)
@@ -221,6 +226,7 @@ def _header(headers: Any, name: bytes) -> str | None:
 class _Armed:
     fault: Fault
     left: int | None  # requests it still applies to (None: unlimited)
+    passed: int = 0  # matching requests let through (see Fault.after)
 
 
 class Proxy:
@@ -254,6 +260,9 @@ class Proxy:
         """The first fault that matches, used up once."""
         armed = next((a for a in self.faults if a.fault.matches(method, kind)), None)
         if armed is None:
+            return None
+        if armed.passed < armed.fault.after:
+            armed.passed += 1
             return None
         if armed.left is not None:
             armed.left -= 1
@@ -312,7 +321,8 @@ class Proxy:
         kind = "token" if to_realm else kind_of(path)
         self.counts[method, kind] += 1
         seen = {"method": method, "path": target, "kind": kind, "range": _header(request.headers, b"range"),
-                "authorization": _header(request.headers, b"authorization"), "status": None, "sent": 0}
+                "authorization": _header(request.headers, b"authorization"), "status": None, "sent": 0,
+                "received": 0}
         self.log.append(seen)
         fault = self.take_fault(method, kind) or Fault("any")
         if fault.hold:
@@ -334,7 +344,8 @@ class Proxy:
             registry = _Peer(stream, h11.CLIENT)
             await registry.send(h11.Request(method=request.method, target=request.target,
                                             headers=request.headers.raw_items()))
-            await _pipe_body(client, registry.send)
+            if not await _forward_body(client, registry, seen, fault.cut_request_after):
+                return False  # cut: both connections close
             response = await registry.next()
             headers = [(k, self._rewrite_realm(v, request) if k.lower() == b"www-authenticate" else v)
                        for k, v in response.headers.raw_items()]
@@ -417,6 +428,23 @@ async def _pipe_body(source: _Peer, send: Callable[[Any], Awaitable[None]]) -> N
         await send(event)
         if isinstance(event, h11.EndOfMessage):
             return
+
+
+async def _forward_body(client: _Peer, registry: _Peer, seen: dict[str, Any], cut: int | None) -> bool:
+    """Forward a request's body, counting it; False when cut after `cut` bytes (the rest is not sent)."""
+    while True:
+        event = await client.next()
+        if isinstance(event, h11.Data) and cut is not None and seen["received"] + len(event.data) > cut:
+            part = bytes(event.data[: cut - seen["received"]])
+            seen["received"] += len(part)
+            if part:
+                await registry.send(h11.Data(data=part))
+            return False
+        if isinstance(event, h11.Data):
+            seen["received"] += len(event.data)
+        await registry.send(event)
+        if isinstance(event, h11.EndOfMessage):
+            return True
 
 
 async def _drain(source: _Peer) -> None:
