@@ -503,7 +503,7 @@ class Upstream:
 
     async def push_blob(self, repository: str, digest: str, size: int,
                         chunks_from: Callable[[int], AsyncIterator[bytes]], *, location: httpx.URL | None = None,
-                        chunk_size: int = PUSH_CHUNK, attempts: int = PUSH_ATTEMPTS,
+                        chunk_size: int | None = None, attempts: int = PUSH_ATTEMPTS,
                         backoff: float = PUSH_BACKOFF) -> PushReport:
         """Upload a blob of `size` bytes in PATCH requests of `chunk_size` (Content-Range) then PUT
         ?digest=. `chunks_from(offset)` yields the blob's bytes from `offset` on, as they are read: no
@@ -512,6 +512,7 @@ class Upstream:
         RESUMES from there, after an exponential backoff, at most `attempts` times in all; a session the
         target lost (404) starts over. Returns the attempts made and the bytes sent (retries included)."""
         report = PushReport()
+        chunk_size = chunk_size or PUSH_CHUNK
         location = location or await self.start_upload(repository)
         offset = 0
         while True:
