@@ -53,7 +53,7 @@ MAX_REDIRECTS = 5
 PAGE_SIZE = 1000  # tags or repositories asked per page
 MAX_PAGES = 1000  # pages followed at most
 LIST_MAX_BYTES = 8 << 20  # one page of tags or repositories
-PUSH_CHUNK = 8 << 20  # bytes per PATCH: what a dropped connection may cost again
+PUSH_CHUNK = 16 << 20  # bytes per PATCH: what a dropped connection may cost again (benchmarks/replicate.py)
 PUSH_ATTEMPTS = 6
 PUSH_BACKOFF = 0.5  # seconds before the first retry, doubled each time
 TOKEN_MAX_BYTES = 256 * 1024  # a token answer (Docker Hub's are a few KiB), or ECR's
@@ -505,57 +505,59 @@ class Upstream:
                         chunks_from: Callable[[int], AsyncIterator[bytes]], *, location: httpx.URL | None = None,
                         chunk_size: int | None = None, attempts: int = PUSH_ATTEMPTS,
                         backoff: float = PUSH_BACKOFF) -> PushReport:
-        """Upload a blob of `size` bytes in PATCH requests of `chunk_size` (Content-Range) then PUT
-        ?digest=. `chunks_from(offset)` yields the blob's bytes from `offset` on, as they are read: no
-        more than one read piece is held at a time. When a request fails (the connection dropped, the
-        target answered 5xx), the target is asked how much of the session it holds and the upload
-        RESUMES from there, after an exponential backoff, at most `attempts` times in all; a session the
-        target lost (404) starts over. Returns the attempts made and the bytes sent (retries included)."""
+        """Upload a blob of `size` bytes: PATCH requests of `chunk_size` (Content-Range), then the last
+        chunk as the body of the PUT ?digest= (a blob of one chunk: the PUT alone). `chunks_from(offset)`
+        yields the blob's bytes from `offset` on, as they are read: no more than one read piece is held
+        at a time. When a request fails (the connection dropped, the target answered 5xx or 429), the
+        target is asked how much of the session it holds and the upload RESUMES from there, after an
+        exponential backoff, at most `attempts` times in all: a dropped connection costs at most one
+        chunk again. A session the target lost (404) starts over. Returns the attempts made and the
+        bytes sent (retries included)."""
         report = PushReport()
         chunk_size = chunk_size or PUSH_CHUNK
-        location = location or await self.start_upload(repository)
-        offset = 0
+        session = [location or await self.start_upload(repository)]  # its latest Location
+        offset: int | None = 0
         while True:
             report.attempts += 1
             try:
-                location = await self._send_from(repository, location, offset, size, chunks_from, chunk_size, report)
-                what = f"PUT blob {repository}@{digest}"
-                async with self._ok("PUT", location.copy_merge_params({"digest": digest}), _push_scope(repository),
-                                    what, {"Content-Length": "0"}, b""):
-                    return report
+                if offset is None:
+                    offset = await self.upload_offset(repository, session[0])
+                await self._send_from(repository, digest, session, offset, size, chunks_from, chunk_size, report)
+                return report
             except UpstreamError as e:
-                if report.attempts >= attempts or not _retryable(e):
+                lost = isinstance(e, UpstreamNotFound)
+                if report.attempts >= attempts or not (lost or _retryable(e)):
                     raise
                 await trio.sleep(backoff * 2 ** (report.attempts - 1))
-                try:
-                    offset = await self.upload_offset(repository, location)
-                except UpstreamNotFound:
-                    location, offset = await self.start_upload(repository), 0
-                except UpstreamError:
-                    offset = -1  # asked again on the next turn, after its backoff
-                if offset < 0:
-                    continue
+                if lost:
+                    session, offset = [await self.start_upload(repository)], 0
+                else:
+                    offset = None
 
-    async def _send_from(self, repository: str, location: httpx.URL, offset: int, size: int,
+    async def _send_from(self, repository: str, digest: str, session: list[httpx.URL], offset: int, size: int,
                          chunks_from: Callable[[int], AsyncIterator[bytes]], chunk_size: int,
-                         report: PushReport) -> httpx.URL:
-        """PATCH the bytes [offset, size) in chunks; the session's latest Location (Distribution puts
-        its state in it, changed by every PATCH)."""
-        if offset >= size:
-            return location
+                         report: PushReport) -> None:
+        """PATCH the bytes [offset, size - last chunk) in chunks, then PUT ?digest= with the last one.
+        Each answer's Location is the one to use next (Distribution keeps its state in it, changed by
+        every PATCH): `session[0]`, also for a retry."""
+        location = session[0]
         source = chunks_from(offset)
         rest = _Rest(source)
         try:
-            while offset < size:
-                n = min(chunk_size, size - offset)
+            while size - offset > chunk_size:
                 what = f"PATCH blob upload {repository} at {offset}"
-                headers = {"Content-Type": MediaType.OCTET_STREAM, "Content-Length": str(n),
-                           "Content-Range": f"{offset}-{offset + n - 1}"}
+                headers = {"Content-Type": MediaType.OCTET_STREAM, "Content-Length": str(chunk_size),
+                           "Content-Range": f"{offset}-{offset + chunk_size - 1}"}
                 async with self._ok("PATCH", location, _push_scope(repository), what, headers,
-                                    rest.take(n, report)) as response:
-                    location = self._location(response, location, what)
-                offset += n
-            return location
+                                    rest.take(chunk_size, report)) as response:
+                    location = session[0] = self._location(response, location, what)
+                offset += chunk_size
+            n = size - offset
+            what = f"PUT blob {repository}@{digest}"
+            async with self._ok("PUT", location.copy_merge_params({"digest": digest}), _push_scope(repository), what,
+                                {"Content-Type": MediaType.OCTET_STREAM, "Content-Length": str(n)},
+                                rest.take(n, report) if n else b""):
+                pass
         finally:
             aclose = getattr(source, "aclose", None)
             if aclose is not None:
