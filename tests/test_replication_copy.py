@@ -323,6 +323,28 @@ async def test_a_pull_copy_writes_through_the_local_push_path(pair: Pair) -> Non
     assert any(i["name"] == f"{path}/app" for i in images)
 
 
+async def test_a_pull_resumes_a_broken_download_from_what_the_local_session_acknowledged(pair: Pair) -> None:
+    path = unique("pull-resume")
+    layer = os.urandom(40 * MiB)
+    img = make_image([layer])
+    with pair.b.client() as b:
+        push_image(b, f"a/{path}/app", img, "v1", upload=upload_blob)
+    journal = MemoryJournal()
+    with Upstream(target=pair.b.url).start() as up:
+        # cut 20 MiB into the layer
+        up.faults(Fault("blob", method="GET", truncate=20 * MiB, times=1, path=digest(layer)))
+        async with engine(pair, journal, {"b": ncr_source(up.url)}) as rep:
+            e, tasks = await run(rep, journal, policy(direction="pull", name_filter=f"{path}/**"))
+        assert e.status == "Succeeded" and tasks[0].attempts >= 2, (e, tasks)
+        traffic = up.traffic()
+    ranged = [s.range for s in traffic.requests if s.method == "GET" and s.kind == "blob" and s.range]
+    assert ranged == [f"bytes={16 * MiB}-"]  # from the 16 MiB the local session had acknowledged
+    assert traffic.blob_bytes < 1.2 * len(layer) + len(img.config)
+    with pair.a.client() as a:
+        assert head(a, f"a/{path}/app", "v1") == img.digest
+        assert a.get(f"/v2/a/{path}/app/blobs/{digest(layer)}").content == layer
+
+
 async def test_a_multi_platform_index_and_its_signature_and_referrer_replicate_together(pair: Pair) -> None:
     path = unique("multi")
     repo = f"a/{path}/app"

@@ -39,6 +39,7 @@ from ncr_trio.types import Digest, MediaType, load_json
 COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
 MAX_DEPTH = 4  # an index of indexes of ... manifests
 LOCAL_ATTEMPTS = 6  # a pull's blob: reads from the remote resumed at most this often
+LOCAL_CHUNK = 16 << 20  # a pull's blob is appended (and acknowledged) this much at a time
 PLACED_MAX = 100_000  # blobs remembered with the target repositories a copy put them in
 
 
@@ -151,38 +152,65 @@ class LocalSide:
 
     async def write_blob(self, repository: str, digest: str, size: int,
                          chunks_from: Callable[[int], AsyncIterator[bytes]]) -> BlobWrite:
-        """An upload session fed from the source; when the source's stream breaks, it resumes from
-        what the session acknowledged (its size)."""
+        """An upload session fed from the source in appends of LOCAL_CHUNK (each acknowledged on its
+        own, as a client's PATCH is); when the source's stream breaks, it resumes from what the session
+        acknowledged (its size): a break costs at most one chunk again."""
         session = await self.uploads.start(repository)
         report = BlobWrite(attempts=0)
         offset = 0
-        while True:
-            report.attempts += 1
-            counted = _counting(chunks_from(offset), report)
-            try:
-                if offset < size:
-                    await self.uploads.append(repository, session.id, counted, None, None)
-                await self.uploads.finish(repository, session.id, Digest.parse(digest), _empty(), None, None)
-                return report
-            except UpstreamError as e:
-                if report.attempts >= LOCAL_ATTEMPTS or not (e.status is None or e.status >= 500):
-                    await self.uploads.cancel(repository, session.id)
-                    raise
-                await trio.sleep(0.5 * 2 ** (report.attempts - 1))
-                offset = (await self.uploads.status(repository, session.id)).size
-            except BaseException:
+        try:
+            while True:
+                report.attempts += 1
+                source = chunks_from(offset)
+                pieces = _Pieces(source, report)
+                try:
+                    while size - offset > 0:
+                        n = min(LOCAL_CHUNK, size - offset)
+                        await self.uploads.append(repository, session.id, pieces.take(n), (offset, offset + n - 1), n)
+                        offset += n
+                    async for extra in source:  # to its end, which lets the remote's stream end cleanly
+                        if extra:
+                            raise CopyError(f"{digest}: the source sent more than its {size} bytes")
+                    await self.uploads.finish(repository, session.id, Digest.parse(digest), _empty(), None, None)
+                    return report
+                except UpstreamError as e:
+                    if report.attempts >= LOCAL_ATTEMPTS or not (e.status is None or e.status >= 500):
+                        raise
+                    await trio.sleep(0.5 * 2 ** (report.attempts - 1))
+                    offset = (await self.uploads.status(repository, session.id)).size
+                finally:
+                    aclose = getattr(source, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+        except BaseException:
+            with trio.CancelScope(shield=True):
                 await self.uploads.cancel(repository, session.id)
-                raise
+            raise
 
     async def put_manifest(self, repository: str, reference: str, media_type: str, content: bytes) -> str:
         return str((await self.manifests.put(repository, reference, content, media_type)).digest)
 
 
-async def _counting(chunks: AsyncIterator[bytes], report: BlobWrite) -> AsyncGenerator[bytes, None]:
-    async with aclosing(chunks):  # type: ignore[type-var]
-        async for chunk in chunks:
-            report.sent += len(chunk)
-            yield chunk
+class _Pieces:
+    """A blob's bytes from an iterator of pieces, taken `n` at a time (a piece straddling the end of a
+    chunk is split, its rest kept for the next), counted as they go."""
+
+    def __init__(self, source: AsyncIterator[bytes], report: BlobWrite) -> None:
+        self._source, self._report = source, report
+        self._left = b""
+
+    async def take(self, n: int) -> AsyncGenerator[bytes, None]:
+        while n > 0:
+            if not self._left:
+                try:
+                    self._left = await anext(self._source)
+                except StopAsyncIteration:
+                    raise CopyError("the blob's bytes ended before its size") from None
+                continue
+            piece, self._left = (self._left, b"") if len(self._left) <= n else (self._left[:n], self._left[n:])
+            n -= len(piece)
+            self._report.sent += len(piece)
+            yield piece
 
 
 class RemoteSide:

@@ -82,13 +82,15 @@ class Fault:
     cut_request_after: int | None = None  # close both connections after forwarding this many request body bytes
     times: int | None = None  # the next N matching requests only; None: until the faults are replaced
     after: int = 0  # let this many matching requests pass untouched first
+    path: str | None = None  # only requests whose target contains this
 
     def __post_init__(self) -> None:
         if self.kind not in (*KINDS, "any"):
             raise ValueError(f"unknown kind {self.kind!r}")
 
-    def matches(self, method: str, kind: str) -> bool:
-        return self.kind in (kind, "any") and self.method in (None, method)
+    def matches(self, method: str, kind: str, target: str = "") -> bool:
+        return (self.kind in (kind, "any") and self.method in (None, method)
+                and (self.path is None or self.path in target))
 
 
 @dataclass(frozen=True)
@@ -256,9 +258,9 @@ class Proxy:
     def set_faults(self, docs: list[dict[str, Any]]) -> None:
         self.faults = [_Armed(f, f.times) for f in (Fault(**d) for d in docs)]
 
-    def take_fault(self, method: str, kind: str) -> Fault | None:
+    def take_fault(self, method: str, kind: str, target: str = "") -> Fault | None:
         """The first fault that matches, used up once."""
-        armed = next((a for a in self.faults if a.fault.matches(method, kind)), None)
+        armed = next((a for a in self.faults if a.fault.matches(method, kind, target)), None)
         if armed is None:
             return None
         if armed.passed < armed.fault.after:
@@ -324,7 +326,7 @@ class Proxy:
                 "authorization": _header(request.headers, b"authorization"), "status": None, "sent": 0,
                 "received": 0}
         self.log.append(seen)
-        fault = self.take_fault(method, kind) or Fault("any")
+        fault = self.take_fault(method, kind, target) or Fault("any")
         if fault.hold:
             await client.wait_closed()
             return False
