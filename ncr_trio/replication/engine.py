@@ -164,7 +164,7 @@ class Replicator:
         self._nursery.start_soon(self._execute, run, pending)
 
     async def _execute(self, run: _Run, pending: list[Pending] | None) -> None:
-        status, detail = "Failed", "the run ended unexpectedly"
+        status, detail = "Failed", "its worker stopped before the run ended"  # what a shutdown leaves
         try:
             async with trio.open_nursery() as watchers:
                 watchers.start_soon(self._beat, run)
