@@ -181,9 +181,9 @@ class Replicator:
             self._runs.pop(run.execution_id, None)
             with trio.CancelScope(shield=True):
                 try:
-                    await self.journal.finish_execution(run.execution_id, status, detail)
-                    if pending is not None:
+                    if pending is not None:  # before the end: another worker would see them and no run
                         await self.journal.done_pending([p.id for p in pending])
+                    await self.journal.finish_execution(run.execution_id, status, detail)
                 except Exception:  # noqa: BLE001
                     log.exception("replication: could not record the end of execution %d", run.execution_id)
 
