@@ -164,7 +164,7 @@ async def test_a_push_copy_to_cncf_distribution(pair: Pair) -> None:
     try:
         path = unique("foreign")
         with pair.a.client() as a:
-            pushed = push_test_image(a, f"a/{path}/app", "v1", [1 * MiB, 9 * MiB + 3])  # a layer over two PATCHes
+            pushed = push_test_image(a, f"a/{path}/app", "v1", [1 * MiB, PUSH_CHUNK + 3])  # a PATCH, then the PUT
         journal = MemoryJournal()
         remote = Source(name="dist", type="registry", url=dist.url)
         async with engine(pair, journal, {"dist": remote}) as rep:
