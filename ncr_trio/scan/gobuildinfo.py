@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO
 
 __all__ = ["GO_WINDOW", "BuildInfo", "Module", "parse_modinfo", "read_buildinfo"]
 
@@ -46,7 +46,7 @@ class BuildInfo:
     deps: tuple[Module, ...]  # dependencies, replacements applied
 
 
-def _read_exact(stream: BinaryIO, n: int) -> bytes:
+def _read_exact(stream: IO[bytes], n: int) -> bytes:
     parts, need = [], n
     while need > 0:
         chunk = stream.read(min(need, _CHUNK))
@@ -57,7 +57,7 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes:
     return b"".join(parts)
 
 
-def _skip(stream: BinaryIO, n: int) -> bool:
+def _skip(stream: IO[bytes], n: int) -> bool:
     while n > 0:
         chunk = stream.read(min(n, _CHUNK))
         if not chunk:
@@ -66,7 +66,7 @@ def _skip(stream: BinaryIO, n: int) -> bool:
     return True
 
 
-def _data_segment(header: bytes, stream: BinaryIO) -> tuple[int, int, int] | None:
+def _data_segment(header: bytes, stream: IO[bytes]) -> tuple[int, int, int] | None:
     """(offset, size, bytes consumed so far) of the first writable PT_LOAD segment, from the headers."""
     if len(header) < 52 or header[:4] != b"\x7fELF":
         return None
@@ -151,7 +151,7 @@ def _parse_blob(window: bytes, at: int) -> BuildInfo | None:
     return parse_modinfo(version, modinfo)
 
 
-def read_buildinfo(stream: BinaryIO) -> BuildInfo | None:
+def read_buildinfo(stream: IO[bytes]) -> BuildInfo | None:
     """The build information of the ELF executable read from `stream`, or None (not Go >= 1.18 ELF).
 
     Reads the stream up to the data segment's first 2 x GO_WINDOW bytes at most; the caller
