@@ -10,6 +10,8 @@ of the removed package.
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -100,3 +102,19 @@ def test_whiteouts_apply_to_lower_layers_only(tmp_path: Path) -> None:
     assert "requests" in names and "urllib3" not in names and "musl" in names
     removed = layer(tmp_path / "3.tar", {"lib/apk/db/.wh.installed": b""})
     assert not any(p.kind == "apk" for p in inventory([lower, opaque, removed]).packages)
+
+
+def test_dpkg_inventory_of_this_machine(tmp_path: Path) -> None:
+    """This machine's dpkg database, as a layer: every installed package, on its source name."""
+    status, os_release = Path("/var/lib/dpkg/status"), Path("/etc/os-release")
+    if shutil.which("dpkg-query") is None or not status.exists():
+        pytest.skip("dpkg is not installed")
+    fields = "${db:Status-Abbrev}\t${Package}\t${Version}\t${source:Package}\n"
+    out = subprocess.run(["dpkg-query", "-W", "-f", fields], capture_output=True, text=True, check=True).stdout
+    expected = {tuple(line.split("\t")[1:]) for line in out.splitlines() if line.startswith("ii")}
+    inv = inventory([layer(tmp_path / "debian.tar", {"etc/os-release": os_release.read_bytes(),
+                                                     "var/lib/dpkg/status": status.read_bytes()}, "gz")])
+    assert inv.os is not None and inv.os.id == "debian"
+    got = {(p.name, p.version, p.source) for p in inv.packages}
+    assert got == expected and len(got) > 100
+    assert {p.ecosystem for p in inv.packages} == {f"Debian:{inv.os.version_id}"}
