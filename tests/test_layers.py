@@ -13,7 +13,7 @@ LAYERS = [
     {"storage"},
     {"meta"},
     {"auth"},
-    {"registry", "cache", "replication"},
+    {"registry", "cache", "replication", "scan"},
     {"http", "background", "scheduler"},
     {"serve", "client", "cli", "__main__"},
 ]
