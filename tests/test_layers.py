@@ -19,8 +19,15 @@ LAYERS = [
 ]
 
 
+# Replication's shared vocabulary sits low: the metadata store records it (meta/replication.py).
+VOCABULARY = {"replication.model": 0, "replication.filters": 0}
+
+
 def layer_of(module: str) -> int:
     top = module.split(".")[1] if module.startswith("ncr_trio.") else module
+    sub = ".".join(module.split(".")[1:3])
+    if sub in VOCABULARY:
+        return VOCABULARY[sub]
     for i, names in enumerate(LAYERS):
         if top in names:
             return i

@@ -280,6 +280,91 @@ CREATE INDEX uploads_cache_digest ON uploads(cache_digest);
     (8, """
 CREATE UNIQUE INDEX uploads_one_cache_fetch ON uploads(repo_id, cache_digest);
 """),
+    # Replication (issue 12): remote endpoints (secret sealed by the caller), policies per local
+    # registry, their executions and tasks, the work events leave for event policies, and one cursor
+    # row over `events` (so that every worker and node turns each `tag.created` into work once).
+    (9, """
+CREATE TABLE replication_remotes (
+    id {id},
+    name TEXT NOT NULL UNIQUE,
+    url TEXT NOT NULL,
+    type TEXT NOT NULL,
+    access_id TEXT NOT NULL DEFAULT '',
+    access_secret TEXT NOT NULL DEFAULT '',
+    ca_cert TEXT NOT NULL DEFAULT '',
+    insecure INTEGER NOT NULL DEFAULT 0,
+    description TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL DEFAULT 'invalid',
+    reason TEXT NOT NULL DEFAULT 'not checked yet',
+    checked_at {float},
+    created_at {float} NOT NULL,
+    updated_at {float} NOT NULL
+);
+CREATE TABLE replication_policies (
+    id {id},
+    registry TEXT NOT NULL,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    direction TEXT NOT NULL,
+    remote TEXT NOT NULL,
+    remote_namespace TEXT NOT NULL,
+    name_filter TEXT NOT NULL DEFAULT '',
+    tag_filter TEXT NOT NULL DEFAULT '',
+    tag_filter_mode TEXT NOT NULL DEFAULT 'match',
+    trigger TEXT NOT NULL,
+    schedule TEXT NOT NULL DEFAULT '',
+    override INTEGER NOT NULL DEFAULT 0,
+    bandwidth_kbps INTEGER NOT NULL DEFAULT 0,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    status TEXT NOT NULL DEFAULT 'invalid',
+    reason TEXT NOT NULL DEFAULT 'not checked yet',
+    created_at {float} NOT NULL,
+    updated_at {float} NOT NULL,
+    UNIQUE (registry, name)
+);
+CREATE INDEX replication_policies_remote ON replication_policies(remote);
+CREATE TABLE replication_executions (
+    id {id},
+    policy_id {bigint} NOT NULL REFERENCES replication_policies(id) ON DELETE CASCADE,
+    trigger TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at {float} NOT NULL,
+    ended_at {float},
+    heartbeat_at {float},
+    bytes {bigint} NOT NULL DEFAULT 0,
+    stop_requested INTEGER NOT NULL DEFAULT 0,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX replication_executions_policy ON replication_executions(policy_id, id);
+CREATE TABLE replication_tasks (
+    id {id},
+    execution_id {bigint} NOT NULL REFERENCES replication_executions(id) ON DELETE CASCADE,
+    source TEXT NOT NULL,
+    target TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    bytes {bigint} NOT NULL DEFAULT 0,
+    error TEXT NOT NULL DEFAULT '',
+    started_at {float},
+    ended_at {float}
+);
+CREATE INDEX replication_tasks_execution ON replication_tasks(execution_id, id);
+CREATE TABLE replication_pending (
+    id {id},
+    policy_id {bigint} NOT NULL REFERENCES replication_policies(id) ON DELETE CASCADE,
+    repository TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    created_at {float} NOT NULL
+);
+CREATE INDEX replication_pending_policy ON replication_pending(policy_id, id);
+CREATE TABLE replication_cursor (
+    id INTEGER PRIMARY KEY,
+    event_id {bigint} NOT NULL
+);
+INSERT INTO replication_cursor (id, event_id) SELECT 1, COALESCE(MAX(id), 0) FROM events
+"""),
 )
 
 
