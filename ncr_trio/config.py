@@ -102,6 +102,8 @@ class Config:
     # each request waits for connecting and for its next bytes.
     replication_allowed_networks: tuple[str, ...] = ("public",)
     replication_timeout_seconds: float = 30.0
+    # How often every remote endpoint is checked again (its status and its policies' "valid"/"invalid").
+    replication_check_seconds: float = 300.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
