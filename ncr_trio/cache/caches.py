@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -79,7 +79,7 @@ def _invalid(message: str) -> RegistryError:
     return RegistryError("INVALID_REQUEST", message)
 
 
-def _text(value: object, what: str, limit: int, *, lines: bool = False) -> str:
+def text_field(value: object, what: str, limit: int, *, lines: bool = False) -> str:
     """A string of at most `limit` characters (None: empty); without `lines`, on one line."""
     if value is None:
         return ""
@@ -92,6 +92,36 @@ def _text(value: object, what: str, limit: int, *, lines: bool = False) -> str:
     except UnicodeEncodeError:
         raise _invalid(f"{what} must be valid Unicode (no lone surrogates)") from None
     return value
+
+
+def origin_url(value: object, what: str, *, ports: Collection[str] | None = None, setting: str = "",
+               path_hint: str = "") -> str:
+    """`scheme://host[:port]` (http or https, no credentials, path or query), normalised: lower case, no
+    default port, no "/". With `ports`, its port must be one of them (`setting` names where they are set)."""
+    text = text_field(value, what, MAX_URL)
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise _invalid(f"{what} is not a valid URL") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname or any(c.isspace() for c in text):
+        raise _invalid(f"{what} must be an http:// or https:// URL with a host: scheme://host[:port]")
+    if "@" in parts.netloc:
+        raise _invalid(f"{what} must not hold credentials: give them as access_id and access_secret")
+    if parts.path not in ("", "/") or "?" in text or "#" in text:
+        raise _invalid(f"{what} must be scheme://host[:port], without a path or query"
+                       + (f": {path_hint}" if path_hint else ""))
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise _invalid(f"{what}'s host is not a valid host name") from None
+    default = _DEFAULT_PORTS[scheme]
+    if ports is not None and str(port or default) not in ports:
+        allowed = ", ".join(sorted(ports, key=lambda p: (len(p), p)))
+        raise _invalid(f"{what}: port {port or default} is not allowed; a source's port must be one of "
+                       f"{allowed} (setting {setting})")
+    return f"{scheme}://{parts.netloc.lower().removesuffix(f':{default}')}"
 
 
 def _type(value: object) -> str:
@@ -129,31 +159,8 @@ class ImageCaches:
 
     # -- what an image cache may be -----------------------------------------------------------------
     def _url(self, value: object, what: str) -> str:
-        """`scheme://host[:port]` with an allowed port, normalised (lower case, no default port, no "/")."""
-        text = _text(value, what, MAX_URL)
-        try:
-            parts = urlsplit(text)
-            port = parts.port
-        except ValueError:
-            raise _invalid(f"{what} is not a valid URL") from None
-        scheme = parts.scheme.lower()
-        if scheme not in _DEFAULT_PORTS or not parts.hostname or any(c.isspace() for c in text):
-            raise _invalid(f"{what} must be an http:// or https:// URL with a host: scheme://host[:port]")
-        if "@" in parts.netloc:
-            raise _invalid(f"{what} must not hold credentials: give them as access_id and access_secret")
-        if parts.path not in ("", "/") or "?" in text or "#" in text:
-            raise _invalid(f"{what} must be scheme://host[:port], without a path or query: an image's path "
-                           "follows the cache-type registry's name in pulls")
-        try:
-            parts.hostname.encode("idna")
-        except UnicodeError:
-            raise _invalid(f"{what}'s host is not a valid host name") from None
-        default = _DEFAULT_PORTS[scheme]
-        if str(port or default) not in self.ports:
-            allowed = ", ".join(sorted(self.ports, key=lambda p: (len(p), p)))
-            raise _invalid(f"{what}: port {port or default} is not allowed; a source's port must be one of "
-                           f"{allowed} (setting cache_allowed_ports)")
-        return f"{scheme}://{parts.netloc.lower().removesuffix(f':{default}')}"
+        return origin_url(value, what, ports=self.ports, setting="cache_allowed_ports",
+                          path_hint="an image's path follows the cache-type registry's name in pulls")
 
     def _fields(self, fields: Mapping[str, object], creating: bool) -> dict[str, Any]:
         """The given fields, each checked on its own (`_check` judges them together)."""
@@ -163,10 +170,10 @@ class ImageCaches:
             raise _invalid(f"unknown field {unknown[0][:60]!r}: an image cache has {', '.join(allowed)}")
         checks: dict[str, Callable[[object], str]] = {
             "name": _name, "type": _type, "url": lambda v: self._url(v, "url"),
-            "access_id": lambda v: _text(v, "access_id", MAX_ACCESS_ID),
-            "access_secret": lambda v: _text(v, "access_secret", MAX_SECRET, lines=True),
+            "access_id": lambda v: text_field(v, "access_id", MAX_ACCESS_ID),
+            "access_secret": lambda v: text_field(v, "access_secret", MAX_SECRET, lines=True),
             "endpoint": lambda v: self._url(v, "endpoint") if v else "",
-            "description": lambda v: _text(v, "description", MAX_DESCRIPTION),
+            "description": lambda v: text_field(v, "description", MAX_DESCRIPTION),
         }
         return {k: checks[k](v) for k, v in fields.items()}
 
@@ -298,4 +305,5 @@ class ImageCaches:
                          tuple(registries), c.created_at, c.updated_at)
 
 
-__all__ = ["FIELDS", "CacheInfo", "ImageCaches", "Probe", "ProbeUnavailable", "TestResult", "no_probe"]
+__all__ = ["FIELDS", "CacheInfo", "ImageCaches", "Probe", "ProbeUnavailable", "TestResult", "no_probe", "origin_url",
+           "text_field"]

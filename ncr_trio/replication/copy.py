@@ -27,7 +27,7 @@ from typing import Protocol
 import httpx
 import trio
 
-from ncr_trio.cache.upstream import Upstream, UpstreamError, UpstreamNotFound
+from ncr_trio.cache.upstream import Manifest, Upstream, UpstreamError, UpstreamNotFound
 from ncr_trio.concurrency import collapse_groups
 from ncr_trio.errors import RegistryError
 from ncr_trio.registry.blobs import Blobs
@@ -45,13 +45,6 @@ PLACED_MAX = 100_000  # blobs remembered with the target repositories a copy put
 
 class CopyError(Exception):
     """An artifact that could not be copied; the message is the task's error text."""
-
-
-@dataclass(frozen=True)
-class Manifest:
-    digest: str
-    media_type: str
-    content: bytes
 
 
 @dataclass
@@ -229,10 +222,9 @@ class RemoteSide:
 
     async def manifest(self, repository: str, reference: str) -> Manifest | None:
         try:
-            m = await self.upstream.get_manifest(repository, reference, self.max_manifest)
+            return await self.upstream.get_manifest(repository, reference, self.max_manifest)
         except UpstreamNotFound:
             return None
-        return Manifest(m.digest, m.media_type, m.content)
 
     async def manifest_digest(self, repository: str, reference: str) -> str | None:
         try:

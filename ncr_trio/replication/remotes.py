@@ -16,10 +16,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
-from urllib.parse import urlsplit
 
 import trio
 
+from ncr_trio.cache.caches import origin_url, text_field
 from ncr_trio.cache.sources import SOURCE_TYPES, Source
 from ncr_trio.cache.upstream import Reach, UpstreamError, Upstreams
 from ncr_trio.config import Config
@@ -30,7 +30,6 @@ from ncr_trio.sealing import Sealer, SealError
 from ncr_trio.types import validate_registry_name
 
 FIELDS = ("name", "url", "type", "access_id", "access_secret", "ca_cert", "insecure", "description")
-MAX_URL = 2048
 MAX_ACCESS_ID = 256
 MAX_SECRET = 16 * 1024
 MAX_CA_CERT = 64 * 1024
@@ -42,44 +41,13 @@ def _invalid(message: str) -> RegistryError:
     return RegistryError("INVALID_REQUEST", message)
 
 
-def _text(value: object, what: str, limit: int, *, lines: bool = False) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str) or len(value) > limit:
-        raise _invalid(f"{what} must be a string of at most {limit} characters")
-    if "\x00" in value or (not lines and not value.isprintable()):
-        raise _invalid(f"{what} must not hold control characters")
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise _invalid(f"{what} must be valid Unicode (no lone surrogates)") from None
-    return value
-
-
 def _url(value: object) -> str:
-    """`scheme://host[:port]`, normalised (lower-case scheme and host, no trailing "/")."""
-    text = _text(value, "url", MAX_URL)
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError:
-        raise _invalid("url is not a valid URL") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in text):
-        raise _invalid("url must be an http:// or https:// URL with a host: scheme://host[:port]")
-    if "@" in parts.netloc:
-        raise _invalid("url must not hold credentials: give them as access_id and access_secret")
-    if parts.path not in ("", "/") or "?" in text or "#" in text:
-        raise _invalid("url must be scheme://host[:port], without a path or query")
-    host = parts.hostname.lower()
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+    return origin_url(value, "url")
 
 
 def _ca_cert(value: object) -> str:
     """A PEM bundle `ssl` can load ("" for none)."""
-    pem = _text(value, "ca_cert", MAX_CA_CERT, lines=True).strip()
+    pem = text_field(value, "ca_cert", MAX_CA_CERT, lines=True).strip()
     if not pem:
         return ""
     try:
@@ -129,7 +97,7 @@ class Remotes:
         for key, limit, lines in (("access_id", MAX_ACCESS_ID, False), ("access_secret", MAX_SECRET, True),
                                   ("description", MAX_DESCRIPTION, False)):
             if key in fields or creating:
-                out[key] = _text(fields.get(key), key, limit, lines=lines)
+                out[key] = text_field(fields.get(key), key, limit, lines=lines)
         if "ca_cert" in fields or creating:
             out["ca_cert"] = _ca_cert(fields.get("ca_cert"))
         if "insecure" in fields or creating:
