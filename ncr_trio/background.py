@@ -1,5 +1,6 @@
-"""App-lifetime jobs, supervised by the lifespan nursery: upload expiry (every few minutes) and the
-scheduler (ncr_trio/scheduler.py), which runs GC and cleanups on their schedules.
+"""App-lifetime jobs, supervised by the lifespan nursery: upload expiry (every few minutes), the health
+checks of replication's remotes (every `replication_check_seconds`) and the scheduler
+(ncr_trio/scheduler.py), which runs GC, cleanups and scheduled replications on their schedules.
 
 With several worker processes only one per node runs them: the one holding `<data>/leader.lock`.
 Several nodes may each run a scheduler: its leases keep any one job to one node at a time.
@@ -49,6 +50,7 @@ async def run_background(service: RegistryService, *,
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(Scheduler(service).run)
+            await nursery.start(service.remotes.run)
             task_status.started()
             ttl = service.config.upload_ttl_seconds
             nursery.start_soon(_every, max(min(ttl / 4, 600.0), 1.0), "upload expiry", service.gc.expire_uploads)

@@ -1,5 +1,6 @@
 """The one durable scheduler for every periodic job: GC ("gc"), the scrub ("fsck") and each registry's
-cleanup ("cleanup:<registry>"); later scans and replication plug in through `handlers`.
+cleanup ("cleanup:<registry>") and scheduled replication policy ("replication:<id>", which only starts
+the run: the engine carries it, ncr_trio/replication/engine.py); later scans plug in through `handlers`.
 
 Schedules live in the metadata store (`schedules`: expression, next and last run, lease), so they
 survive restarts and are shared by every node:
@@ -33,6 +34,7 @@ from ncr_trio.cron import InvalidSchedule, parse_schedule
 from ncr_trio.errors import RegistryError
 from ncr_trio.meta.policies import PolicyStore, ScheduleRow
 from ncr_trio.registry import RegistryService
+from ncr_trio.replication.policies import JOB_PREFIX as REPLICATION_PREFIX
 
 log = logging.getLogger("ncr_trio.scheduler")
 
@@ -81,7 +83,8 @@ class Scheduler:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.poll_seconds = poll_seconds
         self.lease_seconds = lease_seconds
-        self.handlers: dict[str, Handler] = {GC_JOB: self._gc, FSCK_JOB: self._fsck, CLEANUP_PREFIX: self._cleanup}
+        self.handlers: dict[str, Handler] = {GC_JOB: self._gc, FSCK_JOB: self._fsck, CLEANUP_PREFIX: self._cleanup,
+                                               REPLICATION_PREFIX: self._replication}
         self._unknown: set[str] = set()
 
     # -- the jobs -------------------------------------------------------------------------------
@@ -105,6 +108,9 @@ class Scheduler:
             await self.store.delete_schedule(job)  # the registry is gone
             return f"registry {registry} no longer exists"
         return f"{run.deleted} deleted, {run.kept} kept"
+
+    async def _replication(self, job: str, now: float) -> object:
+        return await self.service.replications.run_scheduled(job)
 
     def _handler(self, job: str) -> Handler | None:
         return self.handlers.get(job) or next(

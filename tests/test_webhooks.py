@@ -41,7 +41,7 @@ from tests.support.receivers import ALLOW_RECEIVERS, Receiver
 from tests.support.server import Server
 
 SCHEMA = {"id", "type", "occurred_at", "operator", "registry", "repository", "image", "digest", "tags",
-          "media_type", "pull_reference"}
+          "media_type", "pull_reference", "replication"}
 FAST_RETRIES = {"NCR_WEBHOOK_RETRY_BASE_SECONDS": "0.1", "NCR_WEBHOOK_RETRY_CAP_SECONDS": "0.5",
                 "NCR_WEBHOOK_MAX_ATTEMPTS": "100"}
 REGISTRIES = ("events", "chat", "filters", "retries", "down", "slow", "tests", "hooks")

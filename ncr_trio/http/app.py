@@ -17,6 +17,7 @@ from ncr_trio.http.auth import Gate
 from ncr_trio.http.caches_api import CachesAPI
 from ncr_trio.http.console import Console
 from ncr_trio.http.policies_api import PoliciesAPI
+from ncr_trio.http.replication_api import ReplicationAPI
 from ncr_trio.http.routes import RouteTable
 from ncr_trio.http.v2 import V2API
 from ncr_trio.http.webhooks_api import WebhooksAPI
@@ -44,7 +45,8 @@ class App:
         self.gate = Gate(self.config, service.access)
         self.routes = RouteTable(V2API(service).routes() + self.gate.routes() + ManagementAPI(service).routes()
                                  + CachesAPI(service).routes() + WebhooksAPI(service).routes()
-                                 + PoliciesAPI(service).routes() + Console().routes())
+                                 + PoliciesAPI(service).routes() + ReplicationAPI(service).routes()
+                                 + Console().routes())
         return service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -63,6 +65,7 @@ class App:
             return
         try:
             async with trio.open_nursery() as nursery:
+                await nursery.start(service.replicator.serve)  # before the scheduler, which starts runs
                 await nursery.start(run_background, service)
                 await nursery.start(service.access.run)
                 await nursery.start(service.catalog.pulls.run)
@@ -72,6 +75,8 @@ class App:
                 await receive()  # lifespan.shutdown
                 nursery.cancel_scope.cancel()
         finally:
+            with trio.CancelScope(shield=True):
+                await service.replicator.aclose()
             service.close()
         await send({"type": "lifespan.shutdown.complete"})
 

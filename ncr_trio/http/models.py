@@ -31,6 +31,9 @@ from ncr_trio.registry.namespaces import NAME_RE as REGISTRY_RE
 from ncr_trio.registry.policies import MAX_POLICIES, RULES
 from ncr_trio.registry.webhooks import EVENT_TYPES, KINDS, MAX_AUTH_HEADER, MAX_SECRET, MAX_URL, TEST_EVENT
 from ncr_trio.registry.webhooks import NAME_RE as WEBHOOK_NAME_RE
+from ncr_trio.replication.model import DIRECTIONS, EXECUTION_STATUSES, TAG_FILTER_MODES, TASK_STATUSES, TRIGGERS
+from ncr_trio.replication.policies import MAX_BANDWIDTH_KBPS, MAX_FILTER
+from ncr_trio.replication.remotes import MAX_CA_CERT
 from ncr_trio.types import TAG_RE
 
 DIGEST_PATTERN = "^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$"
@@ -232,6 +235,98 @@ class CacheChanges(Struct, kw_only=True, forbid_unknown_fields=True):
     access_secret: Annotated[str | None | UnsetType, _ACCESS_SECRET] = UNSET
     endpoint: Annotated[str | None | UnsetType, _ENDPOINT] = UNSET
     description: Annotated[str | None | UnsetType, _DESCRIPTION] = UNSET
+
+
+_REMOTE_URL = _m("the remote registry, `http://` or `https://` host and port only (no path, query or credentials); "
+                 "its address must be in the server's `replication_allowed_networks`", minLength=1,
+                 maxLength=MAX_SOURCE_URL, examples=["https://ncr.example.com"])
+_REMOTE_ID = _m("the user name or access key ID on the remote (for another ncr-trio: an access key of a user with "
+                "the rights the policies need there); empty or null: anonymous", maxLength=MAX_ACCESS_ID)
+_REMOTE_SECRET = _m("its password or secret; stored sealed, never answered", maxLength=MAX_ACCESS_SECRET)
+_CA_CERT = _m("PEM certificates to trust for the remote's TLS, beside the system's", maxLength=MAX_CA_CERT)
+_INSECURE = _m("skip TLS verification (only by this explicit flag)")
+
+
+class NewRemote(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Other members are refused (400)"""
+
+    name: Annotated[str, _m("unique among remotes (the rules of a registry's name)", minLength=1, maxLength=MAX_NAME,
+                            pattern=_full(REGISTRY_RE.pattern))]
+    url: Annotated[str, _REMOTE_URL]
+    type: SourceType | None = None
+    access_id: Annotated[str | None, _REMOTE_ID] = None
+    access_secret: Annotated[str | None, _REMOTE_SECRET] = None
+    ca_cert: Annotated[str | None, _CA_CERT] = None
+    insecure: Annotated[bool | None, _INSECURE] = None
+    description: Annotated[str | None, _DESCRIPTION] = None
+
+
+class RemoteChanges(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Only the members given change (an empty or null `access_secret` removes it); the name stays; other
+    members are refused (400)"""
+
+    url: Annotated[str | UnsetType, _REMOTE_URL] = UNSET
+    type: SourceType | UnsetType = UNSET
+    access_id: Annotated[str | None | UnsetType, _REMOTE_ID] = UNSET
+    access_secret: Annotated[str | None | UnsetType, _REMOTE_SECRET] = UNSET
+    ca_cert: Annotated[str | None | UnsetType, _CA_CERT] = UNSET
+    insecure: Annotated[bool | None | UnsetType, _INSECURE] = UNSET
+    description: Annotated[str | None | UnsetType, _DESCRIPTION] = UNSET
+
+
+PolicyName = Annotated[str, _m("unique in its registry (the rules of a registry's name)", minLength=1,
+                               maxLength=MAX_NAME, pattern=_full(REGISTRY_RE.pattern))]
+Direction = Annotated[str, _m("`push`: from this registry to the remote; `pull`: from the remote to this registry",
+                              enum=list(DIRECTIONS))]
+Trigger = Annotated[str, _m("`manual`, `scheduled` (with `schedule`) or `event` (push only: each tag pushed after "
+                            "the policy exists)", enum=list(TRIGGERS))]
+TagFilterMode = Annotated[str, _m("`match`: the tags the filter matches travel; `exclude`: they stay",
+                                  enum=list(TAG_FILTER_MODES))]
+_FILTER = _m("a pattern: `*` (not `/`), `**` (anything), `?`, `{a,b}`; empty: everything", maxLength=MAX_FILTER)
+_NAME_FILTER = _m("a pattern over the image's name without its registry (`my/app` of `team/my/app`): `*` (not "
+                  "`/`), `**` (anything), `?`, `{a,b}`; empty: every image", maxLength=MAX_FILTER)
+_NAMESPACE = _m("the registry (namespace) on the other side; default: this registry's name", minLength=1,
+                maxLength=MAX_NAME, pattern=_full(REGISTRY_RE.pattern))
+_SCHEDULE = _m("with trigger `scheduled`: a preset (Hourly, Daily, Weekly) or five cron fields, in UTC",
+               pattern=SCHEDULE_PATTERN)
+Bandwidth = Annotated[int, _m("KiB/s across a run; 0: no limit", minimum=0, maximum=MAX_BANDWIDTH_KBPS)]
+
+
+class NewReplicationPolicy(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Other members are refused (400)"""
+
+    name: PolicyName
+    direction: Direction
+    remote: Annotated[str, _m("a remote's name (GET /api/v1/remotes)")]
+    remote_namespace: Annotated[str | None, _NAMESPACE] = None
+    description: Annotated[str | None, _DESCRIPTION] = None
+    name_filter: Annotated[str | None, _NAME_FILTER] = None
+    tag_filter: Annotated[str | None, _FILTER] = None
+    tag_filter_mode: TagFilterMode | None = None
+    trigger: Trigger | None = None
+    schedule: Annotated[str | None, _SCHEDULE] = None
+    override: Annotated[bool | None, _m("replace a different artifact under the same tag at the target "
+                                        "(default false: such tags are skipped, with the reason)")] = None
+    bandwidth_kbps: Bandwidth | None = None
+    enabled: bool | None = None
+
+
+class ReplicationPolicyChanges(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Only the members given change; other members are refused (400)"""
+
+    name: PolicyName | UnsetType = UNSET
+    direction: Direction | UnsetType = UNSET
+    remote: str | UnsetType = UNSET
+    remote_namespace: Annotated[str | UnsetType, _NAMESPACE] = UNSET
+    description: Annotated[str | None | UnsetType, _DESCRIPTION] = UNSET
+    name_filter: Annotated[str | None | UnsetType, _NAME_FILTER] = UNSET
+    tag_filter: Annotated[str | None | UnsetType, _FILTER] = UNSET
+    tag_filter_mode: TagFilterMode | UnsetType = UNSET
+    trigger: Trigger | UnsetType = UNSET
+    schedule: Annotated[str | None | UnsetType, _SCHEDULE] = UNSET
+    override: bool | UnsetType = UNSET
+    bandwidth_kbps: Bandwidth | UnsetType = UNSET
+    enabled: bool | UnsetType = UNSET
 
 
 class ScheduleRequest(Struct, forbid_unknown_fields=True):
@@ -476,6 +571,11 @@ class WebhookPage(Paged, kw_only=True):
     webhooks: list[Webhook]
 
 
+class ReplicationEvent(Answer):
+    policy: Annotated[str | None, _m("the policy's name")]
+    execution: Annotated[int | None, _m("the execution's ID")]
+
+
 class EventPayload(Answer):
     """What an `http` webhook is sent (docs/webhooks.md)"""
 
@@ -490,6 +590,7 @@ class EventPayload(Answer):
     tags: list[str]
     media_type: str | None
     pull_reference: str | None
+    replication: Annotated[ReplicationEvent | None, _m("replication events only: the policy and its execution")]
 
 
 class Mrkdwn(Answer, tag_field="type", tag="mrkdwn"):
@@ -649,6 +750,93 @@ class CacheList(Answer):
 class CacheTest(Answer):
     ok: Annotated[bool, _m("the source answered and took the credentials")]
     detail: Annotated[str, _m("what happened, in words")]
+
+
+Validity = Annotated[str, _m("`valid` or `invalid` (with the reason)", enum=["valid", "invalid"])]
+
+
+class Remote(Answer, kw_only=True):
+    name: str
+    url: str
+    type: SourceType
+    access_id: str
+    has_secret: Annotated[bool, _m("whether an access secret is set: the secret itself is never shown")]
+    ca_cert: str
+    insecure: bool
+    description: str
+    status: Validity
+    reason: str
+    checked_at: TimeOrNull
+    created_at: Time
+    updated_at: Time
+
+
+class RemoteList(Answer):
+    remotes: list[Remote]
+
+
+class ReplicationPolicy(Answer, kw_only=True):
+    id: ID
+    registry: RegistryName
+    name: str
+    description: str
+    direction: Direction
+    remote: str
+    remote_namespace: str
+    name_filter: str
+    tag_filter: str
+    tag_filter_mode: TagFilterMode
+    trigger: Trigger
+    schedule: Annotated[str, _m("five cron fields in UTC (trigger `scheduled`), else empty")]
+    next_run_at: TimeOrNull
+    override: bool
+    bandwidth_kbps: Bandwidth
+    enabled: bool
+    status: Annotated[str, _m("its remote's status: `valid` or `invalid` (with the reason)", enum=["valid", "invalid"])]
+    reason: str
+    created_at: Time
+    updated_at: Time
+
+
+class ReplicationPolicyList(Answer):
+    policies: list[ReplicationPolicy]
+
+
+class Execution(Answer, kw_only=True):
+    id: ID
+    policy_id: ID
+    trigger: Trigger
+    status: Annotated[str, _m(enum=list(EXECUTION_STATUSES))]
+    started_at: Time
+    ended_at: TimeOrNull
+    copied: Annotated[int, _m("artifacts copied", minimum=0)]
+    skipped: Annotated[int, _m("artifacts the target had already (or kept: override off)", minimum=0)]
+    failed: Annotated[int, _m("artifacts that failed", minimum=0)]
+    bytes: Annotated[int, _m("blob bytes sent", minimum=0)]
+    stop_requested: bool
+    detail: Annotated[str, _m("why it failed, was stopped or skipped")]
+
+
+class ExecutionPage(Paged, kw_only=True):
+    executions: list[Execution]
+
+
+class ReplicationTask(Answer, kw_only=True):
+    id: ID
+    execution_id: ID
+    source: Annotated[str, _m("repository:tag copied from")]
+    target: Annotated[str, _m("repository:tag copied to")]
+    digest: str
+    status: Annotated[str, _m(enum=list(TASK_STATUSES))]
+    attempts: Count
+    bytes: Count
+    error: str
+    started_at: TimeOrNull
+    ended_at: TimeOrNull
+
+
+class ReplicationTaskPage(Paged, kw_only=True):
+    tasks: list[ReplicationTask]
 
 
 class OpenAPIDocument(Struct):

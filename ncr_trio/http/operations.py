@@ -86,6 +86,10 @@ PARAMETERS: dict[str, Schema] = {
                                "a protection policy's ID", 1),
     "run": _path("id", {"type": "integer", "minimum": 1, "maximum": MAX_ID}, "a cleanup run's ID", 1),
     "cache": _path("cache", m.CacheName, "an image cache", "hub"),
+    "remote": _path("remote", m.RegistryName, "a replication remote's name", "osaka"),
+    "replication": _path("id", {"type": "integer", "minimum": 1, "maximum": MAX_ID}, "a replication policy's ID", 1),
+    "execution": _path("execution", {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                       "an execution (run) of the policy", 1),
     "limit": _query("limit", {"type": "integer", "minimum": 1, "maximum": AUDIT_LIMIT_MAX, "default": 100},
                     f"at most this many entries (larger values count as {AUDIT_LIMIT_MAX})"),
 }
@@ -98,7 +102,8 @@ _ERRORS: dict[int, str] = {
     401: "Not logged in, bad credentials, or a token that is not a management token (UNAUTHORIZED)",
     403: "Logged in, but the role does not allow this; or a protection policy covers what a deletion would "
          "remove; or a cross-origin browser request (DENIED)",
-    404: "No such registry, image, artifact, tag, user, key, role binding, webhook, policy or cleanup run "
+    404: "No such registry, image, artifact, tag, user, key, role binding, webhook, policy, cleanup run, remote or "
+         "replication execution "
          "(NOT_FOUND, NAME_UNKNOWN, MANIFEST_UNKNOWN)",
     409: "Conflicts with the current state: a name or policy that exists, a limit reached (CONFLICT)",
     413: "The body is larger than 64 KiB (SIZE_INVALID)",
@@ -124,6 +129,9 @@ _WH = _R + "/webhooks"
 _C = _R + "/cleanup"
 _P = _R + "/protection"
 _K = "/api/v1/caches"
+_RM = "/api/v1/remotes"
+_RP = _R + "/replications"
+_RX = _RP + "/{id}/executions/{execution}"
 _op = Operation
 
 # In the route table's order: where paths overlap (an image's name may hold slashes), the more
@@ -276,6 +284,56 @@ OPERATIONS: list[Operation] = [
       tag="protection"),
     _op("api.protection.policy.delete", "DELETE", _P + "/policies/{id}", "manage", "Delete a protection policy",
       (204, None, "Deleted"), params=("registry", "protection_policy"), errors=(404,), tag="protection"),
+    # replication: remotes (administrators) and a registry's policies
+    _op("api.remotes", "GET", _RM, "admin", "Replication's remote registries, with their status",
+      (200, m.RemoteList, "Remotes, by name"), tag="replication"),
+    _op("api.remote.create", "POST", _RM, "admin", "Register a remote registry (checked at once: `valid`/`invalid`)",
+      (201, m.Remote, "Created, with the check's outcome"), body=m.NewRemote, body_required=True, errors=(409,),
+      tag="replication", wait=120),
+    _op("api.remote", "GET", _RM + "/{remote}", "admin", "A remote registry", (200, m.Remote, "The remote"),
+      params=("remote",), errors=(404,), tag="replication"),
+    _op("api.remote.update", "PATCH", _RM + "/{remote}", "admin", "Change a remote registry (checked again)",
+      (200, m.Remote, "The remote as it is now, with the check's outcome"), params=("remote",),
+      body=m.RemoteChanges, errors=(404, 409), tag="replication", wait=120),
+    _op("api.remote.delete", "DELETE", _RM + "/{remote}", "admin",
+      "Delete a remote (refused while a policy uses it: 409 names them)", (204, None, "Deleted"),
+      params=("remote",), errors=(404, 409), tag="replication"),
+    _op("api.remote.refresh", "POST", _RM + "/{remote}/refresh", "admin",
+      "Check a remote now (`GET /v2/` with its credentials); its policies take its status",
+      (200, m.Remote, "The remote with the check's outcome"), params=("remote",), errors=(404, 409),
+      tag="replication", wait=120),
+    _op("api.replications", "GET", _RP, "read", "The registry's replication policies",
+      (200, m.ReplicationPolicyList, "Policies, by name"), params=("registry",), errors=(404,), tag="replication"),
+    _op("api.replication.create", "POST", _RP, "manage", "Add a replication policy",
+      (201, m.ReplicationPolicy, "Created"), params=("registry",), body=m.NewReplicationPolicy, body_required=True,
+      errors=(404, 409), tag="replication"),
+    _op("api.replication", "GET", _RP + "/{id}", "read", "A replication policy",
+      (200, m.ReplicationPolicy, "The policy"), params=("registry", "replication"), errors=(404,), tag="replication"),
+    _op("api.replication.update", "PATCH", _RP + "/{id}", "manage",
+      "Change a replication policy (enable or disable it, its filters, trigger, ...)",
+      (200, m.ReplicationPolicy, "The policy as it is now"), params=("registry", "replication"),
+      body=m.ReplicationPolicyChanges, body_required=True, errors=(404, 409), tag="replication"),
+    _op("api.replication.delete", "DELETE", _RP + "/{id}", "manage",
+      "Delete a replication policy and its history (a run under way is stopped; copies stay)",
+      (204, None, "Deleted"), params=("registry", "replication"), errors=(404,), tag="replication"),
+    _op("api.replication.run", "POST", _RP + "/{id}/run", "manage",
+      "Run a replication policy now (a run under way makes this one Skipped, with the reason)",
+      (202, m.Execution, "The execution started (or Skipped)"), params=("registry", "replication"),
+      errors=(404, 409), tag="replication"),
+    _op("api.replication.executions", "GET", _RP + "/{id}/executions", "read",
+      "A policy's executions (runs), newest first", (200, m.ExecutionPage, "Executions"),
+      params=("registry", "replication", *_PAGE), errors=(404,), tag="replication"),
+    _op("api.replication.execution", "GET", _RX, "read", "An execution, with its counts",
+      (200, m.Execution, "The execution"), params=("registry", "replication", "execution"), errors=(404,),
+      tag="replication"),
+    _op("api.replication.stop", "POST", _RX + "/stop", "manage", "Stop an execution under way (it ends Stopped)",
+      (200, m.Execution, "The execution (stopping, or already ended)"), params=("registry", "replication",
+                                                                               "execution"),
+      errors=(404,), tag="replication"),
+    _op("api.replication.tasks", "GET", _RX + "/tasks", "read",
+      "An execution's tasks: one per artifact, with its status, attempts, bytes and error",
+      (200, m.ReplicationTaskPage, "Tasks, in the order they started"),
+      params=("registry", "replication", "execution", *_PAGE), errors=(404,), tag="replication"),
 ]
 
 
@@ -322,12 +380,13 @@ def _document() -> Schema:
         "info": {
             "title": "ncr-trio management API",
             "version": "1",
-            "description": "Registries, images, artifacts, tags, image caches, webhooks, cleanup and protection "
-                           "policies, users, access keys, roles, garbage collection and the audit log (docs/api.md, "
-                           "docs/cache.md, docs/webhooks.md, docs/policies.md). Errors use the registry's error "
-                           "body. Log in with HTTP Basic (a user and password, or an access key ID and secret) "
-                           "or a management token from /auth/token?scope=management:api:* (registry tokens are "
-                           "refused). Bodies are application/json; cross-origin browser requests are refused.",
+            "description": "Registries, images, artifacts, tags, image caches, replication, webhooks, cleanup "
+                           "and protection policies, users, access keys, roles, garbage collection and the audit "
+                           "log (docs/api.md, docs/cache.md, docs/replication.md, docs/webhooks.md, "
+                           "docs/policies.md). Errors use the registry's error body. Log in with HTTP Basic (a "
+                           "user and password, or an access key ID and secret) or a management token from "
+                           "/auth/token?scope=management:api:* (registry tokens are refused). Bodies are "
+                           "application/json; cross-origin browser requests are refused.",
         },
         "security": [{"basic": []}, {"bearer": []}],
         "paths": paths,

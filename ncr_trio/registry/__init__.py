@@ -1,6 +1,7 @@
 """Registry use cases: uploads, blobs, manifests (with tags and referrers), garbage collection, the
-scrub (fsck), registries (namespaces), webhooks, image caches and their pull-through (from `cache`)
-and, from `auth`, access control and accounts.
+scrub (fsck), registries (namespaces), webhooks, image caches and their pull-through (from `cache`),
+replication (remotes, policies and the engine, from `replication`) and, from `auth`, access control and
+accounts.
 
 `RegistryService.open(config)` wires storage and metadata; HTTP and the CLI call it.
 """
@@ -21,6 +22,7 @@ from ncr_trio.cron import InvalidSchedule, parse_schedule
 from ncr_trio.meta import AccessStore, MetaStore, connect, migrate
 from ncr_trio.meta.caches import CacheStore
 from ncr_trio.meta.policies import PolicyStore
+from ncr_trio.meta.replication import ReplicationStore
 from ncr_trio.meta.webhooks import WebhookStore
 from ncr_trio.registry.blobs import Blobs
 from ncr_trio.registry.catalog import Catalog
@@ -33,6 +35,10 @@ from ncr_trio.registry.namespaces import Namespaces
 from ncr_trio.registry.protection import Protection
 from ncr_trio.registry.uploads import Uploads
 from ncr_trio.registry.webhooks import Sender, Webhooks
+from ncr_trio.replication.copy import LocalSide
+from ncr_trio.replication.engine import Replicator
+from ncr_trio.replication.policies import Replications
+from ncr_trio.replication.remotes import Remotes
 from ncr_trio.sealing import Sealer
 from ncr_trio.storage import open_storage
 
@@ -53,6 +59,9 @@ class RegistryService:
     fsck: Scrubber
     caches: ImageCaches  # image caches (the sources cache-type registries pull through)
     pull_through: PullThrough  # pulls from cache-type registries
+    remotes: Remotes  # replication's remote endpoints and their health checks
+    replications: Replications  # replication policies, their runs and history
+    replicator: Replicator  # the engine copying runs (serving in the lifespan: http/app.py)
 
     @property
     def config(self) -> Config:
@@ -89,11 +98,17 @@ class RegistryService:
         webhooks.seal_stored()
         uploads, blobs, manifests = Uploads(reg), Blobs(reg), Manifests(reg, protection)
         upstreams = Upstreams(config)
+        replication_store = ReplicationStore(db)
+        remotes = Remotes(config, replication_store, sealer)
+        replications = Replications(replication_store, policy_store, namespaces)
+        replicator = Replicator(replication_store, LocalSide(reg, blobs, uploads, manifests), remotes.find, config)
+        replications.attach(replicator)
         return cls(reg, uploads, blobs, manifests, GarbageCollector(reg), access,
                    namespaces, Accounts(access), Catalog(reg, protection), webhooks=webhooks,
                    policies=Policies(reg, policy_store, protection, namespaces), fsck=Scrubber(reg),
                    caches=ImageCaches(config, CacheStore(db), access, sealer, probe=lambda s: upstreams.get(s).ping()),
-                   pull_through=PullThrough(reg, manifests, blobs, uploads, protection, upstreams))
+                   pull_through=PullThrough(reg, manifests, blobs, uploads, protection, upstreams),
+                   remotes=remotes, replications=replications, replicator=replicator)
 
     def close(self) -> None:
         self.reg.meta.db.close()

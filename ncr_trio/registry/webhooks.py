@@ -58,7 +58,7 @@ from ncr_trio.types import iso_time
 log = logging.getLogger("ncr_trio.webhooks")
 
 EVENT_TYPES = ("artifact.pushed", "artifact.cached", "artifact.pulled", "artifact.deleted", "tag.created",
-               "tag.deleted")
+               "tag.deleted", "replication.started", "replication.finished", "replication.failed")
 KINDS = ("http", "slack")
 TEST_EVENT = "test"
 FIELDS = frozenset({"name", "kind", "url", "secret", "auth_header", "event_types", "enabled"})
@@ -169,7 +169,14 @@ def _validated(fields: Mapping[str, object]) -> dict[str, Any]:
 def event_payload(event_id: str, event_type: str, occurred_at: float, operator: str | None, registry: str,
                   repository: str | None, digest: str | None, tag: str | None, media_type: str | None,
                   host: str) -> dict[str, Any]:
-    """The JSON body of an HTTP webhook (docs/webhooks.md)."""
+    """The JSON body of an HTTP webhook (docs/webhooks.md). A replication event (stored with the policy's
+    name as `tag` and `execution:<id>` as `digest`: meta/replication.py) names no artifact: its
+    `replication` member says which policy and execution."""
+    replication = None
+    if event_type.startswith("replication."):
+        execution = (digest or "").removeprefix("execution:")
+        replication = {"policy": tag, "execution": int(execution) if execution.isdigit() else None}
+        repository = digest = tag = media_type = None
     return {
         "id": event_id,
         "type": event_type,
@@ -182,12 +189,15 @@ def event_payload(event_id: str, event_type: str, occurred_at: float, operator: 
         "tags": [tag] if tag else [],
         "media_type": media_type,
         "pull_reference": f"{host}/{repository}@{digest}" if repository and digest else None,
+        "replication": replication,
     }
 
 
 _VERBS = {"artifact.pushed": "pushed", "artifact.cached": "cached from its source", "artifact.pulled": "pulled",
           "artifact.deleted": "deleted",
           "tag.created": "tagged", "tag.deleted": "removed tag"}
+_REPLICATION = {"replication.started": "started", "replication.finished": "finished",
+                "replication.failed": "failed"}
 
 
 def _slack_escape(text: str) -> str:
@@ -200,6 +210,14 @@ def slack_message(p: Mapping[str, Any]) -> dict[str, Any]:
     if p["type"] == TEST_EVENT:
         text = f"ncr-trio: test message for the webhooks of registry *{_slack_escape(p['registry'])}* (sent by {who})"
         return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}
+    if p.get("replication"):
+        r = p["replication"]
+        text = (f"ncr-trio: replication policy `{_slack_escape(str(r['policy']))}` of registry "
+                f"*{_slack_escape(p['registry'])}* {_REPLICATION.get(p['type'], p['type'])} (execution {r['execution']})")
+        return {"text": text, "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"*{p['type']}* at {p['occurred_at']}"}]},
+        ]}
     what = p["repository"] + (f":{p['tags'][0]}" if p["tags"] else "")
     digest = p["digest"] or ""
     text = (f"ncr-trio: {who} {_VERBS.get(p['type'], p['type'])} `{_slack_escape(what)}`"

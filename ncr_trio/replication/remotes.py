@@ -163,6 +163,13 @@ class Remotes:
         i = row.info
         return Source(i.name, i.type, i.url, i.access_id, self._open(row), "", i.ca_cert, i.insecure)
 
+    async def find(self, name: str) -> Source | None:
+        """The engine's `source_of`: the remote's Source, None when there is none (or its secret does not open)."""
+        try:
+            return await self.source(name)
+        except RegistryError:
+            return None
+
     async def check(self, name: str) -> RemoteInfo:
         """`GET /v2/` with the token flow; stores valid/invalid and the reason on the remote and its policies."""
         try:
