@@ -10,14 +10,13 @@ already there or mounts one from an earlier copy), in turn (A B C A B C) over `-
 time and MB/s (10^6 bytes of the image's blobs per second), median/min/max over rounds, and ratios to ncr-trio's
 median. Target: ncr-trio at least as fast as the faster of the other two.
 
-The engine runs in this process on A's data directory and database (as another worker of A would), driven
-directly (`Replicator.run` over an in-memory Journal, tests/support/journal.py), since this branch has no
-management API for policies yet; the copy itself is the one a policy's run makes. skopeo and regctl run as
-subprocesses with the admin's login at both ends (token auth), over plain HTTP on 127.0.0.1.
+The ncr-trio copy is a real one: A (started with `replication_allowed_networks` = 127.0.0.0/8) has B as a remote
+(the admin's login) and a manual push policy; each round points the remote at that round's B (`PATCH`, which checks
+it), then `POST .../run` and polls the execution until it ends. skopeo and regctl run as subprocesses with the
+admin's login at both ends (token auth), over plain HTTP on 127.0.0.1.
 
     .venv/bin/python -m benchmarks.replicate                       # 3 rounds
     .venv/bin/python -m benchmarks.replicate --rounds 1 --layers 4 # smoke run
-    .venv/bin/python -m benchmarks.replicate --chunk-mib 16 --blobs 8   # the engine's knobs (profile them)
 """
 
 from __future__ import annotations
@@ -28,22 +27,16 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import trio
+import httpx
 
-from ncr_trio.cache.sources import Source
-from ncr_trio.config import Config
-from ncr_trio.registry import RegistryService
-from ncr_trio.replication.copy import LocalSide
-from ncr_trio.replication.engine import Replicator
 from ncr_trio.replication.model import FINISHED
 from tests.support.clients import find_tool
-from tests.support.journal import MemoryJournal, policy
 from tests.support.oci import push_test_image
 from tests.support.server import ADMIN_PASSWORD, ADMIN_USER, Server
 
@@ -52,44 +45,40 @@ REPO = "a/bench/replicate"
 TAG = "v1"
 
 
-def start(root: Path, workers: int) -> Server:
-    return Server(data=root, extra_args=["--workers", str(workers)], registries=("a",)).start()
+def start(root: Path, workers: int, env: dict[str, str] | None = None) -> Server:
+    return Server(data=root, extra_args=["--workers", str(workers)], registries=("a",), env=env or {}).start()
 
 
-def engine_copy(a: Server, b: Server, blobs: int) -> float:
-    """Seconds from the run's start to its Succeeded end."""
-    async def main() -> float:
-        config = Config(data_dir=a.data, replication_allowed_networks=("127.0.0.1/32",),
-                        replication_timeout_seconds=60.0)
-        service = await trio.to_thread.run_sync(RegistryService.open, config)
-        local = LocalSide(service.reg, service.blobs, service.uploads, service.manifests)
-        source = Source(name="b", type="ncr", url=b.url, access_id=ADMIN_USER, access_secret=ADMIN_PASSWORD)
+def _ok(r: httpx.Response, status: int = 200) -> dict[str, Any]:
+    if r.status_code != status:
+        raise RuntimeError(f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text[:300]}")
+    return r.json() if r.content else {}
 
-        async def source_of(name: str) -> Source | None:
-            return source
 
-        journal = MemoryJournal()
-        p = journal.add_policy(policy(name_filter="bench/**"))
-        rep = Replicator(journal, local, source_of, config, poll=60.0, blobs=blobs, per_remote=blobs)
-        try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(rep.serve)
-                t0 = time.perf_counter()
-                eid = await rep.run(p, "manual")
-                assert eid is not None
-                while journal.executions[eid].status not in FINISHED:
-                    await trio.sleep(0.01)
-                elapsed = time.perf_counter() - t0
-                nursery.cancel_scope.cancel()
-            e = journal.executions[eid]
-            if e.status != "Succeeded" or e.copied != 1:
-                raise RuntimeError(f"the engine's run ended {e.status}: {e.detail} {journal.tasks_of(eid)}")
-            return elapsed
-        finally:
-            await rep.aclose()
-            service.close()
+def engine_copy(a: Server, b: Server, policy_id: int) -> float:
+    """Seconds from `POST .../run` to the execution's Succeeded end (polled every 10 ms)."""
+    remote = _ok(a.call("PATCH", "/remotes/b", json={"url": b.url}))
+    if remote["status"] != "valid":
+        raise RuntimeError(f"remote b is {remote['status']}: {remote['reason']}")
+    t0 = time.perf_counter()
+    e = _ok(a.call("POST", f"/registries/a/replications/{policy_id}/run"), 202)
+    path = f"/registries/a/replications/{policy_id}/executions/{e['id']}"
+    with httpx.Client(base_url=f"{a.url}/api/v1", auth=a.admin, timeout=60) as c:
+        while e["status"] not in FINISHED:
+            time.sleep(0.01)
+            e = _ok(c.get(path))
+    elapsed = time.perf_counter() - t0
+    if e["status"] != "Succeeded" or e["copied"] != 1:
+        tasks = _ok(a.call("GET", path + "/tasks"))["tasks"]
+        raise RuntimeError(f"the run ended {e['status']}: {e['detail']} {tasks}")
+    return elapsed
 
-    return trio.run(main)
+
+def setup_policy(a: Server, b: Server) -> int:
+    _ok(a.call("POST", "/remotes", json={"name": "b", "url": b.url, "type": "ncr", "access_id": ADMIN_USER,
+                                          "access_secret": ADMIN_PASSWORD}), 201)
+    return int(_ok(a.call("POST", "/registries/a/replications", json={
+        "name": "bench", "direction": "push", "remote": "b", "name_filter": "bench/**"}), 201)["id"])
 
 
 def skopeo_copy(a: Server, b: Server, home: Path) -> float:
@@ -134,29 +123,25 @@ def check(b: Server, digest: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ncr_trio.cache import upstream as upstream_module  # here: after ncr_trio.registry (an import cycle)
-
     p = argparse.ArgumentParser(prog="python -m benchmarks.replicate", description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--layers", type=int, default=10)
     p.add_argument("--layer-mib", type=int, default=32)
     p.add_argument("--workers", type=int, default=1, help="ncr-trio worker processes of A and B")
-    p.add_argument("--blobs", type=int, default=4, help="the engine's blobs in flight per run")
-    p.add_argument("--chunk-mib", type=int, default=upstream_module.PUSH_CHUNK // MiB, help="the engine's PATCH size")
     p.add_argument("--tools", default="ncr-trio,skopeo,regctl")
     p.add_argument("--json", type=Path, help="write the samples here")
     args = p.parse_args(argv)
-    upstream_module.PUSH_CHUNK = args.chunk_mib * MiB
     tools = args.tools.split(",")
     root = Path(tempfile.mkdtemp(prefix="ncr-replicate-"))
-    a = start(root / "a", args.workers)
+    a = start(root / "a", args.workers, {"NCR_REPLICATION_ALLOWED_NETWORKS": "127.0.0.0/8"})
     try:
         with a.client(timeout=300) as c:
             pushed = push_test_image(c, REPO, TAG, [args.layer_mib * MiB] * args.layers)
         size = sum(len(x) for x in pushed.blobs.values())
         del pushed.images[:]  # the layers' bytes: no longer needed here
+        policy_id = 0
         copies: dict[str, Callable[[Server, Server, Path], float]] = {
-            "ncr-trio": lambda a_, b_, _h: engine_copy(a_, b_, args.blobs),
+            "ncr-trio": lambda a_, b_, _h: engine_copy(a_, b_, policy_id),
             "skopeo": skopeo_copy, "regctl": regctl_copy}
         samples: dict[str, list[float]] = {t: [] for t in tools}
         for rnd in range(args.rounds):
@@ -164,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
                 b_root = root / f"b-{rnd}-{tool}"
                 b = start(b_root, args.workers)
                 try:
+                    if tool == "ncr-trio" and not policy_id:
+                        policy_id = setup_policy(a, b)
                     subprocess.run(["sync"], check=False)
                     seconds = copies[tool](a, b, root / f"home-{rnd}-{tool}")
                     check(b, pushed.digest)
@@ -183,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def report(samples: dict[str, list[float]], size: int, tools: list[str], args: argparse.Namespace) -> None:
     print(f"\nreplicate: {args.layers} x {args.layer_mib} MiB layers ({size / 1e6:.0f} MB), {args.rounds} round(s), "
-          f"{args.workers} worker(s); engine: {args.blobs} blobs in flight, {args.chunk_mib} MiB PATCHes")
+          f"{args.workers} worker(s)")
     print(f"{'tool':10} {'median s':>9} {'min s':>7} {'max s':>7} {'MB/s':>8} {'vs ncr-trio':>12}")
     base = statistics.median(samples["ncr-trio"]) if samples.get("ncr-trio") else None
     for tool in tools:
@@ -200,4 +187,4 @@ def report(samples: dict[str, list[float]], size: int, tools: list[str], args: a
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
