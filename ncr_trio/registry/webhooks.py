@@ -212,8 +212,9 @@ def slack_message(p: Mapping[str, Any]) -> dict[str, Any]:
         return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}
     if p.get("replication"):
         r = p["replication"]
+        verb = _REPLICATION.get(p["type"], p["type"])
         text = (f"ncr-trio: replication policy `{_slack_escape(str(r['policy']))}` of registry "
-                f"*{_slack_escape(p['registry'])}* {_REPLICATION.get(p['type'], p['type'])} (execution {r['execution']})")
+                f"*{_slack_escape(p['registry'])}* {verb} (execution {r['execution']})")
         return {"text": text, "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": text}},
             {"type": "context", "elements": [{"type": "mrkdwn", "text": f"*{p['type']}* at {p['occurred_at']}"}]},
