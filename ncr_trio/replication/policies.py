@@ -17,7 +17,7 @@ deleting the policies of a registry, running and stopping them, and reading thei
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -172,30 +172,30 @@ class Replications:
         if len(await self.store.policies(registry)) >= MAX_POLICIES_PER_REGISTRY:
             raise RegistryError("CONFLICT", f"registry {registry} already has {MAX_POLICIES_PER_REGISTRY} "
                                 "replication policies, the most it may have")
-        try:
-            created = await self.store.create_policy(policy)
-        except DuplicatePolicy:
-            raise RegistryError("CONFLICT", f"registry {registry} already has a replication policy named "
-                                f"{policy.name}") from None
-        except LookupError:
-            raise _no_remote(policy.remote) from None
+        created = await self._saved(self.store.create_policy, policy)
+        assert created is not None
         await self._sync_schedule(created)
         return created
 
     async def update(self, registry: str, policy_id: int, fields: Mapping[str, object]) -> Policy:
         current = await self.get(registry, policy_id)
-        policy = replace(validated(current, fields), updated_at=self.clock())
-        try:
-            updated = await self.store.update_policy(policy)
-        except DuplicatePolicy:
-            raise RegistryError("CONFLICT", f"registry {registry} already has a replication policy named "
-                                f"{policy.name}") from None
-        except LookupError:
-            raise _no_remote(policy.remote) from None
+        updated = await self._saved(self.store.update_policy,
+                                    replace(validated(current, fields), updated_at=self.clock()))
         if updated is None:
             raise RegistryError("NOT_FOUND", f"no replication policy #{policy_id} in registry {registry}")
         await self._sync_schedule(updated)
         return updated
+
+    @staticmethod
+    async def _saved(save: Callable[[Policy], Awaitable[Policy | None]], policy: Policy) -> Policy | None:
+        """`save(policy)`, its refusals as the API's errors."""
+        try:
+            return await save(policy)
+        except DuplicatePolicy:
+            raise RegistryError("CONFLICT", f"registry {policy.registry} already has a replication policy named "
+                                f"{policy.name}") from None
+        except LookupError:
+            raise _no_remote(policy.remote) from None
 
     async def delete(self, registry: str, policy_id: int) -> None:
         for execution in (await self.store.executions(policy_id, 5, 0))[0]:
