@@ -363,3 +363,66 @@ def test_viewer_reads_replication_and_changes_nothing(server: Server, page: Step
     assert httpx.post(f"{base}/run", auth=auth, timeout=10).status_code == 403
     assert httpx.patch(base, json={"enabled": False}, auth=auth, timeout=10).status_code == 403
     assert api_get(server, "/remotes", auth).status_code == 403
+
+
+def test_a_registry_manager_creates_a_scheduled_pull_policy_by_the_remote_name(server: Server, page: Steps) -> None:
+    """A project administrator of one registry (not a system administrator) does not see remotes: they name one.
+    The API's refusals (an unknown remote, an event trigger on a pull) are shown; a scheduled pull policy shows
+    its cron and next run, and Run now pulls the remote's image into the registry."""
+    pg = page.page
+    api = server.api()
+    for name in ("team", "upstream"):
+        api.call("api.registry.create", {"name": name})
+    with server.client() as c:
+        pulled = push_image(c, "upstream/base", image("console-pulled"), "v1")
+    key = admin_key(server)
+    api.call("api.remote.create", {"name": "hq", "url": server.url, "access_id": key["id"],
+                                   "access_secret": key["secret"]})
+    manager = server.new_user("lead", {"team": "project-admin"}, key="console")
+    log_in(pg, server, manager["id"], manager["secret"])
+    nav = pg.get_by_role("navigation", name="Main")
+    expect(nav.get_by_role("link")).to_have_text(["Registries", "Access keys"])
+
+    pg.goto(f"{server.url}/console/#/registries/team/replication")
+    pg.get_by_text("Create a replication policy", exact=True).click()
+    remote = pg.get_by_label("Remote", exact=True)
+    expect(remote).to_have_attribute("name", "remote")
+    expect(remote).to_have_js_property("tagName", "INPUT")  # a name to type, not a list it may not read
+    pg.get_by_label("Policy name").fill("from-hq")
+    pg.get_by_label("Direction").select_option("pull")
+    remote.fill("nowhere")
+    pg.get_by_label("Remote namespace").fill("upstream")
+    pg.get_by_role("button", name="Create replication policy").click()
+    expect(pg.get_by_role("alert")).to_contain_text("no remote named nowhere")
+    remote.fill("hq")
+    pg.get_by_label("Trigger").select_option("event")
+    pg.get_by_role("button", name="Create replication policy").click()
+    expect(pg.get_by_role("alert")).to_contain_text("event trigger is for push policies only")
+    assert policies(server, "team") == []
+    page.shot("refused")
+
+    pg.get_by_label("Trigger").select_option("scheduled")
+    pg.get_by_label("Schedule (UTC)").fill("Daily")
+    pg.get_by_role("button", name="Create replication policy").click()
+    expect(pg.get_by_role("heading", level=1, name="Replication policy from-hq")).to_be_visible()
+    [policy] = policies(server, "team")
+    assert (policy["direction"], policy["remote"], policy["trigger"], policy["schedule"]) == (
+        "pull", "hq", "scheduled", "0 0 * * *")
+    assert policy["next_run_at"]
+    facts = pg.locator("dl.details")
+    expect(facts).to_contain_text("scheduled 0 0 * * * (UTC)")
+    expect(facts.locator(f'time[datetime="{policy["next_run_at"]}"]')).to_have_count(1)  # the next run
+    expect(facts.get_by_role("link", name="hq")).to_have_count(0)  # the remote's page is not theirs
+    page.shot("scheduled-pull")
+
+    pg.get_by_role("button", name="Run replication policy from-hq now").click()
+    first = pg.get_by_role("table", name="Executions of from-hq, newest first").get_by_role("row").filter(
+        has=pg.get_by_role("link", name="#1", exact=True))
+    expect(first).to_contain_text("Succeeded")
+    first.get_by_role("link", name="#1", exact=True).click()
+    task = pg.get_by_role("table", name="Tasks of execution #1").get_by_role("row").filter(
+        has_text="upstream/base:v1")
+    expect(task.get_by_role("cell").nth(0)).to_have_text("team/base:v1")
+    expect(task).to_contain_text("Succeeded")
+    assert manifest_digest(server, "team/base", "v1") == pulled
+    page.shot("pulled")

@@ -108,6 +108,17 @@ function poll(ctx, tick) {
   };
 }
 
+// Shows `build()` in `into` unless `data` is what it shows already: a poll that finds nothing new leaves
+// the page alone (and the keyboard focus where it was).
+const shown = new WeakMap();
+
+function show(into, data, build) {
+  const key = JSON.stringify(data);
+  if (shown.get(into) === key) return;
+  shown.set(into, key);
+  replace(into, ...build());
+}
+
 // -- the create / change form ---------------------------------------------------------------------------
 
 // The remote: chosen from the list by system administrators (who see remotes), named by others.
@@ -252,6 +263,11 @@ export async function replicationTab(ctx, registry) {
     const { policies } = await get(policiesApi(name));
     const latest = await Promise.all(policies.map(async (p) =>
       (await get(`${policyApi(name, p.id)}/executions`, { per_page: 1 })).executions[0] || null));
+    show(results, [policies, latest], () => [policiesTable(policies, latest)]);
+    return latest.some((e) => e && isRunning(e));
+  }
+
+  function policiesTable(policies, latest) {
     const rows = policies.map((p, i) => {
       const last = latest[i];
       const cells = [
@@ -282,10 +298,9 @@ export async function replicationTab(ctx, registry) {
     });
     const headers = ["Policy", "Replicates", "Filters", "Trigger", "Enabled", "Status", "Last execution"];
     if (canManage) headers.push("Actions");
-    replace(results, table(`Replication policies of ${name}`, headers, rows,
+    return table(`Replication policies of ${name}`, headers, rows,
       canManage ? "No replication policies yet: create one to push images to a remote or pull them from one."
-        : "No replication policies."));
-    return latest.some((e) => e && isRunning(e));
+        : "No replication policies.");
   }
 
   let create = null;
@@ -340,6 +355,11 @@ export async function policyView(ctx) {
   async function loadHistory() {
     const answer = await get(`${policyApi(registry, p.id)}/executions`, { page });
     ctx.setQuery({ page });
+    show(history, answer, () => historyTable(answer));
+    return answer.executions.some(isRunning);
+  }
+
+  function historyTable(answer) {
     const rows = answer.executions.map((e) => {
       const cells = [
         link(executionHref(registry, p.id, e.id), `#${e.id}`),
@@ -359,11 +379,9 @@ export async function policyView(ctx) {
     const headers = ["Execution", "Trigger", "Status", "Started", "Ended", "Copied", "Skipped", "Failed", "Bytes",
       "Detail"];
     if (canManage) headers.push("Actions");
-    replace(history,
-      table(`Executions of ${p.name}, newest first`, headers, rows, "No executions yet."),
+    return [table(`Executions of ${p.name}, newest first`, headers, rows, "No executions yet."),
       pager(answer, (n) => { page = n; attempt(async () => { if (await loadHistory()) watcher.start(); }); },
-        "executions"));
-    return answer.executions.some(isRunning);
+        "executions")];
   }
 
   let controls = null;
@@ -450,10 +468,10 @@ export async function executionView(ctx) {
     const [e, answer] = await Promise.all([get(executionApi(registry, p.id, executionId)),
       get(`${executionApi(registry, p.id, executionId)}/tasks`, { page })]);
     execution = e;
-    replace(summary, executionDetails(e),
-      canManage && isRunning(e) ? h("div", { class: "actions" }, stopButton(registry, p, e, load)) : null);
-    replace(tasks, tasksTable(e, answer.tasks),
-      pager(answer, (n) => { page = n; attempt(load); }, "tasks"));
+    show(summary, e, () => [executionDetails(e),
+      canManage && isRunning(e) ? h("div", { class: "actions" }, stopButton(registry, p, e, load)) : null]);
+    show(tasks, [e.status, answer], () => [tasksTable(e, answer.tasks),
+      pager(answer, (n) => { page = n; attempt(load); }, "tasks")]);
     return isRunning(e);
   }
 
