@@ -5,14 +5,18 @@ The remote is the server's own URL, reached with an access key of the administra
 copies real artifacts over HTTP through the same code paths as between two instances.
 
 - An administrator creates a remote on the Remotes page with a wrong secret (invalid, with the reason),
-  fixes it (valid), creates a push policy with a tag filter on the registry's Replication tab, runs it,
-  sees the execution Succeeded and its task, and finds the copy at the target with the source's digest
-  (the tag the filter excludes is not copied); the remote cannot go while the policy uses it.
+  fixes it (valid; a CA certificate that is not PEM is refused), creates a push policy with a tag filter
+  on the registry's Replication tab, runs it, sees the execution Succeeded and its task, and finds the
+  copy at the target with the source's digest (the tag the filter excludes is not copied); a second run
+  skips it; the policy is changed and disabled; the remote cannot go while the policy uses it.
 - A running execution (a bandwidth limit slows it) refreshes itself: stopped through the API, the
   history shows it Stopped without a reload; a second one's page shows its running task, and its Stop
   button ends it Stopped.
-- A service viewer sees the tab, the policy, its history and the tasks, and no control to change, run
-  or stop anything; the Remotes page is not theirs, and the API refuses what the console hides.
+- A service viewer sees the tab (a policy whose remote is down: invalid, with the reason), the policy,
+  its history and the tasks, and no control to change, run or stop anything; the Remotes page is not
+  theirs, and the API refuses what the console hides.
+- A registry's project administrator (not a system administrator) names the remote, sees the API's
+  refusals, creates a scheduled pull policy (its cron and next run shown) and runs it.
 
 Every step leaves a screenshot in test-artifacts/console/<test>/<nn>-<step>.png (repository root).
 """
@@ -30,7 +34,7 @@ from playwright.sync_api import Browser, expect, sync_playwright
 
 from tests.support.console import CHROMIUM, CHROMIUM_ARGS, Steps, api_get, log_in
 from tests.support.oci import image, push_image
-from tests.support.server import Server
+from tests.support.server import Server, free_port
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (make tools)")
 
@@ -131,6 +135,13 @@ def test_admin_creates_a_remote_and_a_policy_runs_it_and_sees_the_execution(serv
         assert secret not in pg.content()
         assert pg.evaluate("s => [...document.querySelectorAll('input, textarea')].some(i => i.value.includes(s))",
                            secret) is False
+
+    # A CA certificate that is not PEM is refused with the reason; nothing changes.
+    pg.get_by_text("Change this remote", exact=True).click()
+    pg.get_by_label("CA certificate").fill("not a certificate")
+    pg.get_by_role("button", name="Save remote").click()
+    expect(pg.get_by_role("alert")).to_contain_text("ca_cert must be PEM certificates")
+    assert api_get(server, "/remotes/self").json()["ca_cert"] == ""
     pg.get_by_role("link", name="Remote registries").click()
     row = pg.get_by_role("table", name="Remote registries").get_by_role("row").filter(
         has=pg.get_by_role("link", name="self", exact=True))
@@ -317,6 +328,11 @@ def test_viewer_reads_replication_and_changes_nothing(server: Server, page: Step
                 "Pending", "Running"):
             break
         time.sleep(0.1)
+    api.call("api.remote.create", {"name": "down", "url": f"http://127.0.0.1:{free_port()}"})  # nothing listens
+    api.doc("api.replication.create", {"name": "to-nowhere", "direction": "push", "remote": "down"},
+            registry="shared")
+    [reason] = [p["reason"] for p in policies(server, "shared") if p["name"] == "to-nowhere"]
+    assert reason
     viewer = server.new_user("watcher", {"shared": "service-viewer"}, key="console")
     log_in(pg, server, viewer["id"], viewer["secret"])
 
@@ -334,6 +350,10 @@ def test_viewer_reads_replication_and_changes_nothing(server: Server, page: Step
     expect(listed).to_contain_text("valid")
     expect(listed).to_contain_text("enabled")
     expect(listed).to_contain_text("Succeeded")
+    invalid = pg.get_by_role("row").filter(has=pg.get_by_role("link", name="to-nowhere", exact=True))
+    expect(invalid).to_contain_text("invalid")
+    expect(invalid).to_contain_text(reason[:40])  # why
+    expect(invalid).to_contain_text("never run")
     expect(pg.get_by_text("Create a replication policy")).to_have_count(0)
     read_only()
     page.shot("viewer-tab")

@@ -195,8 +195,7 @@ async function policyForm(ctx, registry, current, submitLabel, onSubmit) {
       override: override.querySelector("input").checked,
       bandwidth_kbps: Number(bandwidth.value || 0),
     };
-    if (namespace.value.trim()) body.remote_namespace = namespace.value.trim();
-    else if (!current) body.remote_namespace = registry;
+    body.remote_namespace = namespace.value.trim() || registry;
     if (enabled) body.enabled = enabled.querySelector("input").checked;
     attempt(() => onSubmit(body));
   });
