@@ -9,7 +9,8 @@ copies real artifacts over HTTP through the same code paths as between two insta
   on the registry's Replication tab, runs it, sees the execution Succeeded and its task, and finds the
   copy at the target with the source's digest (the tag the filter excludes is not copied); a second run
   skips it; the policy is changed and disabled; the remote cannot go while the policy uses it.
-- A running execution (a bandwidth limit slows it) refreshes itself: stopped through the API, the
+- A running execution (a bandwidth limit slows it; Run now meanwhile is recorded Skipped with the
+  reason) refreshes itself: stopped through the API, the
   history shows it Stopped without a reload; a second one's page shows its running task, and its Stop
   button ends it Stopped.
 - A service viewer sees the tab (a policy whose remote is down: invalid, with the reason), the policy,
@@ -281,28 +282,39 @@ def test_a_running_execution_refreshes_itself_and_stops(server: Server, page: St
     expect(first.get_by_role("button", name="Stop execution #1")).to_be_visible()
     page.shot("running")
 
+    # Run now again while it runs: recorded as skipped, with the reason.
+    pg.get_by_role("button", name="Run replication policy throttled now").click()
+    expect(pg.get_by_role("status")).to_contain_text("execution #2 skipped")
+    skipped = executions.get_by_role("row").filter(has=pg.get_by_role("link", name="#2", exact=True))
+    expect(skipped).to_contain_text("Skipped")
+    detail = api.doc("api.replication.execution", registry="slow", id=policy["id"], execution=2)["detail"]
+    assert detail
+    expect(skipped.get_by_role("cell").nth(8)).to_have_text(detail)
+    expect(first).to_contain_text("Running")
+    page.shot("skipped")
+
     # Stopped from elsewhere (the API): the page, left alone, follows it to Stopped.
     api.doc("api.replication.stop", registry="slow", id=policy["id"], execution=1)
     expect(first).to_contain_text("Stopped")
     expect(first.get_by_role("button", name="Stop execution #1")).to_have_count(0)
     page.shot("stopped-elsewhere")
 
-    # A second run; its page follows it (its task runs), and its Stop button ends it.
+    # Another run; its page follows it (its task runs), and its Stop button ends it.
     pg.get_by_role("button", name="Run replication policy throttled now").click()
-    second = executions.get_by_role("row").filter(has=pg.get_by_role("link", name="#2", exact=True))
-    expect(second).to_contain_text("Running")
-    second.get_by_role("link", name="#2", exact=True).click()
-    expect(pg.get_by_role("heading", level=1, name="Execution #2 of throttled")).to_be_visible()
-    tasks = pg.get_by_role("table", name="Tasks of execution #2")
+    third = executions.get_by_role("row").filter(has=pg.get_by_role("link", name="#3", exact=True))
+    expect(third).to_contain_text("Running")
+    third.get_by_role("link", name="#3", exact=True).click()
+    expect(pg.get_by_role("heading", level=1, name="Execution #3 of throttled")).to_be_visible()
+    tasks = pg.get_by_role("table", name="Tasks of execution #3")
     expect(tasks.get_by_role("row").filter(has_text="slow/big:v1")).to_contain_text("Running")
     page.shot("execution-running")
-    pg.get_by_role("button", name="Stop execution #2").click()
-    pg.get_by_role("dialog", name="Stop execution #2?").get_by_role("button", name="Stop execution").click()
-    expect(pg.get_by_role("status")).to_contain_text("Execution #2 is stopping.")
+    pg.get_by_role("button", name="Stop execution #3").click()
+    pg.get_by_role("dialog", name="Stop execution #3?").get_by_role("button", name="Stop execution").click()
+    expect(pg.get_by_role("status")).to_contain_text("Execution #3 is stopping.")
     expect(pg.locator("dl.details").get_by_role("definition").first).to_have_text("Stopped")
-    expect(pg.get_by_role("button", name="Stop execution #2")).to_have_count(0)
+    expect(pg.get_by_role("button", name="Stop execution #3")).to_have_count(0)
     expect(tasks.get_by_role("row").filter(has_text="slow/big:v1")).to_contain_text("Stopped")
-    for n in (1, 2):
+    for n in (1, 3):
         execution = api.doc("api.replication.execution", registry="slow", id=policy["id"], execution=n)
         assert execution["status"] == "Stopped" and execution["stop_requested"] is True
     assert manifest_digest(server, "far/big", "v1") is None  # the manifest never went without its blobs
