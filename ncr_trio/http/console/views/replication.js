@@ -353,6 +353,7 @@ export async function policyView(ctx) {
 
   async function loadHistory() {
     const answer = await get(`${policyApi(registry, p.id)}/executions`, { page });
+    if (!ctx.alive()) return false; // left while asking: the address is another page's now
     ctx.setQuery({ page });
     show(history, answer, () => historyTable(answer));
     return answer.executions.some(isRunning);
