@@ -20,24 +20,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect, sync_playwright
 
 from tests.support.clients import Clients, find_tool, make_image, write_layout
+from tests.support.console import CHROMIUM, CHROMIUM_ARGS, Steps, api_get, log_in
 from tests.support.oci import image, push_image
 from tests.support.receivers import ALLOW_RECEIVERS, Receiver
 from tests.support.server import Server
-
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts" / "console"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 pytestmark = [
     pytest.mark.clients,
@@ -56,27 +50,6 @@ def browser() -> Iterator[Browser]:
             yield b
         finally:
             b.close()
-
-
-class Steps:
-    """A page, and a numbered screenshot after each step; fails on any script error in the page."""
-
-    def __init__(self, page: Page, name: str) -> None:
-        self.page = page
-        self.dir = ARTIFACTS / name
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir.mkdir(parents=True)
-        self.n = 0
-        self.errors: list[str] = []
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-        # Answers like the 401 of a wrong password are logged as failed loads; anything else is a bug.
-        page.on("console", lambda m: self.errors.append(m.text)
-                if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
-
-    def shot(self, step: str) -> None:
-        self.n += 1
-        self.page.screenshot(path=str(self.dir / f"{self.n:02d}-{step}.png"), full_page=True)
-        assert not self.errors, f"errors in the page: {self.errors}"
 
 
 @pytest.fixture
@@ -99,19 +72,6 @@ def push(server: Server, tmp_path: Path, repository: str, *tags: str) -> str:
     for tag in tags:
         c.run("skopeo", "copy", "--dest-tls-verify=false", f"oci:{layout}:t", f"docker://{server.host}/{repository}:{tag}")
     return image.digest
-
-
-def log_in(page: Page, server: Server, username: str, password: str) -> None:
-    page.goto(server.url + "/")
-    expect(page).to_have_url(re.compile(r"/console/"))
-    page.get_by_label("User name or access key ID").fill(username)
-    page.get_by_label("Password or secret").fill(password)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", level=1, name="Registries")).to_be_visible()
-
-
-def api_get(server: Server, path: str, auth: tuple[str, str] | None = None) -> httpx.Response:
-    return httpx.get(f"{server.url}/api/v1{path}", auth=auth or server.admin, timeout=10)
 
 
 def token_status(server: Server, key_id: str, secret: str) -> int:
@@ -535,7 +495,7 @@ def test_webhooks_cleanup_and_protection_tabs(hooks_server: Server, page: Steps)
         pg.get_by_role("link", name="auto", exact=True).click()
         tabs = pg.get_by_role("navigation", name="Registry")
         expect(tabs.get_by_role("link")).to_have_text(
-            ["Images", "Tags", "Members", "Webhooks", "Cleanup", "Protection", "Settings"])
+            ["Images", "Tags", "Members", "Webhooks", "Cleanup", "Protection", "Replication", "Settings"])
         tabs.get_by_role("link", name="Webhooks").click()
         expect(pg.get_by_role("heading", level=2, name="Webhooks")).to_be_visible()
         expect(pg.get_by_text("No webhooks yet")).to_be_visible()
@@ -624,7 +584,8 @@ def test_webhooks_cleanup_and_protection_tabs(hooks_server: Server, page: Steps)
     second = next(p for p in api.doc("api.protection.policies", registry="auto")["policies"] if p["tag"] == "release-*")
     pg.get_by_role("switch", name=f"Enable protection policy #{second['id']}").uncheck()
     expect(pg.get_by_role("status")).to_contain_text(f"Protection policy #{second['id']} disabled.")
-    assert next(p for p in api.doc("api.protection.policies", registry="auto")["policies"] if p["id"] == second["id"])["enabled"] is False
+    guards = api.doc("api.protection.policies", registry="auto")["policies"]
+    assert next(p for p in guards if p["id"] == second["id"])["enabled"] is False
     pg.get_by_role("button", name=f"Delete protection policy #{second['id']}").click()
     pg.get_by_role("dialog", name=f"Delete protection policy #{second['id']}?").get_by_role(
         "button", name="Delete policy").click()

@@ -8,6 +8,8 @@ import { artifactView, imageView } from "./views/images.js";
 import { keysView } from "./views/keys.js";
 import { cleanupRunView } from "./views/policies.js";
 import { registriesView, registryView } from "./views/registries.js";
+import { remoteView, remotesView } from "./views/remotes.js";
+import { executionView, policyView } from "./views/replication.js";
 import { webhookView } from "./views/webhooks.js";
 
 const main = document.getElementById("main");
@@ -17,9 +19,12 @@ const account = document.getElementById("account");
 // Path patterns (after "#"), each with its view; captured parts are URI-decoded.
 const ROUTES = [
   [/^\/registries$/, registriesView],
-  [/^\/registries\/([^/]+)(?:\/(images|tags|members|webhooks|cleanup|protection|settings))?$/, registryView],
+  [/^\/registries\/([^/]+)(?:\/(images|tags|members|webhooks|cleanup|protection|replication|settings))?$/,
+    registryView],
   [/^\/registries\/([^/]+)\/webhooks\/(\d+)$/, webhookView],
   [/^\/registries\/([^/]+)\/cleanup\/runs\/(\d+)$/, cleanupRunView],
+  [/^\/registries\/([^/]+)\/replication\/(\d+)$/, policyView],
+  [/^\/registries\/([^/]+)\/replication\/(\d+)\/executions\/(\d+)$/, executionView],
   [/^\/registries\/([^/]+)\/images\/([^/]+)$/, imageView],
   [/^\/registries\/([^/]+)\/images\/([^/]+)\/artifacts\/([^/]+)$/, artifactView],
   [/^\/keys$/, keysView],
@@ -27,6 +32,8 @@ const ROUTES = [
   [/^\/users\/([^/]+)$/, userView, "admin"],
   [/^\/caches$/, cachesView, "admin"],
   [/^\/caches\/([^/]+)$/, cacheView, "admin"],
+  [/^\/remotes$/, remotesView, "admin"],
+  [/^\/remotes\/([^/]+)$/, remoteView, "admin"],
   [/^\/gc$/, gcView, "admin"],
   [/^\/audit$/, auditView, "admin"],
 ];
@@ -56,8 +63,8 @@ function setQuery(values) {
 function showNav(me, path) {
   const items = [["#/registries", "Registries"], ["#/keys", "Access keys"]];
   if (me.system_admin) {
-    items.push(["#/caches", "Image caches"], ["#/users", "Users"], ["#/gc", "Garbage collection"],
-      ["#/audit", "Audit log"]);
+    items.push(["#/caches", "Image caches"], ["#/remotes", "Remotes"], ["#/users", "Users"],
+      ["#/gc", "Garbage collection"], ["#/audit", "Audit log"]);
   }
   replace(nav, h("ul", {}, items.map(([href, label]) =>
     h("li", {}, h("a", { href, "aria-current": path.startsWith(href.slice(1)) ? "page" : undefined }, label)))));
@@ -139,7 +146,9 @@ export async function render() {
     if (!m) continue;
     if (needs === "admin" && !me.system_admin) break;
     const params = m.slice(1).map((part) => (part === undefined ? undefined : decodeURIComponent(part)));
-    const ctx = { me, params, query, go, reload: render, setQuery, can: (perm, registry) => can(me, perm, registry) };
+    // alive(): whether this view is still the one shown (a view polling the API stops when it is not).
+    const ctx = { me, params, query, go, reload: render, setQuery, can: (perm, registry) => can(me, perm, registry),
+      alive: () => mine === generation };
     try {
       node = await view(ctx);
     } catch (error) {

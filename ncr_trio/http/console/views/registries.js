@@ -1,5 +1,6 @@
 // Registries: the list, creating one, and a registry's pages (images, tags, members, settings, and the
-// webhooks, cleanup and protection tabs of views/webhooks.js and views/policies.js).
+// webhooks, cleanup, protection and replication tabs of views/webhooks.js, views/policies.js and
+// views/replication.js).
 
 import { ROLES, del, get, imagePath, patch, post, put, seg } from "../api.js";
 import {
@@ -8,6 +9,7 @@ import {
 } from "../dom.js";
 import { cacheHref } from "./caches.js";
 import { cleanupTab, protectionTab } from "./policies.js";
+import { replicationTab } from "./replication.js";
 import { webhooksTab } from "./webhooks.js";
 
 export function registryHref(registry, tab) {
@@ -123,7 +125,7 @@ async function createRegistryForm(ctx) {
 }
 
 const TABS = [["images", "Images"], ["tags", "Tags"], ["members", "Members"], ["webhooks", "Webhooks"],
-  ["cleanup", "Cleanup"], ["protection", "Protection"], ["settings", "Settings"]];
+  ["cleanup", "Cleanup"], ["protection", "Protection"], ["replication", "Replication"], ["settings", "Settings"]];
 
 export async function registryView(ctx) {
   const [name, tab = "images"] = ctx.params;
@@ -132,7 +134,7 @@ export async function registryView(ctx) {
     h("li", {}, h("a", { href: registryHref(name, key), "aria-current": key === tab ? "page" : undefined }, label)))));
   const body = {
     images: imagesTab, tags: tagsTab, members: membersTab, webhooks: webhooksTab, cleanup: cleanupTab,
-    protection: protectionTab, settings: settingsTab,
+    protection: protectionTab, replication: replicationTab, settings: settingsTab,
   }[tab];
   return h("section", {},
     breadcrumbs([["#/registries", "Registries"]], name),
