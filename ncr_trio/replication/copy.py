@@ -225,6 +225,8 @@ class RemoteSide:
         self._sessions: dict[tuple[str, str], httpx.URL] = {}  # sessions a refused mount opened, to reuse
 
     async def repositories(self, namespace: str) -> list[str]:
+        if self.upstream.source.type == "ncr":  # another ncr-trio: its catalog wants read on every registry
+            return await self.upstream.registry_images(namespace)
         return [r for r in await self.upstream.repositories() if r.startswith(f"{namespace}/")]
 
     async def tags(self, repository: str) -> list[str]:
