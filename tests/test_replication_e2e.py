@@ -13,6 +13,10 @@ and policies made over /api/v1, images pushed with skopeo / cosign, the result r
 cosign and the registry API, the history read from the executions and tasks. Each test works under its
 own image paths, which its policy's image filter selects, so the tests share the servers.
 
+Also through the API: one run of a policy at a time (a second trigger is recorded Skipped), stop, the
+history's pages, the replication.* webhooks, and the guide's role table (viewers read; managers change and
+run; remotes are the administrators').
+
 The scheduled pull policy (cron "* * * * *") is created when the servers start, so the scheduler's real
 minute ticks pass while the other tests run; its test, last in the file, waits for the second tick.
 """
@@ -51,6 +55,7 @@ from tests.support.oci import (
     upload_blob,
 )
 from tests.support.postgres import postgres_server
+from tests.support.receivers import ALLOW_RECEIVERS, Receiver
 from tests.support.server import Distribution, Server, tool
 from tests.support.upstream import Upstream
 
@@ -85,7 +90,7 @@ def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regions]:
                    env={"NCR_DATABASE_URL": stack.enter_context(pg.database("region_b"))}).start()
         stack.callback(b.stop)
         a = Server(data=root / "a" / "data", registries=("team",), extra_args=["--workers", "2"],
-                   env={"NCR_REPLICATION_ALLOWED_NETWORKS": "127.0.0.0/8"}).start()
+                   env={"NCR_REPLICATION_ALLOWED_NETWORKS": "127.0.0.0/8", **ALLOW_RECEIVERS}).start()
         stack.callback(a.stop)
         dist = Distribution(root=root / "dist", binary=tool("registry-v3")).start()
         stack.callback(dist.stop)
@@ -458,6 +463,82 @@ def test_a_push_to_cncf_distribution_3(regions: Regions, clients: Clients) -> No
             assert d.get(f"/v2/mirror/{path}/app/blobs/{digest(layer)}").content == layer
     e, done = run(a, p)
     assert (e["status"], e["copied"], e["skipped"]) == ("Succeeded", 0, 1), (e, done)
+
+
+def test_one_run_at_a_time_a_second_trigger_is_skipped_and_stop_ends_a_run_stopped(regions: Regions) -> None:
+    a, b = regions.a, regions.b
+    path = unique("slow")
+    img = image(path, layer_sizes=[8 * MiB])
+    with a.client() as ac:
+        push_image(ac, f"team/{path}/app", img, "v1", upload=upload_blob)
+    p = new_policy(a, "slow", name_filter=f"{path}/**", bandwidth_kbps=512)  # 16 s at this rate
+    base = f"/registries/team/replications/{p['id']}"
+    first = ok(a.call("POST", f"{base}/run"), 202)
+    assert first["status"] == "Running", first
+    second = ok(a.call("POST", f"{base}/run"), 202)  # whichever worker takes it
+    assert second["id"] != first["id"] and second["status"] == "Skipped" and second["detail"], second
+    wait_for("the run's task", lambda: tasks(a, p["id"], first["id"]), 30)
+    stopping = ok(a.call("POST", f"{base}/executions/{first['id']}/stop"))
+    assert stopping["stop_requested"] is True, stopping
+    done = finished(a, p["id"], first["id"], timeout=30)
+    assert done["status"] == "Stopped", done
+    assert [t["status"] for t in tasks(a, p["id"], first["id"])] == ["Stopped"]
+    assert on(b, f"mirror/{path}/app", "v1") is None  # the manifest comes last: never without its blobs
+    history = ok(a.call("GET", f"{base}/executions", params={"page": 2, "per_page": 1}))
+    assert (history["total"], [e["id"] for e in history["executions"]]) == (2, [first["id"]]), history
+
+
+def test_webhooks_announce_a_runs_start_and_end(regions: Regions) -> None:
+    a = regions.a
+    path = unique("hook")
+    with a.client() as ac:
+        push_image(ac, f"team/{path}/app", image(path), "v1")
+    with Receiver() as receiver:
+        hook = ok(a.call("POST", "/registries/team/webhooks", json={
+            "name": unique("replication"), "kind": "http", "url": receiver.url,
+            "event_types": ["replication.started", "replication.finished", "replication.failed"]}), 201)
+        try:
+            e, _ = run(a, new_policy(a, "announced", name_filter=f"{path}/**"))
+            receiver.wait_for(lambda got: len(got) >= 2)
+            regions.flaky.unreachable()
+            try:
+                failed, _ = run(a, new_policy(a, "announced-down", remote="flaky", name_filter=f"{path}/**"))
+            finally:
+                regions.flaky.reachable()
+            delivered = receiver.wait_for(lambda got: len(got) >= 4)
+        finally:
+            ok(a.call("DELETE", f"/registries/team/webhooks/{hook['id']}"), 204)
+    assert (e["status"], failed["status"]) == ("Succeeded", "Failed")
+    bodies = sorted((r.json() for r in delivered), key=lambda x: int(x["id"]))  # delivered in any order
+    assert [(x["type"], x["registry"], x["replication"]) for x in bodies] == [
+        ("replication.started", "team", {"policy": "announced", "execution": e["id"]}),
+        ("replication.finished", "team", {"policy": "announced", "execution": e["id"]}),
+        ("replication.started", "team", {"policy": "announced-down", "execution": failed["id"]}),
+        ("replication.failed", "team", {"policy": "announced-down", "execution": failed["id"]})], bodies
+
+
+def test_viewers_read_replication_and_only_managers_change_or_run_it(regions: Regions) -> None:
+    a = regions.a
+    p = new_policy(a, "roles", name_filter=unique("roles"))
+    viewer, member = unique("viewer"), unique("member")
+    for name, role in ((viewer, "service-viewer"), (member, "project-member")):
+        a.new_user(name, {"team": role}, password=f"{name}-password-0")
+    as_viewer, as_member = (viewer, f"{viewer}-password-0"), (member, f"{member}-password-0")
+    base = f"/registries/team/replications/{p['id']}"
+    assert [x["id"] for x in ok(a.call("GET", "/registries/team/replications", auth=as_viewer))["policies"]] \
+        == [x["id"] for x in ok(a.call("GET", "/registries/team/replications"))["policies"]]
+    ok(a.call("GET", base, auth=as_viewer))
+    ok(a.call("GET", f"{base}/executions", auth=as_viewer))
+    for method, path, body in (("POST", f"{base}/run", None), ("PATCH", base, {"enabled": False}),
+                               ("DELETE", base, None),
+                               ("POST", "/registries/team/replications", {"name": "x", "direction": "push",
+                                                                          "remote": "region-b"})):
+        assert a.call(method, path, auth=as_viewer, json=body).status_code == 403, (method, path)
+    assert a.call("GET", "/remotes", auth=as_member).status_code == 403  # remotes are the administrators'
+    started = ok(a.call("POST", f"{base}/run", auth=as_member), 202)
+    assert finished(a, p["id"], started["id"])["status"] == "Succeeded"
+    ok(a.call("PATCH", base, auth=as_member, json={"enabled": False}))
+    assert a.call("POST", f"{base}/run", auth=as_member).status_code == 409  # a disabled policy does not run
 
 
 def test_a_scheduled_pull_runs_once_per_cron_tick_with_two_workers(regions: Regions) -> None:
