@@ -207,6 +207,43 @@ async def test_shared_layers_send_only_new_blobs_and_a_blob_of_another_repositor
         assert b.get(f"/v2/a/{path}/two/blobs/{digest(base[0])}").content == base[0]
 
 
+@pytest.mark.parametrize("direction", ["push", "pull"])
+async def test_a_blob_another_process_placed_is_mounted_not_sent_again(pair: Pair, direction: str) -> None:
+    """The run that put the shared layers at the target was another engine's (another worker's, or this
+    one's before a restart): its memory of where blobs went is gone, the databases still tell."""
+    path = unique(f"placed-{direction}")
+    base = [os.urandom(1 * MiB), os.urandom(1 * MiB + 1)]
+    first, second = make_image(base), make_image([*base, os.urandom(300_000)])
+    source = pair.a if direction == "push" else pair.b
+    with source.client() as c:
+        push_image(c, f"a/{path}/one", first, "v1", upload=upload_blob)
+        push_image(c, f"a/{path}/two", second, "v1", upload=upload_blob)
+    with Upstream(target=pair.b.url).start() as up:
+        remotes = {"b": ncr_source(up.url)}
+        journal = MemoryJournal()
+        async with engine(pair, journal, remotes) as rep:
+            e, _ = await run(rep, journal, policy(direction=direction, name_filter=f"{path}/one"))
+            assert e.status == "Succeeded"
+        up.reset()
+        journal = MemoryJournal()
+        async with engine(pair, journal, remotes) as rep:  # a new process: nothing remembered
+            e, tasks = await run(rep, journal, policy(direction=direction, name_filter=f"{path}/two"))
+        assert e.status == "Succeeded" and e.copied == 1, tasks
+        traffic = up.traffic()
+    if direction == "push":
+        log = [s for s in traffic.requests if "/blobs/uploads/" in s.path]
+        mounts = sorted(s.path.split("mount=")[1].split("&")[0].replace("%3A", ":") for s in log if "mount=" in s.path)
+        assert mounts == sorted(digest(b) for b in base), [s.path for s in log]
+        assert sum(s.received for s in log) == len(second.config) + len(second.layers[2])
+    else:  # mounted here, from the repository the first pull wrote: only the new blobs are read from B
+        fetched = sorted(s.path.rsplit("/", 1)[1] for s in traffic.requests if s.method == "GET" and s.kind == "blob")
+        assert fetched == sorted([digest(second.config), digest(second.layers[2])])
+    target = pair.b if direction == "push" else pair.a
+    with target.client() as c:
+        assert head(c, f"a/{path}/two", "v1") == second.digest
+        assert c.get(f"/v2/a/{path}/two/blobs/{digest(base[0])}").content == base[0]
+
+
 async def test_override_off_leaves_a_differing_tag_and_on_replaces_it(pair: Pair) -> None:
     path = unique("override")
     ours, theirs = image(f"{path}-ours"), image(f"{path}-theirs")

@@ -53,6 +53,8 @@ MAX_REDIRECTS = 5
 PAGE_SIZE = 1000  # tags or repositories asked per page
 MAX_PAGES = 1000  # pages followed at most
 LIST_MAX_BYTES = 8 << 20  # one page of tags or repositories
+API_PAGE_SIZE = 500  # images asked per page of another ncr-trio's management API (its most)
+MANAGEMENT_SCOPE = "management:api:*"  # another ncr-trio's management token
 PUSH_CHUNK = 16 << 20  # bytes per PATCH: what a dropped connection may cost again (benchmarks/replicate.py)
 PUSH_ATTEMPTS = 6
 PUSH_BACKOFF = 0.5  # seconds before the first retry, doubled each time
@@ -423,6 +425,27 @@ class Upstream:
     async def repositories(self) -> list[str]:
         """The source's catalog (`/v2/_catalog`, every page)."""
         return await self._pages(f"/v2/_catalog?n={PAGE_SIZE}", "registry:catalog:*", "repositories", "catalog")
+
+    async def registry_images(self, registry: str) -> list[str]:
+        """The repositories of one registry of another ncr-trio, from its management API
+        (`/api/v1/registries/<registry>/images`, every page, with a management token): what an access
+        key with *read* on that registry may list, where ncr-trio's catalog wants read on every registry."""
+        what = f"images of registry {registry}"
+        found: list[str] = []
+        for page in range(1, MAX_PAGES + 1):
+            path = f"/api/v1/registries/{registry}/images?page={page}&per_page={API_PAGE_SIZE}"
+            async with self._ok("GET", path, MANAGEMENT_SCOPE, what, {"Accept": "application/json"}) as response:
+                body = await _read(response, LIST_MAX_BYTES, what)
+            try:
+                doc = load_json(body)
+                names = [f"{registry}/{i['name']}" for i in doc["images"]]
+                total = int(doc["total"])
+            except (ValueError, TypeError, KeyError):
+                raise UpstreamError(f"{what}: the answer is not the JSON expected", 502) from None
+            found += names
+            if not names or page * API_PAGE_SIZE >= total:
+                return found
+        raise UpstreamError(f"{what}: more than {MAX_PAGES} pages", 502)
 
     async def _pages(self, path: str, scope: str, field: str, what: str) -> list[str]:
         found: list[str] = []

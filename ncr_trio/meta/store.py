@@ -217,6 +217,13 @@ class MetaStore:
             (repository, digest)))
         return int(row[0]) if row else None
 
+    async def blob_repositories(self, digest: str, limit: int = 8) -> list[str]:
+        """Repositories a blob is linked into, the most recently linked first (at most `limit`)."""
+        rows = await self.db.read(lambda tx: tx.all(
+            "SELECT r.name FROM repo_blobs l JOIN repositories r ON r.id = l.repo_id WHERE l.digest = ? "
+            "ORDER BY l.linked_at DESC, r.name LIMIT ?", (digest, limit)))
+        return [str(row[0]) for row in rows]
+
     def commit_blob_sync(self, repository: str, digest: str, size: int, upload_id: str | None, stored: Stored, *,
                          durable: Callable[[], None] | None = None, dedup: bool = False) -> None:
         """Record a blob and link it into `repository` (and end its upload), holding the blob's row

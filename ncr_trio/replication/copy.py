@@ -12,8 +12,10 @@ target never shows a manifest whose blobs it lacks: an index's children first, e
 manifests by digest, and the tag last of all; then the artifact's referrers (the OCI referrers API and
 cosign's `sha256-<hex>.sig` style tags), after their subject. Per blob: the target is asked first
 (HEAD); a blob the target holds in another repository (one a copy put it in, this run or an earlier
-one) is mounted; else it is streamed, never whole in memory, and resumed from the target's offset
-when a connection drops. Nothing is ever deleted at the target.
+one, or where a copy of the policy would have put it: for a push, the target's name of a local
+repository holding it; for a pull, any local repository holding it) is mounted; else it is streamed,
+never whole in memory, and resumed from the target's offset when a connection drops. Nothing is ever
+deleted at the target.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ MAX_DEPTH = 4  # an index of indexes of ... manifests
 LOCAL_ATTEMPTS = 6  # a pull's blob: reads from the remote resumed at most this often
 LOCAL_CHUNK = 16 << 20  # a pull's blob is appended (and acknowledged) this much at a time
 PLACED_MAX = 100_000  # blobs remembered with the target repositories a copy put them in
+MOUNTS_TRIED = 4  # repositories a blob's mount is tried from before it is sent
 
 
 class CopyError(Exception):
@@ -73,6 +76,10 @@ class Side(Protocol):
     async def blob_size(self, repository: str, digest: str) -> int | None: ...
 
     async def mount(self, repository: str, digest: str, from_repository: str) -> bool: ...
+
+    async def holders(self, digest: str) -> list[str]:
+        """Repositories of this side known to hold the blob (none when it cannot be asked)."""
+        ...
 
     async def write_blob(self, repository: str, digest: str, size: int,
                          chunks_from: Callable[[int], AsyncIterator[bytes]]) -> BlobWrite: ...
@@ -142,6 +149,9 @@ class LocalSide:
 
     async def mount(self, repository: str, digest: str, from_repository: str) -> bool:
         return await self.uploads.mount(repository, Digest.parse(digest), from_repository) is not None
+
+    async def holders(self, digest: str) -> list[str]:
+        return await self.reg.meta.blob_repositories(digest, MOUNTS_TRIED)
 
     async def write_blob(self, repository: str, digest: str, size: int,
                          chunks_from: Callable[[int], AsyncIterator[bytes]]) -> BlobWrite:
@@ -215,6 +225,8 @@ class RemoteSide:
         self._sessions: dict[tuple[str, str], httpx.URL] = {}  # sessions a refused mount opened, to reuse
 
     async def repositories(self, namespace: str) -> list[str]:
+        if self.upstream.source.type == "ncr":  # another ncr-trio: its catalog wants read on every registry
+            return await self.upstream.registry_images(namespace)
         return [r for r in await self.upstream.repositories() if r.startswith(f"{namespace}/")]
 
     async def tags(self, repository: str) -> list[str]:
@@ -254,6 +266,9 @@ class RemoteSide:
         if not mount.mounted and mount.location is not None:
             self._sessions[repository, digest] = mount.location
         return mount.mounted
+
+    async def holders(self, digest: str) -> list[str]:
+        return []  # the distribution API cannot tell
 
     async def write_blob(self, repository: str, digest: str, size: int,
                          chunks_from: Callable[[int], AsyncIterator[bytes]]) -> BlobWrite:
@@ -303,13 +318,19 @@ class Copier:
 
     `blob_slots`: blobs in flight for this copier (a run); `remote_slots`: shared by every run using
     the same remote endpoint; `meter(n)`: awaited for every n bytes read from the source (the run's
-    bandwidth limit, and its stop check between chunks)."""
+    bandwidth limit, and its stop check between chunks); `rename(repository)`: a source repository's
+    name at the target (None outside the policy's namespace), where an earlier copy of the policy put
+    what that repository holds. `placed` is one process's memory; the source's and the target's own
+    records (`Side.holders`) are every worker's and survive a restart, so a blob a copy by another
+    worker (or before a restart) placed is still mounted rather than sent again."""
 
     def __init__(self, source: Side, target: Side, placed: Placed, *, override: bool,
                  blob_slots: trio.CapacityLimiter, remote_slots: trio.CapacityLimiter,
-                 meter: Callable[[int], Awaitable[None]] | None = None) -> None:
+                 meter: Callable[[int], Awaitable[None]] | None = None,
+                 rename: Callable[[str], str | None] | None = None) -> None:
         self.source, self.target, self.placed, self.override = source, target, placed, override
         self.blob_slots, self.remote_slots, self.meter = blob_slots, remote_slots, meter
+        self.rename = rename
 
     async def source_digest(self, repository: str, tag: str) -> str:
         """The artifact's digest at the source ("" when it cannot be told: the copy will say why)."""
@@ -387,7 +408,7 @@ class Copier:
             if await self.target.blob_size(dst, digest) is not None:
                 self.placed.add(digest, dst)
                 return
-            for other in self.placed.candidates(digest, dst):
+            for other in await self._mount_sources(src, dst, digest):
                 if await self.target.mount(dst, digest, other):
                     out.mounted += 1
                     self.placed.add(digest, dst)
@@ -396,6 +417,14 @@ class Copier:
             out.attempts += written.attempts - 1
             out.bytes += written.sent
             self.placed.add(digest, dst)
+
+    async def _mount_sources(self, src: str, dst: str, digest: str) -> list[str]:
+        """Target repositories to mount a blob from, the likeliest first: where a copy put it (this
+        process remembers), where the target says it is, where a copy of the source's holders went."""
+        found = [*self.placed.candidates(digest, dst), *await self.target.holders(digest)]
+        if self.rename is not None:
+            found += [r for r in map(self.rename, await self.source.holders(digest)) if r is not None]
+        return [r for r in dict.fromkeys(found) if r != dst][:MOUNTS_TRIED]
 
     async def _read(self, src: str, digest: str, offset: int) -> AsyncGenerator[bytes, None]:
         async with aclosing(self.source.read_blob(src, digest, offset)) as chunks:  # type: ignore[type-var]

@@ -222,12 +222,19 @@ class Replicator:
         except UpstreamError as e:
             return "Failed", f"listing the source failed: {e}"[:500]
         meter = Bandwidth(policy.bandwidth_kbps)
+        src_ns, dst_ns = ((policy.registry, policy.remote_namespace) if policy.direction == "push"
+                          else (policy.remote_namespace, policy.registry))
+
+        def rename(repository: str) -> str | None:
+            path = repository.removeprefix(f"{src_ns}/")
+            return f"{dst_ns}/{path}" if path != repository else None
+
         copier = Copier(src, dst, self._placed.setdefault(policy.remote if policy.direction == "push" else "local",
                                                           Placed()),
                         override=policy.override, blob_slots=trio.CapacityLimiter(self.blobs),
                         remote_slots=self._remote_slots.setdefault(policy.remote,
                                                                    trio.CapacityLimiter(self.per_remote)),
-                        meter=meter.take)
+                        meter=meter.take, rename=rename)
         slots = trio.CapacityLimiter(self.artifacts)
         async with trio.open_nursery() as nursery:
             for item in items:
