@@ -213,7 +213,8 @@ def slack_message(p: Mapping[str, Any]) -> dict[str, Any]:
     if p.get("replication"):
         r = p["replication"]
         text = (f"ncr-trio: replication policy `{_slack_escape(str(r['policy']))}` of registry "
-                f"*{_slack_escape(p['registry'])}* {_REPLICATION.get(p['type'], p['type'])} (execution {r['execution']})")
+                f"*{_slack_escape(p['registry'])}* {_REPLICATION.get(p['type'], p['type'])} "
+                f"(execution {r['execution']})")
         return {"text": text, "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": text}},
             {"type": "context", "elements": [{"type": "mrkdwn", "text": f"*{p['type']}* at {p['occurred_at']}"}]},
