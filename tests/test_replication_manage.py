@@ -374,7 +374,7 @@ def test_a_manual_run_copies_an_image_and_a_second_run_skips_it(live: Live) -> N
     second = run_to_end(a, p)
     assert (second["status"], second["copied"], second["skipped"], second["bytes"]) == ("Succeeded", 0, 1, 0), second
     (again,) = tasks_of(a, p, second["id"])
-    assert (again["status"], again["digest"]) == ("Skipped", pushed), again
+    assert (again["status"], again["digest"], again["error"]) == ("Skipped", pushed, "already present"), again
     history = ok(a.call("GET", policy_path(p, "/executions")))
     assert history["total"] == 2 and [e["id"] for e in history["executions"]] == [second["id"], first["id"]]
     page = ok(a.call("GET", policy_path(p, "/executions"), params={"per_page": 1, "page": 2}))
@@ -609,7 +609,8 @@ def test_cli_run_wait_history_tasks_and_stop(live: Live, tmp_path: Path) -> None
         ok(a.call("GET", policy_path(p, f"/executions/{second['id']}/tasks")))
     out = cli.ok("replication", "tasks", REGISTRY, p["name"], str(first["id"]))
     assert f"{REGISTRY}/{path}/app:v1" in out and "Succeeded" in out and pushed[:19] in out
-    assert "Skipped" in cli.ok("replication", "tasks", REGISTRY, p["name"])
+    out = cli.ok("replication", "tasks", REGISTRY, p["name"])
+    assert "Skipped" in out and "already present" in out
 
     # A run that fails (its remote is gone): `run --wait` exits 1 and says why.
     dead = make_policy(live, _dead_remote(live), name_filter=f"{path}/**")
