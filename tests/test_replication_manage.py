@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support import terminal
 from tests.support.oci import OCI_INDEX, OCI_MANIFEST, image, push_image
 from tests.support.postgres import PostgresServer, postgres_server
 from tests.support.receivers import ALLOW_RECEIVERS, Receiver
@@ -636,3 +637,31 @@ def test_cli_run_wait_history_tasks_and_stop(live: Live, tmp_path: Path) -> None
     assert r.returncode == 0 and r.stdout.startswith(f"Execution {started['id']} Stopped"), (r.stdout, r.stderr)
     assert ok(a.call("GET", policy_path(slow, f"/executions/{started['id']}")))["status"] == "Stopped"
     assert digest_at(b, f"elsewhere/{path}/app", "v1") is None
+
+
+def test_cli_on_a_terminal_asks_for_the_secret_and_shows_the_runs_progress(live: Live, tmp_path: Path) -> None:
+    a, secret = live.a, live.key["secret"]
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NCR_")}, "HOME": str(home),
+           "XDG_CONFIG_HOME": str(home / "xdg"), "NCR_URL": a.url, "NCR_USERNAME": ADMIN_USER,
+           "NCR_PASSWORD": ADMIN_PASSWORD, "COLUMNS": "200"}
+    name = unique("tty-osaka")
+    code, out = terminal.on_tty("remote", "create", name, live.b.url, "--access-id", live.key["id"], env=env,
+                                answer=secret, prompt=b"Access secret of")
+    assert code == 0, out
+    assert f"Access secret of {live.key['id']}:" in out and secret not in out  # asked for, not echoed
+    assert ok(a.call("GET", f"/remotes/{name}"))["status"] == "valid"
+
+    path = unique("tty-run")
+    with a.client() as c:
+        push_image(c, f"{REGISTRY}/{path}/app", image(path, layer_sizes=[3 << 20]), "v1")
+    p = make_policy(live, name, name_filter=f"{path}/**", bandwidth_kbps=1024)  # about 3 s at this rate
+    code, out = terminal.on_tty("replication", "run", REGISTRY, p["name"], "--wait", "--interval", "0.2", env=env,
+                                timeout=120)
+    assert code == 0, out
+    (e,) = ok(a.call("GET", policy_path(p, "/executions")))["executions"]
+    # While it ran: its status, counts, bytes and time, on the terminal; then how it ended.
+    assert f"Execution {e['id']} Running: 0 copied, 0 skipped, 0 failed of 1 artifact, " in out, out
+    assert " sent, 0:0" in out
+    assert f"Execution {e['id']} of replication policy #{p['id']} of registry {REGISTRY}: Succeeded, 1 copied" in out
