@@ -192,7 +192,7 @@ def test_refresh_checks_again_and_the_policies_follow(live: Live) -> None:
         listed = next(q for q in ok(a.call("GET", f"/registries/{REGISTRY}/replications"))["policies"]
                       if q["id"] == p["id"])
         assert (listed["status"], listed["reason"]) == ("invalid", broken["reason"])
-    refused(a.call("POST", f"/remotes/{unique('nobody')}/refresh"), 404, "NAME_UNKNOWN", "no remote named")
+    refused(a.call("POST", f"/remotes/{unique('nobody')}/refresh"), 404, "NOT_FOUND", "no remote named")
 
 
 # -- validation -----------------------------------------------------------------------------------------------------
@@ -249,7 +249,7 @@ def test_invalid_policies_are_a_400_in_the_oci_error_format_and_store_nothing(li
     refused(a.call("PATCH", policy_path(p), json={"remote": unique("nowhere")}), 404, "NOT_FOUND", "no remote named")
     refused(a.call("POST", "/registries/no-such-registry/replications", json=base), 404, "NOT_FOUND")
     refused(a.call("GET", f"/registries/{REGISTRY}/replications/999999"), 404, "NOT_FOUND")
-    refused(a.call("GET", f"/remotes/{unique('nowhere')}"), 404, "NAME_UNKNOWN")
+    refused(a.call("GET", f"/remotes/{unique('nowhere')}"), 404, "NOT_FOUND")
     refused(a.call("POST", f"/registries/{REGISTRY}/replications", json={**base, "name": p["name"]}), 409, "CONFLICT",
             p["name"])
     other = make_policy(live, remote)
@@ -261,7 +261,7 @@ def test_invalid_policies_are_a_400_in_the_oci_error_format_and_store_nothing(li
     for q in (p, other):
         assert a.call("DELETE", policy_path(q)).status_code == 204
     assert a.call("DELETE", f"/remotes/{remote}").status_code == 204
-    refused(a.call("GET", f"/remotes/{remote}"), 404, "NAME_UNKNOWN")
+    refused(a.call("GET", f"/remotes/{remote}"), 404, "NOT_FOUND")
 
 
 # -- the guide's role table ------------------------------------------------------------------------------------------
