@@ -29,6 +29,7 @@ import httpx
 import pytest
 
 from tests.support import terminal
+from tests.support.logins import issue_tls
 from tests.support.oci import OCI_INDEX, OCI_MANIFEST, image, push_image
 from tests.support.postgres import PostgresServer, postgres_server
 from tests.support.receivers import ALLOW_RECEIVERS, Receiver
@@ -665,3 +666,40 @@ def test_cli_on_a_terminal_asks_for_the_secret_and_shows_the_runs_progress(live:
     assert f"Execution {e['id']} Running: 0 copied, 0 skipped, 0 failed of 1 artifact, " in out, out
     assert " sent, 0:0" in out
     assert f"Execution {e['id']} of replication policy #{p['id']} of registry {REGISTRY}: Succeeded, 1 copied" in out
+
+
+def test_cli_a_remote_over_https_trusts_its_ca_or_is_insecure_only_when_told(live: Live, tmp_path: Path) -> None:
+    """B over HTTPS with a private CA: invalid until its CA is given (or `--insecure`), then a run copies."""
+    a = live.a
+    files = issue_tls(tmp_path / "tls", "127.0.0.1")
+    tls = Server(data=tmp_path / "b-tls", registries=(REGISTRY,), tls=(files.chain, files.key, files.ca)).start()
+    try:
+        key = tls.new_user("replicator", {"*": "project-member"})
+        cli = cli_for(a, tmp_path / "home")
+        name = unique("tls-osaka")
+        r = cli("remote", "create", name, tls.url, "--access-id", key["id"], "--secret-stdin", stdin=key["secret"])
+        assert r.returncode == 0, r.stderr
+        status = fields(r.stdout)["status"]
+        assert status.startswith("invalid: ") and "certificate" in status.lower(), status
+        doc = cli.json("remote", "update", name, "--ca-cert", str(files.ca))
+        assert doc["status"] == "valid" and doc["ca_cert"].startswith("-----BEGIN CERTIFICATE-----"), doc
+        assert fields(cli.ok("remote", "show", name))["CA certificate"] == "1 certificate"
+        assert cli.json("remote", "update", name, "--clear-ca-cert")["status"] == "invalid"
+        doc = cli.json("remote", "update", name, "--insecure")
+        assert (doc["status"], doc["insecure"]) == ("valid", True)
+        assert "TLS not verified" in fields(cli.ok("remote", "show", name))["insecure"]
+        assert cli.json("remote", "update", name, "--no-insecure")["status"] == "invalid"
+        (tmp_path / "not.pem").write_text("not a certificate\n")
+        r = cli("remote", "update", name, "--ca-cert", str(tmp_path / "not.pem"))
+        assert r.returncode == 1 and "ca_cert must be PEM certificates" in r.stderr
+        r = cli("remote", "update", name, "--ca-cert", str(tmp_path / "missing.pem"))
+        assert r.returncode == 2 and "missing.pem" in r.stderr
+        assert cli.json("remote", "update", name, "--ca-cert", str(files.ca))["status"] == "valid"
+
+        path = unique("tls-run")
+        pushed = push_to_a(live, f"{REGISTRY}/{path}/app")
+        p = make_policy(live, name, name_filter=f"{path}/**")
+        assert cli.json("replication", "run", REGISTRY, p["name"], "--wait", "--interval", "0.2")["copied"] == 1
+        assert digest_at(tls, f"{REGISTRY}/{path}/app", "v1") == pushed
+    finally:
+        tls.stop()
