@@ -349,7 +349,7 @@ def test_the_access_secret_is_never_answered_and_sealed_at_rest(live: Live) -> N
     for path in (p for p in a.data.rglob("*") if p.is_file() and p != key):
         assert secret.encode() not in path.read_bytes(), path
     entries = ok(a.call("GET", "/audit", params={"action": "remote"}))["entries"]
-    assert {"remote.create", "remote.update"} <= {e["action"] for e in entries}
+    assert {"remote.create", "remote.update", "remote.refresh"} <= {e["action"] for e in entries}
     assert secret not in json.dumps(entries)
     # Removing it: anonymous now (B refuses anonymous pushes, but its /v2/ check passes the token flow or not).
     cleared = ok(a.call("PATCH", f"/remotes/{name}", json={"access_secret": None, "access_id": ""}))
