@@ -525,6 +525,9 @@ def test_the_cli_manages_remotes_and_policies(live: Live, tmp_path: Path) -> Non
     assert cli.ok("remote", "refresh", bad).strip() == f"Remote {bad}: valid"
     r = cli("remote", "update", bad)
     assert r.returncode == 2 and "nothing to change" in r.stderr
+    moved = cli.json("remote", "update", bad, "--remote-url", f"http://127.0.0.1:{free_port()}")
+    assert moved["status"] == "invalid" and moved["url"] != live.b.url and moved["has_secret"] is True
+    assert cli.json("remote", "update", bad, "--remote-url", live.b.url)["status"] == "valid"
 
     # Policies: created with the guide's options, referred to by name or ID.
     doc = cli.json("replication", "create", REGISTRY, "--name", "cli-policy", "--direction", "push", "--remote", name,

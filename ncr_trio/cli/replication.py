@@ -565,7 +565,7 @@ def add_commands(sub: Any) -> None:
                   cmd_replication_run)
     sp.add_argument("--wait", action="store_true", help="follow the run, showing its progress, until it ends")
     sp.add_argument("--interval", type=float, metavar="SECONDS", help=f"how often to look (default {POLL_SECONDS:g})")
-    sp = rep_leaf("stop", "stop a run under way (default: the policy's newest execution)", cmd_replication_stop)
+    sp = rep_leaf("stop", "stop a run under way (default: the policy's newest one under way)", cmd_replication_stop)
     sp.add_argument("execution", type=int, nargs="?", metavar="EXECUTION", help="the execution's ID")
     sp.add_argument("--wait", action="store_true", help="wait until it has ended (exit 1 unless it ends Stopped)")
     sp.add_argument("--interval", type=float, metavar="SECONDS", help=f"how often to look (default {POLL_SECONDS:g})")
