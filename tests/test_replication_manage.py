@@ -706,3 +706,29 @@ def test_cli_a_remote_over_https_trusts_its_ca_or_is_insecure_only_when_told(liv
         assert digest_at(tls, f"{REGISTRY}/{path}/app", "v1") == pushed
     finally:
         tls.stop()
+
+
+def test_remotes_are_checked_again_by_themselves(live: Live, tmp_path: Path) -> None:
+    """Every `replication_check_seconds` the server checks each remote (no refresh asked for), both ways."""
+    env = {"NCR_REPLICATION_ALLOWED_NETWORKS": "127.0.0.0/8", "NCR_REPLICATION_CHECK_SECONDS": "0.5"}
+    srv = Server(data=tmp_path / "checking", registries=(REGISTRY,), env=env).start()
+    try:
+        with Upstream(target=live.b.url, log_path=tmp_path / "proxy.log").start() as up:
+            up.unreachable()
+            name = unique("rechecked")
+            created = ok(srv.call("POST", "/remotes", json=remote_body(live, name, url=up.url)), 201)
+            assert created["status"] == "invalid"
+            p = dict(ok(srv.call("POST", f"/registries/{REGISTRY}/replications",
+                                 json={"name": "follows", "direction": "push", "remote": name}), 201))
+            for reachable, want in ((True, "valid"), (False, "invalid")):
+                if reachable:
+                    up.reachable()
+                else:
+                    up.unreachable()
+                deadline = time.monotonic() + 30
+                while ok(srv.call("GET", policy_path(p)))["status"] != want:
+                    assert time.monotonic() < deadline, f"the remote was not checked again: not {want}"
+                    time.sleep(0.1)
+                assert ok(srv.call("GET", f"/remotes/{name}"))["status"] == want
+    finally:
+        srv.stop()
