@@ -249,7 +249,22 @@ def _translated(what: str) -> Iterator[None]:
     except httpx.TimeoutException:
         raise UpstreamError(f"{what}: the source did not answer in time") from None
     except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as e:
-        raise UpstreamError(f"{what}: {type(e).__name__}: {e}") from None
+        raise UpstreamError(f"{what}: {type(e).__name__}: {_why(e)}") from None
+
+
+def _why(e: BaseException) -> str:
+    """An error's words, else those of the first error under it that has some: httpx on anyio loses the
+    message of what it wraps (a TLS failure arrives as `ConnectError('')` over a `BrokenResourceError()`
+    over the `SSLCertVerificationError` that says "certificate verify failed"), and the reason a remote
+    or a cache is unusable must say why."""
+    seen: set[int] = set()
+    at: BaseException | None = e
+    while at is not None and id(at) not in seen:
+        if str(at):
+            return str(at)
+        seen.add(id(at))
+        at = at.__cause__ or at.__context__
+    return ""
 
 
 async def _read(response: httpx.Response, limit: int, what: str) -> bytes:

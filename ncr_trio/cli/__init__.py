@@ -6,6 +6,7 @@ server's management API (everything else; see `ncr-trio --help`).
     cli/commands.py     the API commands, one handler per verb
     cli/automation.py   webhook, cleanup and protection (a registry's automation), on commands.py's helpers
     cli/caches.py       image caches (`cache`), on commands.py's helpers
+    cli/replication.py  remotes (`remote`) and replication policies, runs and history (`replication`)
     cli/credentials.py  the login file and the flags > environment > file precedence
     cli/output.py       tables, fields, JSON, progress, confirmations
 """
@@ -16,7 +17,7 @@ import argparse
 import sys
 
 from ncr_trio import __version__
-from ncr_trio.cli import automation, caches, commands, credentials, local
+from ncr_trio.cli import automation, caches, commands, credentials, local, replication
 
 EPILOG = f"""\
 API commands use the server and credentials given by, in order:
@@ -42,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_commands(sub)
     automation.add_commands(sub)
     caches.add_commands(sub)
+    replication.add_commands(sub)
     return p
 
 

@@ -107,6 +107,16 @@ class Output:
             yield
 
     @contextmanager
+    def status(self, message: str) -> Iterator[Callable[[str], None]]:
+        """A spinner with a line that changes (a run followed as it goes; only on a terminal); yields
+        `update(message)`."""
+        if not self.err.is_terminal:
+            yield lambda message: None
+            return
+        with self.err.status(Text(message)) as shown:
+            yield lambda message: shown.update(Text(message))
+
+    @contextmanager
     def progress(self, message: str, total: int | None = None, in_bytes: bool = False
                  ) -> Iterator[Callable[..., None]]:
         """A progress bar (counting bytes with `in_bytes`); yields `advance(n=1, total=None)`."""

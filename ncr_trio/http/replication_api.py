@@ -104,7 +104,9 @@ class ReplicationAPI:
 
     @handles("api.remote.refresh")
     async def refresh_remote(self, request: Request) -> m.Remote:
-        return remote_model(await self.s.remotes.check(request.params["remote"]))
+        remote = await self.s.remotes.check(request.params["remote"])
+        self._audit(request, "remote.refresh", status=remote.status)
+        return remote_model(remote)
 
     # -- policies -------------------------------------------------------------------------------
     @handles("api.replications")

@@ -177,7 +177,7 @@ class Remotes:
             await self.upstreams.get(source).ping()
             valid, reason = True, ""
         except RegistryError as e:
-            if e.code == "NAME_UNKNOWN":
+            if e.code == "NOT_FOUND":
                 raise
             valid, reason = False, e.message
         except (UpstreamError, ValueError) as e:
@@ -211,7 +211,7 @@ class Remotes:
 
     @staticmethod
     def _unknown(name: str) -> RegistryError:
-        return RegistryError("NAME_UNKNOWN", f"no remote named {name}")
+        return RegistryError("NOT_FOUND", f"no remote named {name}")
 
 
 __all__ = ["FIELDS", "Remotes"]

@@ -9,8 +9,10 @@ import sys
 from collections.abc import Mapping
 
 
-def on_tty(*args: str, env: Mapping[str, str], answer: str | None = None, timeout: float = 30) -> tuple[int, str]:
-    """Exit status and everything the command wrote; `answer` is typed at the first `[y/N]` question."""
+def on_tty(*args: str, env: Mapping[str, str], answer: str | None = None, timeout: float = 30,
+           prompt: bytes = b"[y/N]") -> tuple[int, str]:
+    """Exit status and everything the command wrote; `answer` is typed at the first `prompt` (a `[y/N]`
+    question by default)."""
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
@@ -29,7 +31,7 @@ def on_tty(*args: str, env: Mapping[str, str], answer: str | None = None, timeou
         if not chunk:
             break
         out += chunk
-        if answer is not None and not sent and b"[y/N]" in out:
+        if answer is not None and not sent and prompt in out:
             os.write(fd, answer.encode() + b"\n")
             sent = True
     os.close(fd)
