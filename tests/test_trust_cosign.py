@@ -29,6 +29,7 @@ from ncr_trio.trust import (
     State,
     Status,
     TrustedKey,
+    Verdict,
     find_signatures,
     parse_public_key,
     signature_tag,
@@ -144,6 +145,27 @@ def sign(c: Clients, repo: str, image: Image, key: str, layout: Layout) -> None:
           f"{c.server.host}/{repo}@{image.digest}", env={"COSIGN_PASSWORD": "", **env})
 
 
+# An empty trusted root stops `cosign verify` from fetching one over TUF (as in tests/test_clients.py).
+EMPTY_TRUSTED_ROOT = {"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+                      "tlogs": [], "certificateAuthorities": [], "ctlogs": [], "timestampAuthorities": []}
+VERIFY_FLAGS: dict[Layout, tuple[list[str], dict[str, str]]] = {
+    Layout.TAG: ([], {}),
+    Layout.REFERRER: (["--experimental-oci11"], {"COSIGN_EXPERIMENTAL": "1"}),
+    Layout.BUNDLE: (["--new-bundle-format"], {}),
+}
+
+
+def cosign_agrees(c: Clients, repo: str, image: Image, key: str, layout: Layout, verdict: Verdict) -> None:
+    """`cosign verify --key <key>.pub` (the independent verifier) accepts the image exactly when our
+    verdict on its one signature is "verified"."""
+    flags, env = VERIFY_FLAGS[layout]
+    c.path("trusted_root.json").write_text(json.dumps(EMPTY_TRUSTED_ROOT))
+    r = c.run("cosign", "verify", "--insecure-ignore-tlog=true", "--trusted-root", "trusted_root.json",
+              *COSIGN_REGISTRY, *flags, "--key", f"{key}.pub", f"{c.server.host}/{repo}@{image.digest}",
+              env={"COSIGN_PASSWORD": "", **env}, check=False)
+    assert (r.returncode == 0) == (verdict.status is Status.VERIFIED), (verdict, c.describe(r))
+
+
 def the_one(found: list[Signature]) -> Signature:
     assert len(found) == 1, found
     return found[0]
@@ -172,6 +194,8 @@ async def test_signature_detected_and_verified_in_each_layout(clients: Clients, 
     verdict = verify(found, [key])
     assert verdict == verify(found, [stranger, key])
     assert (verdict.status, verdict.keys, verdict.reason) == (Status.VERIFIED, (key.id,), "")
+    cosign_agrees(c, repo, image, "signer", layout, verdict)
+    cosign_agrees(c, repo, image, "stranger", layout, verify(found, [stranger]))
     # Without its key, it is a signature nobody can vouch for: neither verified nor invalid.
     assert verify(found, []).status is Status.UNVERIFIED
     assert verify(found, [stranger]).status is Status.UNVERIFIED
@@ -294,6 +318,11 @@ class Signed:
     other: Image
     key: TrustedKey
     stranger: TrustedKey
+    layout: Layout
+
+    def agrees(self, c: Clients, repo: str, verdict: Verdict) -> None:
+        """cosign, with the signer's key, rejects what we do not call verified."""
+        cosign_agrees(c, repo, self.image, "signer", self.layout, verdict)
 
 
 @pytest.fixture
@@ -306,7 +335,7 @@ def signed(clients: Clients, repo: str, request: pytest.FixtureRequest) -> Signe
     key, stranger = cosign_key(c, "signer"), cosign_key(c, "stranger")
     sign(c, repo, image, "signer", layout)
     sign(c, repo, other, "signer", layout)
-    return Signed(image, other, key, stranger)
+    return Signed(image, other, key, stranger, layout)
 
 
 def simple_signing_manifest(c: Clients, repo: str, s: Signature) -> dict[str, Any]:
@@ -343,6 +372,7 @@ async def test_simple_signing_payload_byte_flipped(clients: Clients, repo: str, 
     found = await replace_signature(c, repo, signed.image, good.layout, with_layer(doc, c, repo, bytes(flipped)))
     verdict = verify(found, [signed.key])
     assert verdict.status is Status.INVALID and "not this image" in verdict.reason, verdict
+    signed.agrees(c, repo, verdict)
 
     # A byte of the docker-reference flipped (not compared, as cosign does not): the claim still names
     # the image, but the signature no longer verifies with any key. A simple signature names no key,
@@ -355,6 +385,7 @@ async def test_simple_signing_payload_byte_flipped(clients: Clients, repo: str, 
     assert json.loads(found.content)["critical"]["image"]["docker-manifest-digest"] == signed.image.digest
     verdict = verify(found, [signed.key])
     assert verdict.status is Status.UNVERIFIED and verdict.keys == (), verdict
+    signed.agrees(c, repo, verdict)
 
     # Truncated JSON: invalid.
     doc = manifest_doc(c, repo, found.manifest)
@@ -362,6 +393,7 @@ async def test_simple_signing_payload_byte_flipped(clients: Clients, repo: str, 
                                     with_layer(doc, c, repo, good.content[: len(good.content) // 2]))
     verdict = verify(found, [signed.key])
     assert verdict.status is Status.INVALID and "not valid JSON" in verdict.reason, verdict
+    signed.agrees(c, repo, verdict)
 
 
 @pytest.mark.parametrize("signed", SIMPLE, indirect=True)
@@ -378,6 +410,7 @@ async def test_signature_copied_from_another_image(clients: Clients, repo: str, 
     assert (found.content, found.signature) == (theirs.content, theirs.signature)
     verdict = verify(found, [signed.key])
     assert verdict.status is Status.INVALID and signed.other.digest in verdict.reason, verdict
+    signed.agrees(c, repo, verdict)
 
 
 @pytest.mark.parametrize("signed", list(Layout), indirect=True)
@@ -388,6 +421,7 @@ async def test_wrong_key(clients: Clients, repo: str, signed: Signed) -> None:
     found = the_one(await signatures(c, repo, signed.image))
     verdict = verify(found, [signed.stranger])
     assert (verdict.status, verdict.keys) == (Status.UNVERIFIED, ()), verdict
+    cosign_agrees(c, repo, signed.image, "stranger", signed.layout, verdict)
     assert "none of the 1 trusted keys" in verdict.reason
     assert summarize([verdict]).state is State.SIGNED
 
@@ -405,6 +439,7 @@ async def test_bad_base64_signature(clients: Clients, repo: str, signed: Signed)
         assert found.signature == bad
         verdict = verify(found, [signed.key])
         assert verdict.status is Status.INVALID and "base64" in verdict.reason, verdict
+        signed.agrees(c, repo, verdict)
         assert summarize([verdict]).state is State.INVALID
         doc = manifest_doc(c, repo, found.manifest)
 
@@ -427,6 +462,7 @@ async def test_bundle_statement_names_another_digest(clients: Clients, repo: str
     assert found.content == theirs.content
     verdict = verify(found, [signed.key])
     assert verdict.status is Status.INVALID, verdict
+    signed.agrees(c, repo, verdict)
     assert "statement is about" in verdict.reason and signed.other.digest in verdict.reason
 
 
@@ -461,11 +497,13 @@ async def test_bundle_tampered(clients: Clients, repo: str, signed: Signed) -> N
                                         with_layer(doc, c, repo, rewrite_bundle(bundle, change)))
         verdict = verify(found, [signed.stranger, signed.key])
         assert verdict.status is Status.INVALID and reason in verdict.reason, (change.__name__, verdict)
+        signed.agrees(c, repo, verdict)
         doc = manifest_doc(c, repo, found.manifest)
     found = await replace_signature(c, repo, signed.image, Layout.BUNDLE,
                                     with_layer(doc, c, repo, good.content[:-40]))
     verdict = verify(found, [signed.key])
     assert verdict.status is Status.INVALID and "not valid JSON" in verdict.reason, verdict
+    signed.agrees(c, repo, verdict)
 
 
 @pytest.mark.parametrize("signed", [Layout.TAG], indirect=True)
@@ -483,6 +521,7 @@ async def test_missing_or_oversized_layer_is_invalid(clients: Clients, repo: str
     found = await replace_signature(c, repo, signed.image, Layout.TAG, with_layer(doc, c, repo, big))
     verdict = verify(found, [signed.key])
     assert verdict.status is Status.INVALID and "more than" in verdict.reason, verdict
+    signed.agrees(c, repo, verdict)
 
 
 # -- what is not a signature ------------------------------------------------------------------------
