@@ -235,3 +235,32 @@ def test_an_images_state(statuses: list[Status], state: State) -> None:
     summary = summarize(verdicts)
     assert (summary.state, summary.signatures) == (state, len(statuses))
     assert summary.keys == (("sha256:k",) if state is State.VERIFIED else ())
+
+
+def test_keyless_signatures_say_why_they_are_not_verified() -> None:
+    """A keyless (Fulcio certificate) signature verifies with no registered key offline: its reason
+    says so, rather than blaming the keys."""
+    doc = bundle_doc()
+    del doc["verificationMaterial"]["publicKey"]
+    doc["verificationMaterial"]["certificate"] = {"rawBytes": "MIIB"}
+    other = parse_public_key(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    verdict = verify_bundle(as_bytes(doc), SUBJECT, [other])
+    assert verdict.status is Status.UNVERIFIED and "keyless" in verdict.reason, verdict
+    assert verify_bundle(as_bytes(doc), SUBJECT, [other, KEY]).keys == (KEY.id,)
+    p = payload()
+    verdict = verify_simple_signing(p, ecdsa(p), SUBJECT, [other], keyless=True)
+    assert verdict.status is Status.UNVERIFIED and "keyless" in verdict.reason, verdict
+    assert "keyless" not in verify_simple_signing(p, ecdsa(p), SUBJECT, [other]).reason
+    # The certificate annotation of a simple-signing layer is what marks it keyless.
+    layer = {"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json", "size": len(p), "digest": OTHER,
+             "annotations": {"dev.cosignproject.cosign/signature": ecdsa(p)}}
+    for certificate, keyless in [(None, False), ("-----BEGIN CERTIFICATE-----\n...", True)]:
+        if certificate is not None:
+            layer["annotations"]["dev.sigstore.cosign/certificate"] = certificate
+        manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2, "digest": OTHER},
+                    "layers": [layer]}
+        found = parse_signature_manifest(as_bytes(manifest), OTHER, signature_tag(SUBJECT))
+        assert found is not None and found.layout is Layout.TAG and found.subject == SUBJECT
+        assert [entry.keyless for entry in found.layers] == [keyless]

@@ -37,6 +37,7 @@ from ncr_trio.types import load_json
 
 __all__ = [
     "BUNDLE_MEDIA_TYPE",
+    "CERTIFICATE_ANNOTATION",
     "COSIGN_SIGN_PREDICATE",
     "MAX_BUNDLE_BYTES",
     "MAX_PAYLOAD_BYTES",
@@ -60,6 +61,8 @@ __all__ = [
 
 SIMPLE_SIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+# Keyless signing (Fulcio): the signing certificate rides along; no registered key can verify it offline.
+CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
 SIGNATURE_ARTIFACT_TYPE = "application/vnd.dev.cosign.artifact.sig.v1+json"
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 BUNDLE_PREDICATE_ANNOTATION = "dev.sigstore.bundle.predicateType"
@@ -110,6 +113,7 @@ class Layer:
     size: int
     signature: str | None  # the base64 annotation; None for a bundle (its signature is inside it)
     problem: str | None = None  # what is wrong with the descriptor itself
+    keyless: bool = False  # a certificate annotation: signed keylessly (Fulcio)
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,7 @@ class Signature:
     content: bytes
     signature: str | None
     problem: str | None = None
+    keyless: bool = False  # simple signing with a certificate annotation (bundles say so inside)
 
 
 class Source(Protocol):
@@ -221,12 +226,14 @@ def _layer(index: int, d: dict[str, Any], layout: Layout) -> Layer:
     if layout is Layout.BUNDLE:
         return Layer(index, digest, size, None)
     annotations = d.get("annotations")
-    signature = annotations.get(SIGNATURE_ANNOTATION) if isinstance(annotations, dict) else None
+    if not isinstance(annotations, dict):
+        annotations = {}
+    signature = annotations.get(SIGNATURE_ANNOTATION)
     if not isinstance(signature, str) or not signature:
         return Layer(index, digest, size, None, f"the layer has no {SIGNATURE_ANNOTATION} annotation")
     if len(signature) > MAX_SIGNATURE_BYTES:
         return Layer(index, digest, size, None, f"the signature annotation is longer than {MAX_SIGNATURE_BYTES}")
-    return Layer(index, digest, size, signature)
+    return Layer(index, digest, size, signature, keyless=isinstance(annotations.get(CERTIFICATE_ANNOTATION), str))
 
 
 async def read_signatures(manifest: SignatureManifest, source: Source) -> list[Signature]:
@@ -245,7 +252,7 @@ async def read_signatures(manifest: SignatureManifest, source: Source) -> list[S
             else:
                 content = blob
         out.append(Signature(manifest.subject, manifest.layout, manifest.digest, layer.index, layer.digest,
-                             content, layer.signature, problem))
+                             content, layer.signature, problem, layer.keyless))
     return out
 
 

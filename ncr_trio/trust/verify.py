@@ -85,11 +85,14 @@ def verify(signature: Signature, keys: Sequence[TrustedKey]) -> Verdict:
         return Verdict(Status.INVALID, reason=signature.problem[:_MAX_REASON])
     if signature.layout is Layout.BUNDLE:
         return verify_bundle(signature.content, signature.subject, keys)
-    return verify_simple_signing(signature.content, signature.signature or "", signature.subject, keys)
+    return verify_simple_signing(signature.content, signature.signature or "", signature.subject, keys,
+                                 keyless=signature.keyless)
 
 
-def verify_simple_signing(payload: bytes, signature_b64: str, subject: str, keys: Sequence[TrustedKey]) -> Verdict:
-    """A simple-signing payload and its base64 signature (the layer annotation), for `subject`."""
+def verify_simple_signing(payload: bytes, signature_b64: str, subject: str, keys: Sequence[TrustedKey], *,
+                          keyless: bool = False) -> Verdict:
+    """A simple-signing payload and its base64 signature (the layer annotation), for `subject`;
+    `keyless`: the layer carries a signing certificate (only the reason of a failure changes)."""
     try:
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise _Invalid(f"the payload is larger than {MAX_PAYLOAD_BYTES} bytes")
@@ -102,7 +105,7 @@ def verify_simple_signing(payload: bytes, signature_b64: str, subject: str, keys
             raise _Invalid(f"the payload signs {named[:80]}, not this image ({subject})")
     except _Invalid as e:
         return Verdict(Status.INVALID, reason=str(e)[:_MAX_REASON])
-    return _judge([k.id for k in keys if _signed_by(k, raw_signature, payload)], keys, None)
+    return _judge([k.id for k in keys if _signed_by(k, raw_signature, payload)], keys, None, keyless)
 
 
 def verify_bundle(bundle: bytes, subject: str, keys: Sequence[TrustedKey]) -> Verdict:
@@ -131,11 +134,12 @@ def verify_bundle(bundle: bytes, subject: str, keys: Sequence[TrustedKey]) -> Ve
                                "a DSSE signature", MAX_SIGNATURE_BYTES) for s in signatures]
         _check_statement(_json_object(payload, "the in-toto statement"), subject)
         hint = _hint(doc)
+        keyless = _keyless(doc)
     except _Invalid as e:
         return Verdict(Status.INVALID, reason=str(e)[:_MAX_REASON])
     pae = b"DSSEv1 %d %s %d %s" % (len(payload_type.encode()), payload_type.encode(), len(payload), payload)
     verified = [k.id for k in keys if any(_signed_by(k, sig, pae) for sig in raw_signatures)]
-    return _judge(verified, keys, hint)
+    return _judge(verified, keys, hint, keyless)
 
 
 def _check_statement(statement: dict[str, Any], subject: str) -> None:
@@ -160,20 +164,32 @@ def _check_statement(statement: dict[str, Any], subject: str) -> None:
     raise _Invalid(f"the statement is about {', '.join(named[:3]) or 'no digest'}, not this image ({subject})")
 
 
-def _hint(bundle: dict[str, Any]) -> str | None:
+def _material(bundle: dict[str, Any]) -> dict[str, Any]:
     material = bundle.get("verificationMaterial", bundle.get("verification_material"))
-    public_key = material.get("publicKey", material.get("public_key")) if isinstance(material, dict) else None
+    return material if isinstance(material, dict) else {}
+
+
+def _keyless(bundle: dict[str, Any]) -> bool:
+    material = _material(bundle)
+    return any(name in material for name in ("certificate", "x509CertificateChain", "x509_certificate_chain"))
+
+
+def _hint(bundle: dict[str, Any]) -> str | None:
+    public_key = _material(bundle).get("publicKey", _material(bundle).get("public_key"))
     hint = public_key.get("hint") if isinstance(public_key, dict) else None
     return hint if isinstance(hint, str) else None
 
 
-def _judge(verified: list[str], keys: Sequence[TrustedKey], hint: str | None) -> Verdict:
+def _judge(verified: list[str], keys: Sequence[TrustedKey], hint: str | None, keyless: bool) -> Verdict:
     if verified:
         return Verdict(Status.VERIFIED, tuple(verified))
     named = next((k for k in keys if hint is not None and k.hint == hint), None)
     if named is not None:
         return Verdict(Status.INVALID, reason=f"the signature does not verify with the trusted key {named.id}, "
                                               "which the bundle names as its signer")
+    if keyless:
+        return Verdict(Status.UNVERIFIED, reason="a keyless (certificate) signature: it needs Sigstore's "
+                                                 "certificate authority and transparency log, not checked here")
     if not keys:
         return Verdict(Status.UNVERIFIED, reason="no trusted keys to verify it with")
     return Verdict(Status.UNVERIFIED, reason=f"none of the {len(keys)} trusted keys verifies it")
