@@ -36,6 +36,7 @@ from ncr_trio.trust import (
     summarize,
     verify,
 )
+from ncr_trio.trust.detect import MAX_SIGNATURE_MANIFESTS, MAX_SIGNATURES, MAX_SIGNATURES_PER_MANIFEST
 from tests.support.clients import (
     OCI_MANIFEST,
     Clients,
@@ -89,6 +90,7 @@ class HttpSource:
 
     server: Server
     repo: str
+    manifest_reads: int = 0
 
     async def _get(self, path: str, accept: str | None = None, params: dict[str, str] | None = None) -> Any:
         return await trio.to_thread.run_sync(lambda: registry_get(self.server, path, accept, params))
@@ -98,6 +100,7 @@ class HttpSource:
         return None if r.status_code == 404 else str(r.headers["docker-content-digest"])
 
     async def manifest(self, digest: str) -> bytes | None:
+        self.manifest_reads += 1
         r = await self._get(f"/v2/{self.repo}/manifests/{digest}", OCI_MANIFEST)
         return None if r.status_code == 404 else bytes(r.content)
 
@@ -542,3 +545,38 @@ async def test_attestation_bundle_is_not_a_signature(clients: Clients, repo: str
     assert await signatures(c, repo, image) == []
     sign(c, repo, image, "signer", Layout.BUNDLE)
     assert the_one(await signatures(c, repo, image)).layout is Layout.BUNDLE
+
+
+@pytest.mark.parametrize("signed", [Layout.TAG], indirect=True)
+async def test_signatures_per_subject_are_bounded(clients: Clients, repo: str, signed: Signed) -> None:
+    """Many signature layers, many signature referrers, many junk referrers: bounded reads, the first
+    signatures kept (and still verified)."""
+    c = clients
+    good = the_one(await signatures(c, repo, signed.image))
+    doc = manifest_doc(c, repo, good.manifest)
+    put_manifest(c, repo, signature_tag(signed.image.digest), {**doc, "layers": doc["layers"] * 100})
+    found = await signatures(c, repo, signed.image)
+    assert len(found) == MAX_SIGNATURES_PER_MANIFEST
+    assert {verify(s, [signed.key]).status for s in found} == {Status.VERIFIED}
+
+    subject = {"mediaType": OCI_MANIFEST, "digest": signed.image.digest, "size": len(signed.image.manifest)}
+    referrer = {**doc, "layers": doc["layers"] * MAX_SIGNATURES_PER_MANIFEST, "subject": subject,
+                "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json"}
+    for i in range(4):
+        put_manifest(c, repo, sha256(json.dumps({**referrer, "annotations": {"n": str(i)}}).encode()),
+                     {**referrer, "annotations": {"n": str(i)}})
+    source = HttpSource(c.server, repo)
+    found = await find_signatures(signed.image.digest, source)
+    assert len(found) == MAX_SIGNATURES == 256 and found[0].layout is Layout.TAG
+    assert {s.layout for s in found[MAX_SIGNATURES_PER_MANIFEST:]} == {Layout.REFERRER}
+    assert source.manifest_reads == 5
+
+    # Referrers that claim the signature type but hold no signature: each costs a read, up to the bound.
+    junk = {**referrer, "layers": [{**doc["config"]}]}
+    for i in range(MAX_SIGNATURE_MANIFESTS):
+        body = {**junk, "annotations": {"junk": str(i)}}
+        put_manifest(c, repo, sha256(json.dumps(body).encode()), body)
+    source = HttpSource(c.server, repo)
+    found = await find_signatures(signed.image.digest, source)
+    assert source.manifest_reads == 1 + MAX_SIGNATURE_MANIFESTS
+    assert len(found) <= MAX_SIGNATURES

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -43,6 +43,7 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "MAX_SIGNATURE_BYTES",
     "MAX_SIGNATURE_MANIFESTS",
+    "MAX_SIGNATURES",
     "MAX_SIGNATURES_PER_MANIFEST",
     "SIGNATURE_ANNOTATION",
     "SIGNATURE_ARTIFACT_TYPE",
@@ -75,7 +76,8 @@ MAX_BUNDLE_BYTES = 256 * 1024
 MAX_SIGNATURE_BYTES = 4096  # base64 of a signature: RSA-4096 is 684 characters
 # A subject signed by many keys, many times: bounded work per subject all the same.
 MAX_SIGNATURES_PER_MANIFEST = 64
-MAX_SIGNATURE_MANIFESTS = 128
+MAX_SIGNATURE_MANIFESTS = 128  # manifests read per subject (the .sig tag's and referrers, readable or not)
+MAX_SIGNATURES = 256  # signatures read per subject: the first ones found (tag first, then referrers)
 
 _IMAGE_MANIFESTS = ("application/vnd.oci.image.manifest.v1+json",
                     "application/vnd.docker.distribution.manifest.v2+json")
@@ -258,8 +260,10 @@ async def read_signatures(manifest: SignatureManifest, source: Source) -> list[S
 
 async def find_signatures(subject: str, source: Source) -> list[Signature]:
     """Every cosign signature of `subject` in its repository: the .sig tag's, then the referrers'
-    (in the order the referrers API lists them), each read and ready for verify.py."""
+    (in the order the referrers API lists them), each read and ready for verify.py. Bounded: at most
+    MAX_SIGNATURE_MANIFESTS manifests read, MAX_SIGNATURES signatures returned."""
     manifests: list[SignatureManifest] = []
+    reads = 0
     tagged = await source.resolve_tag(signature_tag(subject))
     if tagged is not None:
         raw = await source.manifest(tagged)
@@ -267,19 +271,23 @@ async def find_signatures(subject: str, source: Source) -> list[Signature]:
         if found is not None and found.subject == subject:
             manifests.append(found)
     for descriptor in await source.referrers(subject):
-        if len(manifests) >= MAX_SIGNATURE_MANIFESTS:
-            break
         digest = descriptor.get("digest")
         if descriptor.get("artifactType") not in (SIGNATURE_ARTIFACT_TYPE, BUNDLE_MEDIA_TYPE) \
                 or not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
             continue
+        reads += 1
+        if reads > MAX_SIGNATURE_MANIFESTS:
+            break
         raw = await source.manifest(digest)
         found = None if raw is None else parse_signature_manifest(raw, digest)
         if found is not None and found.subject == subject and found.layout is not Layout.TAG:
             manifests.append(found)
     signatures: list[Signature] = []
     for manifest in manifests:
-        signatures.extend(await read_signatures(manifest, source))
+        room = MAX_SIGNATURES - len(signatures)
+        if room <= 0:
+            break
+        signatures.extend(await read_signatures(replace(manifest, layers=manifest.layers[:room]), source))
     return signatures
 
 
