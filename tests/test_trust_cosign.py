@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from tests.support.clients import (
     find_tool,
     http,
     make_image,
+    make_index,
     registry_get,
     sha256,
     tags,
@@ -580,3 +581,30 @@ async def test_signatures_per_subject_are_bounded(clients: Clients, repo: str, s
     found = await find_signatures(signed.image.digest, source)
     assert source.manifest_reads == 1 + MAX_SIGNATURE_MANIFESTS
     assert len(found) <= MAX_SIGNATURES
+
+
+@pytest.mark.parametrize("layout", list(Layout))
+async def test_multi_platform_index_signed_recursively(clients: Clients, repo: str, layout: Layout) -> None:
+    """`cosign sign --recursive` on an image index signs the index and each platform's manifest: each
+    subject has its own signature, which verifies for it and not for its siblings."""
+    c = clients
+    amd64, arm64 = make_image("trust-index", arch="amd64"), make_image("trust-index", arch="arm64")
+    index = make_index([amd64, arm64])
+    layout_dir = c.path("index-layout")
+    write_layout(layout_dir, "t", [amd64, arm64], index)
+    c.run("skopeo", "copy", "--all", "--dest-tls-verify=false", f"oci:{layout_dir}:t",
+          f"docker://{c.server.host}/{repo}:multi")
+    key = cosign_key(c, "signer")
+    flags, env = MODES[layout]
+    c.run("cosign", "sign", "--recursive", "--key", "signer.key", "--tlog-upload=false", "--yes", *COSIGN_REGISTRY,
+          *flags, f"{c.server.host}/{repo}@{sha256(index)}", env={"COSIGN_PASSWORD": "", **env})
+    source = HttpSource(c.server, repo)
+    found = {subject: the_one(await find_signatures(subject, source))
+             for subject in (sha256(index), amd64.digest, arm64.digest)}
+    for subject, signature in found.items():
+        assert (signature.subject, signature.layout) == (subject, layout)
+        assert verify(signature, [key]).keys == (key.id,)
+    # One platform's signature presented as its sibling's: about another image.
+    moved = replace(found[amd64.digest], subject=arm64.digest)
+    verdict = verify(moved, [key])
+    assert verdict.status is Status.INVALID and amd64.digest in verdict.reason, verdict
