@@ -280,7 +280,8 @@ async def find_signatures(subject: str, source: Source) -> list[Signature]:
             break
         raw = await source.manifest(digest)
         found = None if raw is None else parse_signature_manifest(raw, digest)
-        if found is not None and found.subject == subject and found.layout is not Layout.TAG:
+        if found is not None and found.subject == subject and found.layout is not Layout.TAG \
+                and all(m.digest != digest for m in manifests):  # a .sig manifest may have a subject too
             manifests.append(found)
     signatures: list[Signature] = []
     for manifest in manifests:

@@ -102,7 +102,7 @@ def verify_simple_signing(payload: bytes, signature_b64: str, subject: str, keys
         image = _field(critical, "image", dict, "the payload's critical")
         named = _field(image, "docker-manifest-digest", str, "the payload's critical.image")
         if named != subject:
-            raise _Invalid(f"the payload signs {named[:80]}, not this image ({subject})")
+            raise _Invalid(f"the payload signs {_shown(named)}, not this image ({subject})")
     except _Invalid as e:
         return Verdict(Status.INVALID, reason=str(e)[:_MAX_REASON])
     return _judge([k.id for k in keys if _signed_by(k, raw_signature, payload)], keys, None, keyless)
@@ -116,7 +116,7 @@ def verify_bundle(bundle: bytes, subject: str, keys: Sequence[TrustedKey]) -> Ve
         doc = _json_object(bundle, "the bundle")
         media_type = _field(doc, "mediaType", str, "the bundle")
         if not media_type.startswith(_BUNDLE_MEDIA_TYPE_PREFIX):
-            raise _Invalid(f"the bundle's media type is {media_type[:80]!r}, not a sigstore bundle")
+            raise _Invalid(f"the bundle's media type is {_shown(media_type)}, not a sigstore bundle")
         envelope = doc.get("dsseEnvelope", doc.get("dsse_envelope"))
         if envelope is None:
             raise _Invalid("the bundle holds no DSSE envelope (a message signature is not an image signature)")
@@ -124,7 +124,7 @@ def verify_bundle(bundle: bytes, subject: str, keys: Sequence[TrustedKey]) -> Ve
             raise _Invalid("the bundle's dsseEnvelope is not an object")
         payload_type = _field(envelope, "payloadType", str, "the DSSE envelope")
         if payload_type != INTOTO_PAYLOAD_TYPE:
-            raise _Invalid(f"the DSSE payload type is {payload_type[:80]!r}, not {INTOTO_PAYLOAD_TYPE}")
+            raise _Invalid(f"the DSSE payload type is {_shown(payload_type)}, not {INTOTO_PAYLOAD_TYPE}")
         payload = _b64(_field(envelope, "payload", str, "the DSSE envelope"), "the DSSE payload",
                        MAX_BUNDLE_BYTES)
         signatures = _field(envelope, "signatures", list, "the DSSE envelope")
@@ -145,10 +145,10 @@ def verify_bundle(bundle: bytes, subject: str, keys: Sequence[TrustedKey]) -> Ve
 def _check_statement(statement: dict[str, Any], subject: str) -> None:
     kind = _field(statement, "_type", str, "the statement")
     if not kind.startswith("https://in-toto.io/Statement/"):
-        raise _Invalid(f"the DSSE payload is not an in-toto statement (_type {kind[:80]!r})")
+        raise _Invalid(f"the DSSE payload is not an in-toto statement (_type {_shown(kind)})")
     predicate = _field(statement, "predicateType", str, "the statement")
     if predicate != COSIGN_SIGN_PREDICATE:
-        raise _Invalid(f"the statement's predicate type is {predicate[:80]!r}, not a cosign signature")
+        raise _Invalid(f"the statement's predicate type is {_shown(predicate)}, not a cosign signature")
     subjects = _field(statement, "subject", list, "the statement")
     if len(subjects) > _MAX_STATEMENT_SUBJECTS:
         raise _Invalid(f"the statement names more than {_MAX_STATEMENT_SUBJECTS} subjects")
@@ -160,7 +160,7 @@ def _check_statement(statement: dict[str, Any], subject: str) -> None:
             value = digests.get(algorithm)
             if value == encoded:
                 return
-            named.extend(f"{a}:{v}"[:80] for a, v in list(digests.items())[:4] if isinstance(v, str))
+            named.extend(_shown(f"{a}:{v}") for a, v in list(digests.items())[:4] if isinstance(v, str))
     raise _Invalid(f"the statement is about {', '.join(named[:3]) or 'no digest'}, not this image ({subject})")
 
 
@@ -172,6 +172,11 @@ def _material(bundle: dict[str, Any]) -> dict[str, Any]:
 def _keyless(bundle: dict[str, Any]) -> bool:
     material = _material(bundle)
     return any(name in material for name in ("certificate", "x509CertificateChain", "x509_certificate_chain"))
+
+
+def _shown(text: str) -> str:
+    """Text from a signature, in a reason: quoted and escaped (no control characters), at most 80 characters."""
+    return repr(text[:80])
 
 
 def _hint(bundle: dict[str, Any]) -> str | None:
