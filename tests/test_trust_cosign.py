@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,10 +21,12 @@ from typing import Any
 
 import pytest
 import trio
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from ncr_trio.trust import (
+    KeyAlgorithm,
     Layout,
     Signature,
     State,
@@ -76,8 +79,6 @@ def clients(shared_server: Server, tmp_path: Path) -> Iterator[Clients]:
 
 @pytest.fixture
 def repo(request: pytest.FixtureRequest) -> str:
-    import re
-
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
     return f"clients/trust-{slug}"
 
@@ -159,15 +160,24 @@ VERIFY_FLAGS: dict[Layout, tuple[list[str], dict[str, str]]] = {
 }
 
 
-def cosign_agrees(c: Clients, repo: str, image: Image, key: str, layout: Layout, verdict: Verdict) -> None:
-    """`cosign verify --key <key>.pub` (the independent verifier) accepts the image exactly when our
-    verdict on its one signature is "verified"."""
+def cosign_verify(c: Clients, repo: str, image: Image, key: str, layout: Layout,
+                  digest_algorithm: str = "sha256") -> bool:
+    """Whether `cosign verify --key <key>.pub` (the independent verifier) accepts the image."""
     flags, env = VERIFY_FLAGS[layout]
     c.path("trusted_root.json").write_text(json.dumps(EMPTY_TRUSTED_ROOT))
     r = c.run("cosign", "verify", "--insecure-ignore-tlog=true", "--trusted-root", "trusted_root.json",
-              *COSIGN_REGISTRY, *flags, "--key", f"{key}.pub", f"{c.server.host}/{repo}@{image.digest}",
-              env={"COSIGN_PASSWORD": "", **env}, check=False)
-    assert (r.returncode == 0) == (verdict.status is Status.VERIFIED), (verdict, c.describe(r))
+              *COSIGN_REGISTRY, *flags, "--signature-digest-algorithm", digest_algorithm, "--key", f"{key}.pub",
+              f"{c.server.host}/{repo}@{image.digest}", env={"COSIGN_PASSWORD": "", **env}, check=False)
+    rejections = ("no matching", "no signatures found", "no valid bundles")  # not, say, a registry error
+    assert r.returncode == 0 or any(text in r.stderr for text in rejections), c.describe(r)
+    return r.returncode == 0
+
+
+def cosign_agrees(c: Clients, repo: str, image: Image, key: str, layout: Layout, verdict: Verdict,
+                  digest_algorithm: str = "sha256") -> None:
+    """cosign verify accepts the image exactly when our verdict on its one signature is "verified"."""
+    assert cosign_verify(c, repo, image, key, layout, digest_algorithm) == (verdict.status is Status.VERIFIED), \
+        verdict
 
 
 def the_one(found: list[Signature]) -> Signature:
@@ -249,12 +259,13 @@ async def test_two_keys_sign_the_same_image_each_verifies(clients: Clients, repo
 # -- every key type cosign signs with ---------------------------------------------------------------
 
 
-KEY_TYPES = {
-    "ecdsa-p384": lambda: ec.generate_private_key(ec.SECP384R1()),
-    "ecdsa-p521": lambda: ec.generate_private_key(ec.SECP521R1()),
-    "rsa-2048": lambda: rsa.generate_private_key(65537, 2048),
-    "rsa-4096": lambda: rsa.generate_private_key(65537, 4096),
-    "ed25519": ed25519.Ed25519PrivateKey.generate,
+# kind -> (a new private key, the hash cosign signs with: `cosign verify --signature-digest-algorithm`)
+KEY_TYPES: dict[str, tuple[Any, str]] = {
+    "ecdsa-p384": (lambda: ec.generate_private_key(ec.SECP384R1()), "sha384"),
+    "ecdsa-p521": (lambda: ec.generate_private_key(ec.SECP521R1()), "sha512"),
+    "rsa-2048": (lambda: rsa.generate_private_key(65537, 2048), "sha256"),
+    "rsa-4096": (lambda: rsa.generate_private_key(65537, 4096), "sha256"),
+    "ed25519": (ed25519.Ed25519PrivateKey.generate, "sha512"),
 }
 
 
@@ -266,13 +277,36 @@ async def test_imported_key_types_verify(clients: Clients, repo: str, kind: str,
     c = clients
     image = make_image(f"trust-{kind}-{layout}")
     push(c, image, repo)
-    key = cosign_key(c, kind, KEY_TYPES[kind]())
-    other = cosign_key(c, "other", KEY_TYPES[kind]())
+    new_key, digest_algorithm = KEY_TYPES[kind]
+    key = cosign_key(c, kind, new_key())
+    other = cosign_key(c, "other", new_key())
     assert key.algorithm.value.startswith(kind.split("-")[0])
     sign(c, repo, image, kind, layout)
     found = the_one(await signatures(c, repo, image))
-    assert verify(found, [key]) .keys == (key.id,)
+    verdict = verify(found, [key])
+    assert verdict.keys == (key.id,)
     assert verify(found, [other]).status is Status.UNVERIFIED
+    if key.algorithm is not KeyAlgorithm.ED25519:
+        cosign_agrees(c, repo, image, kind, layout, verdict, digest_algorithm)
+        cosign_agrees(c, repo, image, "other", layout, verify(found, [other]), digest_algorithm)
+        return
+    # cosign signs with Ed25519ph (sigstore's WithED25519ph); the signature is no pure Ed25519 one.
+    assert isinstance(key.key, ed25519.Ed25519PublicKey)
+    message = found.content if layout is Layout.TAG else dsse_pae(found.content)
+    raw = base64.b64decode(found.signature if layout is Layout.TAG else
+                           json.loads(found.content)["dsseEnvelope"]["signatures"][0]["sig"])
+    with pytest.raises(InvalidSignature):
+        key.key.verify(raw, message)
+    # Known disagreement: cosign 2.6.4's `verify --key` loads an Ed25519 public key as pure Ed25519
+    # (sigstore's LoadVerifier), so it rejects the Ed25519ph signatures its own `sign` makes, whatever
+    # --signature-digest-algorithm says. When this starts passing, cosign was fixed: make it agree.
+    assert not any(cosign_verify(c, repo, image, kind, layout, algorithm) for algorithm in ("sha256", "sha512"))
+
+
+def dsse_pae(bundle: bytes) -> bytes:
+    envelope = json.loads(bundle)["dsseEnvelope"]
+    body, kind = base64.b64decode(envelope["payload"]), envelope["payloadType"].encode()
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(body), body)
 
 
 # -- tampered signatures: each one "invalid" (or, where no key can be named, not verified) -----------
@@ -340,10 +374,6 @@ def signed(clients: Clients, repo: str, request: pytest.FixtureRequest) -> Signe
     sign(c, repo, image, "signer", layout)
     sign(c, repo, other, "signer", layout)
     return Signed(image, other, key, stranger, layout)
-
-
-def simple_signing_manifest(c: Clients, repo: str, s: Signature) -> dict[str, Any]:
-    return manifest_doc(c, repo, s.manifest)
 
 
 async def replace_signature(c: Clients, repo: str, image: Image, layout: Layout, doc: dict[str, Any]) -> Signature:
@@ -517,7 +547,7 @@ async def test_missing_or_oversized_layer_is_invalid(clients: Clients, repo: str
     c = clients
     good = the_one(await signatures(c, repo, signed.image))
     doc = manifest_doc(c, repo, good.manifest)
-    layer = {**doc["layers"][0], "size": good.content.__len__() + 1}
+    layer = {**doc["layers"][0], "size": len(good.content) + 1}
     found = await replace_signature(c, repo, signed.image, Layout.TAG, {**doc, "layers": [layer]})
     assert verify(found, [signed.key]).status is Status.INVALID
     big = json.dumps({"critical": {"image": {"docker-manifest-digest": signed.image.digest}},
