@@ -210,11 +210,13 @@ async def test_signature_detected_and_verified_in_each_layout(clients: Clients, 
     assert (verdict.status, verdict.keys, verdict.reason) == (Status.VERIFIED, (key.id,), "")
     cosign_agrees(c, repo, image, "signer", layout, verdict)
     cosign_agrees(c, repo, image, "stranger", layout, verify(found, [stranger]))
-    # Without its key, it is a signature nobody can vouch for: neither verified nor invalid.
+    # With no trusted key, nothing to check it against: signed, neither verified nor invalid. With
+    # only another key trusted: invalid.
     assert verify(found, []).status is Status.UNVERIFIED
-    assert verify(found, [stranger]).status is Status.UNVERIFIED
+    assert verify(found, [stranger]).status is Status.INVALID
     assert summarize([verify(found, [key])]).state is State.VERIFIED
-    assert summarize([verify(found, [stranger])]).state is State.SIGNED
+    assert summarize([verify(found, [])]).state is State.SIGNED
+    assert summarize([verify(found, [stranger])]).state is State.INVALID
     # The other image in the same repository stays unsigned.
     assert await signatures(c, repo, other_image) == []
     assert summarize([]).state is State.UNSIGNED
@@ -249,7 +251,7 @@ async def test_two_keys_sign_the_same_image_each_verifies(clients: Clients, repo
         assert len({s.manifest for s in found}) == 2
     by_alice = [verify(s, [alice]).status for s in found]
     by_bob = [verify(s, [bob]).status for s in found]
-    assert sorted(by_alice) == sorted(by_bob) == sorted([Status.VERIFIED, Status.UNVERIFIED])
+    assert sorted(by_alice) == sorted(by_bob) == sorted([Status.VERIFIED, Status.INVALID])
     both = [verify(s, [alice, bob]) for s in found]
     assert sorted(v.keys for v in both) == sorted([(alice.id,), (bob.id,)])
     summary = summarize(both)
@@ -285,7 +287,7 @@ async def test_imported_key_types_verify(clients: Clients, repo: str, kind: str,
     found = the_one(await signatures(c, repo, image))
     verdict = verify(found, [key])
     assert verdict.keys == (key.id,)
-    assert verify(found, [other]).status is Status.UNVERIFIED
+    assert verify(found, [other]).status is Status.INVALID
     if key.algorithm is not KeyAlgorithm.ED25519:
         cosign_agrees(c, repo, image, kind, layout, verdict, digest_algorithm)
         cosign_agrees(c, repo, image, "other", layout, verify(found, [other]), digest_algorithm)
@@ -409,8 +411,7 @@ async def test_simple_signing_payload_byte_flipped(clients: Clients, repo: str, 
     signed.agrees(c, repo, verdict)
 
     # A byte of the docker-reference flipped (not compared, as cosign does not): the claim still names
-    # the image, but the signature no longer verifies with any key. A simple signature names no key,
-    # so this is "unverified", never "verified".
+    # the image, but the signature no longer verifies with the key.
     doc = manifest_doc(c, repo, found.manifest)
     at = good.content.index(b"docker-reference") + 20
     flipped = bytearray(good.content)
@@ -418,7 +419,7 @@ async def test_simple_signing_payload_byte_flipped(clients: Clients, repo: str, 
     found = await replace_signature(c, repo, signed.image, good.layout, with_layer(doc, c, repo, bytes(flipped)))
     assert json.loads(found.content)["critical"]["image"]["docker-manifest-digest"] == signed.image.digest
     verdict = verify(found, [signed.key])
-    assert verdict.status is Status.UNVERIFIED and verdict.keys == (), verdict
+    assert verdict.status is Status.INVALID and "none of the 1 trusted keys verifies it" in verdict.reason, verdict
     signed.agrees(c, repo, verdict)
 
     # Truncated JSON: invalid.
@@ -449,15 +450,15 @@ async def test_signature_copied_from_another_image(clients: Clients, repo: str, 
 
 @pytest.mark.parametrize("signed", list(Layout), indirect=True)
 async def test_wrong_key(clients: Clients, repo: str, signed: Signed) -> None:
-    """Only another key trusted: not verified. Whether a simple signature is tampered or by an unknown
-    key cannot be told; cosign's bundle names its key (hint), which is not trusted here."""
+    """Only another key trusted: invalid. A bundle names its key (cosign's hint): the reason says which."""
     c = clients
     found = the_one(await signatures(c, repo, signed.image))
     verdict = verify(found, [signed.stranger])
-    assert (verdict.status, verdict.keys) == (Status.UNVERIFIED, ()), verdict
+    assert (verdict.status, verdict.keys) == (Status.INVALID, ()), verdict
     cosign_agrees(c, repo, signed.image, "stranger", signed.layout, verdict)
-    assert "none of the 1 trusted keys" in verdict.reason
-    assert summarize([verdict]).state is State.SIGNED
+    assert "none of the 1 trusted keys verifies it" in verdict.reason
+    assert (signed.key.id in verdict.reason) == (signed.layout is Layout.BUNDLE), verdict
+    assert summarize([verdict]).state is State.INVALID
 
 
 @pytest.mark.parametrize("signed", SIMPLE, indirect=True)

@@ -15,13 +15,13 @@ name the subject's digest among its `subject` entries.
 A verdict per signature:
 
     verified    one or more trusted keys verify it (`keys`: their IDs)
-    invalid     it cannot be right whatever the keys: unreadable, malformed, a claim about another
-                image (e.g. a signature copied from one image's .sig to another's), or a bundle whose
-                signature fails with the very trusted key the bundle names as its signer
-    unverified  well-formed and about this image, but no trusted key verifies it: signed by a key
-                nobody registered, or altered so that no key verifies it. For simple signing the two
-                cannot be told apart (its signature names no key); a bundle's key hint can, and
-                when the named key is trusted a failure is "invalid".
+    invalid     unreadable or malformed; a claim about another image (e.g. a signature copied from
+                one image's .sig to another's); or, with trusted keys to check it against, none of
+                them verifies it: altered bytes, or a key that is not trusted (a simple signature
+                names no key, so the two cannot be told apart; the reason says which when a bundle
+                names its key)
+    unverified  well formed and about this image, with nothing to check it against: no trusted
+                keys at all, or a keyless (certificate) signature, which needs Sigstore's services
 
 Verification never raises on what it reads: every field is checked for type and size, base64 and
 JSON errors become "invalid" with a reason. Synchronous and CPU-bound (microseconds per key, a few
@@ -197,7 +197,20 @@ def _judge(verified: list[str], keys: Sequence[TrustedKey], hint: str | None, ke
                                                  "certificate authority and transparency log, not checked here")
     if not keys:
         return Verdict(Status.UNVERIFIED, reason="no trusted keys to verify it with")
-    return Verdict(Status.UNVERIFIED, reason=f"none of the {len(keys)} trusted keys verifies it")
+    if hint is not None:
+        return Verdict(Status.INVALID, reason=f"signed by the key {_shown(_key_id(hint))}, which is not trusted "
+                                              f"(none of the {len(keys)} trusted keys verifies it)")
+    return Verdict(Status.INVALID, reason=f"none of the {len(keys)} trusted keys verifies it "
+                                          "(signed by another key, or altered)")
+
+
+def _key_id(hint: str) -> str:
+    """A bundle's key hint as a key ID (the hint itself when it is not the base64 of a SHA-256)."""
+    try:
+        raw = base64.b64decode(hint, validate=True)
+    except (binascii.Error, ValueError):
+        return hint
+    return "sha256:" + raw.hex() if len(raw) == 32 else hint
 
 
 def _signed_by(key: TrustedKey, signature: bytes, message: bytes) -> bool:
