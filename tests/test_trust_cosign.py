@@ -6,7 +6,8 @@ service), in each of its three layouts: the `sha256-<hex>.sig` tag, an OCI 1.1 r
 (`--new-bundle-format`). The registry's answers (tags, manifests, blobs, referrers) feed
 `find_signatures` through a Source over plain HTTP, as the server's storage will; `verify` checks them
 with keys parsed from the cosign.pub files. Tampered signatures are built from real ones and pushed
-back, so each negative differs from a good signature in exactly one way.
+back, so each negative differs from a good signature in exactly one way. cosign itself (`cosign
+verify --key`) is the independent verifier: it accepts exactly what `verify` calls verified.
 """
 
 from __future__ import annotations
@@ -311,7 +312,7 @@ def dsse_pae(bundle: bytes) -> bytes:
     return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(body), body)
 
 
-# -- tampered signatures: each one "invalid" (or, where no key can be named, not verified) -----------
+# -- tampered signatures: each one "invalid", and cosign verify rejects each ------------------------------
 
 
 def put_blob(c: Clients, repo: str, data: bytes) -> str:
