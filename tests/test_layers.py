@@ -13,7 +13,7 @@ LAYERS = [
     {"storage"},
     {"meta"},
     {"auth"},
-    {"registry", "cache", "replication", "scan"},
+    {"registry", "cache", "replication", "scan", "trust"},
     {"http", "background", "scheduler"},
     {"serve", "client", "cli", "__main__"},
 ]
