@@ -71,6 +71,7 @@ class App:
                 await nursery.start(service.catalog.pulls.run)
                 await nursery.start(service.webhooks.delivery.run)
                 await nursery.start(service.pull_through.run)
+                await nursery.start(service.scans.serve)
                 await send({"type": "lifespan.startup.complete"})
                 await receive()  # lifespan.shutdown
                 nursery.cancel_scope.cancel()
