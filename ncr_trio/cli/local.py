@@ -1,10 +1,11 @@
-"""Commands that work on this machine's data directory: `serve`, `gc` without a verb, and `fsck`."""
+"""Commands that work on this machine's data directory: `serve`, `gc` without a verb, `fsck` and `vulndb`."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,60 @@ def add_fsck(sub: Any) -> None:
     _data_options(fsck)
     fsck.add_argument("--repair", action="store_true", help="move damaged blobs to <data>/quarantine/")
     fsck.add_argument("--json", action="store_true", help="print the report as JSON (also: -o json)")
+
+
+def add_vulndb(sub: Any) -> None:
+    vulndb = sub.add_parser(
+        "vulndb", help="the vulnerability database the scanner uses (local data directory)",
+        description="Import OSV data (all.zip dumps, directories or files of OSV JSON/YAML records) or Alpine secdb "
+                    "files into <data>/vulndb/osv.sqlite, built beside the live one and swapped in atomically: "
+                    "scans under way finish on the version they started with. Nothing is ever downloaded.")
+    verbs = vulndb.add_subparsers(dest="verb", required=True, metavar="VERB")
+    imp = verbs.add_parser("import", help="import files into the database", description="Import OSV data.")
+    imp.add_argument("files", nargs="+", type=Path, metavar="FILE", help="an OSV all.zip, a directory or an OSV file")
+    imp.add_argument("--replace", action="store_true", help="start from an empty database (default: add to it)")
+    status = verbs.add_parser("status", help="what the database holds", description="What the database holds.")
+    for sp in (imp, status):
+        _data_options(sp)
+        sp.add_argument("--json", action="store_true", help="print JSON (also: -o json)")
+
+
+def run_vulndb(args: argparse.Namespace) -> int:
+    from ncr_trio.cli.output import Output
+    from ncr_trio.scan.jobs import vulndb_path
+    from ncr_trio.scan.vulndb import ImportSummary, VulnDB, VulnDBError, import_sources
+
+    config = load(args.config, data_dir=args.data)
+    live = vulndb_path(config.data_dir)
+    out = Output("json" if _as_json(args) else "table")
+    summary: ImportSummary | None = None
+    try:
+        if args.verb == "import":
+            missing = [str(f) for f in args.files if not f.exists()]
+            if missing:
+                print(f"ncr-trio: no such file: {', '.join(missing)}", file=sys.stderr)
+                return 1
+            summary = import_sources(live, list(args.files), replace=args.replace)
+        elif live.exists():
+            with VulnDB(live) as db:
+                summary = db.status()
+    except VulnDBError as e:
+        print(f"ncr-trio: {e}", file=sys.stderr)
+        return 1
+    if summary is None:
+        if out.as_json:
+            out.document({"path": str(live), "version": None})
+        else:
+            out.line(f"No vulnerability database at {live}: import one (ncr-trio vulndb import FILE...)")
+        return 0
+    if out.as_json:
+        out.document({"path": str(live), **dataclasses.asdict(summary)})
+        return 0
+    out.line(f"{'Imported' if args.verb == 'import' else 'Database'} {live}: version {summary.version}, "
+             f"{summary.records} records, newest modification {summary.newest_modified or '-'}")
+    for s in summary.sources:
+        out.line(f"  {s.name} ({s.kind}): {s.records} records, {s.skipped} skipped, {s.withdrawn} withdrawn")
+    return 0
 
 
 def local_gc_given(args: argparse.Namespace) -> list[str]:
@@ -146,5 +201,5 @@ def run_local_gc(args: argparse.Namespace) -> int:
     return trio.run(run)
 
 
-__all__ = ["GC_HELP", "add_fsck", "add_local_gc_options", "add_serve", "local_gc_given", "run_fsck", "run_local_gc",
-           "run_serve"]
+__all__ = ["GC_HELP", "add_fsck", "add_local_gc_options", "add_serve", "add_vulndb", "local_gc_given", "run_fsck",
+           "run_local_gc", "run_serve", "run_vulndb"]
