@@ -66,7 +66,7 @@ SCAN_JOB = "scan"
 PRESETS = {"None": "", "Hourly": "0 * * * *", "Daily": "0 0 * * *", "Weekly": "0 0 * * 6"}
 THRESHOLDS = ("Low", "Medium", "High", "Critical")
 MAX_ALLOWLIST = 1000
-_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
+ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
 LEASE_SECONDS = 60.0
 STOP_POLL_SECONDS = 0.5
 READ_CHUNK = 1 << 20
@@ -131,7 +131,7 @@ def parse_ids(value: str | list[str]) -> tuple[str, ...]:
         for part in re.split(r"[\s,]+", item) if isinstance(value, list) else (item,):
             if not part:
                 continue
-            if _ID_RE.fullmatch(part) is None:
+            if ID_RE.fullmatch(part) is None:
                 raise RegistryError("INVALID_REQUEST", f"not a vulnerability ID: {part[:60]!r}")
             out[part] = None
     if len(out) > MAX_ALLOWLIST:
