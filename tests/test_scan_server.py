@@ -30,6 +30,7 @@ import pytest
 
 from tests.support.clients import Clients, clients_watching, find_tool, gzip_bytes, tar_layer
 from tests.support.oci import canonical, descriptor, digest, push_blob, push_manifest
+from tests.support.receivers import ALLOW_RECEIVERS, Receiver
 from tests.support.server import Server
 
 DATA = Path(__file__).parent / "data" / "vulndata"
@@ -93,7 +94,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                            str(DATA / "alpine" / "secdb-v3.4-main.yaml")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "records" in done.stdout
-    srv = Server(data=data, registries=REGISTRIES, env={"NCR_SCAN_POLL_SECONDS": "0.2"})
+    srv = Server(data=data, registries=REGISTRIES, env={"NCR_SCAN_POLL_SECONDS": "0.2", **ALLOW_RECEIVERS})
     try:
         yield srv.start()
     finally:
@@ -131,8 +132,12 @@ def finished(server: Server, repo: str, d: str) -> dict[str, Any]:
 
 
 def test_a_manual_scan_from_not_scanned_to_its_figures(server: Server) -> None:
+    rx = Receiver().start()
+    hook = {"name": "scans", "kind": "http", "url": rx.url, "event_types": ["scan.completed", "scan.failed"]}
+    ok(server.call("POST", "/registries/scans/webhooks", json=hook), 201)
     with server.client() as c:
         d = push_image(c, "scans/app", "v1", vulnerable_layers())
+        broken = push_image(c, "scans/broken", "v1", [(LAYER_GZIP, b"not gzip at all" * 100, b"")])
     path = artifact_path("scans/app", d)
     artifact = ok(server.call("GET", path))
     assert (artifact["scan_status"], artifact["vulnerabilities"]) == ("Not Scanned", None)
@@ -158,6 +163,17 @@ def test_a_manual_scan_from_not_scanned_to_its_figures(server: Server) -> None:
     listed = ok(server.call("GET", "/registries/scans/images/app/artifacts"))["artifacts"]
     assert [(a["digest"], a["scan_status"], a["vulnerabilities"]) for a in listed] == [(d, "Done", figures)]
     assert ok(server.call("GET", "/vulndb"))["records"] > 1000
+    # a layer that is not a tar archive: Failed, with the reason; webhooks hear of both outcomes
+    ok(server.call("POST", artifact_path("scans/broken", broken) + "/scan"), 202)
+    failed = finished(server, "scans/broken", broken)
+    assert failed["status"] == "Failed" and "not a readable layer" in failed["error"], failed
+    try:
+        got = rx.wait_for(lambda rs: {"scan.completed", "scan.failed"} <= {x.json()["type"] for x in rs})
+    finally:
+        rx.stop()
+    events = {x.json()["type"]: x.json() for x in got}
+    assert (events["scan.completed"]["repository"], events["scan.completed"]["digest"]) == ("scans/app", d)
+    assert (events["scan.failed"]["repository"], events["scan.failed"]["digest"]) == ("scans/broken", broken)
 
 
 def test_a_running_scan_is_stopped(server: Server) -> None:
