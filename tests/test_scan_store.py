@@ -136,6 +136,10 @@ def test_scan_on_push_settings_and_purge(db: Database) -> None:
         s = await store.registry_settings("team")
         assert (s.scan_on_push, s.prevent_pull_severity, s.allowlist) == (True, "High", ("CVE-1",))
         assert (await store.registry_settings("other")).allowlist is None  # the global list applies
+        await event(db, "artifact.cached", "team/app", D1)  # its layers come later: not scanned on arrival
+        await event(db, "artifact.deleted", "team/app", D2)  # the result goes with the artifact
+        assert await store.collect_pushes() == []
+        assert await store.result("team/app", D1) is None and await store.result("team/app", D2) is None
         await store.set_allowlist(["CVE-2", "GHSA-abcd"])
         assert await store.allowlist() == ("CVE-2", "GHSA-abcd")
         await db.write(lambda tx: ScanStore.purge_registry(tx, "team"))

@@ -321,9 +321,12 @@ class ScanStore:
 
     # -- scan on push ----------------------------------------------------------------------------
     async def collect_pushes(self, limit: int = 500) -> list[tuple[str, str]]:
-        """The artifacts pushed (or cached) since the last call into registries that scan on push, once
-        across every worker and node (the cursor row is locked for the transaction); each is queued
-        here, in the same transaction, unless a scan of it is under way."""
+        """The artifacts pushed since the last call into registries that scan on push, once across every
+        worker and node (the cursor row is locked for the transaction); each is queued here, in the
+        same transaction, unless a scan of it is under way. The results of deleted artifacts go.
+
+        Artifacts cached from an image cache's source (`artifact.cached`) are not scanned on arrival:
+        their layers come when a client first pulls them, so a scan then would find them missing."""
 
         if not await self.db.read(lambda tx: tx.one(
                 "SELECT 1 FROM events WHERE id > (SELECT event_id FROM scan_cursor WHERE id = 1) LIMIT 1")):
@@ -340,7 +343,10 @@ class ScanStore:
             queued: list[tuple[str, str]] = []
             now = time.time()
             for _, kind, repository, digest, _media_type in events:
-                if kind not in ("artifact.pushed", "artifact.cached") or digest is None:
+                if kind == "artifact.deleted" and digest is not None:  # its result goes with it
+                    tx.execute("DELETE FROM scan_results WHERE repository = ? AND digest = ?", (repository, digest))
+                    continue
+                if kind != "artifact.pushed" or digest is None:
                     continue
                 if _media_type not in MediaType.MANIFESTS:
                     continue

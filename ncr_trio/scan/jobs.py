@@ -2,8 +2,9 @@
 
 Asking. A scan is a `Scanning` row in `scan_results` (meta/scans.py), written by
   - a manual request (`start`, the management API); refused while one is under way;
-  - scan on push: `collect_pushes` turns the `artifact.pushed`/`artifact.cached` events of registries
-    with scan on push into rows, once across workers and nodes (a cursor row over `events`);
+  - scan on push: `collect_pushes` turns the `artifact.pushed` events of registries with scan on push
+    into rows, once across workers and nodes (a cursor row over `events`; `artifact.deleted` removes
+    the result);
   - the periodic scan: the scheduler's "scan" job (ncr_trio/scheduler.py, leased: one node runs it)
     queues every image and index (`scan_all`).
 
@@ -184,10 +185,10 @@ def _layers(storage: StorageDriver, digests: list[str], stop: threading.Event) -
 
 def scan_layers(storage: StorageDriver, db_path: Path, digests: list[str], stop: threading.Event) -> Report:
     """Synchronous: the report of an image whose layers (lowest first) are these blobs."""
-    inv = inventory(_layers(storage, digests, stop))
-    if stop.is_set():
-        raise ScanStopped()
-    with VulnDB(db_path) as db:
+    with VulnDB(db_path) as db:  # first: no database, no reading of layers; and one version for the scan
+        inv = inventory(_layers(storage, digests, stop))
+        if stop.is_set():
+            raise ScanStopped()
         return scan(inv, db)
 
 
