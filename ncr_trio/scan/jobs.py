@@ -262,6 +262,12 @@ class Scans:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._wake = trio.Event()
         self._running: set[tuple[str, str]] = set()
+        # Pull prevention's settings per registry, read on every manifest GET/HEAD: kept for
+        # `access_cache_seconds` (a change made through this process applies at once, elsewhere
+        # within that time, as protection policies and access settings do).
+        self.settings_ttl = reg.config.access_cache_seconds
+        self._settings: dict[str, tuple[float, RegistryScanSettings]] = {}
+        self._global: tuple[float, tuple[str, ...]] | None = None
 
     # -- asking --------------------------------------------------------------------------------
     async def _artifact(self, repository: str, digest: str) -> ManifestRecord:
@@ -341,6 +347,7 @@ class Scans:
     async def set_allowlist(self, ids: str | list[str]) -> tuple[str, ...]:
         parsed = parse_ids(ids)
         await self.store.set_allowlist(parsed)
+        self._global = None
         return parsed
 
     async def registry_settings(self, registry: str) -> RegistryScanSettings:
@@ -358,7 +365,25 @@ class Scans:
         updated = RegistryScanSettings(registry, on_push, severity, own)
         if not await self.store.set_registry_settings(updated):
             raise RegistryError("NOT_FOUND", f"registry {registry[:80]!r} does not exist")
+        self._settings.pop(registry, None)
         return updated
+
+    async def _cached_settings(self, registry: str) -> RegistryScanSettings:
+        now = time.monotonic()
+        hit = self._settings.get(registry)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found = await self.store.registry_settings(registry)
+        if len(self._settings) >= 10_000:
+            self._settings.clear()
+        self._settings[registry] = (now + self.settings_ttl, found)
+        return found
+
+    async def _global_allowlist(self) -> tuple[str, ...]:
+        now = time.monotonic()
+        if self._global is None or self._global[0] <= now:
+            self._global = (now + self.settings_ttl, await self.store.allowlist())
+        return self._global[1]
 
     def vulndb_status(self) -> ImportSummary | None:
         """What the live vulnerability database holds (None: none imported yet). A quick read of its
@@ -377,14 +402,14 @@ class Scans:
         that the allowlist in force does not name."""
         if record.subject is not None:
             return
-        settings = await self.store.registry_settings(repository.split("/", 1)[0])
+        settings = await self._cached_settings(repository.split("/", 1)[0])
         if settings.prevent_pull_severity is None:
             return
         threshold = Severity[settings.prevent_pull_severity.upper()]
         findings = await self.store.findings(repository, record.digest)
         if not findings or int(findings[0][0]) < threshold:
             return
-        allowed = set(settings.allowlist if settings.allowlist is not None else await self.store.allowlist())
+        allowed = set(settings.allowlist if settings.allowlist is not None else await self._global_allowlist())
         for severity, vid, aliases, package, installed in findings:
             if int(severity) < threshold:
                 return
