@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from ncr_trio.meta import Database, connect, migrate
+from ncr_trio.meta import Database, ManifestRecord, MetaStore, Reference, connect, migrate
 from ncr_trio.meta.scans import DONE, FAILED, SCANNING, STOPPED, Outcome, RegistryScanSettings, ScanStore
 from tests.support.postgres import PostgresServer
 from tests.support.postgres import postgres_server as _postgres_server
@@ -145,5 +145,31 @@ def test_scan_on_push_settings_and_purge(db: Database) -> None:
         await db.write(lambda tx: ScanStore.purge_registry(tx, "team"))
         assert await store.result("team/app", D2) is None
         assert (await store.registry_settings("team")).scan_on_push is False
+
+    trio.run(main)
+
+
+def test_the_periodic_scan_covers_images_and_indexes_but_not_what_an_index_holds(db: Database) -> None:
+    async def main() -> None:
+        meta, store = MetaStore(db), ScanStore(db)
+        index_type = "application/vnd.oci.image.index.v1+json"
+        d3 = "sha256:" + "3" * 64
+        for repo, d, media_type, refs, subject in [
+                ("team/app", D1, OCI_MANIFEST, [], None),  # held by the index below
+                ("team/app", D2, OCI_MANIFEST, [], None),  # on its own
+                ("team/app", d3, index_type, [Reference(D1, "manifest")], None),
+                ("team/sig", D1, OCI_MANIFEST, [], D2)]:  # a signature: has a subject
+            record = ManifestRecord(d, media_type, 2, b"{}", subject=subject)
+            await meta.put_manifest(repo, record, refs, None, cached=True)
+        pages, after = [], ("", "")
+        while page := await store.scannable(after, 1):
+            pages.append(page)
+            after = page[-1]
+        assert pages == [[("team/app", D2)], [("team/app", d3)]]
+        assert await store.request("team/app", D2, "manual", time.time())
+        # those under way are left alone; the others are queued (again)
+        assert await store.request_many([("team/app", D2), ("team/app", d3)], "schedule", time.time()) == 1
+        row = await store.result("team/app", D2)
+        assert row is not None and row.trigger == "manual"
 
     trio.run(main)
