@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -281,3 +282,31 @@ def podman(cl: Clients) -> list[str] | None:
     runroot = tempfile.mkdtemp(prefix="ncr-podman-", dir="/tmp")
     return ["podman", "--storage-driver", "vfs", "--root", str(cl.path("storage")), "--runroot", runroot,
             "--tmpdir", str(cl.path("podman-tmp")), "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
+
+
+def test_a_scan_cut_by_a_shutdown_runs_again_after_the_restart(tmp_path: Path) -> None:
+    """The queue is durable: a scan under way when the server stops is given back, and the next process
+    takes it up (here: then stopped, as it would read for a long while)."""
+    data = tmp_path / "data"
+    srv = Server(data=data, registries=("durable",), env={"NCR_SCAN_POLL_SECONDS": "0.2"})
+    import_db = subprocess.run([sys.executable, "-m", "ncr_trio", "vulndb", "import", "--data", str(data),
+                                str(DATA / "alpine" / "secdb-v3.4-main.yaml")], capture_output=True, text=True)
+    assert import_db.returncode == 0, import_db.stderr
+    try:
+        srv.start()
+        with srv.client() as c:
+            d = push_image(c, "durable/big", "v1", [vulnerable_layers()[0], *[zeros_layer(2)] * 5])
+        ok(srv.call("POST", artifact_path("durable/big", d) + "/scan"), 202)
+        first = wait_for(lambda: scan_of(srv, "durable/big", d), lambda s: s["started_at"] is not None)
+        assert srv.stop() == 0
+        with sqlite3.connect(data / "meta.sqlite3") as db:  # given back: still asked for, nobody holds it
+            assert db.execute("SELECT status, owner, lease_until FROM scan_results").fetchall() == [
+                ("Scanning", None, None)]
+        srv.start()
+        again = wait_for(lambda: scan_of(srv, "durable/big", d),
+                         lambda s: s["started_at"] is not None and s["started_at"] != first["started_at"])
+        assert again["status"] == "Scanning" and again["requested_at"] == first["requested_at"]
+        ok(srv.call("POST", artifact_path("durable/big", d) + "/scan/stop"))
+        assert finished(srv, "durable/big", d)["status"] == "Stopped"
+    finally:
+        srv.stop()

@@ -82,6 +82,9 @@ def vulndb_path(data_dir: Path) -> Path:
     return data_dir / "vulndb" / "osv.sqlite"
 
 
+FORGET = "Forget"  # an outcome that removes the row: the artifact is gone, or was never scannable
+
+
 class Keep(enum.Enum):
     """A setting left as it is."""
 
@@ -448,31 +451,40 @@ class Scans:
 
     async def _run(self, repository: str, digest: str) -> None:
         stop = threading.Event()
-        outcome: Outcome | None = None
+        done = False
         try:
-            with trio.CancelScope() as scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._watch, repository, digest, stop, scope)
-                    try:
-                        outcome = await self._scan(repository, digest, stop)
-                    finally:
-                        nursery.cancel_scope.cancel()
-            if outcome is None:  # stopped, or the lease was lost
-                if stop.is_set():
-                    outcome = Outcome(STOPPED)
+            outcome: Outcome | None = None
+            try:
+                with trio.CancelScope() as scope:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._watch, repository, digest, stop, scope)
+                        try:
+                            outcome = await self._scan(repository, digest, stop)
+                        finally:
+                            nursery.cancel_scope.cancel()
+            except Exception:  # (from the nursery: an exception group) a bug, or the database gone
+                log.exception("scan of %s@%s failed", repository, digest)
+                outcome = Outcome(FAILED, error="internal error (see the server's log)")
+            if outcome is None and stop.is_set():  # stopped (or the lease was lost: then nothing is written)
+                outcome = Outcome(STOPPED)
             if outcome is not None:
                 with trio.CancelScope(shield=True):
-                    if outcome.status == "forget":
+                    if outcome.status == FORGET:
                         await self.store.forget(repository, digest)
                     else:
                         await self.store.finish(repository, digest, self.owner, outcome, self.clock())
-        except trio.Cancelled:
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await self.store.release(repository, digest, self.owner)
-            raise
+            done = True
         finally:
             self._running.discard((repository, digest))
             self._wake.set()
+            if not done:  # shutting down: the worker thread stops at its next read; the scan is due again at once
+                stop.set()
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    try:
+                        await self.store.release(repository, digest, self.owner)
+                    except Exception:
+                        log.exception("scan of %s@%s: could not give it back (due again when its lease ends)",
+                                      repository, digest)
 
     async def _watch(self, repository: str, digest: str, stop: threading.Event, scope: trio.CancelScope) -> None:
         renewed = self.clock()
@@ -481,8 +493,9 @@ class Scans:
             if self.clock() - renewed >= LEASE_SECONDS / 3:
                 ours, stopping = await self.store.extend(repository, digest, self.owner, self.clock() + LEASE_SECONDS)
                 renewed = self.clock()
-                if not ours:
+                if not ours:  # (finishing is for the lease's holder only: nothing is written)
                     log.warning("scan of %s@%s: lost its lease; leaving it", repository, digest)
+                    stop.set()
                     scope.cancel()
                     return
             else:
@@ -495,7 +508,7 @@ class Scans:
     async def _scan(self, repository: str, digest: str, stop: threading.Event) -> Outcome:
         record = await self.reg.meta.get_manifest(repository, digest)
         if record is None:
-            return Outcome("forget")
+            return Outcome(FORGET)
         try:
             parts: list[tuple[str, str | None, Report]] = []
             if record.media_type in MediaType.INDEXES:
@@ -527,7 +540,7 @@ class Scans:
         except NotScannable as e:
             if (await self.store.result(repository, digest) or _NONE).trigger == "manual":
                 return Outcome(FAILED, error=f"cannot be scanned: {e}")
-            return Outcome("forget")
+            return Outcome(FORGET)
         except (ExtractError, VulnDBError, ValueError) as e:
             log.warning("scan of %s@%s failed: %s", repository, digest, e)
             return Outcome(FAILED, error=str(e))
