@@ -108,6 +108,8 @@ class Config:
     # thread), and how often a process looks for scans queued by others (a local request wakes it at once).
     scan_concurrency: int = 2
     scan_poll_seconds: float = 1.0
+    # Scan every image and index again when a new vulnerability database is imported (`ncr-trio vulndb import`).
+    scan_rescan_on_import: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -165,3 +165,40 @@ async def test_a_request_for_what_cannot_be_scanned_is_refused(service: Registry
     assert busy.value.code == "CONFLICT"
     assert (await service.scans.stop("team/app", d)).status == "Stopped"  # nobody ran it yet: at once
     assert time.time() >= row.requested_at
+
+
+async def test_a_new_database_queues_a_rescan_when_configured(tmp_path: Path) -> None:
+    async def scanned(svc: RegistryService, d: str, after: float) -> None:
+        with trio.fail_after(60):
+            while (row := await svc.scans.store.result("team/app", d)) is None or row.status == "Scanning" \
+                    or row.requested_at <= after:
+                await trio.sleep(0.05)
+        assert row.trigger == "import" and row.status == "Done"
+
+    for rescan in (False, True):
+        config = Config(data_dir=tmp_path / f"data-{rescan}", scan_rescan_on_import=rescan, scan_poll_seconds=0.05)
+        svc = RegistryService.open(config)
+        try:
+            await svc.namespaces.create("team", "admin")
+            d, _ = await push(svc, "team/app", [PYTHON], "v1")
+            import_sources(vulndb_path(config.data_dir), [DATA / "alpine" / "secdb-v3.4-main.yaml"])
+            async with trio.open_nursery() as nursery:
+                await nursery.start(svc.scans.serve)
+                if not rescan:  # the database is seen (its version recorded), and nothing is queued
+                    with trio.fail_after(60):
+                        while not await svc.scans.store.db.read(lambda tx: tx.one(
+                                "SELECT 1 FROM scan_settings WHERE db_version <> ''")):
+                            await trio.sleep(0.05)
+                    assert await svc.scans.store.result("team/app", d) is None
+                else:
+                    await scanned(svc, d, 0)  # the first database this installation sees
+                    first = await svc.scans.store.result("team/app", d)
+                    assert first is not None and first.total == 0  # no PyPI data yet
+                    await trio.to_thread.run_sync(import_sources, vulndb_path(config.data_dir),
+                                                  [DATA / "PyPI-subset.zip"])
+                    await scanned(svc, d, first.requested_at)
+                    again = await svc.scans.store.result("team/app", d)
+                    assert again is not None and again.severity == "Medium" and again.db_version != first.db_version
+                nursery.cancel_scope.cancel()
+        finally:
+            svc.close()

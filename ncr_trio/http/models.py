@@ -872,7 +872,8 @@ class ScanStatus(Answer, kw_only=True):
     digest: Digest
     status: ScanStatusName
     trigger: Annotated[str | None, _m("what asked for the scan: manual, push, schedule, or index (scanned as a "
-                                      "platform of its index)", enum=["manual", "push", "schedule", "index", None])]
+                                      "platform of its index), import (a new vulnerability database)",
+                                      enum=["manual", "push", "schedule", "import", "index", None])]
     requested_at: TimeOrNull
     started_at: TimeOrNull
     ended_at: TimeOrNull

@@ -14,8 +14,9 @@ it ends Done, so a rescan, a stopped rescan or a failed one never lets a vulnera
 `findings` is the compact list pull prevention reads, worst first: [[severity, id, [aliases...],
 package, installed], ...]; `report` the whole report (JSON) the API's vulnerability view answers.
 
-The settings: `scan_settings` one row (the global allowlist; the periodic scan's schedule is the
-"scan" job of `schedules`, ncr_trio/scheduler.py);
+The settings: `scan_settings` one row (the global allowlist, and the last vulnerability database
+version seen, for the rescan on import; the periodic scan's schedule is the "scan" job of
+`schedules`, ncr_trio/scheduler.py);
 `scan_registry_settings` one row per registry that changed its defaults (`allowlist` NULL: the global
 list applies; any text, even empty: the registry's own list, which replaces the global one).
 """
@@ -33,7 +34,7 @@ from ncr_trio.types import MediaType
 
 SCANNING, DONE, FAILED, STOPPED = "Scanning", "Done", "Failed", "Stopped"
 STATUSES = (SCANNING, DONE, FAILED, STOPPED)
-TRIGGERS = ("manual", "push", "schedule")
+TRIGGERS = ("manual", "push", "schedule", "import", "index")
 
 
 @dataclass(frozen=True)
@@ -283,6 +284,12 @@ class ScanStore:
         """The installation's (global) CVE allowlist."""
         row = await self.db.read(lambda tx: tx.one("SELECT allowlist FROM scan_settings WHERE id = 1"))
         return () if row is None else _list(str(row[0])) or ()
+
+    async def claim_db_version(self, version: str) -> bool:
+        """Record the vulnerability database version the installation has seen; True for the one process
+        (of every worker and node) that records a new one (it then queues the rescan, if configured)."""
+        return bool(await self.db.write(lambda tx: tx.execute(
+            "UPDATE scan_settings SET db_version = ? WHERE id = 1 AND db_version <> ?", (version, version))))
 
     async def set_allowlist(self, ids: Sequence[str]) -> None:
         await self.db.write(lambda tx: tx.execute("UPDATE scan_settings SET allowlist = ? WHERE id = 1",

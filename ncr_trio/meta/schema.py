@@ -396,9 +396,10 @@ CREATE TABLE scan_results (
 CREATE INDEX scan_results_status ON scan_results(status);
 CREATE TABLE scan_settings (
     id INTEGER PRIMARY KEY,
-    allowlist TEXT NOT NULL DEFAULT ''
+    allowlist TEXT NOT NULL DEFAULT '',
+    db_version TEXT NOT NULL DEFAULT ''
 );
-INSERT INTO scan_settings (id, allowlist) VALUES (1, '');
+INSERT INTO scan_settings (id, allowlist, db_version) VALUES (1, '', '');
 CREATE TABLE scan_registry_settings (
     registry TEXT PRIMARY KEY,
     scan_on_push INTEGER NOT NULL DEFAULT 0,

@@ -270,6 +270,7 @@ class Scans:
         # within that time, as protection policies and access settings do).
         self.settings_ttl = reg.config.access_cache_seconds
         self._settings: dict[str, tuple[float, RegistryScanSettings]] = {}
+        self._db_seen: tuple[int, int] | None = None  # the database file's (inode, mtime) last looked at
         self._global: tuple[float, tuple[str, ...]] | None = None
 
     # -- asking --------------------------------------------------------------------------------
@@ -433,6 +434,7 @@ class Scans:
             task_status.started()
             while True:
                 try:
+                    await self._check_import()
                     await self.store.collect_pushes()
                     free = self.concurrency - len(self._running)
                     if free > 0:
@@ -448,6 +450,24 @@ class Scans:
                 self._wake = trio.Event()
                 with trio.move_on_after(poll):
                     await self._wake.wait()
+
+    async def _check_import(self) -> None:
+        """A new database file (an import swaps one in): record its version; with `scan_rescan_on_import`,
+        the one process that records it first queues a scan of everything."""
+        try:
+            st = self.db_path.stat()
+        except FileNotFoundError:
+            return
+        seen = (st.st_ino, st.st_mtime_ns)
+        if seen == self._db_seen:
+            return
+        summary = await trio.to_thread.run_sync(self.vulndb_status)
+        self._db_seen = seen
+        if summary is None or not await self.store.claim_db_version(summary.version):
+            return
+        log.info("vulnerability database %s: %d records", summary.version, summary.records)
+        if self.reg.config.scan_rescan_on_import:
+            log.info("rescan on import: %d artifact(s) queued", await self.scan_all("import"))
 
     async def _run(self, repository: str, digest: str) -> None:
         stop = threading.Event()
