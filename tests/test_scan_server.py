@@ -44,7 +44,7 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 URLLIB3_CVE = "CVE-2023-45803"  # PYSEC-2023-212's alias: urllib3 2.0.6, severity Medium (CVSS)
-REGISTRIES = ("scans", "stops", "onpush", "plain", "guarded")
+REGISTRIES = ("scans", "stops", "onpush", "plain", "guarded", "feeds")
 
 
 def metadata(name: str, version: str) -> bytes:
@@ -310,3 +310,26 @@ def test_a_scan_cut_by_a_shutdown_runs_again_after_the_restart(tmp_path: Path) -
         assert finished(srv, "durable/big", d)["status"] == "Stopped"
     finally:
         srv.stop()
+
+
+def test_vulndb_import_from_an_artifact_pushed_into_the_registry(server: Server, tmp_path: Path) -> None:
+    """An air-gapped update: the data pushed as an OCI artifact (oras), imported from the data directory."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "Go-subset.zip").write_bytes((DATA / "Go-subset.zip").read_bytes())
+    (work / "secdb-v3.4-community.yaml").write_bytes((DATA / "alpine" / "secdb-v3.4-community.yaml").read_bytes())
+    before = ok(server.call("GET", "/vulndb"))
+    with clients(server, tmp_path / "clients") as cl:
+        cl.run("oras", "push", "--plain-http", f"{server.host}/feeds/osv:2026-12", "Go-subset.zip",
+               "secdb-v3.4-community.yaml", cwd=work)
+    done = subprocess.run([sys.executable, "-m", "ncr_trio", "vulndb", "import", "--data", str(server.data),
+                           "--artifact", "feeds/osv:2026-12", "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    after = ok(server.call("GET", "/vulndb"))  # the server reads the new file: swapped in under it
+    assert after["version"] != before["version"] and after["version"] == json.loads(done.stdout)["version"]
+    names = [s["name"] for s in after["sources"]]
+    assert names.count("Go-subset.zip") == 2 and "secdb-v3.4-community.yaml" in names
+    assert after["records"] > before["records"]  # the community repository's records are new
+    wrong = subprocess.run([sys.executable, "-m", "ncr_trio", "vulndb", "import", "--data", str(server.data),
+                            "--artifact", "feeds/osv:missing"], capture_output=True, text=True)
+    assert wrong.returncode == 1 and "feeds/osv:missing" in wrong.stderr
