@@ -104,6 +104,12 @@ class Config:
     replication_timeout_seconds: float = 30.0
     # How often every remote endpoint is checked again (its status and its policies' "valid"/"invalid").
     replication_check_seconds: float = 300.0
+    # Vulnerability scanning (ncr_trio/scan): how many scans each process runs at once (each in a worker
+    # thread), and how often a process looks for scans queued by others (a local request wakes it at once).
+    scan_concurrency: int = 2
+    scan_poll_seconds: float = 1.0
+    # Scan every image and index again when a new vulnerability database is imported (`ncr-trio vulndb import`).
+    scan_rescan_on_import: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -1,6 +1,7 @@
 """The one durable scheduler for every periodic job: GC ("gc"), the scrub ("fsck") and each registry's
-cleanup ("cleanup:<registry>") and scheduled replication policy ("replication:<id>", which only starts
-the run: the engine carries it, ncr_trio/replication/engine.py); later scans plug in through `handlers`.
+cleanup ("cleanup:<registry>"), scheduled replication policy ("replication:<id>", which only starts
+the run: the engine carries it, ncr_trio/replication/engine.py) and the periodic vulnerability scan
+("scan", which only queues the scans: every process's runner carries them, ncr_trio/scan/jobs.py).
 
 Schedules live in the metadata store (`schedules`: expression, next and last run, lease), so they
 survive restarts and are shared by every node:
@@ -35,6 +36,7 @@ from ncr_trio.errors import RegistryError
 from ncr_trio.meta.policies import PolicyStore, ScheduleRow
 from ncr_trio.registry import RegistryService
 from ncr_trio.replication.policies import JOB_PREFIX as REPLICATION_PREFIX
+from ncr_trio.scan.jobs import SCAN_JOB
 
 log = logging.getLogger("ncr_trio.scheduler")
 
@@ -84,7 +86,7 @@ class Scheduler:
         self.poll_seconds = poll_seconds
         self.lease_seconds = lease_seconds
         self.handlers: dict[str, Handler] = {GC_JOB: self._gc, FSCK_JOB: self._fsck, CLEANUP_PREFIX: self._cleanup,
-                                               REPLICATION_PREFIX: self._replication}
+                                               REPLICATION_PREFIX: self._replication, SCAN_JOB: self._scan}
         self._unknown: set[str] = set()
 
     # -- the jobs -------------------------------------------------------------------------------
@@ -111,6 +113,9 @@ class Scheduler:
 
     async def _replication(self, job: str, now: float) -> object:
         return await self.service.replications.run_scheduled(job)
+
+    async def _scan(self, job: str, now: float) -> object:
+        return f"{await self.service.scans.scan_all()} artifact(s) queued for scanning"
 
     def _handler(self, job: str) -> Handler | None:
         return self.handlers.get(job) or next(

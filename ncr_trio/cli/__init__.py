@@ -2,7 +2,7 @@
 server's management API (everything else; see `ncr-trio --help`).
 
     cli/__init__.py     the parser and `main` (the `ncr-trio` entry point)
-    cli/local.py        serve, and `gc` and `fsck` on a local data directory
+    cli/local.py        serve, and `gc`, `fsck` and `vulndb` on a local data directory
     cli/commands.py     the API commands, one handler per verb
     cli/automation.py   webhook, cleanup and protection (a registry's automation), on commands.py's helpers
     cli/caches.py       image caches (`cache`), on commands.py's helpers
@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     local.add_serve(sub)
     local.add_fsck(sub)
+    local.add_vulndb(sub)
     commands.add_commands(sub)
     automation.add_commands(sub)
     caches.add_commands(sub)
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return local.run_serve(args)
     if args.command == "fsck":
         return local.run_fsck(args)
+    if args.command == "vulndb":
+        return local.run_vulndb(args)
     if args.command == "gc" and args.verb is None:
         remote = [f"--{o.replace('_', '-')}" for o in ("url", "username", "password_stdin", "cacert") if o in args]
         if remote:

@@ -1,10 +1,12 @@
-"""Commands that work on this machine's data directory: `serve`, `gc` without a verb, and `fsck`."""
+"""Commands that work on this machine's data directory: `serve`, `gc` without a verb, `fsck` and `vulndb`."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +67,122 @@ def add_fsck(sub: Any) -> None:
     _data_options(fsck)
     fsck.add_argument("--repair", action="store_true", help="move damaged blobs to <data>/quarantine/")
     fsck.add_argument("--json", action="store_true", help="print the report as JSON (also: -o json)")
+
+
+def add_vulndb(sub: Any) -> None:
+    vulndb = sub.add_parser(
+        "vulndb", help="the vulnerability database the scanner uses (local data directory)",
+        description="Import OSV data (all.zip dumps, directories or files of OSV JSON/YAML records) or Alpine secdb "
+                    "files into <data>/vulndb/osv.sqlite, built beside the live one and swapped in atomically: "
+                    "scans under way finish on the version they started with. Nothing is ever downloaded.")
+    verbs = vulndb.add_subparsers(dest="verb", required=True, metavar="VERB")
+    imp = verbs.add_parser(
+        "import", help="import files into the database",
+        description="Import OSV data: files of this machine, or the files (layers) of an OCI artifact pushed into "
+                    "this registry (`oras push`: each file's name is its layer's title annotation).")
+    imp.add_argument("files", nargs="*", type=Path, metavar="FILE", help="an OSV all.zip, a directory or an OSV file")
+    imp.add_argument("--artifact", metavar="REPOSITORY:TAG|REPOSITORY@DIGEST",
+                     help="also import the files of this artifact of the registry (read from the data directory)")
+    imp.add_argument("--replace", action="store_true", help="start from an empty database (default: add to it)")
+    status = verbs.add_parser("status", help="what the database holds", description="What the database holds.")
+    for sp in (imp, status):
+        _data_options(sp)
+        sp.add_argument("--json", action="store_true", help="print JSON (also: -o json)")
+
+
+def run_vulndb(args: argparse.Namespace) -> int:
+    from ncr_trio.cli.output import Output
+    from ncr_trio.scan.jobs import vulndb_path
+    from ncr_trio.scan.vulndb import ImportSummary, VulnDB, VulnDBError, import_sources
+
+    config = load(args.config, data_dir=args.data)
+    live = vulndb_path(config.data_dir)
+    out = Output("json" if _as_json(args) else "table")
+    summary: ImportSummary | None = None
+    try:
+        if args.verb == "import":
+            missing = [str(f) for f in args.files if not f.exists()]
+            if missing:
+                print(f"ncr-trio: no such file: {', '.join(missing)}", file=sys.stderr)
+                return 1
+            if not args.files and not args.artifact:
+                print("ncr-trio: name FILEs to import, or --artifact", file=sys.stderr)
+                return 2
+            live.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=".artifact-", dir=live.parent) as tmp:  # beside the database
+                files = list(args.files)
+                if args.artifact:
+                    files += _artifact_files(args, args.artifact, Path(tmp))
+                summary = import_sources(live, files, replace=args.replace)
+        elif live.exists():
+            with VulnDB(live) as db:
+                summary = db.status()
+    except VulnDBError as e:
+        print(f"ncr-trio: {e}", file=sys.stderr)
+        return 1
+    if summary is None:
+        if out.as_json:
+            out.document({"path": str(live), "version": None})
+        else:
+            out.line(f"No vulnerability database at {live}: import one (ncr-trio vulndb import FILE...)")
+        return 0
+    if out.as_json:
+        out.document({"path": str(live), **dataclasses.asdict(summary)})
+        return 0
+    out.line(f"{'Imported' if args.verb == 'import' else 'Database'} {live}: version {summary.version}, "
+             f"{summary.records} records, newest modification {summary.newest_modified or '-'}")
+    for s in summary.sources:
+        out.line(f"  {s.name} ({s.kind}): {s.records} records, {s.skipped} skipped, {s.withdrawn} withdrawn")
+    return 0
+
+
+def _artifact_files(args: argparse.Namespace, reference: str, into: Path) -> list[Path]:
+    """The layers of an artifact of this registry as files in `into`, named by their title annotation
+    (an OSV all.zip, a secdb YAML, ...; without one, by digest, as a .zip or .json by their first bytes)."""
+    import trio
+
+    from ncr_trio.errors import RegistryError
+    from ncr_trio.scan.vulndb import VulnDBError
+    from ncr_trio.storage.keys import blob_key
+    from ncr_trio.types import Digest, MediaType, load_json
+
+    repository, sep, ref = reference.rpartition("@")
+    if not sep:
+        repository, sep, ref = reference.rpartition(":")
+    if not sep or not repository or not ref:
+        raise VulnDBError(f"--artifact {reference!r}: name it REPOSITORY:TAG or REPOSITORY@DIGEST")
+
+    async def run() -> list[Path]:
+        service = _local_service(args)
+        try:
+            record = await service.manifests.get(repository, ref)
+            if record.media_type not in MediaType.IMAGES:
+                raise VulnDBError(f"{reference}: not an artifact manifest ({record.media_type})")
+            out = []
+            for i, layer in enumerate(load_json(record.content).get("layers", [])):
+                digest = Digest.parse(str(layer.get("digest")))
+                title = str((layer.get("annotations") or {}).get("org.opencontainers.image.title", ""))
+                reader = service.reg.storage.open_read(blob_key(digest))
+                if reader is None:
+                    raise VulnDBError(f"{reference}: layer {digest} is not in storage")
+                try:
+                    head = reader.read(0, 4)
+                    name = Path(title).name or f"{digest.hex}{'.zip' if head.startswith(b'PK') else '.json'}"
+                    path = into / f"{i}" / name
+                    path.parent.mkdir()
+                    with open(path, "wb") as f:
+                        for offset in range(0, reader.size, 1 << 20):
+                            f.write(reader.read(offset, min(1 << 20, reader.size - offset)))
+                finally:
+                    reader.close()
+                out.append(path)
+            return out
+        except RegistryError as e:
+            raise VulnDBError(f"{reference}: {e.message}") from None
+        finally:
+            service.close()
+
+    return trio.run(run)
 
 
 def local_gc_given(args: argparse.Namespace) -> list[str]:
@@ -146,5 +264,5 @@ def run_local_gc(args: argparse.Namespace) -> int:
     return trio.run(run)
 
 
-__all__ = ["GC_HELP", "add_fsck", "add_local_gc_options", "add_serve", "local_gc_given", "run_fsck", "run_local_gc",
-           "run_serve"]
+__all__ = ["GC_HELP", "add_fsck", "add_local_gc_options", "add_serve", "add_vulndb", "local_gc_given", "run_fsck",
+           "run_local_gc", "run_serve", "run_vulndb"]

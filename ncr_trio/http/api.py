@@ -20,6 +20,7 @@ from ncr_trio.http.declare import bind, decode, encoded, handles
 from ncr_trio.http.jsonapi import audit, paged
 from ncr_trio.http.operations import DOCUMENT_JSON, OPERATIONS
 from ncr_trio.http.routes import Route
+from ncr_trio.http.scans_api import artifact_statuses, report_model, status_model
 from ncr_trio.meta import RegistryInfo
 from ncr_trio.meta.catalog import ArtifactSummary, ImageSummary, TagRow
 from ncr_trio.registry import RegistryService
@@ -42,9 +43,10 @@ def image_model(i: ImageSummary) -> m.Image:
                    t(i.pulled_at))
 
 
-def artifact_model(a: ArtifactSummary) -> m.Artifact:
+def artifact_model(a: ArtifactSummary, scan_status: str | None = None,
+                   vulnerabilities: m.ScanTotals | None = None) -> m.Artifact:
     return m.Artifact(a.digest, a.media_type, a.artifact_type, a.size, [m.Platform(**p) for p in a.platforms],
-                      list(a.tags), a.subject, t(a.pushed_at), t(a.pulled_at), None, None)
+                      list(a.tags), a.subject, t(a.pushed_at), t(a.pulled_at), None, scan_status, vulnerabilities)
 
 
 def tag_model(x: TagRow) -> m.Tag:
@@ -152,12 +154,49 @@ class ManagementAPI:
         p = request.params
         found, total = await self.s.catalog.artifacts(p["registry"], p["image"], request.query_int("page"),
                                                       request.query_int("per_page"))
-        return paged(request, m.ArtifactPage, total, artifacts=[artifact_model(x) for x in found])
+        statuses = await artifact_statuses(self.s, f"{p['registry']}/{p['image']}", found)
+        return paged(request, m.ArtifactPage, total, artifacts=[artifact_model(x, *statuses[x.digest]) for x in found])
 
     @handles("api.artifact")
     async def artifact(self, request: Request) -> m.Artifact:
         p = request.params
-        return artifact_model(await self.s.catalog.artifact(p["registry"], p["image"], p["digest"]))
+        found = await self.s.catalog.artifact(p["registry"], p["image"], p["digest"])
+        statuses = await artifact_statuses(self.s, f"{p['registry']}/{p['image']}", [found])
+        return artifact_model(found, *statuses[found.digest])
+
+    # -- an artifact's scan (http/scans_api.py makes the answers) ------------------------------
+    async def _scannable(self, request: Request) -> str:
+        """The artifact's repository, once it is known to exist."""
+        p = request.params
+        await self.s.catalog.artifact(p["registry"], p["image"], p["digest"])
+        return f"{p['registry']}/{p['image']}"
+
+    @handles("api.artifact.scan")
+    async def scan_status(self, request: Request) -> m.ScanStatus:
+        repository = await self._scannable(request)
+        return status_model(request.params["digest"], await self.s.scans.result(repository, request.params["digest"]))
+
+    @handles("api.artifact.scan.start")
+    async def scan_start(self, request: Request) -> m.ScanStatus:
+        repository, digest = await self._scannable(request), request.params["digest"]
+        row = await self.s.scans.start(repository, digest)
+        audit(self.s.access, request, "scan.start", registry=request.params["registry"], repository=repository,
+              target=digest)
+        return status_model(digest, row)
+
+    @handles("api.artifact.scan.stop")
+    async def scan_stop(self, request: Request) -> m.ScanStatus:
+        repository, digest = await self._scannable(request), request.params["digest"]
+        row = await self.s.scans.stop(repository, digest)
+        audit(self.s.access, request, "scan.stop", registry=request.params["registry"], repository=repository,
+              target=digest)
+        return status_model(digest, row)
+
+    @handles("api.artifact.vulnerabilities")
+    async def vulnerabilities(self, request: Request) -> m.VulnerabilityReport:
+        repository, digest = await self._scannable(request), request.params["digest"]
+        row, report = await self.s.scans.report(repository, digest)
+        return report_model(digest, row, report)
 
     @handles("api.artifact.delete")
     async def delete_artifact(self, request: Request) -> None:

@@ -19,6 +19,7 @@ from ncr_trio.http.console import Console
 from ncr_trio.http.policies_api import PoliciesAPI
 from ncr_trio.http.replication_api import ReplicationAPI
 from ncr_trio.http.routes import RouteTable
+from ncr_trio.http.scans_api import ScansAPI
 from ncr_trio.http.v2 import V2API
 from ncr_trio.http.webhooks_api import WebhooksAPI
 from ncr_trio.meta.store import ACTOR
@@ -46,6 +47,7 @@ class App:
         self.routes = RouteTable(V2API(service).routes() + self.gate.routes() + ManagementAPI(service).routes()
                                  + CachesAPI(service).routes() + WebhooksAPI(service).routes()
                                  + PoliciesAPI(service).routes() + ReplicationAPI(service).routes()
+                                 + ScansAPI(service).routes()
                                  + Console().routes())
         return service
 
@@ -71,6 +73,7 @@ class App:
                 await nursery.start(service.catalog.pulls.run)
                 await nursery.start(service.webhooks.delivery.run)
                 await nursery.start(service.pull_through.run)
+                await nursery.start(service.scans.serve)
                 await send({"type": "lifespan.startup.complete"})
                 await receive()  # lifespan.shutdown
                 nursery.cancel_scope.cancel()

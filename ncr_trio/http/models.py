@@ -34,6 +34,9 @@ from ncr_trio.registry.webhooks import NAME_RE as WEBHOOK_NAME_RE
 from ncr_trio.replication.model import DIRECTIONS, EXECUTION_STATUSES, TAG_FILTER_MODES, TASK_STATUSES, TRIGGERS
 from ncr_trio.replication.policies import MAX_BANDWIDTH_KBPS, MAX_FILTER
 from ncr_trio.replication.remotes import MAX_CA_CERT
+from ncr_trio.scan.jobs import ID_RE as SCAN_ID_RE
+from ncr_trio.scan.jobs import MAX_ALLOWLIST
+from ncr_trio.scan.jobs import THRESHOLDS as SCAN_THRESHOLDS
 from ncr_trio.types import TAG_RE
 
 DIGEST_PATTERN = "^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$"
@@ -405,6 +408,19 @@ class Image(Answer):
     pulled_at: TimeOrNull
 
 
+ScanStatusName = Annotated[str, _m(enum=["Not Scanned", "Scanning", "Stopped", "Failed", "Done"])]
+SeverityName = Annotated[str, _m(enum=["Critical", "High", "Medium", "Low", "Unknown"])]
+ThresholdName = Annotated[str, _m(enum=list(SCAN_THRESHOLDS))]
+VulnerabilityID = Annotated[str, _m("a CVE, GHSA, OSV or distribution advisory ID", pattern=_full(SCAN_ID_RE.pattern))]
+
+
+class ScanTotals(Answer, kw_only=True):
+    total: Annotated[Count, _m("vulnerabilities found (one per vulnerability and package, aliases merged)")]
+    fixable: Annotated[Count, _m("of which a fixed version is known")]
+    severity: Annotated[SeverityName | None, _m("the worst severity; null: nothing found")]
+    db_version: Annotated[str, _m("the vulnerability database version the scan used")]
+
+
 class ImagePage(Paged, kw_only=True):
     images: list[Image]
 
@@ -431,7 +447,10 @@ class Artifact(Answer):
     pushed_at: Time
     pulled_at: TimeOrNull
     signed: Annotated[bool | None, _m("not filled yet (cosign)")]
-    scan_status: Annotated[str | None, _m("not filled yet (scanning)")]
+    scan_status: Annotated[ScanStatusName | None, _m(
+        "the vulnerability column: `Not Scanned`, `Scanning` (queued or running), `Stopped`, `Failed`, or `Done` "
+        "(then `vulnerabilities` holds the figures); null: not a scannable artifact (a signature, a chart, ...)")]
+    vulnerabilities: Annotated[ScanTotals | None, _m("the last finished scan's figures (null: none yet)")] = None
 
 
 class ArtifactPage(Paged, kw_only=True):
@@ -846,4 +865,121 @@ class OpenAPIDocument(Struct):
 
 
 # Documents not named by any operation's answer, but by another schema.
+# -- vulnerability scanning --------------------------------------------------------------------
+
+
+class ScanStatus(Answer, kw_only=True):
+    digest: Digest
+    status: ScanStatusName
+    trigger: Annotated[str | None, _m("what asked for the scan: manual, push, schedule, or index (scanned as a "
+                                      "platform of its index), import (a new vulnerability database)",
+                                      enum=["manual", "push", "schedule", "import", "index", None])]
+    requested_at: TimeOrNull
+    started_at: TimeOrNull
+    ended_at: TimeOrNull
+    stop_requested: bool
+    error: Annotated[str, _m("why it failed (empty otherwise)")]
+    vulnerabilities: Annotated[ScanTotals | None, _m("the last finished scan's figures (null: none yet)")]
+
+
+class Vulnerability(Answer, kw_only=True):
+    id: str
+    aliases: list[str]
+    package: Annotated[str, _m("the installed package")]
+    source: Annotated[str, _m("the name the advisory uses (a distribution's source package)")]
+    ecosystem: str
+    kind: Annotated[str, _m("apk, dpkg, python, npm, go-stdlib or go-module")]
+    path: Annotated[str, _m("where in the image the package was found")]
+    installed: str
+    fixed: Annotated[str | None, _m("the lowest fixed version above the installed one; null: no fix known")]
+    severity: SeverityName
+    score: Annotated[float | None, _m("the CVSS base score, when the advisory gives a vector")]
+    summary: str
+    links: list[str]
+
+
+class PlatformReport(Answer, kw_only=True):
+    digest: Digest
+    platform: Annotated[str | None, _m("os/architecture[/variant] of an index's image; null: a single image")]
+    packages: Count
+    unsupported: Annotated[list[str], _m("package databases found but not read (rpm, ...)")]
+    total: Count
+    fixable: Count
+    severity: SeverityName | None
+    vulnerabilities: Annotated[list[Vulnerability], _m("worst first")]
+
+
+class VulnerabilityReport(Answer, kw_only=True):
+    digest: Digest
+    status: ScanStatusName
+    ended_at: TimeOrNull
+    db_version: str
+    total: Annotated[Count, _m("an index: its worst platform's")]
+    fixable: Count
+    severity: SeverityName | None
+    platforms: Annotated[list[PlatformReport], _m("one per image (an index: per platform)")]
+
+
+class ScanSchedule(Answer, kw_only=True):
+    schedule: Annotated[str, _m("five cron fields (UTC), or `None`: never")]
+    preset: Annotated[str, _m("Weekly is Saturday 00:00 UTC", enum=["None", "Hourly", "Daily", "Weekly", "Custom"])]
+    timezone: Literal["UTC"]
+    next_run_at: TimeOrNull
+    last_run_at: TimeOrNull
+
+
+class Allowlist(Answer, kw_only=True):
+    ids: list[VulnerabilityID]
+
+
+class AllowlistRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Other members are refused (400)"""
+
+    ids: Annotated[str | list[str], _m(f"IDs separated by commas, spaces or newlines, or a list (at most "
+                                       f"{MAX_ALLOWLIST})", examples=["CVE-2016-2180, CVE-2016-6301"])]
+
+
+class RegistryScanSettings(Answer, kw_only=True):
+    registry: RegistryName
+    scan_on_push: bool
+    prevent_pull_severity: Annotated[ThresholdName | None, _m(
+        "pulls of an image with a vulnerability of this severity or higher that the allowlist does not name are "
+        "refused (412); null: never refused")]
+    allowlist: Annotated[list[VulnerabilityID] | None, _m(
+        "the registry's own allowlist, which replaces the global one; null: the global list applies")]
+
+
+class RegistryScanChanges(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Only the members given change; other members are refused (400)"""
+
+    scan_on_push: bool | UnsetType = UNSET
+    prevent_pull_severity: Annotated[str | None | UnsetType, _m(
+        "Low, Medium, High, Critical (any case); null or `None`: pulls are never refused",
+        enum=[*SCAN_THRESHOLDS, "None", None])] = UNSET
+    allowlist: Annotated[str | list[str] | None | UnsetType, _m(
+        "the registry's own allowlist (IDs separated by commas, spaces or newlines, or a list); null: none, the "
+        "global list applies")] = UNSET
+
+
+class ScansQueued(Answer, kw_only=True):
+    queued: Annotated[Count, _m("artifacts queued (those being scanned already are left alone)")]
+
+
+class VulnDBSource(Answer, kw_only=True):
+    name: str
+    kind: str
+    records: Count
+    skipped: Count
+    withdrawn: Count
+    newest_modified: str | None
+
+
+class VulnDBStatus(Answer, kw_only=True):
+    version: Annotated[str | None, _m("null: no database imported yet (ncr-trio vulndb import FILE...)")]
+    imported_at: str | None
+    records: Count
+    newest_modified: str | None
+    sources: list[VulnDBSource]
+
+
 EXTRA_SCHEMAS = (Error, EventPayload, SlackMessage)

@@ -132,6 +132,7 @@ _K = "/api/v1/caches"
 _RM = "/api/v1/remotes"
 _RP = _R + "/replications"
 _RX = _RP + "/{id}/executions/{execution}"
+_S = "/api/v1/scan"
 _op = Operation
 
 # In the route table's order: where paths overlap (an image's name may hold slashes), the more
@@ -162,6 +163,18 @@ OPERATIONS: list[Operation] = [
     _op("api.artifact.tags", "POST", _I + "/artifacts/{digest}/tags", "manage", "Tag an artifact",
       (201, m.Tag, "Tagged"), params=(*_IMG, "digest"), body=m.NewTag, body_required=True, errors=(404, 409),
       tag="images"),
+    _op("api.artifact.scan.stop", "POST", _I + "/artifacts/{digest}/scan/stop", "manage",
+      "Stop the artifact's scan under way (it ends Stopped)", (200, m.ScanStatus, "The scan (stopping, or ended)"),
+      params=(*_IMG, "digest"), errors=(404,), tag="scanning"),
+    _op("api.artifact.scan", "GET", _I + "/artifacts/{digest}/scan", "read",
+      "The artifact's scan: Not Scanned, Scanning, Stopped, Failed or Done, with its figures",
+      (200, m.ScanStatus, "The scan"), params=(*_IMG, "digest"), errors=(404,), tag="scanning"),
+    _op("api.artifact.scan.start", "POST", _I + "/artifacts/{digest}/scan", "manage",
+      "Scan the artifact now (an image, or an index: each platform's image); refused while a scan is under way",
+      (202, m.ScanStatus, "Queued"), params=(*_IMG, "digest"), errors=(404, 409), tag="scanning"),
+    _op("api.artifact.vulnerabilities", "GET", _I + "/artifacts/{digest}/vulnerabilities", "read",
+      "The vulnerabilities the artifact's last finished scan found, per platform, worst first",
+      (200, m.VulnerabilityReport, "The report"), params=(*_IMG, "digest"), errors=(404,), tag="scanning"),
     _op("api.artifact", "GET", _I + "/artifacts/{digest}", "read", "An artifact", (200, m.Artifact, "The artifact"),
       params=(*_IMG, "digest"), errors=(404,), tag="images"),
     _op("api.artifact.delete", "DELETE", _I + "/artifacts/{digest}", "manage",
@@ -334,6 +347,29 @@ OPERATIONS: list[Operation] = [
       "An execution's tasks: one per artifact, with its status, attempts, bytes and error",
       (200, m.ReplicationTaskPage, "Tasks, in the order they started"),
       params=("registry", "replication", "execution", *_PAGE), errors=(404,), tag="replication"),
+    # vulnerability scanning: the installation's settings (administrators) and a registry's
+    _op("api.scan.schedule", "GET", _S + "/schedule", "admin", "When every artifact is scanned again",
+      (200, m.ScanSchedule, "The schedule"), tag="scanning"),
+    _op("api.scan.schedule.set", "PUT", _S + "/schedule", "admin",
+      "Set when every artifact is scanned again: None, Hourly, Daily (00:00 UTC), Weekly (Saturday 00:00 UTC) "
+      "or five cron fields", (200, m.ScanSchedule, "The schedule as it is now"), body=m.ScheduleRequest,
+      body_required=True, tag="scanning"),
+    _op("api.scan.allowlist", "GET", _S + "/allowlist", "admin",
+      "The installation's CVE allowlist (a registry's own list replaces it)", (200, m.Allowlist, "The IDs"),
+      tag="scanning"),
+    _op("api.scan.allowlist.set", "PUT", _S + "/allowlist", "admin", "Replace the installation's CVE allowlist",
+      (200, m.Allowlist, "The IDs as they are now"), body=m.AllowlistRequest, body_required=True, tag="scanning"),
+    _op("api.scan.all", "POST", _S + "/all", "admin", "Scan every image and index now",
+      (202, m.ScansQueued, "Queued"), tag="scanning"),
+    _op("api.vulndb", "GET", "/api/v1/vulndb", "admin",
+      "The vulnerability database: version, records, sources (`ncr-trio vulndb import` updates it)",
+      (200, m.VulnDBStatus, "The database's status"), tag="scanning"),
+    _op("api.registry.scan", "GET", _R + "/scan", "read",
+      "The registry's scan settings: scan on push, pull prevention, its own allowlist",
+      (200, m.RegistryScanSettings, "The settings"), params=("registry",), errors=(404,), tag="scanning"),
+    _op("api.registry.scan.update", "PATCH", _R + "/scan", "manage", "Change the registry's scan settings",
+      (200, m.RegistryScanSettings, "The settings as they are now"), params=("registry",),
+      body=m.RegistryScanChanges, body_required=True, errors=(404,), tag="scanning"),
 ]
 
 

@@ -97,6 +97,7 @@ class V2API:
         source = await self._source(request)
         m = await (self.s.manifests.get(name, reference) if source is None
                    else self.s.pull_through.manifest(source, name, reference))
+        await self.s.scans.check_pull(name, m)  # pull prevention: 412 for a vulnerable image (scan/jobs.py)
         if request.method == "GET":
             self.s.catalog.pulls.record(request.params["name"], m.digest)
         headers = {"Content-Type": m.media_type, "Docker-Content-Digest": m.digest, "ETag": f'"{m.digest}"'}

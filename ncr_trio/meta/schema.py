@@ -365,6 +365,53 @@ CREATE TABLE replication_cursor (
 );
 INSERT INTO replication_cursor (id, event_id) SELECT 1, COALESCE(MAX(id), 0) FROM events
 """),
+    # Vulnerability scanning (issue 13): one result per artifact (no row: Not Scanned), which is also
+    # the durable queue (a `Scanning` row without a live lease is work for any process); the
+    # installation's settings (one row: the global CVE allowlist; the periodic scan is the "scan" row
+    # of `schedules`); each registry's
+    # (scan on push, pull prevention threshold, its own allowlist or none); and one cursor row over
+    # `events` (artifact.pushed/cached -> scan on push, once across workers and nodes).
+    (10, """
+CREATE TABLE scan_results (
+    id {id},
+    repository TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    status TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    requested_at {float} NOT NULL,
+    started_at {float},
+    ended_at {float},
+    owner TEXT,
+    lease_until {float},
+    stop_requested INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0,
+    fixable INTEGER NOT NULL DEFAULT 0,
+    severity TEXT,
+    db_version TEXT NOT NULL DEFAULT '',
+    findings TEXT,
+    report TEXT,
+    error TEXT NOT NULL DEFAULT '',
+    UNIQUE (repository, digest)
+);
+CREATE INDEX scan_results_status ON scan_results(status);
+CREATE TABLE scan_settings (
+    id INTEGER PRIMARY KEY,
+    allowlist TEXT NOT NULL DEFAULT '',
+    db_version TEXT NOT NULL DEFAULT ''
+);
+INSERT INTO scan_settings (id, allowlist, db_version) VALUES (1, '', '');
+CREATE TABLE scan_registry_settings (
+    registry TEXT PRIMARY KEY,
+    scan_on_push INTEGER NOT NULL DEFAULT 0,
+    prevent_pull_severity TEXT,
+    allowlist TEXT
+);
+CREATE TABLE scan_cursor (
+    id INTEGER PRIMARY KEY,
+    event_id {bigint} NOT NULL
+);
+INSERT INTO scan_cursor (id, event_id) SELECT 1, COALESCE(MAX(id), 0) FROM events
+"""),
 )
 
 

@@ -19,6 +19,7 @@ from ncr_trio.meta.caches import CacheStore
 from ncr_trio.meta.db import Tx
 from ncr_trio.meta.policies import PolicyStore
 from ncr_trio.meta.replication import ReplicationStore
+from ncr_trio.meta.scans import ScanStore
 from ncr_trio.meta.store import Protected
 from ncr_trio.meta.webhooks import WebhookStore
 from ncr_trio.registry.context import Registry
@@ -120,6 +121,7 @@ class Namespaces:
             PolicyStore.purge_registry(tx, name)
             WebhookStore.purge_registry(tx, name)
             ReplicationStore.purge_registry(tx, name)
+            ScanStore.purge_registry(tx, name)
             return removed
 
         try:

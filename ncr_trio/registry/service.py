@@ -18,6 +18,7 @@ from ncr_trio.meta import AccessStore, MetaStore, connect, migrate
 from ncr_trio.meta.caches import CacheStore
 from ncr_trio.meta.policies import PolicyStore
 from ncr_trio.meta.replication import ReplicationStore
+from ncr_trio.meta.scans import ScanStore
 from ncr_trio.meta.webhooks import WebhookStore
 from ncr_trio.registry.blobs import Blobs
 from ncr_trio.registry.catalog import Catalog
@@ -34,6 +35,7 @@ from ncr_trio.replication.copy import LocalSide
 from ncr_trio.replication.engine import Replicator
 from ncr_trio.replication.policies import Replications
 from ncr_trio.replication.remotes import Remotes
+from ncr_trio.scan.jobs import Scans
 from ncr_trio.sealing import Sealer
 from ncr_trio.storage import open_storage
 
@@ -57,6 +59,7 @@ class RegistryService:
     remotes: Remotes  # replication's remote endpoints and their health checks
     replications: Replications  # replication policies, their runs and history
     replicator: Replicator  # the engine copying runs (serving in the lifespan: http/app.py)
+    scans: Scans  # vulnerability scans: requests, the runner (serving in the lifespan), pull prevention
 
     @property
     def config(self) -> Config:
@@ -103,7 +106,8 @@ class RegistryService:
                    policies=Policies(reg, policy_store, protection, namespaces), fsck=Scrubber(reg),
                    caches=ImageCaches(config, CacheStore(db), access, sealer, probe=lambda s: upstreams.get(s).ping()),
                    pull_through=PullThrough(reg, manifests, blobs, uploads, protection, upstreams),
-                   remotes=remotes, replications=replications, replicator=replicator)
+                   remotes=remotes, replications=replications, replicator=replicator,
+                   scans=Scans(reg, ScanStore(db), policy_store))
 
     def close(self) -> None:
         self.reg.meta.db.close()

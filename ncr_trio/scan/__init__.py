@@ -7,7 +7,8 @@
     gobuildinfo.py  Go build information of an ELF binary, read from a stream
     extract.py   layers -> package inventory (whiteouts applied, only the files that matter)
     scanner.py   inventory + database -> report
+    jobs.py      scan jobs: requests, the runner (lifespan), scan on push, the periodic scan, pull prevention
 
-The modules are synchronous and CPU/disk bound: the server calls them from worker threads
+The modules but jobs.py are synchronous and CPU/disk bound: the server calls them from worker threads
 (trio.to_thread.run_sync with a CapacityLimiter), never on the Trio thread.
 """
