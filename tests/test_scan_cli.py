@@ -6,6 +6,7 @@ from Alpine 3.4's real apk database and urllib3 2.0.6's metadata):
   by severity (worst first), --sort package/--min-severity change it, -o json is the API's report;
 - schedule show/set, scan all, the global allowlist from commas and newlines, a registry's own list and
   --clear / --empty; registry update's scan flags reach the registry's scan settings and pulls;
+- scan stop: a running scan (10 GiB of zeros to read) ends Stopped, the column says so;
 - a viewer reads the status and report but cannot start a scan.
 """
 
@@ -23,7 +24,7 @@ import pytest
 
 from tests.support.server import ADMIN_PASSWORD, Server
 from tests.test_cli import fields, table
-from tests.test_scan_server import DATA, OCI_MANIFEST, URLLIB3_CVE, push_image, vulnerable_layers, wait_for
+from tests.test_scan_server import DATA, OCI_MANIFEST, URLLIB3_CVE, push_image, vulnerable_layers, wait_for, zeros_layer
 
 ORDER = ["Critical", "High", "Medium", "Low", "Unknown"]
 
@@ -173,3 +174,20 @@ def test_a_viewer_reads_scans_but_cannot_start_one(server: Server, tmp_path: Pat
         r = viewer(*args)
         assert r.returncode == 1 and "DENIED" in r.stderr, (args, r.stderr)
     assert api(server, f"/registries/cli/images/viewed/artifacts/{d}/scan")["status"] == "Not Scanned"
+
+
+def test_scan_stop_ends_a_running_scan_stopped(server: Server, tmp_path: Path) -> None:
+    cli = CLI(server, tmp_path)
+    with server.client() as c:  # about 10 GiB of zeros to read: the scan runs until it is stopped
+        d = push_image(c, "cli/big", "v1", [vulnerable_layers()[0], *[zeros_layer(2)] * 5])
+    assert "Scanning cli/big@" in cli.ok("scan", "start", "cli/big:v1")
+    again = cli("scan", "start", "cli/big:v1")
+    assert again.returncode == 1 and "CONFLICT" in again.stderr, again.stderr
+    wait_for(lambda: cli.json("scan", "status", "cli/big:v1"), lambda s: s["started_at"] is not None)
+    assert vulnerability_column(cli.ok("artifact", "list", "cli/big")) == ["Scanning"]
+    stopping = cli.ok("scan", "stop", f"cli/big@{d}")
+    assert stopping.strip() in (f"cli/big@{d}: stopping", f"cli/big@{d}: Stopped")
+    stopped = wait_for(lambda: cli.json("scan", "status", "cli/big:v1"), lambda s: s["status"] != "Scanning")
+    assert stopped["status"] == "Stopped", stopped
+    assert fields(cli.ok("scan", "status", "cli/big:v1"))["vulnerabilities"] == "-"
+    assert vulnerability_column(cli.ok("artifact", "list", "cli/big")) == ["Stopped"]
