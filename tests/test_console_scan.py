@@ -5,7 +5,8 @@ imported from tests/data/vulndata and an image built from Alpine 3.4's real apk 
   artifact's report (sorted worst first, re-sortable least first), whose links are safe http(s) hrefs;
 - the registry's scan settings (scan on push, pull prevention, its own allowlist) saved from the form,
   and the administrators' periodic scan and global allowlist;
-- a viewer sees the column and the report but no Scan, Stop or settings controls.
+- a viewer sees the column and the report but no Scan, Stop or settings controls;
+- a manager stops a running scan with Stop: Scanning, then Stopped, and Scan again.
 Screenshots in test-artifacts/console/<test>/.
 """
 
@@ -22,7 +23,7 @@ from playwright.sync_api import Browser, expect, sync_playwright
 
 from tests.support.console import CHROMIUM, CHROMIUM_ARGS, Steps, api_get, log_in
 from tests.support.server import Server
-from tests.test_scan_server import DATA, push_image, vulnerable_layers
+from tests.test_scan_server import DATA, push_image, vulnerable_layers, zeros_layer
 
 pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (make tools)")]
 expect.set_options(timeout=30_000)
@@ -36,7 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                            str(DATA / "PyPI-subset.zip"), str(DATA / "alpine" / "secdb-v3.4-main.yaml")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    srv = Server(data=data, registries=("vuln",), env={"NCR_SCAN_POLL_SECONDS": "0.2"})
+    srv = Server(data=data, registries=("vuln", "halt"), env={"NCR_SCAN_POLL_SECONDS": "0.2"})
     try:
         yield srv.start()
     finally:
@@ -154,3 +155,28 @@ def test_scan_an_image_see_its_counts_and_report_and_a_viewer_has_no_buttons(ser
     expect(pg.get_by_role("heading", level=2, name="Vulnerability scanning")).to_be_visible()
     expect(pg.get_by_role("form", name="Scan settings")).to_have_count(0)
     page.shot("viewer-settings")
+
+
+def test_a_manager_stops_a_running_scan(server: Server, page: Steps) -> None:
+    pg = page.page
+    with server.client() as c:  # about 10 GiB of zeros to read: the scan runs until it is stopped
+        digest = push_image(c, "halt/big", "v1", [vulnerable_layers()[0], *[zeros_layer(2)] * 5])
+    short = digest[:len("sha256:") + 12]
+    log_in(pg, server, *server.admin)
+    pg.goto(f"{server.url}/console/#/registries/halt/images/big")
+    row = pg.get_by_role("table", name="Artifacts of halt/big").get_by_role("row").filter(
+        has=pg.get_by_role("link", name=short))
+    row.get_by_role("button", name=f"Scan {digest}").click()
+    expect(row).to_contain_text("Scanning")
+    expect(row.get_by_role("button", name=f"Scan {digest}")).to_have_count(0)  # not while one runs
+    page.shot("scanning")
+    row.get_by_role("button", name=f"Stop the scan of {digest}").click()
+    expect(pg.get_by_role("status")).to_contain_text(f"Stopping the scan of {short}")
+    for _ in range(100):
+        if api_get(server, f"/registries/halt/images/big/artifacts/{digest}/scan").json()["status"] != "Scanning":
+            break
+        pg.wait_for_timeout(300)
+    pg.reload()
+    expect(row).to_contain_text("Stopped")
+    expect(row.get_by_role("button", name=f"Scan {digest}")).to_be_visible()  # may be started again
+    page.shot("stopped")
