@@ -104,6 +104,10 @@ def test_scan_an_image_see_its_counts_and_report_and_a_viewer_has_no_buttons(ser
     expect(urllib3).to_contain_text("CVE-2023-45803")
     hrefs = report.locator("a").evaluate_all("links => links.map(a => a.href)")
     assert hrefs and all(h.startswith(("https://", "http://")) for h in hrefs)
+    # an advisory's link that is not http(s) would be shown as text, never made a link
+    made = pg.evaluate("""import('./views/scans.js').then((m) => ['javascript:alert(1)', 'data:text/html,x',
+        'https://osv.dev/PYSEC-2023-212', 'not a url'].map(m.safeHref))""")
+    assert made == [None, None, "https://osv.dev/PYSEC-2023-212", None]
     expect(pg.get_by_role("rowheader", name="CVE-2016-2177", exact=True)).to_have_count(0)  # fixed at r1
     page.shot("report")
     pg.get_by_label("Sort by").select_option("least")
