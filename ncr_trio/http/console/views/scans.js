@@ -121,11 +121,11 @@ export async function registryScanSettings(ctx, registry) {
   const own = h("input", { type: "checkbox", name: "own_allowlist", checked: s.allowlist !== null });
   const ids = h("textarea", { name: "allowlist", rows: 3 });
   ids.value = (s.allowlist || []).join("\n");
-  const form = h("form", { class: "stacked", "aria-label": "Scan settings" },
-    onPush, field("Prevent pulls of images with vulnerabilities of", threshold, "or higher (412 Precondition Failed)"),
+  const form = h("form", { class: "card", "aria-label": "Scan settings" },
+    h("h3", {}, "Change scan settings"), onPush, field("Prevent pulls of images with vulnerabilities of", threshold, "or higher (412 Precondition Failed)"),
     h("label", {}, own, " Own allowlist (replaces the global one)"),
     field("Allowlisted IDs", ids, "separated by commas or newlines"),
-    h("button", { type: "submit" }, "Save scan settings"));
+    h("div", { class: "actions" }, h("button", { type: "submit" }, "Save scan settings")));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     attempt(async () => {
