@@ -341,7 +341,8 @@ def test_image_list_show_and_paging(admin: CLI, srv: Server, pushed: Pushed) -> 
 
 def test_artifacts_and_tags(admin: CLI, srv: Server, pushed: Pushed) -> None:
     out = admin.ok("artifact", "list", "shop/web")
-    assert table(out)[0] == ["DIGEST", "TYPE", "TAGS", "SIZE", "PLATFORMS", "PUSHED", "PULLED"]
+    assert table(out)[0] == ["DIGEST", "TYPE", "TAGS", "SIZE", "PLATFORMS", "PUSHED", "PULLED",
+                             "VULNERABILITIES"]
     rows = {row[0]: row for row in table(out)[1:]}
     assert set(rows) == {pushed.amd, pushed.arm, pushed.index}
     assert rows[pushed.index][1] == "oci index" and "linux/amd64, linux/arm64" in rows[pushed.index]

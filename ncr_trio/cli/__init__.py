@@ -7,6 +7,7 @@ server's management API (everything else; see `ncr-trio --help`).
     cli/automation.py   webhook, cleanup and protection (a registry's automation), on commands.py's helpers
     cli/caches.py       image caches (`cache`), on commands.py's helpers
     cli/replication.py  remotes (`remote`) and replication policies, runs and history (`replication`)
+    cli/scans.py        vulnerability scans, their reports, the schedule and allowlists (`scan`)
     cli/credentials.py  the login file and the flags > environment > file precedence
     cli/output.py       tables, fields, JSON, progress, confirmations
 """
@@ -17,7 +18,7 @@ import argparse
 import sys
 
 from ncr_trio import __version__
-from ncr_trio.cli import automation, caches, commands, credentials, local, replication
+from ncr_trio.cli import automation, caches, commands, credentials, local, replication, scans
 
 EPILOG = f"""\
 API commands use the server and credentials given by, in order:
@@ -45,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     automation.add_commands(sub)
     caches.add_commands(sub)
     replication.add_commands(sub)
+    scans.add_commands(sub)
     return p
 
 

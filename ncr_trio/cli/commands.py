@@ -31,6 +31,7 @@ from ncr_trio.cli.output import (
     col,
     kind,
     platforms,
+    scan_column,
     size,
     text,
     when,
@@ -321,13 +322,39 @@ def cmd_registry_create(ctx: Ctx) -> int:
     return show_fields(ctx, r, _registry_fields(r))
 
 
+def _scan_changes(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.scan_on_push is not None:
+        out["scan_on_push"] = args.scan_on_push
+    if args.prevent_pull_severity is not None:
+        level = args.prevent_pull_severity
+        out["prevent_pull_severity"] = None if level.lower() == "none" else level
+    return out
+
+
+def _scan_fields(s: Any) -> list[tuple[str, str]]:
+    own = s.get("allowlist")
+    return [("scan on push", text(s.get("scan_on_push"))),
+            ("prevent pull", f"{s['prevent_pull_severity']} or higher" if s.get("prevent_pull_severity") else "never"),
+            ("allowlist", "- (the global one)" if own is None else text(own) or "(its own, empty)")]
+
+
 def cmd_registry_update(ctx: Ctx) -> int:
-    settings = _registry_settings(ctx.args)
-    if not settings:
-        raise UsageError("nothing to change: give --description, --public-read, --public-uri, --allow-cidr "
-                         "or --clear-cidrs")
-    r = ctx.api.doc("api.registry.update", settings, registry=ctx.args.name)
-    return show_fields(ctx, r, _registry_fields(r))
+    """The registry's settings, and its scan settings (a second operation, api.registry.scan.update); with
+    both, -o json prints the registry with its scan settings as `scan`."""
+    settings, scan = _registry_settings(ctx.args), _scan_changes(ctx.args)
+    if not settings and not scan:
+        raise UsageError("nothing to change: give --description, --public-read, --public-uri, --allow-cidr, "
+                         "--clear-cidrs, --scan-on-push, --no-scan-on-push or --prevent-pull-severity")
+    name = ctx.args.name
+    r = ctx.api.doc("api.registry.update", settings, registry=name) if settings else None
+    s = ctx.api.doc("api.registry.scan.update", scan, registry=name) if scan else None
+    if r is None:
+        assert s is not None
+        return show_fields(ctx, s, [("registry", s["registry"]), *_scan_fields(s)])
+    if s is None:
+        return show_fields(ctx, r, _registry_fields(r))
+    return show_fields(ctx, {**r, "scan": s}, _registry_fields(r) + _scan_fields(s))
 
 
 def cmd_registry_list(ctx: Ctx) -> int:
@@ -399,7 +426,8 @@ def cmd_image_delete(ctx: Ctx) -> int:
 
 ARTIFACT_COLUMNS = [col("DIGEST", "digest", no_wrap=True), Column("TYPE", kind), col("TAGS", "tags"),
                     col("SIZE", "size", size, justify="right"), col("PLATFORMS", "platforms", platforms),
-                    col("PUSHED", "pushed_at", when), col("PULLED", "pulled_at", when)]
+                    col("PUSHED", "pushed_at", when), col("PULLED", "pulled_at", when),
+                    Column("VULNERABILITIES", scan_column)]
 
 
 def cmd_artifact_list(ctx: Ctx) -> int:
@@ -417,7 +445,8 @@ def cmd_artifact_show(ctx: Ctx) -> int:
         ("platforms", platforms(a.get("platforms")) or "-"), ("tags", text(a.get("tags")) or "-"),
         ("subject", a.get("subject") or "-"), ("pushed", when(a.get("pushed_at"))),
         ("pulled", when(a.get("pulled_at"))), ("signed", "-" if a.get("signed") is None else text(a["signed"])),
-        ("scan status", "-" if a.get("scan_status") is None else text(a["scan_status"]))])
+        ("scan status", "-" if a.get("scan_status") is None else text(a["scan_status"])),
+        ("vulnerabilities", scan_column(a) or "-")])
 
 
 def cmd_artifact_delete(ctx: Ctx) -> int:
@@ -639,6 +668,12 @@ def add_commands(sub: Any) -> None:
         sp.add_argument("--public-uri", choices=["on", "off"], help="off: reachable only on private listeners")
         sp.add_argument("--allow-cidr", action="append", help="restrict clients to this CIDR block (repeatable)")
         sp.add_argument("--clear-cidrs", action="store_true", help="remove the CIDR allowlist")
+        if verb == "update":
+            sp.add_argument("--scan-on-push", action=argparse.BooleanOptionalAction, default=None,
+                            help="scan each image pushed (docs/scanning.md)")
+            sp.add_argument("--prevent-pull-severity", metavar="LEVEL",
+                            help="refuse pulls (412) of images with a vulnerability of LEVEL or higher that the "
+                                 "allowlist does not name: Low, Medium, High, Critical; none: never")
         if verb == "create":
             sp.add_argument("--cache", metavar="CACHE", help="an image cache: a cache-type registry pulling "
                             "through it (no pushes; see `ncr-trio cache`)")

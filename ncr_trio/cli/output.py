@@ -218,5 +218,24 @@ def platforms(value: Any) -> str:
     return ", ".join(out)
 
 
-__all__ = ["Aborted", "Column", "Output", "UsageError", "col", "kind", "media_type", "platforms", "size", "text",
-           "when"]
+def scan_figures(v: Any) -> str:
+    """The artifact list's vulnerability column: `12 (3 fixable) High`, `none`, or `-` (no finished scan)."""
+    if not v:
+        return "-"
+    if not v.get("total"):
+        return "none"
+    return f"{v['total']} ({v['fixable']} fixable) {v.get('severity') or 'Unknown'}"
+
+
+def scan_column(artifact: Any) -> str:
+    """The guide's states: Not Scanned `-`, Scanning, Stopped, Failed, or the last finished scan's figures."""
+    status = artifact.get("scan_status")
+    if status is None:
+        return ""  # not an image (a signature, a chart...): never scanned
+    if status == "Done":
+        return scan_figures(artifact.get("vulnerabilities"))
+    return "-" if status == "Not Scanned" else str(status)
+
+
+__all__ = ["Aborted", "Column", "Output", "UsageError", "col", "kind", "media_type", "platforms", "scan_column",
+           "scan_figures", "size", "text", "when"]

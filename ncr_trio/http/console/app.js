@@ -10,6 +10,7 @@ import { cleanupRunView } from "./views/policies.js";
 import { registriesView, registryView } from "./views/registries.js";
 import { remoteView, remotesView } from "./views/remotes.js";
 import { executionView, policyView } from "./views/replication.js";
+import { scanningView } from "./views/scans.js";
 import { webhookView } from "./views/webhooks.js";
 
 const main = document.getElementById("main");
@@ -35,6 +36,7 @@ const ROUTES = [
   [/^\/remotes$/, remotesView, "admin"],
   [/^\/remotes\/([^/]+)$/, remoteView, "admin"],
   [/^\/gc$/, gcView, "admin"],
+  [/^\/scanning$/, scanningView, "admin"],
   [/^\/audit$/, auditView, "admin"],
 ];
 
@@ -64,7 +66,7 @@ function showNav(me, path) {
   const items = [["#/registries", "Registries"], ["#/keys", "Access keys"]];
   if (me.system_admin) {
     items.push(["#/caches", "Image caches"], ["#/remotes", "Remotes"], ["#/users", "Users"],
-      ["#/gc", "Garbage collection"], ["#/audit", "Audit log"]);
+      ["#/gc", "Garbage collection"], ["#/scanning", "Scanning"], ["#/audit", "Audit log"]);
   }
   replace(nav, h("ul", {}, items.map(([href, label]) =>
     h("li", {}, h("a", { href, "aria-current": path.startsWith(href.slice(1)) ? "page" : undefined }, label)))));

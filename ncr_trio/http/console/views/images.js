@@ -8,6 +8,7 @@ import {
 import {
   artifactHref, breadcrumbs, deleteImage, deleteTag, imageHref, registryHref, tagSearch,
 } from "./registries.js";
+import { reportSection, scanButton, vulnerabilityCell } from "./scans.js";
 
 function imageApi(registry, image) {
   return `/registries/${seg(registry)}/images/${imagePath(image)}`;
@@ -63,15 +64,16 @@ export async function imageView(ctx) {
         time(a.pushed_at),
         time(a.pulled_at, "never"),
         orNone(a.signed === null ? null : a.signed ? "signed" : "unsigned"),
-        orNone(a.scan_status),
+        vulnerabilityCell(a),
       ];
       if (canManage) {
-        cells.push(button("Delete", () => deleteArtifact(ctx, registry, image, a.digest),
-          { kind: "danger", "aria-label": `Delete artifact ${a.digest}` }));
+        cells.push(h("span", { class: "row-actions" }, scanButton(imageApi(registry, image), a, () => attempt(load)),
+          " ", button("Delete", () => deleteArtifact(ctx, registry, image, a.digest),
+          { kind: "danger", "aria-label": `Delete artifact ${a.digest}` })));
       }
       return cells;
     });
-    const headers = ["Digest", "Type", "Size", "Platforms", "Tags", "Pushed", "Last pull", "Signed", "Scan"];
+    const headers = ["Digest", "Type", "Size", "Platforms", "Tags", "Pushed", "Last pull", "Signed", "Vulnerabilities"];
     if (canManage) headers.push("Actions");
     replace(results, table(`Artifacts of ${registry}/${image}`, headers, rows, "No artifacts."),
       pager(answer, (p) => { page = p; attempt(load); }, "artifacts"));
@@ -162,11 +164,13 @@ export async function artifactView(ctx) {
       ["Pushed", time(a.pushed_at)],
       ["Last pull", time(a.pulled_at, "never")],
       ["Signed", orNone(a.signed === null ? null : a.signed ? "signed" : "unsigned")],
-      ["Scan", orNone(a.scan_status)],
+      ["Vulnerabilities", vulnerabilityCell(a)],
       ["Pull with", h("code", {}, `${window.location.host}/${registry}/${image}@${a.digest}`)],
     ]),
-    canManage ? h("div", { class: "actions" }, button("Delete artifact",
-      () => deleteArtifact(ctx, registry, image, a.digest, imageHref(registry, image)), { kind: "danger" })) : null,
+    canManage ? h("div", { class: "actions" },
+      scanButton(imageApi(registry, image), a, () => ctx.reload()), " ", button("Delete artifact",
+        () => deleteArtifact(ctx, registry, image, a.digest, imageHref(registry, image)), { kind: "danger" })) : null,
+    a.scan_status === null ? null : await reportSection(imageApi(registry, image), a.digest),
     h("section", { "aria-labelledby": "artifact-tags-title" },
       h("h2", { id: "artifact-tags-title" }, "Tags"),
       table(`Tags of ${shortDigest(digest)}`, canManage ? ["Tag", "Actions"] : ["Tag"], rows, "This artifact has no tags."),

@@ -10,6 +10,7 @@ import {
 import { cacheHref } from "./caches.js";
 import { cleanupTab, protectionTab } from "./policies.js";
 import { replicationTab } from "./replication.js";
+import { registryScanSettings } from "./scans.js";
 import { webhooksTab } from "./webhooks.js";
 
 export function registryHref(registry, tab) {
@@ -339,7 +340,8 @@ async function settingsTab(ctx, registry) {
     ["Updated", time(registry.updated_at)],
   ]);
   if (!ctx.can("manage", registry.name)) {
-    return h("section", { "aria-labelledby": "settings-title" }, h("h2", { id: "settings-title" }, "Settings"), summary);
+    return h("section", { "aria-labelledby": "settings-title" }, h("h2", { id: "settings-title" }, "Settings"), summary,
+      await registryScanSettings(ctx, registry.name));
   }
   const settings = settingsFields(registry);
   const form = h("form", { class: "card", "aria-labelledby": "edit-title" },
@@ -371,5 +373,5 @@ async function settingsTab(ctx, registry) {
       });
     }, { kind: "danger" }));
   return h("section", { "aria-labelledby": "settings-title" }, h("h2", { id: "settings-title" }, "Settings"),
-    summary, form, danger);
+    summary, form, await registryScanSettings(ctx, registry.name), danger);
 }
