@@ -74,6 +74,7 @@ class App:
                 await nursery.start(service.webhooks.delivery.run)
                 await nursery.start(service.pull_through.run)
                 await nursery.start(service.scans.serve)
+                await nursery.start(service.trust.serve)
                 await send({"type": "lifespan.startup.complete"})
                 await receive()  # lifespan.shutdown
                 nursery.cancel_scope.cancel()
