@@ -20,6 +20,7 @@ from ncr_trio.http.policies_api import PoliciesAPI
 from ncr_trio.http.replication_api import ReplicationAPI
 from ncr_trio.http.routes import RouteTable
 from ncr_trio.http.scans_api import ScansAPI
+from ncr_trio.http.trust_api import TrustAPI
 from ncr_trio.http.v2 import V2API
 from ncr_trio.http.webhooks_api import WebhooksAPI
 from ncr_trio.meta.store import ACTOR
@@ -48,6 +49,7 @@ class App:
                                  + CachesAPI(service).routes() + WebhooksAPI(service).routes()
                                  + PoliciesAPI(service).routes() + ReplicationAPI(service).routes()
                                  + ScansAPI(service).routes()
+                                 + TrustAPI(service).routes()
                                  + Console().routes())
         return service
 
