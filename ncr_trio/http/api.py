@@ -27,6 +27,7 @@ from ncr_trio.meta.catalog import ArtifactSummary, ImageSummary, TagRow
 from ncr_trio.registry import RegistryService
 from ncr_trio.registry.catalog import page_bounds
 from ncr_trio.registry.namespaces import parse_cidrs
+from ncr_trio.trust.service import ACCESSORY_TAG
 from ncr_trio.types import iso_time as t
 
 R = TypeVar("R", bound=m.Registry)
@@ -50,9 +51,14 @@ def artifact_model(a: ArtifactSummary, scan_status: str | None = None,
                       list(a.tags), a.subject, t(a.pushed_at), t(a.pulled_at), signed, scan_status, vulnerabilities)
 
 
+def is_accessory(a: ArtifactSummary) -> bool:
+    return a.subject is not None or any(ACCESSORY_TAG.fullmatch(tag) for tag in a.tags)
+
+
 async def signed_of(service: RegistryService, repository: str, found: list[ArtifactSummary]) -> dict[str, m.Signed]:
-    """The `signed` column of artifacts without a subject (signatures and attestations have none)."""
-    results = await service.trust.statuses(repository, [a.digest for a in found if a.subject is None])
+    """The `signed` column of artifacts that are not accessories (signatures and attestations have none:
+    they have a subject, or a cosign `.sig`/`.att`/`.sbom` tag)."""
+    results = await service.trust.statuses(repository, [a.digest for a in found if not is_accessory(a)])
     return {d: signed_model(r) for d, r in results.items()}
 
 
