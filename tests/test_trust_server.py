@@ -23,6 +23,7 @@ import pytest
 
 from tests.support.clients import Clients, clients_watching, find_tool, make_image, write_layout
 from tests.support.oci import Image
+from tests.support.receivers import ALLOW_RECEIVERS, Receiver
 from tests.support.server import Server
 
 pytestmark = [
@@ -39,7 +40,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = Server(data=tmp_path_factory.mktemp("trust") / "data", registries=REGISTRIES,
-                 env={"NCR_TRUST_POLL_SECONDS": "0.2", "NCR_ACCESS_CACHE_SECONDS": "0"})
+                 env={"NCR_TRUST_POLL_SECONDS": "0.2", "NCR_ACCESS_CACHE_SECONDS": "0", **ALLOW_RECEIVERS})
     try:
         yield srv.start()
     finally:
@@ -103,6 +104,9 @@ def viewer(server: Server, registry: str) -> tuple[str, str]:
 
 def test_signed_unsigned_verified_invalid(server: Server, cl: Clients) -> None:
     repo = "trusted/app"
+    rx = Receiver().start()
+    hook = {"name": "trust", "kind": "http", "url": rx.url, "event_types": ["signature.pushed", "signature.invalid"]}
+    ok(server.call("POST", "/registries/trusted/webhooks", json=hook), 201)
     image, other = make_image("trust-server-a"), make_image("trust-server-b")
     push(cl, image, repo)
     push(cl, other, repo, "v2")
@@ -137,6 +141,15 @@ def test_signed_unsigned_verified_invalid(server: Server, cl: Clients) -> None:
     assert found == {"state": "invalid", "signatures": 1, "keys": []}
     reason = ok(server.call("GET", artifact_path(repo, other.digest) + "/signatures"))["signatures"][0]["reason"]
     assert reason
+    # webhooks heard of both signatures, and of the invalid one
+    try:
+        got = rx.wait_for(lambda rs: sorted(x.json()["type"] for x in rs) == [
+            "signature.invalid", "signature.pushed", "signature.pushed"])
+    finally:
+        rx.stop()
+    events = sorted((x.json()["type"], x.json()["digest"]) for x in got)
+    assert events == sorted([("signature.pushed", image.digest), ("signature.pushed", other.digest),
+                             ("signature.invalid", other.digest)])
 
     # the registry's key deleted: signed again; the same key trusted by the installation: verified again
     ok(server.call("DELETE", "/registries/trusted/trust/keys/signer"), 204)
