@@ -272,3 +272,22 @@ def podman(cl: Clients) -> list[str] | None:
     runroot = tempfile.mkdtemp(prefix="ncr-podman-", dir="/tmp")
     return ["podman", "--storage-driver", "vfs", "--root", str(cl.path("storage")), "--runroot", runroot,
             "--tmpdir", str(cl.path("podman-tmp")), "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
+
+
+@pytest.mark.parametrize("mode", ["referrer", "bundle"])
+def test_referrer_and_bundle_signatures_are_signed_then_verified(server: Server, cl: Clients, mode: str) -> None:
+    """cosign's OCI 1.1 referrer and sigstore bundle layouts: counted, and verified once the key is trusted."""
+    flags, env = {"referrer": (["--registry-referrers-mode=oci-1-1"], {"COSIGN_EXPERIMENTAL": "1"}),
+                  "bundle": (["--new-bundle-format"], {})}[mode]
+    repo = f"trusted/{mode}"
+    image = make_image(f"trust-server-{mode}")
+    push(cl, image, repo)
+    pem = key_pair(cl, f"{mode}-signer")
+    cl.run("cosign", "sign", "--key", f"{mode}-signer.key", "--tlog-upload=false", "--yes", *COSIGN_REGISTRY,
+           *flags, f"{server.host}/{repo}@{image.digest}", env={"COSIGN_PASSWORD": "", **env})
+    assert signed(server, repo, image) == {"state": "signed", "signatures": 1, "keys": []}
+    key = ok(server.call("POST", "/registries/trusted/trust/keys", json={"name": f"{mode}-signer", "pem": pem}), 201)
+    assert signed(server, repo, image) == {"state": "verified", "signatures": 1, "keys": [key["id"]]}
+    [entry] = ok(server.call("GET", artifact_path(repo, image.digest) + "/signatures"))["signatures"]
+    assert (entry["layout"], entry["verdict"]) == (mode, "verified")
+    ok(server.call("DELETE", f"/registries/trusted/trust/keys/{mode}-signer"), 204)
