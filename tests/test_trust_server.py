@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -263,8 +265,6 @@ def test_a_cache_registry_refuses_signatures(server: Server, cl: Clients) -> Non
 
 def podman(cl: Clients) -> list[str] | None:
     """podman's command line with this test's storage, or None when it is not installed (CI: a failure)."""
-    import os
-    import tempfile
     if find_tool("podman") is None:
         if os.environ.get("CI"):
             pytest.fail("podman is not installed")
@@ -291,3 +291,31 @@ def test_referrer_and_bundle_signatures_are_signed_then_verified(server: Server,
     [entry] = ok(server.call("GET", artifact_path(repo, image.digest) + "/signatures"))["signatures"]
     assert (entry["layout"], entry["verdict"]) == (mode, "verified")
     ok(server.call("DELETE", f"/registries/trusted/trust/keys/{mode}-signer"), 204)
+
+
+def test_cli_trust_keys_and_settings(server: Server, cl: Clients) -> None:
+    """ncr-trio trust key add|list|delete and trust settings set|show, against the same server."""
+    import json
+    import subprocess
+    import sys
+
+    env = {"PATH": os.environ["PATH"], "HOME": str(cl.path("home")), "NCR_URL": server.url,
+           "NCR_USERNAME": server.admin[0], "NCR_PASSWORD": server.admin[1]}
+
+    def run(*args: str) -> Any:
+        done = subprocess.run([sys.executable, "-m", "ncr_trio", "--output", "json", *args], capture_output=True, text=True,
+                              env=env, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout) if done.stdout.strip() else None
+
+    pem = key_pair(cl, "cli-signer")
+    added = run("trust", "key", "add", "cli", str(cl.path("cli-signer.pub")), "--registry", "verified")
+    assert (added["name"], added["registry"], added["pem"]) == ("cli", "verified", pem)
+    assert [k["name"] for k in run("trust", "key", "list", "--registry", "verified")["keys"]] == ["cli", "trusted-one"]
+    assert run("trust", "key", "list")["keys"] == []
+    run("trust", "key", "delete", "cli", "--registry", "verified", "--yes")
+    assert [k["name"] for k in run("trust", "key", "list", "--registry", "verified")["keys"]] == ["trusted-one"]
+    assert run("trust", "settings", "set", "strict", "--require-signature")["require_signature"] is True
+    assert run("trust", "settings", "show", "strict") == {"registry": "strict", "require_signature": True,
+                                                          "require_verified_signature": False}
+    assert run("trust", "settings", "set", "strict", "--no-require-signature")["require_signature"] is False

@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from ncr_trio import __version__
-from ncr_trio.cli import automation, caches, commands, credentials, local, replication
+from ncr_trio.cli import automation, caches, commands, credentials, local, replication, trust
 
 EPILOG = f"""\
 API commands use the server and credentials given by, in order:
@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     automation.add_commands(sub)
     caches.add_commands(sub)
     replication.add_commands(sub)
+    trust.add_commands(sub)
     return p
 
 
