@@ -303,8 +303,8 @@ def test_cli_trust_keys_and_settings(server: Server, cl: Clients) -> None:
            "NCR_USERNAME": server.admin[0], "NCR_PASSWORD": server.admin[1]}
 
     def run(*args: str) -> Any:
-        done = subprocess.run([sys.executable, "-m", "ncr_trio", "--output", "json", *args], capture_output=True, text=True,
-                              env=env, timeout=60)
+        done = subprocess.run([sys.executable, "-m", "ncr_trio", "--output", "json", *args], capture_output=True,
+                              text=True, env=env, timeout=60)
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout) if done.stdout.strip() else None
 
