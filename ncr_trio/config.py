@@ -110,6 +110,9 @@ class Config:
     scan_poll_seconds: float = 1.0
     # Scan every image and index again when a new vulnerability database is imported (`ncr-trio vulndb import`).
     scan_rescan_on_import: bool = False
+    # Image trust (ncr_trio/trust/service.py): how often a process looks for signatures pushed through
+    # others and for results a key change made stale (a local key change wakes it at once).
+    trust_poll_seconds: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

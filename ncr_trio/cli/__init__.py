@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from ncr_trio import __version__
-from ncr_trio.cli import automation, caches, commands, credentials, local, replication, scans
+from ncr_trio.cli import automation, caches, commands, credentials, local, replication, scans, trust
 
 EPILOG = f"""\
 API commands use the server and credentials given by, in order:
@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     caches.add_commands(sub)
     replication.add_commands(sub)
     scans.add_commands(sub)
+    trust.add_commands(sub)
     return p
 
 

@@ -444,7 +444,8 @@ def cmd_artifact_show(ctx: Ctx) -> int:
         ("artifact type", a.get("artifact_type") or "-"), ("size", size(a.get("size"))),
         ("platforms", platforms(a.get("platforms")) or "-"), ("tags", text(a.get("tags")) or "-"),
         ("subject", a.get("subject") or "-"), ("pushed", when(a.get("pushed_at"))),
-        ("pulled", when(a.get("pulled_at"))), ("signed", "-" if a.get("signed") is None else text(a["signed"])),
+        ("pulled", when(a.get("pulled_at"))),
+        ("signed", "-" if a.get("signed") is None else text(a["signed"]["state"])),
         ("scan status", "-" if a.get("scan_status") is None else text(a["scan_status"])),
         ("vulnerabilities", scan_column(a) or "-")])
 

@@ -21,11 +21,13 @@ from ncr_trio.http.jsonapi import audit, paged
 from ncr_trio.http.operations import DOCUMENT_JSON, OPERATIONS
 from ncr_trio.http.routes import Route
 from ncr_trio.http.scans_api import artifact_statuses, report_model, status_model
+from ncr_trio.http.trust_api import signature_list, signed_model
 from ncr_trio.meta import RegistryInfo
 from ncr_trio.meta.catalog import ArtifactSummary, ImageSummary, TagRow
 from ncr_trio.registry import RegistryService
 from ncr_trio.registry.catalog import page_bounds
 from ncr_trio.registry.namespaces import parse_cidrs
+from ncr_trio.trust.service import ACCESSORY_TAG
 from ncr_trio.types import iso_time as t
 
 R = TypeVar("R", bound=m.Registry)
@@ -44,9 +46,20 @@ def image_model(i: ImageSummary) -> m.Image:
 
 
 def artifact_model(a: ArtifactSummary, scan_status: str | None = None,
-                   vulnerabilities: m.ScanTotals | None = None) -> m.Artifact:
+                   vulnerabilities: m.ScanTotals | None = None, signed: m.Signed | None = None) -> m.Artifact:
     return m.Artifact(a.digest, a.media_type, a.artifact_type, a.size, [m.Platform(**p) for p in a.platforms],
-                      list(a.tags), a.subject, t(a.pushed_at), t(a.pulled_at), None, scan_status, vulnerabilities)
+                      list(a.tags), a.subject, t(a.pushed_at), t(a.pulled_at), signed, scan_status, vulnerabilities)
+
+
+def is_accessory(a: ArtifactSummary) -> bool:
+    return a.subject is not None or any(ACCESSORY_TAG.fullmatch(tag) for tag in a.tags)
+
+
+async def signed_of(service: RegistryService, repository: str, found: list[ArtifactSummary]) -> dict[str, m.Signed]:
+    """The `signed` column of artifacts that are not accessories (signatures and attestations have none:
+    they have a subject, or a cosign `.sig`/`.att`/`.sbom` tag)."""
+    results = await service.trust.statuses(repository, [a.digest for a in found if not is_accessory(a)])
+    return {d: signed_model(r) for d, r in results.items()}
 
 
 def tag_model(x: TagRow) -> m.Tag:
@@ -154,15 +167,25 @@ class ManagementAPI:
         p = request.params
         found, total = await self.s.catalog.artifacts(p["registry"], p["image"], request.query_int("page"),
                                                       request.query_int("per_page"))
-        statuses = await artifact_statuses(self.s, f"{p['registry']}/{p['image']}", found)
-        return paged(request, m.ArtifactPage, total, artifacts=[artifact_model(x, *statuses[x.digest]) for x in found])
+        repository = f"{p['registry']}/{p['image']}"
+        statuses = await artifact_statuses(self.s, repository, found)
+        signed = await signed_of(self.s, repository, found)
+        return paged(request, m.ArtifactPage, total, artifacts=[
+            artifact_model(x, *statuses[x.digest], signed.get(x.digest)) for x in found])
 
     @handles("api.artifact")
     async def artifact(self, request: Request) -> m.Artifact:
         p = request.params
         found = await self.s.catalog.artifact(p["registry"], p["image"], p["digest"])
-        statuses = await artifact_statuses(self.s, f"{p['registry']}/{p['image']}", [found])
-        return artifact_model(found, *statuses[found.digest])
+        repository = f"{p['registry']}/{p['image']}"
+        statuses = await artifact_statuses(self.s, repository, [found])
+        signed = await signed_of(self.s, repository, [found])
+        return artifact_model(found, *statuses[found.digest], signed.get(found.digest))
+
+    @handles("api.artifact.signatures")
+    async def signatures(self, request: Request) -> m.SignatureList:
+        repository = await self._scannable(request)
+        return signature_list(await self.s.trust.signatures(repository, request.params["digest"]))
 
     # -- an artifact's scan (http/scans_api.py makes the answers) ------------------------------
     async def _scannable(self, request: Request) -> str:

@@ -20,6 +20,7 @@ from ncr_trio.http.policies_api import PoliciesAPI
 from ncr_trio.http.replication_api import ReplicationAPI
 from ncr_trio.http.routes import RouteTable
 from ncr_trio.http.scans_api import ScansAPI
+from ncr_trio.http.trust_api import TrustAPI
 from ncr_trio.http.v2 import V2API
 from ncr_trio.http.webhooks_api import WebhooksAPI
 from ncr_trio.meta.store import ACTOR
@@ -48,6 +49,7 @@ class App:
                                  + CachesAPI(service).routes() + WebhooksAPI(service).routes()
                                  + PoliciesAPI(service).routes() + ReplicationAPI(service).routes()
                                  + ScansAPI(service).routes()
+                                 + TrustAPI(service).routes()
                                  + Console().routes())
         return service
 
@@ -74,6 +76,7 @@ class App:
                 await nursery.start(service.webhooks.delivery.run)
                 await nursery.start(service.pull_through.run)
                 await nursery.start(service.scans.serve)
+                await nursery.start(service.trust.serve)
                 await send({"type": "lifespan.startup.complete"})
                 await receive()  # lifespan.shutdown
                 nursery.cancel_scope.cancel()

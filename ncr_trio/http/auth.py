@@ -44,6 +44,7 @@ from ncr_trio.errors import RegistryError
 from ncr_trio.http.asgi import Request, Response, json_response
 from ncr_trio.http.listeners import Listeners
 from ncr_trio.http.routes import Route, route
+from ncr_trio.trust.service import ACCESSORY_TAG
 from ncr_trio.types import validate_name
 
 _HOST_RE = re.compile(r"[A-Za-z0-9.\-:\[\]]{1,255}")
@@ -118,6 +119,21 @@ def refuse_cross_site(request: Request) -> None:
                             status=415)
 
 
+def cache_push_refusal(registry: str, cache: str, request: Request, r: Route) -> str:
+    """Why a push into a cache-type registry is refused. A signature is a push too: the guide's rule
+    that images in an image cache registry cannot be signed is named when the push looks like one
+    (cosign's User-Agent, or a manifest under a cosign `.sig`/`.att`/`.sbom` tag); any push's
+    message says it as well, since cosign's first request is a blob upload."""
+    signing = "cosign" in (request.header("user-agent") or "").lower() or (
+        r.name == "manifest.put" and ACCESSORY_TAG.fullmatch(request.params.get("reference", "")) is not None)
+    rule = ("images in an image cache registry cannot be signed: sign the image in its source registry (its "
+            "signatures are pulled through with it)")
+    if signing:
+        return f"signature refused: registry {registry} is an image cache registry (image cache {cache}): {rule}"
+    return (f"registry {registry} is an image cache registry (image cache {cache}): it takes no pushes; push to "
+            f"the source registry and pull through this one ({rule})")
+
+
 class Gate:
     def __init__(self, config: Config, access: AccessControl) -> None:
         self.config = config
@@ -189,9 +205,8 @@ class Gate:
                                   detail=[{"Type": "repository", "Name": name, "Action": action}])
         if action == "push" and info is not None and info.cache is not None:
             # Every push passes here (uploads, mounts into it, manifest PUTs); deletes stay allowed.
-            raise RegistryError("DENIED", f"registry {info.name} is an image cache registry (image cache "
-                                f"{info.cache}): it takes no pushes; push to the source registry and pull through "
-                                "this one", detail=[{"Type": "repository", "Name": name, "Action": action}])
+            raise RegistryError("DENIED", cache_push_refusal(info.name, info.cache, request, r),
+                                detail=[{"Type": "repository", "Name": name, "Action": action}])
         if source is not None:
             principal = await self._mount_from(request, principal, source, scope_text)
         if action == "push" and info is None:

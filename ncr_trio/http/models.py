@@ -436,6 +436,18 @@ class Platform(Answer, kw_only=True):
     variant: str | UnsetType = UNSET
 
 
+TrustStateName = Annotated[str, _m(enum=["unsigned", "signed", "verified", "invalid"])]
+TrustKeyID = Annotated[str, _m("sha256: and the SHA-256 of the key's DER public key", pattern="^sha256:[a-f0-9]{64}$")]
+
+
+class Signed(Answer, kw_only=True):
+    state: Annotated[TrustStateName, _m(
+        "unsigned: no signature; signed: signatures, none verified, not all invalid (no trusted key verifies "
+        "them yet); verified: a trusted key verifies at least one; invalid: every signature is invalid")]
+    signatures: Count
+    keys: Annotated[list[TrustKeyID], _m("the trusted keys that verify at least one signature")]
+
+
 class Artifact(Answer):
     digest: Digest
     media_type: str
@@ -446,7 +458,9 @@ class Artifact(Answer):
     subject: Annotated[str | None, _m(pattern=DIGEST_PATTERN)]
     pushed_at: Time
     pulled_at: TimeOrNull
-    signed: Annotated[bool | None, _m("not filled yet (cosign)")]
+    signed: Annotated[Signed | None, _m(
+        "its cosign signatures: unsigned, signed (n signatures), verified (by which trusted keys) or invalid; "
+        "null: the artifact is itself a signature or attestation (it has a subject)")]
     scan_status: Annotated[ScanStatusName | None, _m(
         "the vulnerability column: `Not Scanned`, `Scanning` (queued or running), `Stopped`, `Failed`, or `Done` "
         "(then `vulnerabilities` holds the figures); null: not a scannable artifact (a signature, a chart, ...)")]
@@ -980,6 +994,65 @@ class VulnDBStatus(Answer, kw_only=True):
     records: Count
     newest_modified: str | None
     sources: list[VulnDBSource]
+
+
+# -- image trust --------------------------------------------------------------------------------
+
+TrustKeyName = Annotated[str, _m("letters, digits, '.', '_', '-'", pattern="^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+class TrustKey(Answer, kw_only=True):
+    name: TrustKeyName
+    id: TrustKeyID
+    algorithm: Annotated[str, _m(enum=["ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "rsa", "ed25519"])]
+    registry: Annotated[RegistryName | None, _m("the registry that trusts it; null: the whole installation")]
+    pem: Annotated[str, _m("the public key (PEM)")]
+    created_at: Time
+
+
+class TrustKeyList(Answer):
+    keys: list[TrustKey]
+
+
+class NewTrustKey(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Other members are refused (400)"""
+
+    name: TrustKeyName
+    pem: Annotated[str, _m("the content of cosign.pub (PEM `PUBLIC KEY`): ECDSA P-256/P-384/P-521, RSA 2048 to "
+                           "4096 bits, or Ed25519; private keys are refused", maxLength=16384)]
+
+
+class RegistryTrustSettings(Answer, kw_only=True):
+    registry: RegistryName
+    require_signature: Annotated[bool, _m("pulls of images without a cosign signature are refused (412)")]
+    require_verified_signature: Annotated[bool, _m(
+        "pulls of images without a signature a trusted key (the registry's or the installation's) verifies are "
+        "refused (412)")]
+
+
+class RegistryTrustChanges(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Only the members given change; other members are refused (400)"""
+
+    require_signature: bool | UnsetType = UNSET
+    require_verified_signature: bool | UnsetType = UNSET
+
+
+class SignatureEntry(Answer, kw_only=True):
+    layout: Annotated[str, _m("tag: the sha256-<hex>.sig tag; referrer: an OCI 1.1 referrer; bundle: a sigstore "
+                              "bundle referrer (--new-bundle-format)", enum=["tag", "referrer", "bundle"])]
+    manifest: Annotated[Digest, _m("the signature manifest")]
+    index: Annotated[Count, _m("the layer of that manifest")]
+    verdict: Annotated[str, _m(enum=["verified", "unverified", "invalid"])]
+    keys: Annotated[list[TrustKeyID], _m("the trusted keys that verify it")]
+    reason: Annotated[str, _m("why it is not verified (empty when it is)")]
+
+
+class SignatureList(Answer, kw_only=True):
+    digest: Digest
+    state: TrustStateName
+    keys: list[TrustKeyID]
+    computed_at: Time
+    signatures: list[SignatureEntry]
 
 
 EXTRA_SCHEMAS = (Error, EventPayload, SlackMessage)

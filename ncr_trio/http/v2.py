@@ -98,6 +98,8 @@ class V2API:
         m = await (self.s.manifests.get(name, reference) if source is None
                    else self.s.pull_through.manifest(source, name, reference))
         await self.s.scans.check_pull(name, m)  # pull prevention: 412 for a vulnerable image (scan/jobs.py)
+        # signature enforcement: 412 for an image without the signature its registry requires (trust/service.py)
+        await self.s.trust.check_pull(name, reference, m, request.principal)
         if request.method == "GET":
             self.s.catalog.pulls.record(request.params["name"], m.digest)
         headers = {"Content-Type": m.media_type, "Docker-Content-Digest": m.digest, "ETag": f'"{m.digest}"'}

@@ -412,6 +412,47 @@ CREATE TABLE scan_cursor (
 );
 INSERT INTO scan_cursor (id, event_id) SELECT 1, COALESCE(MAX(id), 0) FROM events
 """),
+    # Image trust (issue 14): cosign public keys trusted by a registry (`registry` = its name) or by the
+    # whole installation (`registry` = ''); one verification result per artifact (its signatures'
+    # verdicts, `stale` when a signature or a key changed since: recomputed before it is believed);
+    # each registry's enforcement settings; and one cursor row over `events` (signature pushes and
+    # deletions -> their subjects' results go stale, once across workers and nodes).
+    (11, """
+CREATE TABLE trust_keys (
+    id {id},
+    registry TEXT NOT NULL,
+    name TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    algorithm TEXT NOT NULL,
+    pem TEXT NOT NULL,
+    created_at {float} NOT NULL,
+    UNIQUE (registry, name),
+    UNIQUE (registry, key_id)
+);
+CREATE TABLE trust_results (
+    repository TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    state TEXT NOT NULL,
+    signatures INTEGER NOT NULL DEFAULT 0,
+    invalid INTEGER NOT NULL DEFAULT 0,
+    keys TEXT NOT NULL DEFAULT '',
+    details TEXT NOT NULL DEFAULT '[]',
+    stale INTEGER NOT NULL DEFAULT 0,
+    computed_at {float} NOT NULL,
+    PRIMARY KEY (repository, digest)
+);
+CREATE INDEX trust_results_stale ON trust_results(stale);
+CREATE TABLE trust_registry_settings (
+    registry TEXT PRIMARY KEY,
+    require_signature INTEGER NOT NULL DEFAULT 0,
+    require_verified_signature INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE trust_cursor (
+    id INTEGER PRIMARY KEY,
+    event_id {bigint} NOT NULL
+);
+INSERT INTO trust_cursor (id, event_id) SELECT 1, COALESCE(MAX(id), 0) FROM events
+"""),
 )
 
 

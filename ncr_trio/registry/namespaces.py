@@ -21,6 +21,7 @@ from ncr_trio.meta.policies import PolicyStore
 from ncr_trio.meta.replication import ReplicationStore
 from ncr_trio.meta.scans import ScanStore
 from ncr_trio.meta.store import Protected
+from ncr_trio.meta.trust import TrustStore
 from ncr_trio.meta.webhooks import WebhookStore
 from ncr_trio.registry.context import Registry
 from ncr_trio.registry.policies import CACHE_CLEANUP, CACHE_CLEANUP_SCHEDULE, MAX_POLICIES, cleanup_job
@@ -122,6 +123,7 @@ class Namespaces:
             WebhookStore.purge_registry(tx, name)
             ReplicationStore.purge_registry(tx, name)
             ScanStore.purge_registry(tx, name)
+            TrustStore.purge_registry(tx, name)
             return removed
 
         try:

@@ -19,6 +19,7 @@ from ncr_trio.meta.caches import CacheStore
 from ncr_trio.meta.policies import PolicyStore
 from ncr_trio.meta.replication import ReplicationStore
 from ncr_trio.meta.scans import ScanStore
+from ncr_trio.meta.trust import TrustStore
 from ncr_trio.meta.webhooks import WebhookStore
 from ncr_trio.registry.blobs import Blobs
 from ncr_trio.registry.catalog import Catalog
@@ -38,6 +39,7 @@ from ncr_trio.replication.remotes import Remotes
 from ncr_trio.scan.jobs import Scans
 from ncr_trio.sealing import Sealer
 from ncr_trio.storage import open_storage
+from ncr_trio.trust.service import Trust
 
 
 @dataclass
@@ -60,6 +62,7 @@ class RegistryService:
     replications: Replications  # replication policies, their runs and history
     replicator: Replicator  # the engine copying runs (serving in the lifespan: http/app.py)
     scans: Scans  # vulnerability scans: requests, the runner (serving in the lifespan), pull prevention
+    trust: Trust  # image trust: trusted keys, signature results (the runner serving in the lifespan), enforcement
 
     @property
     def config(self) -> Config:
@@ -107,7 +110,7 @@ class RegistryService:
                    caches=ImageCaches(config, CacheStore(db), access, sealer, probe=lambda s: upstreams.get(s).ping()),
                    pull_through=PullThrough(reg, manifests, blobs, uploads, protection, upstreams),
                    remotes=remotes, replications=replications, replicator=replicator,
-                   scans=Scans(reg, ScanStore(db), policy_store))
+                   scans=Scans(reg, ScanStore(db), policy_store), trust=Trust(reg, TrustStore(db), manifests))
 
     def close(self) -> None:
         self.reg.meta.db.close()

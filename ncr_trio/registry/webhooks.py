@@ -59,7 +59,7 @@ log = logging.getLogger("ncr_trio.webhooks")
 
 EVENT_TYPES = ("artifact.pushed", "artifact.cached", "artifact.pulled", "artifact.deleted", "tag.created",
                "tag.deleted", "replication.started", "replication.finished", "replication.failed",
-               "scan.completed", "scan.failed")
+               "scan.completed", "scan.failed", "signature.pushed", "signature.invalid")
 KINDS = ("http", "slack")
 TEST_EVENT = "test"
 FIELDS = frozenset({"name", "kind", "url", "secret", "auth_header", "event_types", "enabled"})
@@ -197,7 +197,8 @@ def event_payload(event_id: str, event_type: str, occurred_at: float, operator: 
 _VERBS = {"artifact.pushed": "pushed", "artifact.cached": "cached from its source", "artifact.pulled": "pulled",
           "artifact.deleted": "deleted",
           "tag.created": "tagged", "tag.deleted": "removed tag", "scan.completed": "scanned",
-          "scan.failed": "could not scan"}
+          "scan.failed": "could not scan", "signature.pushed": "signed",
+          "signature.invalid": "found an invalid signature on"}
 _REPLICATION = {"replication.started": "started", "replication.finished": "finished",
                 "replication.failed": "failed"}
 

@@ -63,7 +63,7 @@ export async function imageView(ctx) {
         tagList(a.tags),
         time(a.pushed_at),
         time(a.pulled_at, "never"),
-        orNone(a.signed === null ? null : a.signed ? "signed" : "unsigned"),
+        orNone(a.signed ? a.signed.state : null),
         vulnerabilityCell(a),
       ];
       if (canManage) {
@@ -163,7 +163,7 @@ export async function artifactView(ctx) {
       ["Subject", a.subject ? link(artifactHref(registry, image, a.subject), h("code", {}, a.subject)) : NONE],
       ["Pushed", time(a.pushed_at)],
       ["Last pull", time(a.pulled_at, "never")],
-      ["Signed", orNone(a.signed === null ? null : a.signed ? "signed" : "unsigned")],
+      ["Signed", orNone(a.signed ? a.signed.state : null)],
       ["Vulnerabilities", vulnerabilityCell(a)],
       ["Pull with", h("code", {}, `${window.location.host}/${registry}/${image}@${a.digest}`)],
     ]),
