@@ -15,6 +15,15 @@ from typing import Any
 MiB = 1024 * 1024
 
 
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 @dataclass(frozen=True)
 class Config:
     # Public listeners (the registry's public URI) and private ones (its private URI): a registry
@@ -27,7 +36,10 @@ class Config:
     data_dir: Path = Path("./data")
     # Empty: SQLite at <data_dir>/meta.sqlite3. Or "postgresql://user@host/db".
     database_url: str = ""
-    workers: int = 1
+    # Worker processes sharing the port (SO_REUSEPORT) and the store. By default one per CPU this
+    # process may run on (its affinity mask, which a container's cpuset narrows), as Go servers use
+    # every core; 1 keeps a single process.
+    workers: int = field(default_factory=usable_cpus)
     upload_ttl_seconds: int = 24 * 3600
     # Blobs and links younger than this are never collected, whatever references them.
     gc_grace_seconds: int = 3600

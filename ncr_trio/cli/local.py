@@ -38,7 +38,7 @@ def add_serve(sub: Any) -> None:
     serve = sub.add_parser("serve", help="run the registry server", description="Run the registry server.")
     _data_options(serve)
     serve.add_argument("--listen", action="append", help="HOST:PORT to listen on (repeatable; default 127.0.0.1:5000)")
-    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: one per CPU this process may use)")
     serve.add_argument("--private-listen", action="append",
                        help="HOST:PORT of a private listener (a registry's private URI; repeatable)")
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS")

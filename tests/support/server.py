@@ -169,7 +169,10 @@ class Server(_OnLoopback):
             cmd += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
         # Every test client shares 127.0.0.1, so tests that check wrong secrets would otherwise slow
         # and lock out the next tests' logins; tests of the throttle set their own limits.
+        # One worker unless a test asks for more (`--workers` beats the environment): the suite runs many
+        # servers at once on a small machine, and the default (one per CPU) is tested on its own.
         env = {**os.environ, "NCR_ADMIN_PASSWORD": self.admin_password, "NCR_LOGIN_SLOW_AFTER": "50",
+               "NCR_WORKERS": "1",
                "NCR_LOGIN_LOCK_AFTER": "100", **self.env}
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
