@@ -108,6 +108,10 @@ class Blobs:
 
     async def size(self, repository: str, digest: Digest) -> int:
         size = await self._recorded(repository, digest)
+        if not self.reg.storage.local:
+            # An object store's HEAD would cost a round trip per request; the row was committed only
+            # after the object was stored, and GET still finds out if it went missing since.
+            return size
         stored = self.reg.storage.stat(blob_key(digest))
         if stored != size:
             raise self._unsound(digest, size, stored)
@@ -115,12 +119,20 @@ class Blobs:
 
     async def open(self, repository: str, digest: Digest) -> OpenBlob:
         size = await self._recorded(repository, digest)
-        reader = self.reg.storage.open_read(blob_key(digest))
+        key = blob_key(digest)
+        storage = self.reg.storage
+        reader = storage.open_read(key) if storage.local else await trio.to_thread.run_sync(storage.open_read, key)
         if reader is None or reader.size != size:
             if reader is not None:
                 reader.close()
             raise self._unsound(digest, size, None if reader is None else reader.size)
         return OpenBlob(digest, size, reader, self.downloads)
+
+    async def redirect(self, repository: str, digest: Digest) -> str | None:
+        """Where the client may fetch the blob's bytes itself (the object store's presigned URL), if the
+        storage offers that; None to serve them here. The blob must be recorded in `repository` first."""
+        await self._recorded(repository, digest)
+        return self.reg.storage.redirect_url(blob_key(digest))
 
     async def delete(self, repository: str, digest: Digest) -> None:
         outcome = await self.reg.meta.unlink_blob(repository, str(digest))

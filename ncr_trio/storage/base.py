@@ -58,6 +58,15 @@ class BlobReader(Protocol):
 
 class StorageDriver(Protocol):
     name: str
+    # Whether every call is a local file operation, quick enough for the event loop's thread when the
+    # page cache has it (stat, open). A remote store (S3) is only ever called from worker threads, and
+    # blob HEADs answer from the database instead of asking it.
+    local: bool
+
+    def redirect_url(self, key: str) -> str | None:
+        """A URL where clients can GET `key`'s bytes themselves (a presigned object URL, short-lived), or
+        None to have the registry serve them. Computed without network I/O: it runs on the event loop."""
+        ...
 
     def open_upload(self, key: str) -> UploadSink:
         """Open (creating it if needed) and lock an upload for appending; never waits for the lock:

@@ -251,6 +251,7 @@ class FileBlobReader:
 
 class FilesystemDriver:
     name = "filesystem"
+    local = True
 
     def __init__(self, root: Path, direct_io: bool = True) -> None:
         self.root = root
@@ -266,6 +267,9 @@ class FilesystemDriver:
 
     def open_upload(self, key: str) -> FileUploadSink:
         return FileUploadSink(self._path(key), self.direct_io, self._writes)
+
+    def redirect_url(self, key: str) -> str | None:
+        return None  # the files are only reachable through the registry
 
     def write_stats(self) -> dict[str, int]:
         return self._writes.snapshot()
