@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from msgspec import UNSET
 
@@ -201,17 +201,17 @@ class ManagementAPI:
 
     @handles("api.artifact.scan.start")
     async def scan_start(self, request: Request) -> m.ScanStatus:
-        repository, digest = await self._scannable(request), request.params["digest"]
-        row = await self.s.scans.start(repository, digest)
-        audit(self.s.access, request, "scan.start", registry=request.params["registry"], repository=repository,
-              target=digest)
-        return status_model(digest, row)
+        return await self._scan_action(request, "start")
 
     @handles("api.artifact.scan.stop")
     async def scan_stop(self, request: Request) -> m.ScanStatus:
+        return await self._scan_action(request, "stop")
+
+    async def _scan_action(self, request: Request, verb: Literal["start", "stop"]) -> m.ScanStatus:
         repository, digest = await self._scannable(request), request.params["digest"]
-        row = await self.s.scans.stop(repository, digest)
-        audit(self.s.access, request, "scan.stop", registry=request.params["registry"], repository=repository,
+        act = self.s.scans.start if verb == "start" else self.s.scans.stop
+        row = await act(repository, digest)
+        audit(self.s.access, request, f"scan.{verb}", registry=request.params["registry"], repository=repository,
               target=digest)
         return status_model(digest, row)
 
