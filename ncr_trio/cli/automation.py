@@ -21,10 +21,12 @@ from ncr_trio.cli.commands import (
     Ctx,
     add_group,
     add_leaf,
+    delete_item,
     done,
     listing,
     paging_options,
     read_stdin_secret,
+    set_enabled,
     show_fields,
     show_listing,
 )
@@ -152,29 +154,23 @@ def cmd_webhook_update(ctx: Ctx) -> int:
     return show_fields(ctx, h, _webhook_fields(h))
 
 
-def _set_webhook_enabled(ctx: Ctx, enabled: bool) -> int:
-    a = ctx.args
-    h = ctx.api.doc("api.webhook.update", {"enabled": enabled}, registry=a.registry,
-                    webhook=_webhook_id(ctx, a.registry, a.webhook))
-    return done(ctx, h, f"{'Enabled' if enabled else 'Disabled'} webhook {h['name']} (#{h['id']}) "
-                        f"of registry {h['registry']}")
-
-
 def cmd_webhook_enable(ctx: Ctx) -> int:
-    return _set_webhook_enabled(ctx, True)
+    a = ctx.args
+    return set_enabled(ctx, "api.webhook.update", "webhook", True, registry=a.registry,
+                       webhook=_webhook_id(ctx, a.registry, a.webhook))
 
 
 def cmd_webhook_disable(ctx: Ctx) -> int:
-    return _set_webhook_enabled(ctx, False)
+    a = ctx.args
+    return set_enabled(ctx, "api.webhook.update", "webhook", False, registry=a.registry,
+                       webhook=_webhook_id(ctx, a.registry, a.webhook))
 
 
 def cmd_webhook_delete(ctx: Ctx) -> int:
     a = ctx.args
-    hook_id = _webhook_id(ctx, a.registry, a.webhook)
-    name = a.webhook if not a.webhook.isdigit() else f"#{hook_id}"
-    ctx.confirm(f"delete webhook {name} of registry {a.registry}", " with its queued deliveries and history")
-    ctx.api.call("api.webhook.delete", registry=a.registry, webhook=hook_id)
-    return done(ctx, None, f"Deleted webhook {name} of registry {a.registry}")
+    return delete_item(ctx, "api.webhook.delete", "webhook", a.webhook,
+                       " with its queued deliveries and history", registry=a.registry,
+                       webhook=_webhook_id(ctx, a.registry, a.webhook))
 
 
 def _http_statuses(d: Any) -> str:

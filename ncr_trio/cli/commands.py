@@ -227,6 +227,22 @@ def done(ctx: Ctx, doc: Any, message: str) -> int:
     return 0
 
 
+def set_enabled(ctx: Ctx, operation: str, what: str, enabled: bool, **ids: Any) -> int:
+    """Turn a registry's named, numbered item (a webhook, a replication policy) on or off."""
+    item = ctx.api.doc(operation, {"enabled": enabled}, **ids)
+    return done(ctx, item, f"{'Enabled' if enabled else 'Disabled'} {what} {item['name']} (#{item['id']}) "
+                           f"of registry {item['registry']}")
+
+
+def delete_item(ctx: Ctx, operation: str, what: str, given: str, consequence: str, **ids: Any) -> int:
+    """Delete a registry's item named `given` (a name, or its number) after the confirmation; `ids` are
+    the operation's path parameters, `registry` among them."""
+    name, registry = given if not given.isdigit() else f"#{given}", ids["registry"]
+    ctx.confirm(f"delete {what} {name} of registry {registry}", consequence)
+    ctx.api.call(operation, **ids)
+    return done(ctx, None, f"Deleted {what} {name} of registry {registry}")
+
+
 # -- login, logout, whoami ------------------------------------------------------------------------------
 
 

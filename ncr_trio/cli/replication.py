@@ -27,9 +27,11 @@ from ncr_trio.cli.commands import (
     Ctx,
     add_group,
     add_leaf,
+    delete_item,
     done,
     listing,
     paging_options,
+    set_enabled,
     show_fields,
     show_listing,
 )
@@ -285,30 +287,23 @@ def cmd_replication_update(ctx: Ctx) -> int:
     return show_fields(ctx, p, _policy_fields(p))
 
 
-def _set_enabled(ctx: Ctx, enabled: bool) -> int:
-    a = ctx.args
-    p = ctx.api.doc("api.replication.update", {"enabled": enabled}, registry=a.registry,
-                    id=policy_id(ctx, a.registry, a.policy))
-    return done(ctx, p, f"{'Enabled' if enabled else 'Disabled'} replication policy {p['name']} (#{p['id']}) "
-                        f"of registry {p['registry']}")
-
-
 def cmd_replication_enable(ctx: Ctx) -> int:
-    return _set_enabled(ctx, True)
+    a = ctx.args
+    return set_enabled(ctx, "api.replication.update", "replication policy", True, registry=a.registry,
+                       id=policy_id(ctx, a.registry, a.policy))
 
 
 def cmd_replication_disable(ctx: Ctx) -> int:
-    return _set_enabled(ctx, False)
+    a = ctx.args
+    return set_enabled(ctx, "api.replication.update", "replication policy", False, registry=a.registry,
+                       id=policy_id(ctx, a.registry, a.policy))
 
 
 def cmd_replication_delete(ctx: Ctx) -> int:
     a = ctx.args
-    pid = policy_id(ctx, a.registry, a.policy)
-    name = a.policy if not a.policy.isdigit() else f"#{pid}"
-    ctx.confirm(f"delete replication policy {name} of registry {a.registry}",
-                " and its history (a run under way is stopped; the copies made stay)")
-    ctx.api.call("api.replication.delete", registry=a.registry, id=pid)
-    return done(ctx, None, f"Deleted replication policy {name} of registry {a.registry}")
+    return delete_item(ctx, "api.replication.delete", "replication policy", a.policy,
+                       " and its history (a run under way is stopped; the copies made stay)", registry=a.registry,
+                       id=policy_id(ctx, a.registry, a.policy))
 
 
 # -- runs ----------------------------------------------------------------------------------------------------
