@@ -71,6 +71,9 @@ def test_a_slow_patch_does_not_stall_the_worker(server: Server) -> None:
                 assert c.get(loc).status_code == 204
             answers = [f.result() for f in contenders]
         assert all(_busy(r) for r in answers), [(r.status_code, r.text) for r in answers]
+        # A refusal sent before its body was read closes the connection, and says so: a client
+        # reusing it would otherwise find it closed under its next request.
+        assert all(r.headers.get("connection") == "close" for r in answers[:CONTENDERS])
 
         # The slow client finishes: its chunk counts whole, and the session is free again.
         slow.sendall(blob[2 * MiB:])

@@ -104,7 +104,9 @@ class App:
             # puts a disconnect message in that same queue from within our last send: with the
             # queue full, that send would never return and the connection would stay open for
             # ever. So what the client still sends is read, and dropped, while the answer goes
-            # out (then hypercorn closes the connection, unless the whole body came meanwhile).
+            # out. The answer says `Connection: close` (RFC 9112 9.6): hypercorn closes such a
+            # connection after the answer, and a client that reused it would find it gone.
+            response.headers["Connection"] = "close"
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(request.discard)
                 await self.respond(request, response, send)
