@@ -503,8 +503,11 @@ def cmd_artifact_delete(ctx: Ctx) -> int:
     digest = resolve_digest(ctx, ref)
     detail = ""
     if not ctx.yes and sys.stdin.isatty():
-        tags = ctx.api.doc("api.artifact", registry=ref.registry, image=ref.image, digest=digest).get("tags") or []
+        a = ctx.api.doc("api.artifact", registry=ref.registry, image=ref.image, digest=digest)
+        tags, accessories = a.get("tags") or [], a.get("accessories") or []
         detail = f" and its tags {', '.join(tags)}" if tags else ""
+        if accessories:
+            detail += f" and its {len(accessories)} accessories (signatures, attestations, referrers)"
     ctx.confirm(f"delete artifact {ref.repository}@{digest}", detail)
     ctx.api.call("api.artifact.delete", registry=ref.registry, image=ref.image, digest=digest)
     return done(ctx, None, f"Deleted {ref.repository}@{digest}")
@@ -756,7 +759,7 @@ def add_commands(sub: Any) -> None:
     paging_options(sp)
     leaf(art, "show", "one artifact (by digest, or by a tag pointing at it)", cmd_artifact_show
          ).add_argument("artifact", metavar="REGISTRY/IMAGE@DIGEST")
-    leaf(art, "delete", "delete an artifact and the tags pointing at it", cmd_artifact_delete,
+    leaf(art, "delete", "delete an artifact, the tags pointing at it and its accessories", cmd_artifact_delete,
          destructive=True).add_argument("artifact", metavar="REGISTRY/IMAGE@DIGEST")
 
     tag = group("tag", "list, search, create and delete tags")
