@@ -341,7 +341,7 @@ def test_image_list_show_and_paging(admin: CLI, srv: Server, pushed: Pushed) -> 
 
 def test_artifacts_and_tags(admin: CLI, srv: Server, pushed: Pushed) -> None:
     out = admin.ok("artifact", "list", "shop/web")
-    assert table(out)[0] == ["DIGEST", "TYPE", "TAGS", "SIZE", "PLATFORMS", "PUSHED", "PULLED",
+    assert table(out)[0] == ["DIGEST", "TYPE", "TAGS", "SIZE", "PLATFORMS", "PUSHED", "PULLED", "SIGNED",
                              "VULNERABILITIES"]
     rows = {row[0]: row for row in table(out)[1:]}
     assert set(rows) == {pushed.amd, pushed.arm, pushed.index}

@@ -495,7 +495,7 @@ def test_webhooks_cleanup_and_protection_tabs(hooks_server: Server, page: Steps)
         pg.get_by_role("link", name="auto", exact=True).click()
         tabs = pg.get_by_role("navigation", name="Registry")
         expect(tabs.get_by_role("link")).to_have_text(
-            ["Images", "Tags", "Members", "Webhooks", "Cleanup", "Protection", "Replication", "Settings"])
+            ["Images", "Tags", "Members", "Webhooks", "Cleanup", "Protection", "Replication", "Trust", "Settings"])
         tabs.get_by_role("link", name="Webhooks").click()
         expect(pg.get_by_role("heading", level=2, name="Webhooks")).to_be_visible()
         expect(pg.get_by_text("No webhooks yet")).to_be_visible()

@@ -75,7 +75,8 @@ def test_artifacts_sizes_platforms_tags_and_pull_times(srv: Server, pushed: dict
     assert idx["platforms"] == [{"os": "linux", "architecture": "amd64"}, {"os": "linux", "architecture": "arm64"}]
     assert idx["size"] > arts[pushed["amd"]]["size"] + arts[pushed["arm"]]["size"] - 1
     assert arts[pushed["amd"]]["platforms"] == [] and arts[pushed["amd"]]["tags"] == ["amd"]
-    assert idx["signed"] == {"state": "unsigned", "signatures": 0, "keys": []} and idx["pulled_at"] is None
+    assert idx["signed"] == {"state": "unsigned", "signatures": 0, "keys": [], "key_names": []}
+    assert idx["pulled_at"] is None
     assert idx["scan_status"] == "Not Scanned" and idx["vulnerabilities"] is None  # tests/test_scan_server.py
     with srv.client() as c:
         assert c.get("/v2/shop/web/manifests/v1.0").status_code == 200

@@ -36,6 +36,7 @@ from ncr_trio.meta import (
     connect,
     migrate,
 )
+from ncr_trio.meta.catalog import CatalogQueries
 from ncr_trio.meta.db import Tx
 from ncr_trio.meta.policies import DuplicatePolicy, PolicyLimitReached, PolicyStore, UnknownRegistry
 from ncr_trio.meta.store import ACTOR, Guard, Protected
@@ -475,6 +476,44 @@ async def test_referrers(store: MetaStore) -> None:
     assert found[1].artifact_type == "application/vnd.example.sbom"
     assert await store.referrers("other", subject.digest) == []
     assert await store.referrers("app", digest_of(b"none")) == []
+
+
+# -- accessories ------------------------------------------------------------------------------------
+async def test_accessories_are_listed_under_their_subject_and_deleted_with_it(store: MetaStore) -> None:
+    """The catalog's and the cascade's SQL (meta/accessories.py) on both backends."""
+    config = blob(store, "acc", b"config")
+    image, r1 = manifest(blob(store, "acc", b"image"), config=config)
+    await store.put_manifest("acc", image, r1, "v1")
+    legacy, r2 = manifest(blob(store, "acc", b"sig"), config=config)
+    await store.put_manifest("acc", legacy, r2, f"sha256-{image.digest[7:]}.sig")
+    referrer, r3 = manifest(blob(store, "acc", b"ref"), config=config, subject=image.digest,
+                            artifact_type="application/vnd.dev.cosign.artifact.sig.v1+json")
+    sbom, r4 = manifest(blob(store, "acc", b"sbom"), config=config, subject=image.digest,
+                        artifact_type="application/spdx+json")
+    stray, r5 = manifest(blob(store, "acc", b"stray"), config=config, subject=digest_of(b"elsewhere"))
+    for rec, refs in ((referrer, r3), (sbom, r4), (stray, r5)):
+        await store.put_manifest("acc", rec, refs, None)
+    queries = CatalogQueries(store.db)
+
+    page = await queries.artifacts("acc", 50, 0)
+    assert page is not None
+    listed, total = page
+    assert sorted(a.digest for a in listed) == sorted([image.digest, stray.digest]) and total == 2
+    [subject] = [a for a in listed if a.digest == image.digest]
+    assert sorted((x.type, x.tag or "", x.digest) for x in subject.accessories) == sorted([
+        ("signature", f"sha256-{image.digest[7:]}.sig", legacy.digest), ("signature", "", referrer.digest),
+        ("sbom", "", sbom.digest)])
+    assert all(x.size > 0 for x in subject.accessories)
+    one = await queries.artifacts("acc", 1, 0, legacy.digest)  # an accessory is still found by its digest
+    assert one is not None and [a.digest for a in one[0]] == [legacy.digest]
+    summary = await queries.image("acc")
+    assert summary is not None and summary.artifacts == 2
+
+    assert await store.delete_manifest("acc", image.digest)
+    for gone in (image, legacy, referrer, sbom):
+        assert await store.get_manifest("acc", gone.digest) is None
+    assert await store.list_tags("acc", None, None) == []
+    assert await store.get_manifest("acc", stray.digest) is not None  # not this repository's subject
 
 
 # -- garbage collection -----------------------------------------------------------------------------

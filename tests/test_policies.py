@@ -11,6 +11,7 @@ from ncr_trio.registry.policies import (
     Artifact,
     CleanupPolicy,
     ProtectionPolicy,
+    accessories,
     duplicate_of,
     plan_cleanup,
     protecting,
@@ -78,12 +79,25 @@ def test_protection_wins_over_cleanup() -> None:
     assert deleted(arts, [older(1)], [ProtectionPolicy(7, "**", "release-*", enabled=False)]) == ["dev", "prod"]
 
 
-def test_a_kept_index_keeps_its_children_and_a_kept_referrer_its_subject() -> None:
-    arts = [art("app", "index", "v1", pushed_days=1, children=("amd", "arm")), art("app", "amd"), art("app", "arm"),
-            art("app", "sig", "sha256-x.sig", pushed_days=1, subject="signed"), art("app", "signed", "old")]
+def test_a_kept_index_keeps_its_children() -> None:
+    arts = [art("app", "index", "v1", pushed_days=1, children=("amd", "arm")), art("app", "amd"), art("app", "arm")]
     assert deleted(arts, [older(30, untagged=True)]) == []
     arts[0] = art("app", "index", "v1", pushed_days=90, children=("amd", "arm"))
     assert deleted(arts, [older(30, untagged=True)]) == ["amd", "arm", "index"]
+
+
+def test_accessories_are_neither_counted_nor_selected_nor_keep_their_subject() -> None:
+    """A fresh signature (a referrer, or cosign's .sig tag) does not keep an old image; an old one is not
+    selected by itself; "retain the newest n" counts images, not their signatures."""
+    old, new = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    arts = [art("app", old, "old"), art("app", new, "new", pushed_days=2),
+            art("app", "sig-old", f"sha256-{'a' * 64}.sig", pushed_days=1),
+            art("app", "ref-new", subject=new, pushed_days=200),
+            art("app", "stray", f"sha256-{'c' * 64}.sig", pushed_days=200)]  # its subject is not in the image
+    assert accessories(arts) == {("app", "sig-old"), ("app", "ref-new")}
+    assert deleted(arts, [older(30, untagged=True)]) == [old, "stray"]
+    newest = CleanupPolicy(1, "**", "**", True, "retain_pushed", 1)
+    assert deleted(arts, [newest]) == [old, "stray"]  # the newest artifact is `new`, not a signature
 
 
 def test_disabled_policies_do_nothing_and_duplicates_are_found() -> None:

@@ -112,25 +112,30 @@ def test_signed_unsigned_verified_invalid(server: Server, cl: Clients) -> None:
     image, other = make_image("trust-server-a"), make_image("trust-server-b")
     push(cl, image, repo)
     push(cl, other, repo, "v2")
-    assert signed(server, repo, image) == {"state": "unsigned", "signatures": 0, "keys": []}
+    assert signed(server, repo, image) == {"state": "unsigned", "signatures": 0, "keys": [], "key_names": []}
     signer_pem, stranger_pem = key_pair(cl, "signer"), key_pair(cl, "stranger")
 
     sign(cl, repo, image, "signer")
     found = wait_for(lambda: signed(server, repo, image), lambda s: s["state"] != "unsigned")
-    assert found == {"state": "signed", "signatures": 1, "keys": []}  # no key trusted yet
+    assert found == {"state": "signed", "signatures": 1, "keys": [], "key_names": []}  # no key trusted yet
     # the signature manifest is an accessory: no `signed` of its own
-    sig = ok(server.call("GET", "/registries/trusted/images/app/artifacts"))["artifacts"]
-    assert [a["signed"] for a in sig if a["tags"] == [f"sha256-{image.digest[7:]}.sig"]] == [None]
+    # the signature is no artifact of its own: an accessory of the image (tests/test_trust_accessories.py)
+    listed = ok(server.call("GET", "/registries/trusted/images/app/artifacts"))["artifacts"]
+    assert sorted(a["digest"] for a in listed) == sorted([image.digest, other.digest])
+    [accessory] = next(a for a in listed if a["digest"] == image.digest)["accessories"]
+    assert accessory["tag"] == f"sha256-{image.digest[7:]}.sig" and accessory["type"] == "signature"
+    assert ok(server.call("GET", artifact_path(repo, accessory["digest"])))["signed"] is None
 
     # the signer's key registered afterwards: verified, by that key
     key = ok(server.call("POST", "/registries/trusted/trust/keys", json={"name": "signer", "pem": signer_pem}), 201)
     assert key["registry"] == "trusted" and key["algorithm"] == "ecdsa-p256" and key["id"].startswith("sha256:")
     found = wait_for(lambda: signed(server, repo, image), lambda s: s["state"] == "verified")
-    assert found == {"state": "verified", "signatures": 1, "keys": [key["id"]]}
+    assert found == {"state": "verified", "signatures": 1, "keys": [key["id"]], "key_names": ["signer"]}
     view = ok(server.call("GET", artifact_path(repo, image.digest) + "/signatures"))
     assert view["state"] == "verified" and len(view["signatures"]) == 1
     assert view["signatures"][0] | {"manifest": ""} == {"layout": "tag", "manifest": "", "index": 0,
-                                                         "verdict": "verified", "keys": [key["id"]], "reason": ""}
+                                                         "verdict": "verified", "keys": [key["id"]],
+                                                         "key_names": ["signer"], "reason": ""}
     # a private key, or garbage, is refused (400), never stored
     refused = server.call("POST", "/registries/trusted/trust/keys",
                           json={"name": "oops", "pem": cl.path("signer.key").read_text()})
@@ -140,7 +145,7 @@ def test_signed_unsigned_verified_invalid(server: Server, cl: Clients) -> None:
     # another image signed by a key nobody trusts, with the signer's key trusted: invalid
     sign(cl, repo, other, "stranger")
     found = wait_for(lambda: signed(server, repo, other), lambda s: s["state"] != "unsigned")
-    assert found == {"state": "invalid", "signatures": 1, "keys": []}
+    assert found == {"state": "invalid", "signatures": 1, "keys": [], "key_names": []}
     reason = ok(server.call("GET", artifact_path(repo, other.digest) + "/signatures"))["signatures"][0]["reason"]
     assert reason
     # webhooks heard of both signatures, and of the invalid one
@@ -158,7 +163,8 @@ def test_signed_unsigned_verified_invalid(server: Server, cl: Clients) -> None:
     assert signed(server, repo, image)["state"] == "signed"
     everywhere = ok(server.call("POST", "/trust/keys", json={"name": "release", "pem": signer_pem}), 201)
     assert everywhere["registry"] is None
-    assert signed(server, repo, image) == {"state": "verified", "signatures": 1, "keys": [everywhere["id"]]}
+    assert signed(server, repo, image) == {"state": "verified", "signatures": 1, "keys": [everywhere["id"]],
+                                                 "key_names": ["release"]}
     assert signed(server, repo, other)["state"] == "invalid"
     ok(server.call("DELETE", "/trust/keys/release"), 204)
     assert signed(server, repo, image)["state"] == "signed"
@@ -285,9 +291,10 @@ def test_referrer_and_bundle_signatures_are_signed_then_verified(server: Server,
     pem = key_pair(cl, f"{mode}-signer")
     cl.run("cosign", "sign", "--key", f"{mode}-signer.key", "--tlog-upload=false", "--yes", *COSIGN_REGISTRY,
            *flags, f"{server.host}/{repo}@{image.digest}", env={"COSIGN_PASSWORD": "", **env})
-    assert signed(server, repo, image) == {"state": "signed", "signatures": 1, "keys": []}
+    assert signed(server, repo, image) == {"state": "signed", "signatures": 1, "keys": [], "key_names": []}
     key = ok(server.call("POST", "/registries/trusted/trust/keys", json={"name": f"{mode}-signer", "pem": pem}), 201)
-    assert signed(server, repo, image) == {"state": "verified", "signatures": 1, "keys": [key["id"]]}
+    assert signed(server, repo, image) == {"state": "verified", "signatures": 1, "keys": [key["id"]],
+                                           "key_names": [f"{mode}-signer"]}
     [entry] = ok(server.call("GET", artifact_path(repo, image.digest) + "/signatures"))["signatures"]
     assert (entry["layout"], entry["verdict"]) == (mode, "verified")
     ok(server.call("DELETE", f"/registries/trusted/trust/keys/{mode}-signer"), 204)

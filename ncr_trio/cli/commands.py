@@ -32,6 +32,7 @@ from ncr_trio.cli.output import (
     kind,
     platforms,
     scan_column,
+    signed_column,
     size,
     text,
     when,
@@ -355,22 +356,37 @@ def _scan_fields(s: Any) -> list[tuple[str, str]]:
             ("allowlist", "- (the global one)" if own is None else text(own) or "(its own, empty)")]
 
 
+def _trust_changes(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k in ("require_signature", "require_verified_signature")
+            if (v := getattr(args, k, None)) is not None}
+
+
+def _trust_fields(t: Any) -> list[tuple[str, str]]:
+    return [("require signature", text(t.get("require_signature"))),
+            ("require verified signature", text(t.get("require_verified_signature")))]
+
+
 def cmd_registry_update(ctx: Ctx) -> int:
-    """The registry's settings, and its scan settings (a second operation, api.registry.scan.update); with
-    both, -o json prints the registry with its scan settings as `scan`."""
-    settings, scan = _registry_settings(ctx.args), _scan_changes(ctx.args)
-    if not settings and not scan:
+    """The registry's settings, its scan settings (api.registry.scan.update) and its signature
+    requirements (api.registry.trust.update): one operation each. With one, -o json prints its answer;
+    with several, the registry (or {"registry": name}) with the others as `scan` and `trust`."""
+    settings, scan, trust = _registry_settings(ctx.args), _scan_changes(ctx.args), _trust_changes(ctx.args)
+    if not settings and not scan and not trust:
         raise UsageError("nothing to change: give --description, --public-read, --public-uri, --allow-cidr, "
-                         "--clear-cidrs, --scan-on-push, --no-scan-on-push or --prevent-pull-severity")
+                         "--clear-cidrs, --scan-on-push, --no-scan-on-push, --prevent-pull-severity, "
+                         "--[no-]require-signature or --[no-]require-verified-signature")
     name = ctx.args.name
     r = ctx.api.doc("api.registry.update", settings, registry=name) if settings else None
     s = ctx.api.doc("api.registry.scan.update", scan, registry=name) if scan else None
-    if r is None:
-        assert s is not None
-        return show_fields(ctx, s, [("registry", s["registry"]), *_scan_fields(s)])
-    if s is None:
-        return show_fields(ctx, r, _registry_fields(r))
-    return show_fields(ctx, {**r, "scan": s}, _registry_fields(r) + _scan_fields(s))
+    t = ctx.api.doc("api.registry.trust.update", trust, registry=name) if trust else None
+    answers = [x for x in (r, s, t) if x is not None]
+    pairs = _registry_fields(r) if r is not None else [("registry", name)]
+    pairs += (_scan_fields(s) if s is not None else []) + (_trust_fields(t) if t is not None else [])
+    if len(answers) == 1:
+        return show_fields(ctx, answers[0], pairs)
+    doc = {**(r if r is not None else {"registry": name}), **({"scan": s} if s is not None else {}),
+           **({"trust": t} if t is not None else {})}
+    return show_fields(ctx, doc, pairs)
 
 
 def cmd_registry_list(ctx: Ctx) -> int:
@@ -443,7 +459,7 @@ def cmd_image_delete(ctx: Ctx) -> int:
 ARTIFACT_COLUMNS = [col("DIGEST", "digest", no_wrap=True), Column("TYPE", kind), col("TAGS", "tags"),
                     col("SIZE", "size", size, justify="right"), col("PLATFORMS", "platforms", platforms),
                     col("PUSHED", "pushed_at", when), col("PULLED", "pulled_at", when),
-                    Column("VULNERABILITIES", scan_column)]
+                    Column("SIGNED", signed_column), Column("VULNERABILITIES", scan_column)]
 
 
 def cmd_artifact_list(ctx: Ctx) -> int:
@@ -452,16 +468,48 @@ def cmd_artifact_list(ctx: Ctx) -> int:
     return show_listing(ctx, doc, "artifacts", ARTIFACT_COLUMNS, "artifacts")
 
 
+SIGNATURE_COLUMNS = [col("LAYOUT", "layout"), col("MANIFEST", "manifest", no_wrap=True),
+                     col("LAYER", "index", justify="right"), col("VERDICT", "verdict"),
+                     Column("KEYS", lambda s: ", ".join(s.get("key_names") or s.get("keys") or []) or "-"),
+                     Column("REASON", lambda s: s.get("reason") or "-")]
+ACCESSORY_COLUMNS = [col("TYPE", "type"), col("DIGEST", "digest", no_wrap=True),
+                     Column("TAG", lambda x: x.get("tag") or "-"), Column("ARTIFACT_TYPE", lambda x: x.get(
+                         "artifact_type") or "-"), col("SIZE", "size", size, justify="right"),
+                     col("PUSHED", "pushed_at", when)]
+
+
 def cmd_artifact_show(ctx: Ctx) -> int:
+    """The artifact, then its signatures (each one's layout, verdict, the keys that verify it, and why
+    not) and its accessories; -o json: the API's artifact as it came (its signatures' verdicts are
+    `GET .../artifacts/{digest}/signatures`)."""
     ref = parse_ref(ctx.args.artifact, ctx.conn.url, want="artifact")
-    a = ctx.api.doc("api.artifact", registry=ref.registry, image=ref.image, digest=resolve_digest(ctx, ref))
-    return show_fields(ctx, a, [
-        ("repository", ref.repository), ("digest", a["digest"]), ("media type", text(a.get("media_type"))),
+    digest = resolve_digest(ctx, ref)
+    a = ctx.api.doc("api.artifact", registry=ref.registry, image=ref.image, digest=digest)
+    if ctx.out.as_json:
+        ctx.out.document(a)
+        return 0
+    report = None if a.get("signed") is None else ctx.api.doc(
+        "api.artifact.signatures", registry=ref.registry, image=ref.image, digest=digest)
+    _artifact_fields(ctx, ref.repository, a)
+    if report is not None and report["signatures"]:
+        ctx.out.line()
+        ctx.out.line("Signatures:")
+        ctx.out.table(report["signatures"], SIGNATURE_COLUMNS)
+    if a.get("accessories"):
+        ctx.out.line()
+        ctx.out.line("Accessories (deleted with the artifact):")
+        ctx.out.table(a["accessories"], ACCESSORY_COLUMNS)
+    return 0
+
+
+def _artifact_fields(ctx: Ctx, repository: str, a: Any) -> None:
+    ctx.out.fields([
+        ("repository", repository), ("digest", a["digest"]), ("media type", text(a.get("media_type"))),
         ("artifact type", a.get("artifact_type") or "-"), ("size", size(a.get("size"))),
         ("platforms", platforms(a.get("platforms")) or "-"), ("tags", text(a.get("tags")) or "-"),
         ("subject", a.get("subject") or "-"), ("pushed", when(a.get("pushed_at"))),
         ("pulled", when(a.get("pulled_at"))),
-        ("signed", "-" if a.get("signed") is None else text(a["signed"]["state"])),
+        ("signed", signed_column(a)),
         ("scan status", "-" if a.get("scan_status") is None else text(a["scan_status"])),
         ("vulnerabilities", scan_column(a) or "-")])
 
@@ -471,8 +519,11 @@ def cmd_artifact_delete(ctx: Ctx) -> int:
     digest = resolve_digest(ctx, ref)
     detail = ""
     if not ctx.yes and sys.stdin.isatty():
-        tags = ctx.api.doc("api.artifact", registry=ref.registry, image=ref.image, digest=digest).get("tags") or []
+        a = ctx.api.doc("api.artifact", registry=ref.registry, image=ref.image, digest=digest)
+        tags, accessories = a.get("tags") or [], a.get("accessories") or []
         detail = f" and its tags {', '.join(tags)}" if tags else ""
+        if accessories:
+            detail += f" and its {len(accessories)} accessories (signatures, attestations, referrers)"
     ctx.confirm(f"delete artifact {ref.repository}@{digest}", detail)
     ctx.api.call("api.artifact.delete", registry=ref.registry, image=ref.image, digest=digest)
     return done(ctx, None, f"Deleted {ref.repository}@{digest}")
@@ -691,6 +742,10 @@ def add_commands(sub: Any) -> None:
             sp.add_argument("--prevent-pull-severity", metavar="LEVEL",
                             help="refuse pulls (412) of images with a vulnerability of LEVEL or higher that the "
                                  "allowlist does not name: Low, Medium, High, Critical; none: never")
+            sp.add_argument("--require-signature", action=argparse.BooleanOptionalAction, default=None,
+                            help="refuse pulls (412) of images without a cosign signature (docs/trust.md)")
+            sp.add_argument("--require-verified-signature", action=argparse.BooleanOptionalAction, default=None,
+                            help="refuse pulls (412) of images no trusted key's signature verifies")
         if verb == "create":
             sp.add_argument("--cache", metavar="CACHE", help="an image cache: a cache-type registry pulling "
                             "through it (no pushes; see `ncr-trio cache`)")
@@ -720,7 +775,7 @@ def add_commands(sub: Any) -> None:
     paging_options(sp)
     leaf(art, "show", "one artifact (by digest, or by a tag pointing at it)", cmd_artifact_show
          ).add_argument("artifact", metavar="REGISTRY/IMAGE@DIGEST")
-    leaf(art, "delete", "delete an artifact and the tags pointing at it", cmd_artifact_delete,
+    leaf(art, "delete", "delete an artifact, the tags pointing at it and its accessories", cmd_artifact_delete,
          destructive=True).add_argument("artifact", metavar="REGISTRY/IMAGE@DIGEST")
 
     tag = group("tag", "list, search, create and delete tags")

@@ -237,5 +237,20 @@ def scan_column(artifact: Any) -> str:
     return "-" if status == "Not Scanned" else str(status)
 
 
+def signed_column(artifact: Any) -> str:
+    """The SIGNED column: unsigned, signed (n signatures, none verified), verified (by the keys' names),
+    invalid; `-` for an artifact that is itself a signature or attestation."""
+    s = artifact.get("signed")
+    if s is None:
+        return "-"
+    state = str(s.get("state"))
+    if state == "signed":
+        return f"signed ({s.get('signatures', 0)})"
+    if state == "verified":
+        names = s.get("key_names") or [str(k)[:19] for k in s.get("keys") or []]
+        return f"verified ({', '.join(names)})"
+    return state
+
+
 __all__ = ["Aborted", "Column", "Output", "UsageError", "col", "kind", "media_type", "platforms", "scan_column",
-           "scan_figures", "size", "text", "when"]
+           "scan_figures", "signed_column", "size", "text", "when"]

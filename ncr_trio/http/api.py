@@ -47,8 +47,11 @@ def image_model(i: ImageSummary) -> m.Image:
 
 def artifact_model(a: ArtifactSummary, scan_status: str | None = None,
                    vulnerabilities: m.ScanTotals | None = None, signed: m.Signed | None = None) -> m.Artifact:
+    accessories = [m.Accessory(digest=x.digest, type=x.type, tag=x.tag, artifact_type=x.artifact_type, size=x.size,
+                               pushed_at=t(x.pushed_at)) for x in a.accessories]
     return m.Artifact(a.digest, a.media_type, a.artifact_type, a.size, [m.Platform(**p) for p in a.platforms],
-                      list(a.tags), a.subject, t(a.pushed_at), t(a.pulled_at), signed, scan_status, vulnerabilities)
+                      list(a.tags), a.subject, t(a.pushed_at), t(a.pulled_at), signed, scan_status, vulnerabilities,
+                      accessories)
 
 
 def is_accessory(a: ArtifactSummary) -> bool:
@@ -59,7 +62,8 @@ async def signed_of(service: RegistryService, repository: str, found: list[Artif
     """The `signed` column of artifacts that are not accessories (signatures and attestations have none:
     they have a subject, or a cosign `.sig`/`.att`/`.sbom` tag)."""
     results = await service.trust.statuses(repository, [a.digest for a in found if not is_accessory(a)])
-    return {d: signed_model(r) for d, r in results.items()}
+    names = await service.trust.key_names(repository.split("/", 1)[0]) if results else {}
+    return {d: signed_model(r, names) for d, r in results.items()}
 
 
 def tag_model(x: TagRow) -> m.Tag:
@@ -185,7 +189,8 @@ class ManagementAPI:
     @handles("api.artifact.signatures")
     async def signatures(self, request: Request) -> m.SignatureList:
         repository = await self._scannable(request)
-        return signature_list(await self.s.trust.signatures(repository, request.params["digest"]))
+        names = await self.s.trust.key_names(request.params["registry"])
+        return signature_list(await self.s.trust.signatures(repository, request.params["digest"]), names)
 
     # -- an artifact's scan (http/scans_api.py makes the answers) ------------------------------
     async def _scannable(self, request: Request) -> str:

@@ -446,6 +446,20 @@ class Signed(Answer, kw_only=True):
         "them yet); verified: a trusted key verifies at least one; invalid: every signature is invalid")]
     signatures: Count
     keys: Annotated[list[TrustKeyID], _m("the trusted keys that verify at least one signature")]
+    key_names: Annotated[list[str], _m("the names those keys are trusted under (the registry's first, then the "
+                                       "installation's; a key no longer trusted has none)")]
+
+
+class Accessory(Answer, kw_only=True):
+    digest: Digest
+    type: Annotated[str, _m("signature: a cosign signature (.sig tag, referrer or sigstore bundle); attestation: "
+                            "an in-toto attestation (.att tag or bundle); sbom: an SBOM (.sbom tag or referrer); "
+                            "referrer: any other manifest whose subject is this artifact",
+                            enum=["signature", "attestation", "sbom", "referrer"])]
+    tag: Annotated[str | None, _m("cosign's sha256-<hex>.sig/.att/.sbom tag; null: a referrer (OCI 1.1 subject)")]
+    artifact_type: str | None
+    size: Annotated[Count, _m("the manifest and its blobs")]
+    pushed_at: Time
 
 
 class Artifact(Answer):
@@ -465,6 +479,9 @@ class Artifact(Answer):
         "the vulnerability column: `Not Scanned`, `Scanning` (queued or running), `Stopped`, `Failed`, or `Done` "
         "(then `vulnerabilities` holds the figures); null: not a scannable artifact (a signature, a chart, ...)")]
     vulnerabilities: Annotated[ScanTotals | None, _m("the last finished scan's figures (null: none yet)")] = None
+    accessories: Annotated[list[Accessory], _m(
+        "its signatures, attestations, SBOMs and other referrers: not artifacts of their own while it exists "
+        "(left out of the artifact list; deleted with it)")] = []
 
 
 class ArtifactPage(Paged, kw_only=True):
@@ -1044,6 +1061,7 @@ class SignatureEntry(Answer, kw_only=True):
     index: Annotated[Count, _m("the layer of that manifest")]
     verdict: Annotated[str, _m(enum=["verified", "unverified", "invalid"])]
     keys: Annotated[list[TrustKeyID], _m("the trusted keys that verify it")]
+    key_names: Annotated[list[str], _m("the names those keys are trusted under")]
     reason: Annotated[str, _m("why it is not verified (empty when it is)")]
 
 

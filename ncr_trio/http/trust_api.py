@@ -27,14 +27,20 @@ def key_model(k: KeyRow) -> m.TrustKey:
                       else k.registry, pem=k.pem, created_at=t(k.created_at))
 
 
-def signed_model(r: TrustResult) -> m.Signed:
-    return m.Signed(state=r.state, signatures=r.signatures, keys=list(r.keys))
+def _named(keys: tuple[str, ...], names: dict[str, str]) -> list[str]:
+    return [names[k] for k in keys if k in names]
 
 
-def signature_list(r: TrustResult) -> m.SignatureList:
+def signed_model(r: TrustResult, names: dict[str, str]) -> m.Signed:
+    """`names`: trusted keys' names by ID (TrustService.key_names)."""
+    return m.Signed(state=r.state, signatures=r.signatures, keys=list(r.keys), key_names=_named(r.keys, names))
+
+
+def signature_list(r: TrustResult, names: dict[str, str]) -> m.SignatureList:
     return m.SignatureList(digest=r.digest, state=r.state, keys=list(r.keys), computed_at=t(r.computed_at),
                            signatures=[m.SignatureEntry(layout=d.layout, manifest=d.manifest, index=d.index,
-                                                        verdict=d.status, keys=list(d.keys), reason=d.reason)
+                                                        verdict=d.status, keys=list(d.keys),
+                                                        key_names=_named(d.keys, names), reason=d.reason)
                                        for d in r.details])
 
 

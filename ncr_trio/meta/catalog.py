@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from ncr_trio.meta.accessories import Accessory, direct_accessories, is_accessory_sql
 from ncr_trio.meta.db import Database, Tx
 
 
@@ -31,6 +32,7 @@ class ArtifactSummary:
     tags: tuple[str, ...]
     pushed_at: float
     pulled_at: float | None
+    accessories: tuple[Accessory, ...] = ()  # its signatures, attestations, SBOMs, referrers
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ def _under(tx: Tx, column: str) -> str:
 
 _IMAGE_COLUMNS = (
     "SELECT r.name, "
-    "(SELECT COUNT(*) FROM manifests m WHERE m.repo_id = r.id), "
+    f"(SELECT COUNT(*) FROM manifests m WHERE m.repo_id = r.id AND NOT {is_accessory_sql()}), "
     "(SELECT COUNT(*) FROM tags t WHERE t.repo_id = r.id), "
     "(SELECT COALESCE(SUM(b.size), 0) FROM repo_blobs l JOIN blobs b ON b.digest = l.digest WHERE l.repo_id = r.id) "
     "+ (SELECT COALESCE(SUM(m.size), 0) FROM manifests m WHERE m.repo_id = r.id), "
@@ -112,21 +114,24 @@ class CatalogQueries:
 
     async def artifacts(self, repository: str, limit: int, offset: int, digest: str | None = None
                         ) -> tuple[list[ArtifactSummary], int] | None:
-        """A page of a repository's artifacts, newest push first (or the one `digest`)."""
+        """A page of a repository's artifacts, newest push first, without accessories (each artifact lists
+        its own: meta/accessories.py); or the one `digest`, accessory or not."""
 
         def run(tx: Tx) -> tuple[list[ArtifactSummary], int] | None:
             repo = tx.one("SELECT id FROM repositories WHERE name = ?", (repository,))
             if repo is None:
                 return None
             repo_id = int(repo[0])
-            total = tx.one("SELECT COUNT(*) FROM manifests WHERE repo_id = ?", (repo_id,))
-            where, params = "WHERE repo_id = ?", [repo_id]
+            where, params = "WHERE m.repo_id = ?", [repo_id]
             if digest is not None:
-                where += " AND digest = ?"
+                where += " AND m.digest = ?"
                 params.append(digest)  # type: ignore[arg-type]
-            rows = tx.all("SELECT digest, media_type, artifact_type, subject, size, created_at, pulled_at, content "
-                          f"FROM manifests {where} ORDER BY created_at DESC, digest LIMIT ? OFFSET ?",
-                          [*params, limit, offset])
+            else:
+                where += f" AND NOT {is_accessory_sql()}"
+            total = tx.one(f"SELECT COUNT(*) FROM manifests m {where}", params)
+            rows = tx.all("SELECT m.digest, m.media_type, m.artifact_type, m.subject, m.size, m.created_at, "
+                          f"m.pulled_at, m.content FROM manifests m {where} ORDER BY m.created_at DESC, m.digest "
+                          "LIMIT ? OFFSET ?", [*params, limit, offset])
             if not rows:
                 return [], int(total[0]) if total else 0
             digests = [r[0] for r in rows]
@@ -157,11 +162,13 @@ class CatalogQueries:
             for name, target in tx.all(f"SELECT name, digest FROM tags WHERE repo_id = ? AND digest IN ({marks}) "
                                        f"ORDER BY name{c}", [repo_id, *digests]):
                 tags.setdefault(target, []).append(name)
+            accessories = direct_accessories(tx, repo_id, digests)
             out = [ArtifactSummary(
                 digest=r[0], media_type=r[1], artifact_type=r[2], subject=r[3],
                 size=int(r[4]) + blob_sizes.get(r[0], 0), platforms=_platforms(r[1], bytes(r[7])),
                 tags=tuple(tags.get(r[0], ())), pushed_at=float(r[5]),
-                pulled_at=None if r[6] is None else float(r[6])) for r in rows]
+                pulled_at=None if r[6] is None else float(r[6]),
+                accessories=tuple(accessories.get(r[0], ()))) for r in rows]
             return out, int(total[0]) if total else 0
 
         return await self.db.read(run)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ncr_trio.meta.accessories import accessory_digests
 from ncr_trio.meta.db import Database, Tx
 
 
@@ -136,7 +137,10 @@ def _check_parents(tx: Tx, guard: Guard | None, repo_id: int, repository: str, d
 
 
 def _delete_manifest(tx: Tx, repo_id: int, repository: str, digest: str, actor: str | None = None,
-                     guard: Guard | None = None) -> bool:
+                     guard: Guard | None = None, depth: int = 0) -> bool:
+    """Delete a manifest, its tags and its accessories (meta/accessories.py: its referrers and cosign
+    `.sig`/`.att`/`.sbom` tagged manifests, and theirs, a few levels deep): an accessory never outlives
+    its subject. The guard checks the subject's tags only: accessories follow their subject."""
     # Lock the row first: a concurrent PUT that tags it holds it FOR SHARE until it commits.
     if tx.one("SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?" + tx.dialect.for_update,
               (repo_id, digest)) is None:
@@ -150,7 +154,13 @@ def _delete_manifest(tx: Tx, repo_id: int, repository: str, digest: str, actor: 
     for tag in tags:
         _emit(tx, "tag.deleted", repository, digest, tag, actor=actor)
     _emit(tx, "artifact.deleted", repository, digest, actor=actor)
+    if depth < _CASCADE_DEPTH:
+        for accessory in accessory_digests(tx, repo_id, digest):
+            _delete_manifest(tx, repo_id, repository, accessory, actor, None, depth + 1)
     return True
+
+
+_CASCADE_DEPTH = 4  # a signature of an attestation of an image is two levels: room to spare
 
 
 _KEPT = (
@@ -512,9 +522,9 @@ class MetaStore:
     async def delete_planned(self, repository: str, digest: str, tags: frozenset[str], pushed_at: float,
                              pulled_at: float | None, guard: Guard | None = None) -> tuple[str, str | None]:
         """Delete an artifact a cleanup plan chose, only if, once locked, it is still as the plan saw
-        it: the same push, no newer pull, exactly `tags`, nothing holding it (an index, a referrer)
-        and no tag `guard` refuses. Answers (outcome, reason): ("deleted", None), ("changed", why),
-        ("needed", by what) or ("protected", the guard's reason); only "deleted" changed anything."""
+        it: the same push, no newer pull, exactly `tags`, no index holding it and no tag `guard`
+        refuses (its accessories go with it). Answers (outcome, reason): ("deleted", None), ("changed",
+        why), ("needed", by what) or ("protected", the guard's reason); only "deleted" changed anything."""
 
         actor = ACTOR.get()
 
@@ -536,10 +546,6 @@ class MetaStore:
                             "LIMIT 1", (repo_id, digest))
             if parent is not None:
                 return "needed", f"referenced by {parent[0]}"
-            referrer = tx.one("SELECT digest FROM manifests WHERE repo_id = ? AND subject = ? LIMIT 1",
-                              (repo_id, digest))
-            if referrer is not None:
-                return "needed", f"the subject of {referrer[0]}"
             try:
                 _check(tx, guard, repository, sorted(now_tags))
             except Protected as e:

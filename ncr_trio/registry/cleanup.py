@@ -15,8 +15,10 @@ A run:
 4. in a real run, deletes each planned artifact through `MetaStore.delete_planned`, which re-checks
    in the deleting transaction that the artifact is still as planned (same push, no newer pull,
    exactly the tags the plan saw: a tag re-pushed or added meanwhile keeps it), that nothing
-   references it, and that no protection policy covers it now. Indexes and referrers go before
-   the manifests they hold. Events name "cleanup" as their actor.
+   references it, and that no protection policy covers it now. Indexes go before the manifests
+   they hold. Accessories (signatures, attestations, referrers of an artifact of their image) are
+   not planned over: the store deletes them with their subject (meta/accessories.py).
+   Events name "cleanup" as their actor.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ncr_trio.meta.accessories import tag_subject
 from ncr_trio.patterns import compile_pattern
 
 DAY = 86400.0
@@ -132,9 +133,28 @@ def _by_rule(policy: CleanupPolicy, scope: Sequence[Artifact], now: float) -> li
     return doomed
 
 
+def accessories(artifacts: Sequence[Artifact]) -> set[tuple[str, str]]:
+    """(image, digest) of the accessories among `artifacts`: about another artifact of their image, by
+    their subject or their cosign `.sig`/`.att`/`.sbom` tag (meta/accessories.py)."""
+    present = {(a.image, a.digest) for a in artifacts}
+    out = set()
+    for a in artifacts:
+        subjects = [a.subject] if a.subject else []
+        subjects += [named[0] for t in a.tags if (named := tag_subject(t)) is not None]
+        if any((a.image, s) in present and s != a.digest for s in subjects):
+            out.add((a.image, a.digest))
+    return out
+
+
 def plan_cleanup(artifacts: Sequence[Artifact], cleanup: Sequence[CleanupPolicy],
                  protection: Sequence[ProtectionPolicy], now: float) -> CleanupPlan:
-    """What a cleanup run deletes (and what it would have deleted but must keep)."""
+    """What a cleanup run deletes (and what it would have deleted but must keep).
+
+    Accessories (signatures, attestations, SBOMs, referrers of an artifact of their image) are neither
+    counted nor selected: they go when their subject goes (the store deletes them with it), and they
+    do not keep their subject."""
+    extra = accessories(artifacts)
+    artifacts = [a for a in artifacts if (a.image, a.digest) not in extra]
     selected: dict[tuple[str, str], list[int]] = {}
     for policy in cleanup:
         if not policy.enabled:
@@ -154,7 +174,8 @@ def plan_cleanup(artifacts: Sequence[Artifact], cleanup: Sequence[CleanupPolicy]
             plan.kept.append(decision)
         else:
             doomed[key] = decision
-    # A manifest something kept still references (an index's child, a referrer's subject) stays.
+    # A manifest something kept still references (an index's child, the subject of a referrer whose
+    # subject is not in its image: a cross-image reference) stays.
     changed = True
     while changed:
         changed = False
@@ -180,4 +201,5 @@ def duplicate_of(policies: Iterable[CleanupPolicy | ProtectionPolicy], new: Clea
 
 
 __all__ = ["CACHE_CLEANUP", "CACHE_CLEANUP_SCHEDULE", "DAY", "MAX_POLICIES", "RULES", "Artifact", "CleanupPlan",
-           "CleanupPolicy", "Decision", "ProtectionPolicy", "cleanup_job", "duplicate_of", "plan_cleanup", "protecting"]
+           "CleanupPolicy", "Decision", "ProtectionPolicy", "accessories", "cleanup_job", "duplicate_of",
+           "plan_cleanup", "protecting"]

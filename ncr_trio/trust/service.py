@@ -170,6 +170,15 @@ class Trust:
             raise RegistryError("NOT_FOUND", f"no trusted key named {name[:80]!r}")
         self._wake.set()
 
+    async def key_names(self, registry: str) -> dict[str, str]:
+        """The name of each key a registry's images are checked against, by key ID (its own name for a
+        key both the registry and the installation trust): results store IDs, people read names."""
+        names: dict[str, str] = {}
+        for row in await self.store.keys_for(registry):
+            if row.registry != GLOBAL or row.key_id not in names:
+                names[row.key_id] = row.name
+        return names
+
     async def _trusted(self, registry: str) -> list[TrustedKey]:
         out = []
         for row in await self.store.keys_for(registry):

@@ -11,6 +11,7 @@ import { registriesView, registryView } from "./views/registries.js";
 import { remoteView, remotesView } from "./views/remotes.js";
 import { executionView, policyView } from "./views/replication.js";
 import { scanningView } from "./views/scans.js";
+import { trustKeysView } from "./views/trust.js";
 import { webhookView } from "./views/webhooks.js";
 
 const main = document.getElementById("main");
@@ -20,7 +21,7 @@ const account = document.getElementById("account");
 // Path patterns (after "#"), each with its view; captured parts are URI-decoded.
 const ROUTES = [
   [/^\/registries$/, registriesView],
-  [/^\/registries\/([^/]+)(?:\/(images|tags|members|webhooks|cleanup|protection|replication|settings))?$/,
+  [/^\/registries\/([^/]+)(?:\/(images|tags|members|webhooks|cleanup|protection|replication|trust|settings))?$/,
     registryView],
   [/^\/registries\/([^/]+)\/webhooks\/(\d+)$/, webhookView],
   [/^\/registries\/([^/]+)\/cleanup\/runs\/(\d+)$/, cleanupRunView],
@@ -37,6 +38,7 @@ const ROUTES = [
   [/^\/remotes\/([^/]+)$/, remoteView, "admin"],
   [/^\/gc$/, gcView, "admin"],
   [/^\/scanning$/, scanningView, "admin"],
+  [/^\/trust-keys$/, trustKeysView, "admin"],
   [/^\/audit$/, auditView, "admin"],
 ];
 
@@ -66,7 +68,8 @@ function showNav(me, path) {
   const items = [["#/registries", "Registries"], ["#/keys", "Access keys"]];
   if (me.system_admin) {
     items.push(["#/caches", "Image caches"], ["#/remotes", "Remotes"], ["#/users", "Users"],
-      ["#/gc", "Garbage collection"], ["#/scanning", "Scanning"], ["#/audit", "Audit log"]);
+      ["#/gc", "Garbage collection"], ["#/scanning", "Scanning"], ["#/trust-keys", "Trusted keys"],
+      ["#/audit", "Audit log"]);
   }
   replace(nav, h("ul", {}, items.map(([href, label]) =>
     h("li", {}, h("a", { href, "aria-current": path.startsWith(href.slice(1)) ? "page" : undefined }, label)))));

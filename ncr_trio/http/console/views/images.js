@@ -2,13 +2,14 @@
 
 import { del, get, imagePath, post, seg } from "../api.js";
 import {
-  NONE, attempt, badge, button, bytes, confirm, details, field, flash, h, link, mediaType, orNone, pager,
+  NONE, attempt, badge, button, bytes, confirm, details, field, flash, h, link, mediaType, pager,
   platforms, replace, shortDigest, table, time,
 } from "../dom.js";
 import {
   artifactHref, breadcrumbs, deleteImage, deleteTag, imageHref, registryHref, tagSearch,
 } from "./registries.js";
 import { reportSection, scanButton, vulnerabilityCell } from "./scans.js";
+import { accessoriesSection, signaturesSection, signedBadge } from "./trust.js";
 
 function imageApi(registry, image) {
   return `/registries/${seg(registry)}/images/${imagePath(image)}`;
@@ -63,7 +64,7 @@ export async function imageView(ctx) {
         tagList(a.tags),
         time(a.pushed_at),
         time(a.pulled_at, "never"),
-        orNone(a.signed ? a.signed.state : null),
+        signedBadge(a),
         vulnerabilityCell(a),
       ];
       if (canManage) {
@@ -102,7 +103,8 @@ export async function imageView(ctx) {
 
 async function deleteArtifact(ctx, registry, image, digest, after) {
   const ok = await confirm(`Delete artifact ${shortDigest(digest)}?`,
-    `The artifact ${registry}/${image}@${digest} and every tag pointing to it will be deleted. ` +
+    `The artifact ${registry}/${image}@${digest}, every tag pointing to it and its accessories (signatures, ` +
+    "attestations, referrers) will be deleted. " +
     "This cannot be undone.", "Delete artifact");
   if (!ok) return;
   await attempt(async () => {
@@ -163,13 +165,15 @@ export async function artifactView(ctx) {
       ["Subject", a.subject ? link(artifactHref(registry, image, a.subject), h("code", {}, a.subject)) : NONE],
       ["Pushed", time(a.pushed_at)],
       ["Last pull", time(a.pulled_at, "never")],
-      ["Signed", orNone(a.signed ? a.signed.state : null)],
+      ["Signed", signedBadge(a)],
       ["Vulnerabilities", vulnerabilityCell(a)],
       ["Pull with", h("code", {}, `${window.location.host}/${registry}/${image}@${a.digest}`)],
     ]),
     canManage ? h("div", { class: "actions" },
       scanButton(imageApi(registry, image), a, () => ctx.reload()), " ", button("Delete artifact",
         () => deleteArtifact(ctx, registry, image, a.digest, imageHref(registry, image)), { kind: "danger" })) : null,
+    a.signed === null ? null : await signaturesSection(imageApi(registry, image), a.digest),
+    accessoriesSection((d) => artifactHref(registry, image, d), a),
     a.scan_status === null ? null : await reportSection(imageApi(registry, image), a.digest),
     h("section", { "aria-labelledby": "artifact-tags-title" },
       h("h2", { id: "artifact-tags-title" }, "Tags"),

@@ -11,6 +11,7 @@ import { cacheHref } from "./caches.js";
 import { cleanupTab, protectionTab } from "./policies.js";
 import { replicationTab } from "./replication.js";
 import { registryScanSettings } from "./scans.js";
+import { registryTrustSettings, trustTab } from "./trust.js";
 import { webhooksTab } from "./webhooks.js";
 
 export function registryHref(registry, tab) {
@@ -126,7 +127,8 @@ async function createRegistryForm(ctx) {
 }
 
 const TABS = [["images", "Images"], ["tags", "Tags"], ["members", "Members"], ["webhooks", "Webhooks"],
-  ["cleanup", "Cleanup"], ["protection", "Protection"], ["replication", "Replication"], ["settings", "Settings"]];
+  ["cleanup", "Cleanup"], ["protection", "Protection"], ["replication", "Replication"], ["trust", "Trust"],
+  ["settings", "Settings"]];
 
 export async function registryView(ctx) {
   const [name, tab = "images"] = ctx.params;
@@ -135,7 +137,7 @@ export async function registryView(ctx) {
     h("li", {}, h("a", { href: registryHref(name, key), "aria-current": key === tab ? "page" : undefined }, label)))));
   const body = {
     images: imagesTab, tags: tagsTab, members: membersTab, webhooks: webhooksTab, cleanup: cleanupTab,
-    protection: protectionTab, replication: replicationTab, settings: settingsTab,
+    protection: protectionTab, replication: replicationTab, trust: trustTab, settings: settingsTab,
   }[tab];
   return h("section", {},
     breadcrumbs([["#/registries", "Registries"]], name),
@@ -341,7 +343,7 @@ async function settingsTab(ctx, registry) {
   ]);
   if (!ctx.can("manage", registry.name)) {
     return h("section", { "aria-labelledby": "settings-title" }, h("h2", { id: "settings-title" }, "Settings"), summary,
-      await registryScanSettings(ctx, registry.name));
+      await registryScanSettings(ctx, registry.name), await registryTrustSettings(ctx, registry.name));
   }
   const settings = settingsFields(registry);
   const form = h("form", { class: "card", "aria-labelledby": "edit-title" },
@@ -373,5 +375,6 @@ async function settingsTab(ctx, registry) {
       });
     }, { kind: "danger" }));
   return h("section", { "aria-labelledby": "settings-title" }, h("h2", { id: "settings-title" }, "Settings"),
-    summary, form, await registryScanSettings(ctx, registry.name), danger);
+    summary, form, await registryScanSettings(ctx, registry.name), await registryTrustSettings(ctx, registry.name),
+    danger);
 }

@@ -16,6 +16,13 @@ export const EVENT_TYPES = [
   ["artifact.deleted", "Artifact deleted"],
   ["tag.created", "Tag created"],
   ["tag.deleted", "Tag deleted"],
+  ["replication.started", "Replication started"],
+  ["replication.finished", "Replication finished"],
+  ["replication.failed", "Replication failed"],
+  ["scan.completed", "Scan completed"],
+  ["scan.failed", "Scan failed"],
+  ["signature.pushed", "Signature pushed"],
+  ["signature.invalid", "Signature invalid"],
 ];
 
 const KINDS = [["http", "HTTP (JSON payload)"], ["slack", "Slack (incoming webhook)"]];
