@@ -27,6 +27,11 @@ LAYOUTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "tag": ([], {}),
     "referrer": (["--registry-referrers-mode=oci-1-1"], {"COSIGN_EXPERIMENTAL": "1"}),
 }
+# layout name -> (cosign verify flags, extra environment)
+VERIFY_LAYOUTS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "tag": ([], {}),
+    "referrer": (["--experimental-oci11"], {"COSIGN_EXPERIMENTAL": "1"}),
+}
 
 
 def push(c: Clients, image: Image, ref: str) -> None:
@@ -50,13 +55,14 @@ def sign(c: Clients, ref: str, key: str, layout: str = "tag") -> None:
           env={**NO_PASSWORD, **env})
 
 
-def cosign_verify(c: Clients, ref: str, key: str, *, check: bool = True) -> Any:
-    """`cosign verify --key <key>.pub` of `ref`, offline: its claims (JSON), or the process when
-    `check` is off."""
+def cosign_verify(c: Clients, ref: str, key: str, layout: str = "tag", *, check: bool = True) -> Any:
+    """`cosign verify --key <key>.pub` of `ref` (signed in `layout`), offline: its claims (JSON), or
+    the process when `check` is off."""
+    flags, env = VERIFY_LAYOUTS[layout]
     root = c.path("trusted_root.json")
     root.write_text(json.dumps(EMPTY_TRUSTED_ROOT))
     done = c.run("cosign", "verify", "--insecure-ignore-tlog=true", "--trusted-root", str(root), *COSIGN_REGISTRY,
-                 "--key", f"{key}.pub", ref, env=NO_PASSWORD, check=check)
+                 *flags, "--key", f"{key}.pub", ref, env={**NO_PASSWORD, **env}, check=check)
     return json.loads(done.stdout) if check else done
 
 
@@ -102,5 +108,5 @@ def ok(r: httpx.Response, status: int = 200) -> Any:
     return r.json() if r.content else None
 
 
-__all__ = ["COSIGN_REGISTRY", "EMPTY_TRUSTED_ROOT", "LAYOUTS", "blob", "cosign_verify", "key_pair", "manifest_doc",
-           "ok", "push", "put_blob", "put_manifest", "sign", "signature_tag", "with_layer"]
+__all__ = ["COSIGN_REGISTRY", "EMPTY_TRUSTED_ROOT", "LAYOUTS", "VERIFY_LAYOUTS", "blob", "cosign_verify", "key_pair",
+           "manifest_doc", "ok", "push", "put_blob", "put_manifest", "sign", "signature_tag", "with_layer"]
