@@ -19,6 +19,12 @@ DISTRIBUTION_VERSION=v3.1.1
 # reachable here (403 for that commit); the newest served version is pinned instead and run with
 # OCI_VERSION=1.1, which tests the same v1.1 API with many more cases (sha512, sparse, nested indexes).
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
+# skopeo with sigstore signature verification (the `sigstoreSigned` policy), for tests/test_trust_skopeo.py:
+# Debian's skopeo 1.9.3 is built with it stubbed out ("Debian-local change: sigstore disabled"). Installed
+# as skopeo-sigstore beside Debian's skopeo, which every other test keeps using. The Go module proxy
+# serves this exact version but no version list (so `go install mod@version` refuses), and its zip
+# holds no vendor/ tree: built from the downloaded module with its dependencies from the proxy.
+SKOPEO_SIGSTORE_VERSION=v1.16.1
 
 log() { printf '[install-tools] %s\n' "$*" >&2; }
 
@@ -78,6 +84,19 @@ if [ ! -x "$BIN/conformance" ] || [ "$(cat "$NCR_TOOLS/.conformance.version" 2>/
   (cd "$work" && go build -o "$BIN/conformance" .)
   rm -rf "$work"
   echo "$CONFORMANCE_VERSION" > "$NCR_TOOLS/.conformance.version"
+fi
+
+if [ ! -x "$BIN/skopeo-sigstore" ] || [ "$(cat "$NCR_TOOLS/.skopeo-sigstore.version" 2>/dev/null)" != "$SKOPEO_SIGSTORE_VERSION" ]; then
+  log "building skopeo $SKOPEO_SIGSTORE_VERSION with sigstore as skopeo-sigstore"
+  mod=github.com/containers/skopeo
+  dir=$(go mod download -json "$mod@$SKOPEO_SIGSTORE_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  work=$(mktemp -d)
+  cp -r "$dir/." "$work/"; chmod -R u+w "$work"; rm -rf "$work/vendor"
+  # No cgo: the btrfs and devicemapper graph drivers (C libraries) are left out; openpgp in Go, not gpgme.
+  (cd "$work" && CGO_ENABLED=0 go build -mod=mod -o "$BIN/skopeo-sigstore" \
+     -tags "containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper" ./cmd/skopeo)
+  rm -rf "$work"
+  echo "$SKOPEO_SIGSTORE_VERSION" > "$NCR_TOOLS/.skopeo-sigstore.version"
 fi
 
 log "tools ready in $BIN"

@@ -7,7 +7,8 @@ policy's writes raise the same events and meet the same protection rules as a pu
 Local -> Remote, a pull policy Remote -> Local.
 
 Per artifact (`Copier.artifact`): the target's tag is asked first (HEAD): the same digest is not copied
-again ("already present"), another digest is left alone unless the policy overrides. Then, so that the
+again ("already present"; its referrers and cosign tags the target lacks still are: a signature made
+after the copy), another digest is left alone unless the policy overrides. Then, so that the
 target never shows a manifest whose blobs it lacks: an index's children first, each image's blobs, the
 manifests by digest, and the tag last of all; then the artifact's referrers (the OCI referrers API and
 cosign's `sha256-<hex>.sig` style tags), after their subject. Per blob: the target is asked first
@@ -353,7 +354,11 @@ class Copier:
             out.digest = m.digest
             there = await self.target.manifest_digest(dst_repo, tag)
             if there == m.digest:
-                out.status, out.reason = "Skipped", "already present"
+                # Its signatures may be newer than the copy (cosign signs after the push an event
+                # policy copied at once): those the target lacks still travel.
+                await self._referrers(src_repo, dst_repo, m.digest, out, source_tags)
+                out.status, out.reason = "Skipped", "already present" + ("; its new signatures and referrers copied"
+                                                                          if out.pushed else "")
                 return out
             if there is not None and not self.override:
                 out.status, out.reason = "Skipped", f"{tag} differs at the target; override is off"
