@@ -105,7 +105,9 @@ def task_errors(a: Server, policy: dict[str, Any], execution: dict[str, Any]) ->
 
 def signed(srv: Server, repo: str, image: Image) -> dict[str, Any]:
     registry, path = repo.split("/", 1)
-    return dict(ok(srv.call("GET", f"/registries/{registry}/images/{path}/artifacts/{image.digest}"))["signed"])
+    state = dict(ok(srv.call("GET", f"/registries/{registry}/images/{path}/artifacts/{image.digest}"))["signed"])
+    state.pop("key_names", None)  # the keys' names, beside their ids: not what these tests look at
+    return state
 
 
 def verified_at(srv: Server, registry: str, repo: str, image: Image, pem: str, key_name: str) -> None:
