@@ -8,7 +8,8 @@ import pytest
 
 from tests.support.server import Server
 
-pytest_plugins = ["pytester"]  # tests/test_ci.py runs pytest on small test files
+# pytester: tests/test_ci.py runs pytest on small test files; tests.support.console: the console tests' browser and page
+pytest_plugins = ["pytester", "tests.support.console"]
 
 ALLOW_SKIP = "allow_skip"
 

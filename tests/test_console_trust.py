@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import expect
 
 from tests.support.clients import Clients, clients_watching, find_tool, make_image, write_layout
-from tests.support.console import CHROMIUM, CHROMIUM_ARGS, Steps, api_get, log_in
+from tests.support.console import CHROMIUM, Steps, api_get, log_in
 from tests.support.server import Server
 
 pytestmark = [
@@ -45,25 +45,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     finally:
         srv.stop()
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Steps]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    pg = context.new_page()
-    try:
-        yield Steps(pg, request.node.name)
-    finally:
-        context.close()
 
 
 @pytest.fixture
