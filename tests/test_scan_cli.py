@@ -22,9 +22,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.api import wait_for
 from tests.support.server import ADMIN_PASSWORD, Server
 from tests.test_cli import fields, table
-from tests.test_scan_server import DATA, OCI_MANIFEST, URLLIB3_CVE, push_image, vulnerable_layers, wait_for, zeros_layer
+from tests.test_scan_server import DATA, OCI_MANIFEST, URLLIB3_CVE, push_image, vulnerable_layers, zeros_layer
 
 ORDER = ["Critical", "High", "Medium", "Low", "Unknown"]
 

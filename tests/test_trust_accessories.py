@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.api import ok
 from tests.support.clients import Clients, clients_watching, find_tool, make_image, write_layout
 from tests.support.oci import Image
 from tests.support.server import Server
@@ -48,11 +49,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture
 def cl(server: Server, tmp_path: Path) -> Iterator[Clients]:
     yield from clients_watching(server, tmp_path)
-
-
-def ok(r: httpx.Response, status: int = 200) -> Any:
-    assert r.status_code == status, r.text
-    return r.json() if r.content else None
 
 
 def push(c: Clients, image: Image, repo: str, tag: str) -> None:

@@ -12,13 +12,13 @@ server, the images signed by the pinned cosign:
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.api import wait_for
 from tests.support.clients import Clients, clients_watching, find_tool, make_image, write_layout
 from tests.support.oci import Image
 from tests.support.server import Server
@@ -66,16 +66,6 @@ def sign(c: Clients, repo: str, image: Image, key: str, *flags: str) -> None:
         c.run("cosign", "generate-key-pair", "--output-key-prefix", key, env={"COSIGN_PASSWORD": ""})
     c.run("cosign", "sign", "--key", f"{key}.key", "--tlog-upload=false", "--yes", *COSIGN_REGISTRY, *flags,
           f"{c.server.host}/{repo}@{image.digest}", env={"COSIGN_PASSWORD": ""})
-
-
-def wait_for(read: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if done(value):
-            return value
-        assert time.monotonic() < deadline, f"still {value}"
-        time.sleep(0.1)
 
 
 def signed_column(cli: CLI, repo: str) -> dict[str, str]:
