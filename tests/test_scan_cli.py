@@ -37,11 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                            str(DATA / "PyPI-subset.zip"), str(DATA / "alpine" / "secdb-v3.4-main.yaml")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    srv = Server(data=data, registries=("cli", "watched"), env={"NCR_SCAN_POLL_SECONDS": "0.2"})
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
+    yield from Server(data=data, registries=("cli", "watched"), env={"NCR_SCAN_POLL_SECONDS": "0.2"}).running()
 
 
 class CLI:

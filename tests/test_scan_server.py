@@ -100,11 +100,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert status.returncode == 0, status.stderr
     sources = {s["name"]: s["records"] for s in json.loads(status.stdout)["sources"]}
     assert sources["secdb-v3.4-main.yaml"] > 0 and sources["PyPI-subset.zip"] > 0 and sources["Go-subset.zip"] > 0
-    srv = Server(data=data, registries=REGISTRIES, env={"NCR_SCAN_POLL_SECONDS": "0.2", **ALLOW_RECEIVERS})
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
+    yield from Server(data=data, registries=REGISTRIES, env={"NCR_SCAN_POLL_SECONDS": "0.2", **ALLOW_RECEIVERS}).running()
 
 
 def scan_of(server: Server, repo: str, d: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.support.api import wait_for
-from tests.support.clients import Clients, clients_watching, find_tool, make_image, write_layout
+from tests.support.clients import Clients, find_tool, make_image, write_layout
 from tests.support.oci import Image
 from tests.support.server import Server
 from tests.test_cli import column, fields, table
@@ -36,17 +36,9 @@ COSIGN_REGISTRY = ["--allow-insecure-registry", "--allow-http-registry"]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(data=tmp_path_factory.mktemp("trustcli") / "data", registries=("clitrust",),
-                 env={"NCR_TRUST_POLL_SECONDS": "0.2"})
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
+    yield from Server(data=tmp_path_factory.mktemp("trustcli") / "data", registries=("clitrust",),
+                 env={"NCR_TRUST_POLL_SECONDS": "0.2"}).running()
 
-
-@pytest.fixture
-def cl(server: Server, tmp_path: Path) -> Iterator[Clients]:
-    yield from clients_watching(server, tmp_path)
 
 
 def api(server: Server, path: str, method: str = "GET", **kw: Any) -> Any:

@@ -16,14 +16,13 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.support.api import artifact_path, ok, wait_for
-from tests.support.clients import Clients, clients_watching, find_tool, make_image, write_layout
+from tests.support.clients import Clients, find_tool, make_image, write_layout
 from tests.support.oci import Image
 from tests.support.receivers import ALLOW_RECEIVERS, Receiver
 from tests.support.server import Server
@@ -41,17 +40,9 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(data=tmp_path_factory.mktemp("trust") / "data", registries=REGISTRIES,
-                 env={"NCR_TRUST_POLL_SECONDS": "0.2", "NCR_ACCESS_CACHE_SECONDS": "0", **ALLOW_RECEIVERS})
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
+    yield from Server(data=tmp_path_factory.mktemp("trust") / "data", registries=REGISTRIES,
+                 env={"NCR_TRUST_POLL_SECONDS": "0.2", "NCR_ACCESS_CACHE_SECONDS": "0", **ALLOW_RECEIVERS}).running()
 
-
-@pytest.fixture
-def cl(server: Server, tmp_path: Path) -> Iterator[Clients]:
-    yield from clients_watching(server, tmp_path)
 
 
 def signed(server: Server, repo: str, image: Image) -> dict[str, Any]:
