@@ -87,12 +87,13 @@ _children: dict[tuple[str, str, int], _Children] = {}
 
 def observe_request(route: str, method: str, status: int, seconds: float, received: int, sent: int) -> None:
     """Count one answered request (`route`: its route's name, or "none" when no route matched)."""
+    if method not in _METHODS:  # any token is a method to HTTP: the cache below must stay bounded too
+        method = "other"
     key = (route, method, status)
     children = _children.get(key)
     if children is None:
-        label = method if method in _METHODS else "other"
-        children = _children[key] = (REQUESTS.labels(route, label, str(status)),
-                                     REQUEST_SECONDS.labels(route, label), BYTES_IN.labels(route),
+        children = _children[key] = (REQUESTS.labels(route, method, str(status)),
+                                     REQUEST_SECONDS.labels(route, method), BYTES_IN.labels(route),
                                      BYTES_OUT.labels(route))
     count, duration, bytes_in, bytes_out = children
     count.inc()

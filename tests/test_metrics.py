@@ -89,6 +89,17 @@ def test_a_refused_token_is_counted(metered: Server) -> None:
     assert scrape(metered.url).get("ncr_token_requests_total", outcome="refused") == before + 1
 
 
+def test_made_up_methods_share_one_label(metered: Server) -> None:
+    """Any token is an HTTP method: the label (and the process's cache of labelled series) stays bounded."""
+    before = scrape(metered.url)
+    for method in ("BREW", "WHEN", "BREW"):
+        assert httpx.request(method, f"{metered.url}/healthz").status_code == 405
+    after = scrape(metered.url)
+    wanted = {"route": "none", "method": "other", "status": "405"}
+    assert after.get(REQUESTS, **wanted) - before.get(REQUESTS, **wanted) == 3
+    assert not any(v in ("BREW", "WHEN") for _, labels in after.values for _, v in labels)
+
+
 def test_scheduled_jobs_are_counted_and_timed(metered: Server) -> None:
     samples: Samples = wait_for("a GC run counted", lambda: (s := scrape(metered.url)).get(
         "ncr_jobs_total", job="gc", outcome="ok") >= 1 and s)
