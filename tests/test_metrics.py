@@ -1,7 +1,8 @@
 """`/metrics`, `/healthz` and `/readyz` on real servers: the Prometheus text format as prometheus-client
 parses it, counters that move with a push and a pull, the sums of two worker processes (one of them
 killed on the way), who may read the metrics, and readiness following a real PostgreSQL that stops
-and comes back."""
+and comes back. In this process: the metered storage driver and database forward every member of
+their protocols and time each call."""
 
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
+from ncr_trio.meta.db import Database, SQLiteDatabase
+from ncr_trio.meta.metered import MeteredDatabase
+from ncr_trio.storage import FilesystemDriver, StorageDriver
+from ncr_trio.storage.metered import MeteredDriver
 from tests.support.metrics import Samples, scrape
 from tests.support.oci import OCI_MANIFEST, image, push_image
 from tests.support.postgres import postgres_server
@@ -200,3 +206,63 @@ def test_readyz_follows_postgresql(tmp_path: Path) -> None:
             assert httpx.get(f"{srv.url}/healthz").status_code == 200
         finally:
             srv.stop()
+
+
+# -- the metered wrappers, in this process --------------------------------------------------------------
+
+
+def _protocol_members(protocol: type) -> set[str]:
+    return {n for n in [*vars(protocol), *protocol.__annotations__] if not n.startswith("_")}
+
+
+def _count(name: str, operation: str) -> float:
+    return REGISTRY.get_sample_value(f"{name}_count", {"operation": operation}) or 0.0
+
+
+def test_the_metered_driver_forwards_every_member_and_times_each_call(tmp_path: Path) -> None:
+    inner = FilesystemDriver(tmp_path / "store", direct_io=False)
+    driver: StorageDriver = MeteredDriver(inner)
+    # Every member of the protocol is the wrapper's own (none left to __getattr__ by accident).
+    assert _protocol_members(StorageDriver) <= set(vars(MeteredDriver)) | set(vars(driver))
+    assert (driver.name, driver.local) == (inner.name, inner.local)
+    assert driver.root == inner.root  # type: ignore[attr-defined]  # a driver's own extra, through __getattr__
+
+    before = {op: _count("ncr_storage_operation_seconds", op) for op in (
+        "open_upload", "publish", "publish.durable", "open_read", "stat", "modified", "writing", "publishing",
+        "move", "delete")}
+    sink = driver.open_upload("uploads/u1")
+    try:
+        assert sink.write([b"metered bytes"]) == 13
+        sink.flush()
+    finally:
+        sink.close()
+    assert not driver.writing("uploads/u1")
+    driver.publish("uploads/u1", "blobs/x")()
+    assert driver.publishing("blobs/x")
+    reader = driver.open_read("blobs/x")
+    assert reader is not None
+    reader.close()
+    assert driver.stat("blobs/x") == 13 and driver.modified("blobs/x") is not None
+    assert driver.redirect_url("blobs/x") is None
+    assert sorted(driver.list("blobs")) == ["blobs/x"]
+    assert driver.move("blobs/x", "blobs/y") and driver.delete("blobs/y") and driver.stat("blobs/y") is None
+    assert driver.write_stats() == inner.write_stats()
+    for op, count in before.items():
+        assert _count("ncr_storage_operation_seconds", op) > count, op
+
+
+async def test_the_metered_database_times_every_unit_of_work(tmp_path: Path) -> None:
+    inner = SQLiteDatabase(tmp_path / "meta.sqlite3")
+    db: Database = MeteredDatabase(inner)
+    try:
+        assert _protocol_members(Database) <= set(vars(MeteredDatabase)) | set(vars(db))
+        assert db.dialect is inner.dialect
+        before = {op: _count("ncr_db_operation_seconds", op) for op in ("read", "write", "write_sync")}
+        await db.write(lambda tx: tx.execute("CREATE TABLE t (v INTEGER)"))
+        db.write_sync(lambda tx: tx.execute("INSERT INTO t VALUES (1)"))
+        assert await db.read(lambda tx: tx.one("SELECT v FROM t")) == (1,)
+        assert db.path == inner.path  # type: ignore[attr-defined]  # the engine's own, through __getattr__
+        for op, count in before.items():
+            assert _count("ncr_db_operation_seconds", op) == count + 1, op
+    finally:
+        db.close()
