@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from ncr_trio import metrics
 from ncr_trio.registry import RegistryService
 from ncr_trio.scheduler import Scheduler
 
@@ -34,11 +35,13 @@ def _try_lead(service: RegistryService) -> int | None:
 async def _every(interval: float, name: str, job: Callable[[], Awaitable[object]]) -> None:
     while True:
         await trio.sleep(interval)
-        try:
-            result = await job()
-            log.info("%s: %s", name, getattr(result, "summary", lambda: "done")())
-        except Exception:
-            log.exception("%s failed; retrying in %.0fs", name, interval)
+        with metrics.timed_job(name.replace(" ", "-")) as failed:  # "upload-expiry" in /metrics
+            try:
+                result = await job()
+                log.info("%s: %s", name, getattr(result, "summary", lambda: "done")())
+            except Exception:
+                failed()
+                log.exception("%s failed; retrying in %.0fs", name, interval)
 
 
 async def run_background(service: RegistryService, *,

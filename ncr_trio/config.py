@@ -125,6 +125,14 @@ class Config:
     # Image trust (ncr_trio/trust/service.py): how often a process looks for signatures pushed through
     # others and for results a key change made stale (a local key change wakes it at once).
     trust_poll_seconds: float = 1.0
+    # /metrics (ncr_trio/metrics.py) answers clients from these networks (CIDR blocks) without
+    # credentials, and anyone else logged in as a system administrator (Basic, or a management token).
+    metrics_allowed_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    # Where several worker processes keep their metric files; empty: a fresh private directory per
+    # run, removed at exit. A directory named here is emptied at start.
+    metrics_dir: str = ""
+    # /readyz: how long the database and the storage each have to answer its probe.
+    readyz_timeout_seconds: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 
 import trio
 
+from ncr_trio import metrics
 from ncr_trio.cron import InvalidSchedule, parse_schedule
 from ncr_trio.errors import RegistryError
 from ncr_trio.meta.policies import PolicyStore, ScheduleRow
@@ -159,10 +160,13 @@ class Scheduler:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._keep_lease, row.job)
                 try:
-                    result = await handler(row.job, self.clock())
-                    log.info("%s: %s", row.job, getattr(result, "summary", lambda: result)())
-                except Exception:
-                    log.exception("scheduled job %s failed; it runs again at its next slot", row.job)
+                    with metrics.timed_job(row.job) as failed:  # counted and timed for /metrics
+                        try:
+                            result = await handler(row.job, self.clock())
+                            log.info("%s: %s", row.job, getattr(result, "summary", lambda: result)())
+                        except Exception:
+                            failed()
+                            log.exception("scheduled job %s failed; it runs again at its next slot", row.job)
                 finally:
                     nursery.cancel_scope.cancel()
             done = self.clock()

@@ -5,6 +5,9 @@ processes; each binds its own listening socket with SO_REUSEPORT, so the kernel 
 connections evenly over them (one shared socket lets whichever worker wakes first take most
 keep-alive connections). They share the metadata store (SQLite WAL across processes, or
 PostgreSQL) and the storage. SIGTERM or SIGINT shuts every worker down gracefully.
+
+Metrics of several workers are summed from files in a directory the supervisor sets up for them
+(ncr_trio/metrics.py, prometheus-client's multiprocess mode); a worker that dies is marked dead there.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 import trio
 from hypercorn.config import Config as HypercornConfig
 
+from ncr_trio import metrics
 from ncr_trio.config import Config
 from ncr_trio.http import connections, zerocopy
 from ncr_trio.http.app import App
@@ -116,6 +120,15 @@ def _worker_main(config_json: str) -> None:
 
 
 def _supervise(config: Config) -> int:
+    # Before the first worker starts: each inherits the directory in its environment.
+    metrics_dir, own = metrics.prepare_multiprocess(config.metrics_dir)
+    try:
+        return _run_workers(config)
+    finally:
+        metrics.remove_multiprocess(metrics_dir, own)
+
+
+def _run_workers(config: Config) -> int:
     ctx = multiprocessing.get_context("spawn")
     payload = _dump(config)
     stopping = False
@@ -145,6 +158,8 @@ def _supervise(config: Config) -> int:
         for i, p in enumerate(workers):
             if p.exitcode is not None and not stopping:
                 log.warning("worker %s exited with %s: restarting it", p.pid, p.exitcode)
+                if p.pid is not None:
+                    metrics.process_dead(p.pid)
                 workers[i] = start()
         if stopping and all(p.exitcode is not None for p in workers):
             break

@@ -8,6 +8,7 @@ import time
 
 import trio
 
+from ncr_trio import metrics
 from ncr_trio.background import run_background
 from ncr_trio.config import Config
 from ncr_trio.errors import RegistryError
@@ -16,6 +17,7 @@ from ncr_trio.http.asgi import ClientDisconnected, Receive, Request, Response, S
 from ncr_trio.http.auth import Gate
 from ncr_trio.http.caches_api import CachesAPI
 from ncr_trio.http.console import Console
+from ncr_trio.http.health import Health
 from ncr_trio.http.policies_api import PoliciesAPI
 from ncr_trio.http.replication_api import ReplicationAPI
 from ncr_trio.http.routes import RouteTable
@@ -50,6 +52,7 @@ class App:
                                  + PoliciesAPI(service).routes() + ReplicationAPI(service).routes()
                                  + ScansAPI(service).routes()
                                  + TrustAPI(service).routes()
+                                 + Health(service).routes()
                                  + Console().routes())
         return service
 
@@ -87,13 +90,16 @@ class App:
         await send({"type": "lifespan.shutdown.complete"})
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
         started = time.perf_counter()
+        tally = metrics.Tally(receive, send)  # body bytes in and out, for /metrics
+        request = Request(scope, tally.receive)
         try:
             response = await self.dispatch(request)
         except RegistryError as e:
             response = error_response(e)
         except ClientDisconnected:
+            metrics.observe_request(request.route, request.method, 499, time.perf_counter() - started,
+                                    tally.received, tally.sent)
             return
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
@@ -109,12 +115,13 @@ class App:
             response.headers["Connection"] = "close"
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(request.discard)
-                await self.respond(request, response, send)
+                await self.respond(request, response, tally.send)
         else:
-            await self.respond(request, response, send)
+            await self.respond(request, response, tally.send)
+        elapsed = time.perf_counter() - started
+        metrics.observe_request(request.route, request.method, response.status, elapsed, tally.received, tally.sent)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s %s %d %.1fms", request.method, request.path, response.status,
-                      (time.perf_counter() - started) * 1000)
+            log.debug("%s %s %d %.1fms", request.method, request.path, response.status, elapsed * 1000)
 
     @staticmethod
     async def respond(request: Request, response: Response, send: Send) -> None:
@@ -131,13 +138,18 @@ class App:
         if chosen is None:
             allowed = ", ".join(sorted(by_method))
             raise RegistryError("UNSUPPORTED", f"{request.method} is not allowed here", headers={"Allow": allowed})
+        request.route = chosen.name
         if "name" in params:
             validate_name(params["name"])
         request.params = params
         assert self.gate is not None
         request.principal = await self.gate.check(request, chosen)
         ACTOR.set(request.principal.user or "anonymous")  # for the events this request's changes write
-        response = await chosen.handler(request)
+        if chosen.name in metrics.UPLOAD_ROUTES:
+            with metrics.UPLOADS.track_inprogress():
+                response = await chosen.handler(request)
+        else:
+            response = await chosen.handler(request)
         self.gate.audit(request, chosen, response)
         return response
 

@@ -37,6 +37,7 @@ class Request:
     principal: Principal = ANONYMOUS  # set by the access gate before the handler runs
     private_listener: bool = False  # the request came in on a private listener (set by the gate)
     registry: RegistryInfo | None = None  # the registry the repository in the path belongs to (set by the gate)
+    route: str = "none"  # the name of the route that serves it (set by dispatch; a metrics label)
     _consumed: bool = False
     _ended: bool = False  # the body's last message (or the client's disconnect) has been received
 

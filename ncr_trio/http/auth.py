@@ -6,6 +6,8 @@ The gate reads only the route's `action` (see routes.py) and the request:
     "login"                  any valid bearer token (GET /v2/, what `docker login` checks)
     "catalog"                a token granting registry:catalog:*
     "pull" "push" "delete"   a token granting that action on repository:<name>
+    "metrics"                /metrics: clients in `metrics_allowed_networks` as they are, anyone else
+                             as for "api:admin"
     "api:<permission>"       the management API: Basic (user or access key) or a management token
                              (scope `management:api:*`, never a registry token), and the permission
                              (read, push, manage) on the route's registry, "user" (anyone logged
@@ -31,6 +33,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import ipaddress
 import json
 import re
 from urllib.parse import parse_qs, urlsplit
@@ -139,6 +142,8 @@ class Gate:
         self.config = config
         self.access = access
         self.listeners = Listeners(config.listen, config.private_listen)
+        self.metrics_networks = [ipaddress.ip_network(n.strip(), strict=False)
+                                 for n in config.metrics_allowed_networks if n.strip()]
 
     def realm(self, request: Request) -> str:
         if self.config.token_realm:
@@ -167,6 +172,10 @@ class Gate:
         action = r.action
         if action is None:
             return ANONYMOUS
+        if action == "metrics":
+            if self._metrics_network(request.client):
+                return ANONYMOUS
+            return await self._api(request, r, "admin")
         if action.startswith("api:"):
             return await self._api(request, r, action[4:])
         name = request.params.get("name")
@@ -213,6 +222,17 @@ class Gate:
             raise RegistryError("NAME_UNKNOWN", f"registry {registry_of(name)!r} does not exist: create it first "
                                 f"(ncr-trio registry create {registry_of(name)}), then push to it")
         return principal
+
+    def _metrics_network(self, client: str | None) -> bool:
+        """Whether a client's address is in `metrics_allowed_networks` (an IPv4-mapped IPv6 address as
+        the IPv4 address it carries)."""
+        try:
+            address = ipaddress.ip_address(client or "")
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.metrics_networks)
 
     async def _mount_from(self, request: Request, principal: Principal, source: str, scope_text: str) -> Principal:
         """A cross-repository mount also needs pull on the source (as Distribution asks) and the source

@@ -16,6 +16,7 @@ from ncr_trio.config import Config
 from ncr_trio.cron import InvalidSchedule, parse_schedule
 from ncr_trio.meta import AccessStore, MetaStore, connect, migrate
 from ncr_trio.meta.caches import CacheStore
+from ncr_trio.meta.metered import MeteredDatabase
 from ncr_trio.meta.policies import PolicyStore
 from ncr_trio.meta.replication import ReplicationStore
 from ncr_trio.meta.scans import ScanStore
@@ -39,6 +40,7 @@ from ncr_trio.replication.remotes import Remotes
 from ncr_trio.scan.jobs import Scans
 from ncr_trio.sealing import Sealer
 from ncr_trio.storage import open_storage
+from ncr_trio.storage.metered import MeteredDriver
 from ncr_trio.trust.service import Trust
 
 
@@ -87,9 +89,10 @@ class RegistryService:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         sealer = Sealer.in_directory(config.data_dir / "keys")
         sender = Sender.of(config, sealer)  # checks webhook_allowed_networks
-        db = connect(config.database_url, config.sqlite_path)
+        # Both timed for /metrics (ncr_trio/metrics.py): every unit of work, every storage call.
+        db = MeteredDatabase(connect(config.database_url, config.sqlite_path))
         migrate(db)
-        storage = open_storage(config)
+        storage = MeteredDriver(open_storage(config))
         reg = Registry(config=config, storage=storage, meta=MetaStore(db), disk=trio.CapacityLimiter(16))
         access = AccessControl(config, AccessStore(db))
         policy_store = PolicyStore(db)

@@ -106,6 +106,11 @@ class PostgresServer:
         self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "postgres.log"),
                   "-m", "fast", "-w", "-t", "60", "restart")
 
+    def start_again(self) -> None:
+        """Start on the data left by `stop()` (what clients committed before is there again)."""
+        self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "postgres.log"),
+                  "-w", "-t", "60", "start")
+
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
             self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop",
