@@ -29,7 +29,8 @@ SKOPEO_SIGSTORE_VERSION=v1.16.1
 log() { printf '[install-tools] %s\n' "$*" >&2; }
 
 # chromium: tests/test_console.py drives it headless through Playwright (never `playwright install`).
-apt_packages=(skopeo podman docker-registry wrk curl uidmap fuse-overlayfs chromium)
+# haproxy: tests/test_cluster.py and `make cluster` put it in front of three nodes with deploy/haproxy.cfg.
+apt_packages=(skopeo podman docker-registry wrk curl uidmap fuse-overlayfs chromium haproxy)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
