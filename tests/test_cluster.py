@@ -24,6 +24,7 @@ import psycopg
 import pytest
 
 from tests.support.auth import BearerAuth
+from tests.support.clients import Clients, clients_watching, find_tool, layout_blobs, make_image, write_layout
 from tests.support.cluster import Cluster, cluster, haproxy_binary
 from tests.support.oci import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, canonical, descriptor, digest
 from tests.support.postgres import PostgresServer, postgres_server
@@ -202,13 +203,39 @@ def test_concurrent_pushes_of_the_same_content_while_gc_loops(three: Cluster) ->
     assert _leftover_uploads(three) == []
 
 
+# -- real clients through the load balancer --------------------------------------------------------
+@pytest.mark.clients
+@pytest.mark.skipif(find_tool("skopeo") is None or find_tool("crane") is None, reason="not installed: skopeo, crane")
+def test_skopeo_and_crane_push_and_pull_through_haproxy(three: Cluster, tmp_path: Path) -> None:
+    """skopeo pushes an image through HAProxy (its token from whichever node, its blob uploads spread
+    over the nodes), crane reads it back, skopeo copies it out whole; every node logged no error."""
+    lb = three.via_lb()
+    starts = [len(node.log()) for node in three.nodes]
+    for c in clients_watching(lb, tmp_path):
+        _clients_round_trip(c, lb.host)
+    for node, start in zip(three.nodes, starts, strict=True):
+        logged = node.log()[start:]
+        assert " ERROR " not in logged and "Traceback" not in logged, logged[-5000:]
+
+
+def _clients_round_trip(c: Clients, host: str, repo: str = "a/clients") -> None:
+    image = make_image("cluster", n_layers=3, extra_file_bytes=3 * MiB)
+    write_layout(c.path("src"), "v1", [image])
+    c.run("skopeo", "copy", "--dest-tls-verify=false", f"oci:{c.path('src')}:v1", f"docker://{host}/{repo}:v1")
+    assert c.run("crane", "digest", "--insecure", f"{host}/{repo}:v1").stdout.strip() == image.digest
+    assert c.run("crane", "manifest", "--insecure", f"{host}/{repo}:v1").stdout.encode() == image.manifest
+    c.run("crane", "copy", "--insecure", f"{host}/{repo}:v1", f"{host}/{repo}:copied")
+    c.run("skopeo", "copy", "--src-tls-verify=false", f"docker://{host}/{repo}:copied", f"oci:{c.path('out')}:v1")
+    assert layout_blobs(c.path("out")) == layout_blobs(c.path("src"))
+
+
 # -- a scheduled job, once per tick -----------------------------------------------------------------
 def test_a_scheduled_job_runs_once_per_tick_with_three_nodes_up(three: Cluster) -> None:
     """Cleanup of one registry every minute: each node's scheduler looks for due jobs at least every
     10 s; over two ticks the history holds exactly one scheduled run per minute."""
     api = three.via_lb().api()
     three.via_lb().ensure_registries("tick")
-    api.call("api.cleanup.policy.create", {"rule": "retain_most_recent", "n": 10}, registry="tick")
+    api.call("api.cleanup.policy.create", {"rule": "retain_pushed", "n": 10}, registry="tick")
     api.call("api.cleanup.schedule.set", {"schedule": "* * * * *"}, registry="tick")
     deadline = time.monotonic() + 200
     while True:
