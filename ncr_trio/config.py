@@ -84,6 +84,9 @@ class Config:
     login_lock_after: int = 10  # failed logins before attempts are refused
     login_lockout_seconds: int = 900
     login_window_seconds: int = 900
+    # Load balancers before the nodes (CIDR blocks): from them, X-Forwarded-For names the client, for the
+    # access gate's allowlists, the login throttle and the audit log (http/forwarded.py). Empty: the peer.
+    trusted_proxies: tuple[str, ...] = ()
     # Registries' settings, roles and key revocations made on another node apply within this time.
     access_cache_seconds: float = 2.0
     # The registry host in webhook payloads' pull references; empty: the first `listen` address.

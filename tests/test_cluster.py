@@ -8,6 +8,7 @@ number of nodes; real clients push and pull through the load balancer.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -47,8 +48,8 @@ def pg() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="module")
 def three(pg: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Three nodes for the tests that leave every node up. GC runs only when asked, with no grace period."""
-    with pg.database("cluster") as url, cluster(tmp_path_factory.mktemp("cluster"), url,
-                                                env={"NCR_GC_GRACE_SECONDS": "0"}) as c:
+    env = {"NCR_GC_GRACE_SECONDS": "0", "NCR_TRUSTED_PROXIES": "127.0.0.1"}  # HAProxy connects from 127.0.0.1
+    with pg.database("cluster") as url, cluster(tmp_path_factory.mktemp("cluster"), url, env=env) as c:
         yield c
 
 
@@ -227,6 +228,34 @@ def _clients_round_trip(c: Clients, host: str, repo: str = "a/clients") -> None:
     c.run("crane", "copy", "--insecure", f"{host}/{repo}:v1", f"{host}/{repo}:copied")
     c.run("skopeo", "copy", "--src-tls-verify=false", f"docker://{host}/{repo}:copied", f"oci:{c.path('out')}:v1")
     assert layout_blobs(c.path("out")) == layout_blobs(c.path("src"))
+
+
+# -- the client's address behind the balancer -----------------------------------------------------
+@contextlib.contextmanager
+def _from(c: Cluster, address: str, repo: str) -> Iterator[httpx.Client]:
+    """A client connecting from `address` (another loopback address), logged in from there too."""
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=address), base_url=c.lb.url, timeout=30) as http:
+        r = http.get("/auth/token", params={"service": "ncr-trio", "scope": f"repository:{repo}:pull,push"},
+                     auth=c.nodes[0].admin)
+        r.raise_for_status()
+        http.headers["Authorization"] = f"Bearer {r.json()['token']}"
+        yield http
+
+
+def test_a_registry_allowlist_sees_the_client_behind_haproxy(three: Cluster) -> None:
+    """With `trusted_proxies` naming the balancer, a registry's CIDR allowlist applies to the client's own
+    address (HAProxy's X-Forwarded-For); a client cannot pass for another address by sending the header."""
+    three.via_lb().api().call("api.registry.create", {"name": "fenced", "allowed_cidrs": ["127.0.0.2/32"]})
+    repo, data = "fenced/app", os.urandom(1000)
+    with _from(three, "127.0.0.2", repo) as inside:
+        d = digest(data)
+        r = inside.post(f"/v2/{repo}/blobs/uploads/", params={"digest": d}, content=data)
+        assert r.status_code == 201, r.text
+        assert inside.head(f"/v2/{repo}/blobs/{d}").status_code == 200
+    with _from(three, "127.0.0.3", repo) as outside:
+        assert outside.head(f"/v2/{repo}/blobs/{d}").status_code in (401, 403, 404)
+        spoofed = outside.head(f"/v2/{repo}/blobs/{d}", headers={"X-Forwarded-For": "127.0.0.2"})
+        assert spoofed.status_code in (401, 403, 404)
 
 
 # -- a scheduled job, once per tick -----------------------------------------------------------------

@@ -16,6 +16,7 @@ from ncr_trio.http.asgi import ClientDisconnected, Receive, Request, Response, S
 from ncr_trio.http.auth import Gate
 from ncr_trio.http.caches_api import CachesAPI
 from ncr_trio.http.console import Console
+from ncr_trio.http.forwarded import ForwardedFor
 from ncr_trio.http.policies_api import PoliciesAPI
 from ncr_trio.http.replication_api import ReplicationAPI
 from ncr_trio.http.routes import RouteTable
@@ -40,8 +41,10 @@ class App:
         self.service: RegistryService | None = None
         self.routes = RouteTable([])
         self.gate: Gate | None = None
+        self.forwarded = ForwardedFor(())
 
     def open(self) -> RegistryService:
+        self.forwarded = ForwardedFor(self.config.trusted_proxies)  # a bad block fails the start
         self.service = service = RegistryService.open(self.config)
         service.access.bootstrap()
         self.gate = Gate(self.config, service.access)
@@ -87,6 +90,9 @@ class App:
         await send({"type": "lifespan.shutdown.complete"})
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.forwarded and scope.get("client"):
+            peer = scope["client"]
+            scope = {**scope, "client": (self.forwarded.client(str(peer[0]), scope["headers"]), peer[1])}
         request = Request(scope, receive)
         started = time.perf_counter()
         try:
