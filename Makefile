@@ -9,7 +9,7 @@ export PATH := $(NCR_TOOLS)/bin:$(PATH)
 
 NATIVE_SRC := native/Cargo.toml $(wildcard native/src/*.rs)
 
-.PHONY: run test tools venv bench clean conformance
+.PHONY: run test tools venv bench clean conformance cluster
 
 venv: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ $(NCR_TOOLS)/.installed-%:
 
 run: venv
 	$(BIN)/ncr-trio serve
+
+# PostgreSQL, three nodes and HAProxy on 127.0.0.1:5000 (files in data/cluster; docs/cluster.md). Ctrl-C stops all.
+cluster: venv tools
+	PYTHONPATH=. $(BIN)/python scripts/cluster.py
 
 test: venv tools
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
