@@ -74,6 +74,20 @@ class HAProxy(_OnLoopback):
         self.proc = None
 
 
+def haproxy_config(n: int, directory: Path) -> Path:
+    """The shipped config for `n` nodes: itself for three; for fewer, a copy without the other `server` lines."""
+    if n == 3:
+        return HAPROXY_CFG
+    if not 1 <= n < 3:
+        raise ValueError("deploy/haproxy.cfg names three nodes: add `server` lines for more")
+    dropped = tuple(f"server node{i} " for i in range(n + 1, 4))
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"haproxy-{n}.cfg"
+    path.write_text("".join(line for line in HAPROXY_CFG.read_text().splitlines(keepends=True)
+                            if not line.strip().startswith(dropped)))
+    return path
+
+
 def node_directories(root: Path, n: int) -> list[Path]:
     """Data directories of `n` nodes whose blobs/, uploads/ and keys/ are one shared store."""
     store = root / "store"
@@ -126,7 +140,8 @@ def cluster(root: Path, database_url: str, n: int = 3, env: Mapping[str, str] | 
                           registries=registries if i == 0 else ())
             nodes.append(node)
             node.start()
-        lb = HAProxy(root=root / "haproxy", backends=[node.host for node in nodes]).start()
+        lb = HAProxy(root=root / "haproxy", backends=[node.host for node in nodes],
+                     config=haproxy_config(n, root / "haproxy")).start()
         yield Cluster(nodes, lb, database_url, root / "store")
     finally:
         if lb is not None:
@@ -135,4 +150,5 @@ def cluster(root: Path, database_url: str, n: int = 3, env: Mapping[str, str] | 
             node.stop()
 
 
-__all__ = ["HAPROXY_CFG", "Cluster", "HAProxy", "cluster", "haproxy_binary", "haproxy_env", "node_directories"]
+__all__ = ["HAPROXY_CFG", "Cluster", "HAProxy", "cluster", "haproxy_binary", "haproxy_config", "haproxy_env",
+           "node_directories"]
