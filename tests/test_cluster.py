@@ -26,7 +26,7 @@ import pytest
 
 from tests.support.auth import BearerAuth
 from tests.support.clients import Clients, clients_watching, find_tool, layout_blobs, make_image, write_layout
-from tests.support.cluster import Cluster, cluster, haproxy_binary
+from tests.support.cluster import HAPROXY_CFG, Cluster, cluster, haproxy_binary
 from tests.support.oci import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, canonical, descriptor, digest
 from tests.support.postgres import PostgresServer, postgres_server
 from tests.support.server import Server
@@ -51,6 +51,12 @@ def three(pg: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Itera
     env = {"NCR_GC_GRACE_SECONDS": "0", "NCR_TRUSTED_PROXIES": "127.0.0.1"}  # HAProxy connects from 127.0.0.1
     with pg.database("cluster") as url, cluster(tmp_path_factory.mktemp("cluster"), url, env=env) as c:
         yield c
+
+
+def test_docs_show_the_tested_haproxy_config() -> None:
+    """docs/cluster.md shows deploy/haproxy.cfg whole, the file these tests run."""
+    doc = (HAPROXY_CFG.parents[1] / "docs" / "cluster.md").read_text()
+    assert "```haproxy\n" + HAPROXY_CFG.read_text() + "```" in doc
 
 
 def _auth(c: Cluster) -> BearerAuth:
