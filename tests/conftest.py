@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.clients import Clients, clients_watching
 from tests.support.server import Server
 
-pytest_plugins = ["pytester"]  # tests/test_ci.py runs pytest on small test files
+# pytester: tests/test_ci.py runs pytest on small test files; tests.support.console: the console tests' browser and page
+pytest_plugins = ["pytester", "tests.support.console"]
 
 ALLOW_SKIP = "allow_skip"
 
@@ -55,18 +57,17 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, p
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     """A fresh ncr-trio server with its own data directory."""
-    srv = Server(data=tmp_path / "data").start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+    yield from Server(data=tmp_path / "data").running()
 
 
 @pytest.fixture(scope="session")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One ncr-trio server for a whole session of read-mostly client tests."""
-    srv = Server(data=tmp_path_factory.mktemp("shared") / "data").start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+    yield from Server(data=tmp_path_factory.mktemp("shared") / "data").running()
+
+
+@pytest.fixture
+def cl(server: Server, tmp_path: Path) -> Iterator[Clients]:
+    """Real clients (tests/support/clients.py) with a home under tmp_path, logged in to the module's `server`;
+    the test fails if the server logged an error meanwhile."""
+    yield from clients_watching(server, tmp_path)

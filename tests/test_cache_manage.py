@@ -26,6 +26,7 @@ import pytest
 from ncr_trio.config import Config
 from ncr_trio.errors import RegistryError
 from ncr_trio.registry import RegistryService
+from tests.support.api import ok
 from tests.support.clients import Clients, find_tool, random_bytes
 from tests.support.oci import image, push_blob, push_image
 from tests.support.postgres import PostgresServer, postgres_server
@@ -65,11 +66,6 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 def call(srv: Server, method: str, path: str, auth: tuple[str, str] | None = None, **kw: Any) -> httpx.Response:
     return srv.call(method, path, auth=auth, **kw)
-
-
-def ok(r: httpx.Response, status: int = 200) -> Any:
-    assert r.status_code == status, r.text
-    return r.json() if r.content else None
 
 
 def refused(r: httpx.Response, status: int, code: str, *words: str) -> dict[str, Any]:

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import expect
 
 from tests.support.clients import Clients, find_tool, make_image, write_layout
-from tests.support.console import CHROMIUM, CHROMIUM_ARGS, Steps, api_get, log_in
+from tests.support.console import CHROMIUM, Steps, api_get, log_in
 from tests.support.oci import image, push_image
 from tests.support.receivers import ALLOW_RECEIVERS, Receiver
 from tests.support.server import Server
@@ -41,26 +41,6 @@ pytestmark = [
 
 expect.set_options(timeout=10_000)
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Steps]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.grant_permissions(["clipboard-read", "clipboard-write"])
-    pg = context.new_page()
-    try:
-        yield Steps(pg, request.node.name)
-    finally:
-        context.close()
 
 
 def push(server: Server, tmp_path: Path, repository: str, *tags: str) -> str:

@@ -31,9 +31,9 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import expect
 
-from tests.support.console import CHROMIUM, CHROMIUM_ARGS, Steps, api_get, log_in
+from tests.support.console import CHROMIUM, Steps, api_get, log_in
 from tests.support.oci import image, push_image
 from tests.support.server import Server, free_port
 
@@ -43,25 +43,6 @@ expect.set_options(timeout=10_000)
 
 ALLOW_LOOPBACK = {"NCR_REPLICATION_ALLOWED_NETWORKS": "127.0.0.0/8"}
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Steps]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    pg = context.new_page()
-    try:
-        yield Steps(pg, request.node.name)
-    finally:
-        context.close()
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import expect
 
-from tests.support.console import CHROMIUM, CHROMIUM_ARGS, Steps, api_get, log_in
+from tests.support.console import CHROMIUM, Steps, api_get, log_in
 from tests.support.server import Server
 from tests.test_scan_server import DATA, push_image, vulnerable_layers, zeros_layer
 
@@ -37,31 +37,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                            str(DATA / "PyPI-subset.zip"), str(DATA / "alpine" / "secdb-v3.4-main.yaml")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    srv = Server(data=data, registries=("vuln", "halt"), env={"NCR_SCAN_POLL_SECONDS": "0.2"})
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
+    yield from Server(data=data, registries=("vuln", "halt"), env={"NCR_SCAN_POLL_SECONDS": "0.2"}).running()
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Steps]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    pg = context.new_page()
-    try:
-        yield Steps(pg, request.node.name)
-    finally:
-        context.close()
 
 
 def test_scan_an_image_see_its_counts_and_report_and_a_viewer_has_no_buttons(server: Server, page: Steps) -> None:

@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import expect
 
-from tests.support.clients import Clients, clients_watching, find_tool, make_image, write_layout
-from tests.support.console import CHROMIUM, CHROMIUM_ARGS, Steps, api_get, log_in
+from tests.support.clients import Clients, find_tool, make_image, write_layout
+from tests.support.console import CHROMIUM, Steps, api_get, log_in
 from tests.support.server import Server
 
 pytestmark = [
@@ -38,37 +38,10 @@ COSIGN_REGISTRY = ["--allow-insecure-registry", "--allow-http-registry"]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(data=tmp_path_factory.mktemp("consoletrust") / "data", registries=("sig",),
-                 env={"NCR_TRUST_POLL_SECONDS": "0.2"})
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
+    yield from Server(data=tmp_path_factory.mktemp("consoletrust") / "data", registries=("sig",),
+                 env={"NCR_TRUST_POLL_SECONDS": "0.2"}).running()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Steps]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    pg = context.new_page()
-    try:
-        yield Steps(pg, request.node.name)
-    finally:
-        context.close()
-
-
-@pytest.fixture
-def cl(server: Server, tmp_path: Path) -> Iterator[Clients]:
-    yield from clients_watching(server, tmp_path)
 
 
 def key_pair(c: Clients, name: str) -> str:

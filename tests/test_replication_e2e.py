@@ -29,7 +29,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +39,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from tests.support.api import eventually, ok
 from tests.support.clients import Clients, find_tool, make_index, write_layout
 from tests.support.clients import make_image as make_client_image
 from tests.support.oci import (
@@ -147,11 +148,6 @@ def clients(regions: Regions, tmp_path: Path) -> Clients:
 # -- helpers ------------------------------------------------------------------------------------------------------
 
 
-def ok(r: httpx.Response, status: int = 200) -> Any:
-    assert r.status_code == status, f"{r.request.method} {r.request.url}: {r.status_code} {r.text}"
-    return r.json() if r.content else None
-
-
 def unique(prefix: str) -> str:
     return f"{prefix}-{os.urandom(3).hex()}"
 
@@ -175,21 +171,11 @@ def tasks(a: Server, policy_id: int, execution_id: int) -> list[dict[str, Any]]:
     return found
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(every)
-
-
 def finished(a: Server, policy_id: int, execution_id: int, timeout: float = 120.0) -> dict[str, Any]:
     def done() -> dict[str, Any] | None:
         e: dict[str, Any] = ok(a.call("GET", f"/registries/team/replications/{policy_id}/executions/{execution_id}"))
         return e if e["status"] not in ("Pending", "Running") else None
-    found: dict[str, Any] = wait_for(f"execution {execution_id} to end", done, timeout)
+    found: dict[str, Any] = eventually(f"execution {execution_id} to end", done, timeout)
     return found
 
 
@@ -249,8 +235,8 @@ def test_an_event_policy_copies_a_pushed_image_at_once_and_podman_pulls_it_from_
     skopeo_push(c, c.path("layout"), f"{a.host}/team/{path}/deep/web:v1")  # `*` is one path segment
     skopeo_push(c, c.path("layout"), f"{a.host}/team/{path}/web:v1")
 
-    assert wait_for("the copy on B", lambda: on(b, f"mirror/{path}/web", "v1"), 30) == img.digest
-    (e,) = wait_for("the event run to end", lambda: [e for e in executions(a, p["id"])
+    assert eventually("the copy on B", lambda: on(b, f"mirror/{path}/web", "v1"), 30) == img.digest
+    (e,) = eventually("the event run to end", lambda: [e for e in executions(a, p["id"])
                                                        if e["status"] not in ("Pending", "Running")], 30)
     assert (e["trigger"], e["status"], e["copied"], e["failed"]) == ("event", "Succeeded", 1, 0), e
     assert e["bytes"] >= sum(len(layer) for layer in img.layers), e
@@ -493,7 +479,7 @@ def test_one_run_at_a_time_a_second_trigger_is_skipped_and_stop_ends_a_run_stopp
     assert first["status"] == "Running", first
     second = ok(a.call("POST", f"{base}/run"), 202)  # whichever worker takes it
     assert second["id"] != first["id"] and second["status"] == "Skipped" and second["detail"], second
-    wait_for("the run's task", lambda: tasks(a, p["id"], first["id"]), 30)
+    eventually("the run's task", lambda: tasks(a, p["id"], first["id"]), 30)
     stopping = ok(a.call("POST", f"{base}/executions/{first['id']}/stop"))
     assert stopping["stop_requested"] is True, stopping
     done = finished(a, p["id"], first["id"], timeout=30)
@@ -572,7 +558,7 @@ def test_a_scheduled_pull_runs_once_per_cron_tick_with_two_workers(regions: Regi
         found = executions(a, p["id"])
         ticks = {minute(e["started_at"]) for e in found}
         return found if len(ticks) >= 2 and all(e["status"] not in ("Pending", "Running") for e in found) else None
-    wait_for("two scheduled ticks", two_ticks_done, timeout=max(10.0, made * 60 + 150 - time.time()), every=1.0)
+    eventually("two scheduled ticks", two_ticks_done, timeout=max(10.0, made * 60 + 150 - time.time()), every=1.0)
     time.sleep(3)  # a second worker that would run the same tick late has had its chance
     found = [e for e in executions(a, p["id"]) if e["status"] not in ("Pending", "Running")]  # a new tick's may
     by_tick: dict[int, list[dict[str, Any]]] = {}

@@ -29,6 +29,7 @@ import httpx
 import pytest
 
 from tests.support import terminal
+from tests.support.api import ok
 from tests.support.logins import issue_tls
 from tests.support.oci import OCI_INDEX, OCI_MANIFEST, image, push_image
 from tests.support.postgres import PostgresServer, postgres_server
@@ -74,11 +75,6 @@ _names = iter(range(10**6))
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{next(_names)}-{os.urandom(2).hex()}"
-
-
-def ok(r: httpx.Response, status: int = 200) -> Any:
-    assert r.status_code == status, r.text
-    return r.json() if r.content else None
 
 
 def refused(r: httpx.Response, status: int, code: str, *words: str) -> dict[str, Any]:

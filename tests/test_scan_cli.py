@@ -22,9 +22,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.api import wait_for
 from tests.support.server import ADMIN_PASSWORD, Server
 from tests.test_cli import fields, table
-from tests.test_scan_server import DATA, OCI_MANIFEST, URLLIB3_CVE, push_image, vulnerable_layers, wait_for, zeros_layer
+from tests.test_scan_server import DATA, OCI_MANIFEST, URLLIB3_CVE, push_image, vulnerable_layers, zeros_layer
 
 ORDER = ["Critical", "High", "Medium", "Low", "Unknown"]
 
@@ -36,11 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                            str(DATA / "PyPI-subset.zip"), str(DATA / "alpine" / "secdb-v3.4-main.yaml")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    srv = Server(data=data, registries=("cli", "watched"), env={"NCR_SCAN_POLL_SECONDS": "0.2"})
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
+    yield from Server(data=data, registries=("cli", "watched"), env={"NCR_SCAN_POLL_SECONDS": "0.2"}).running()
 
 
 class CLI:

@@ -21,15 +21,15 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.support.api import artifact_path, ok, wait_for
 from tests.support.clients import Clients, clients_watching, find_tool, gzip_bytes, tar_layer
 from tests.support.oci import canonical, descriptor, digest, push_blob, push_manifest
 from tests.support.receivers import ALLOW_RECEIVERS, Receiver
@@ -100,33 +100,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert status.returncode == 0, status.stderr
     sources = {s["name"]: s["records"] for s in json.loads(status.stdout)["sources"]}
     assert sources["secdb-v3.4-main.yaml"] > 0 and sources["PyPI-subset.zip"] > 0 and sources["Go-subset.zip"] > 0
-    srv = Server(data=data, registries=REGISTRIES, env={"NCR_SCAN_POLL_SECONDS": "0.2", **ALLOW_RECEIVERS})
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
-
-
-def artifact_path(repo: str, d: str) -> str:
-    registry, image = repo.split("/", 1)
-    return f"/registries/{registry}/images/{image}/artifacts/{d}"
-
-
-def ok(r: httpx.Response, status: int = 200) -> Any:
-    assert r.status_code == status, r.text
-    return r.json() if r.content else None
-
-
-def wait_for(read: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], bool],
-             timeout: float = 120) -> dict[str, Any]:
-    """Read until `done` holds (polling; the deadline only bounds a broken run)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if done(value):
-            return value
-        assert time.monotonic() < deadline, f"still {value}"
-        time.sleep(0.1)
+    yield from Server(data=data, registries=REGISTRIES, env={"NCR_SCAN_POLL_SECONDS": "0.2", **ALLOW_RECEIVERS}).running()
 
 
 def scan_of(server: Server, repo: str, d: str) -> dict[str, Any]:

@@ -13,13 +13,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.clients import Clients, clients_watching, find_tool, make_image, write_layout
+from tests.support.api import ok
+from tests.support.clients import Clients, find_tool, make_image, write_layout
 from tests.support.oci import Image
 from tests.support.server import Server
 
@@ -37,22 +37,9 @@ COSIGN_CONFIG = "application/vnd.oci.image.config.v1+json"  # the legacy .sig ma
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(data=tmp_path_factory.mktemp("accessories") / "data", registries=("acc", "sweep"),
-                 env={"NCR_GC_GRACE_SECONDS": "0", "NCR_TRUST_POLL_SECONDS": "0.2"})
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
+    yield from Server(data=tmp_path_factory.mktemp("accessories") / "data", registries=("acc", "sweep"),
+                 env={"NCR_GC_GRACE_SECONDS": "0", "NCR_TRUST_POLL_SECONDS": "0.2"}).running()
 
-
-@pytest.fixture
-def cl(server: Server, tmp_path: Path) -> Iterator[Clients]:
-    yield from clients_watching(server, tmp_path)
-
-
-def ok(r: httpx.Response, status: int = 200) -> Any:
-    assert r.status_code == status, r.text
-    return r.json() if r.content else None
 
 
 def push(c: Clients, image: Image, repo: str, tag: str) -> None:

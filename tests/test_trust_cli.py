@@ -12,14 +12,14 @@ server, the images signed by the pinned cosign:
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.clients import Clients, clients_watching, find_tool, make_image, write_layout
+from tests.support.api import wait_for
+from tests.support.clients import Clients, find_tool, make_image, write_layout
 from tests.support.oci import Image
 from tests.support.server import Server
 from tests.test_cli import column, fields, table
@@ -36,17 +36,9 @@ COSIGN_REGISTRY = ["--allow-insecure-registry", "--allow-http-registry"]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(data=tmp_path_factory.mktemp("trustcli") / "data", registries=("clitrust",),
-                 env={"NCR_TRUST_POLL_SECONDS": "0.2"})
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
+    yield from Server(data=tmp_path_factory.mktemp("trustcli") / "data", registries=("clitrust",),
+                 env={"NCR_TRUST_POLL_SECONDS": "0.2"}).running()
 
-
-@pytest.fixture
-def cl(server: Server, tmp_path: Path) -> Iterator[Clients]:
-    yield from clients_watching(server, tmp_path)
 
 
 def api(server: Server, path: str, method: str = "GET", **kw: Any) -> Any:
@@ -66,16 +58,6 @@ def sign(c: Clients, repo: str, image: Image, key: str, *flags: str) -> None:
         c.run("cosign", "generate-key-pair", "--output-key-prefix", key, env={"COSIGN_PASSWORD": ""})
     c.run("cosign", "sign", "--key", f"{key}.key", "--tlog-upload=false", "--yes", *COSIGN_REGISTRY, *flags,
           f"{c.server.host}/{repo}@{image.digest}", env={"COSIGN_PASSWORD": ""})
-
-
-def wait_for(read: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if done(value):
-            return value
-        assert time.monotonic() < deadline, f"still {value}"
-        time.sleep(0.1)
 
 
 def signed_column(cli: CLI, repo: str) -> dict[str, str]:

@@ -17,14 +17,14 @@ from __future__ import annotations
 import base64
 import json
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.api import eventually
 from tests.support.clients import Clients, find_tool, make_image
 from tests.support.cosign import cosign_verify, key_pair, ok, push, sign
 from tests.support.oci import Image
@@ -73,15 +73,6 @@ def cl(regions: Regions, tmp_path: Path) -> Clients:
     return c
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    """Poll until `check` answers something true (the deadline only bounds a broken run)."""
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.1)
-    return found
-
-
 def new_policy(a: Server, name: str, **fields: Any) -> dict[str, Any]:
     body = {"name": name, "direction": "push", "remote": "region-b", "remote_namespace": "dst", "trigger": "manual",
             "tag_filter": "v*", **fields}
@@ -93,7 +84,7 @@ def run(a: Server, policy: dict[str, Any]) -> dict[str, Any]:
     """A manual run of `policy`, to its end: the execution."""
     started = ok(a.call("POST", f"/registries/src/replications/{policy['id']}/run"), 202)
     url = f"/registries/src/replications/{policy['id']}/executions/{started['id']}"
-    done: dict[str, Any] = wait_for("the run to end", lambda: (e := ok(a.call("GET", url)))["status"] not in (
+    done: dict[str, Any] = eventually("the run to end", lambda: (e := ok(a.call("GET", url)))["status"] not in (
         "Pending", "Running") and e)
     return done
 

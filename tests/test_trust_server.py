@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.clients import Clients, clients_watching, find_tool, make_image, write_layout
+from tests.support.api import artifact_path, ok, wait_for
+from tests.support.clients import Clients, find_tool, make_image, write_layout
 from tests.support.oci import Image
 from tests.support.receivers import ALLOW_RECEIVERS, Receiver
 from tests.support.server import Server
@@ -41,39 +40,9 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(data=tmp_path_factory.mktemp("trust") / "data", registries=REGISTRIES,
-                 env={"NCR_TRUST_POLL_SECONDS": "0.2", "NCR_ACCESS_CACHE_SECONDS": "0", **ALLOW_RECEIVERS})
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
+    yield from Server(data=tmp_path_factory.mktemp("trust") / "data", registries=REGISTRIES,
+                 env={"NCR_TRUST_POLL_SECONDS": "0.2", "NCR_ACCESS_CACHE_SECONDS": "0", **ALLOW_RECEIVERS}).running()
 
-
-@pytest.fixture
-def cl(server: Server, tmp_path: Path) -> Iterator[Clients]:
-    yield from clients_watching(server, tmp_path)
-
-
-def ok(r: httpx.Response, status: int = 200) -> Any:
-    assert r.status_code == status, r.text
-    return r.json() if r.content else None
-
-
-def wait_for(read: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], bool],
-             timeout: float = 60) -> dict[str, Any]:
-    """Read until `done` holds (polling; the deadline only bounds a broken run)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if done(value):
-            return value
-        assert time.monotonic() < deadline, f"still {value}"
-        time.sleep(0.1)
-
-
-def artifact_path(repo: str, d: str) -> str:
-    registry, image = repo.split("/", 1)
-    return f"/registries/{registry}/images/{image}/artifacts/{d}"
 
 
 def signed(server: Server, repo: str, image: Image) -> dict[str, Any]:

@@ -25,12 +25,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.clients import Clients, clients_watching, find_tool, make_image
+from tests.support.clients import Clients, find_tool, make_image
 from tests.support.cosign import (
     blob,
     key_pair,
@@ -59,17 +58,9 @@ REFUSED = "Source image rejected"  # containers/image's words when the policy re
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(data=tmp_path_factory.mktemp("skopeo-trust") / "data", registries=(REGISTRY,),
-                 env={"NCR_TRUST_POLL_SECONDS": "0.2"})
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
+    yield from Server(data=tmp_path_factory.mktemp("skopeo-trust") / "data", registries=(REGISTRY,),
+                 env={"NCR_TRUST_POLL_SECONDS": "0.2"}).running()
 
-
-@pytest.fixture
-def cl(server: Server, tmp_path: Path) -> Iterator[Clients]:
-    yield from clients_watching(server, tmp_path)
 
 
 def state(server: Server, repo: str, image: Image) -> str:

@@ -45,6 +45,7 @@ from typing import Any
 
 import trio
 
+from ncr_trio.auth.control import TTLCache
 from ncr_trio.cron import InvalidSchedule, parse_schedule
 from ncr_trio.errors import RegistryError
 from ncr_trio.meta import ManifestRecord
@@ -269,7 +270,7 @@ class Scans:
         # `access_cache_seconds` (a change made through this process applies at once, elsewhere
         # within that time, as protection policies and access settings do).
         self.settings_ttl = reg.config.access_cache_seconds
-        self._settings: dict[str, tuple[float, RegistryScanSettings]] = {}
+        self._settings: TTLCache[str, RegistryScanSettings] = TTLCache(self.settings_ttl, time.monotonic)
         self._db_seen: tuple[int, int] | None = None  # the database file's (inode, mtime) last looked at
         self._global: tuple[float, tuple[str, ...]] | None = None
 
@@ -369,18 +370,14 @@ class Scans:
         updated = RegistryScanSettings(registry, on_push, severity, own)
         if not await self.store.set_registry_settings(updated):
             raise RegistryError("NOT_FOUND", f"registry {registry[:80]!r} does not exist")
-        self._settings.pop(registry, None)
+        self._settings.drop(registry)
         return updated
 
     async def _cached_settings(self, registry: str) -> RegistryScanSettings:
-        now = time.monotonic()
-        hit = self._settings.get(registry)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        found = await self.store.registry_settings(registry)
-        if len(self._settings) >= 10_000:
-            self._settings.clear()
-        self._settings[registry] = (now + self.settings_ttl, found)
+        hit, found = self._settings.get(registry)
+        if not hit or found is None:
+            found = await self.store.registry_settings(registry)
+            self._settings.put(registry, found)
         return found
 
     async def _global_allowlist(self) -> tuple[str, ...]:

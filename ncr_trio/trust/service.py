@@ -35,7 +35,7 @@ from typing import Any
 
 import trio
 
-from ncr_trio.auth.control import Principal, registry_of
+from ncr_trio.auth.control import Principal, TTLCache, registry_of
 from ncr_trio.auth.roles import repository_actions
 from ncr_trio.errors import RegistryError
 from ncr_trio.meta import ManifestRecord
@@ -136,7 +136,7 @@ class Trust:
         self.manifests = manifests
         self.limiter = trio.CapacityLimiter(2)
         self.settings_ttl = reg.config.access_cache_seconds
-        self._settings: dict[str, tuple[float, RegistryTrustSettings]] = {}
+        self._settings: TTLCache[str, RegistryTrustSettings] = TTLCache(self.settings_ttl, time.monotonic)
         self._parsed: dict[str, TrustedKey] = {}  # PEM -> parsed key
         self._wake = trio.Event()
 
@@ -207,18 +207,14 @@ class Trust:
             s.require_verified_signature if require_verified_signature is None else require_verified_signature)
         if not await self.store.set_registry_settings(updated):
             raise RegistryError("NOT_FOUND", f"registry {registry[:80]!r} does not exist")
-        self._settings.pop(registry, None)
+        self._settings.drop(registry)
         return updated
 
     async def _cached_settings(self, registry: str) -> RegistryTrustSettings:
-        now = time.monotonic()
-        hit = self._settings.get(registry)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        found = await self.store.registry_settings(registry)
-        if len(self._settings) >= 10_000:
-            self._settings.clear()
-        self._settings[registry] = (now + self.settings_ttl, found)
+        hit, found = self._settings.get(registry)
+        if not hit or found is None:
+            found = await self.store.registry_settings(registry)
+            self._settings.put(registry, found)
         return found
 
     # -- results -------------------------------------------------------------------------------

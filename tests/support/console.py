@@ -1,15 +1,18 @@
 """Driving the web console in a real headless Chromium (Debian's `chromium`, through Playwright): the
 browser's flags, a page that takes a numbered screenshot after each step and fails on any script error,
-and logging in. Shared by tests/test_console.py and tests/test_console_replication.py."""
+logging in, and the `browser` and `page` fixtures (a plugin of tests/conftest.py). Shared by the
+tests/test_console*.py modules."""
 
 from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from playwright.sync_api import Page, expect
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.support.server import Server
 
@@ -52,3 +55,26 @@ def log_in(page: Page, server: Server, username: str, password: str) -> None:
 
 def api_get(server: Server, path: str, auth: tuple[str, str] | None = None) -> httpx.Response:
     return httpx.get(f"{server.url}/api/v1{path}", auth=auth or server.admin, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium per test module."""
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Steps]:
+    """A fresh browser context per test (no cookies or storage carried over), allowed to use the clipboard
+    (the console copies an access key's secret)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    try:
+        yield Steps(context.new_page(), request.node.name)
+    finally:
+        context.close()

@@ -12,7 +12,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,6 +197,14 @@ class Server(_OnLoopback):
             code = self.proc.wait()
         self.proc = None
         return code
+
+    def running(self) -> Iterator[Server]:
+        """For a fixture: the server started, and stopped afterwards (`yield from Server(...).running()`)."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
