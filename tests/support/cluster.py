@@ -88,16 +88,17 @@ def haproxy_config(n: int, directory: Path) -> Path:
     return path
 
 
-def node_directories(root: Path, n: int) -> list[Path]:
-    """Data directories of `n` nodes whose blobs/, uploads/ and keys/ are one shared store."""
+def node_directories(root: Path, n: int, shared: Sequence[str] = SHARED) -> list[Path]:
+    """Data directories of `n` nodes whose `shared` subdirectories (blobs/, uploads/ and keys/; only keys/
+    when the blobs are in an object store) are one shared store."""
     store = root / "store"
-    for sub in SHARED:
+    for sub in shared:
         (store / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
     dirs = []
     for i in range(1, n + 1):
         data = root / f"node{i}"
         data.mkdir(parents=True, exist_ok=True)
-        for sub in SHARED:
+        for sub in shared:
             link = data / sub
             if not link.is_symlink():
                 link.symlink_to(store / sub, target_is_directory=True)
@@ -130,12 +131,13 @@ class Cluster:
 
 @contextlib.contextmanager
 def cluster(root: Path, database_url: str, n: int = 3, env: Mapping[str, str] | None = None,
-            registries: tuple[str, ...] = DEFAULT_REGISTRIES) -> Iterator[Cluster]:
-    """Start `n` nodes on `database_url` sharing one store under `root`, and HAProxy before them."""
+            registries: tuple[str, ...] = DEFAULT_REGISTRIES, shared: Sequence[str] = SHARED) -> Iterator[Cluster]:
+    """Start `n` nodes on `database_url` sharing one store under `root` (its `shared` parts), and HAProxy
+    before them. `env`: every node's settings (NCR_*), such as an S3 bucket's."""
     nodes: list[Server] = []
     lb: HAProxy | None = None
     try:
-        for i, data in enumerate(node_directories(root, n)):
+        for i, data in enumerate(node_directories(root, n, shared)):
             node = Server(data=data, env={"NCR_DATABASE_URL": database_url, **(env or {})},
                           registries=registries if i == 0 else ())
             nodes.append(node)
