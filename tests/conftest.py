@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.s3 import S3Server, s3_server
 from tests.support.server import Server
 
 pytest_plugins = ["pytester"]  # tests/test_ci.py runs pytest on small test files
@@ -70,3 +71,17 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="session")
+def versitygw() -> Iterator[S3Server]:
+    """A versitygw S3 server over a temporary directory, for the whole session (tests make their own buckets)."""
+    with s3_server("versitygw") as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[S3Server]:
+    """moto's S3 server (it enforces the 5 MiB minimum part size), for the whole session."""
+    with s3_server("moto") as srv:
+        yield srv

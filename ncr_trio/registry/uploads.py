@@ -269,7 +269,7 @@ class Uploads:
     def finalize(self, sink: UploadSink, hasher: hashing.Hasher, repository: str, upload_id: str | None,
                  digest: Digest, size: int, source: str) -> bool:
         """In one thread hop: verify the digest; if it matches, publish the blob and record it."""
-        sink.flush()
+        sink.complete()
         if digest.algorithm != hasher.name:
             # Sessions hash with sha256 as they go; another algorithm re-reads the bytes once.
             hasher = hashing.new(digest.algorithm)
