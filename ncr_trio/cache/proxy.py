@@ -383,11 +383,12 @@ class PullThrough:
                     raise RegistryError("UNAVAILABLE", "the blob's fetch changed hands: pull again")
         kept = None if found is None else found[0]
         if kept is None:
-            size, state = 0, hashing.sha256().state()
+            size, state, stored_state = 0, hashing.sha256().state(), ""
         else:
-            upload_id, size, state = kept.id, kept.size, kept.hash_state
+            upload_id, size, state, stored_state = kept.id, kept.size, kept.hash_state, kept.storage_state
         try:
-            sink = await trio.to_thread.run_sync(storage.open_upload, upload_key(upload_id), limiter=disk)
+            sink = await trio.to_thread.run_sync(storage.open_upload, upload_key(upload_id), stored_state,
+                                                 limiter=disk)
         except UploadBusy:
             return False
         try:
@@ -416,7 +417,7 @@ class PullThrough:
                         # What arrived stays, durably, with its hash state: the next pull continues.
                         await trio.to_thread.run_sync(sink.sync, limiter=disk)
                         await meta.advance_upload(upload_id, kept.size if kept else 0, size + pump.written,
-                                                  hasher.state())
+                                                  hasher.state(), sink.state())
             total = size + pump.written
             if total != body.size:
                 raise RegistryError("UNAVAILABLE", f"the source sent {total} of {body.size} bytes: pull again "
