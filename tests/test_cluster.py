@@ -1,5 +1,5 @@
-"""Three ncr-trio nodes on one PostgreSQL database and one blob store, behind HAProxy with the shipped
-deploy/haproxy.cfg (tests/support/cluster.py). Each request of an upload goes to another node (the
+"""Three ncr-trio nodes on one PostgreSQL database and one S3 bucket (versitygw), behind HAProxy with the
+shipped deploy/haproxy.cfg (tests/support/cluster.py). Each request of an upload goes to another node (the
 test round-robins over the nodes itself, or HAProxy does): any node carries any request. A node
 killed mid-PATCH loses nothing acknowledged; two nodes pushing the same content store it once while
 a third collects garbage with no grace period; a scheduled job runs once per tick whatever the
@@ -29,6 +29,7 @@ from tests.support.clients import Clients, clients_watching, find_tool, layout_b
 from tests.support.cluster import HAPROXY_CFG, Cluster, cluster, haproxy_binary
 from tests.support.oci import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, canonical, descriptor, digest
 from tests.support.postgres import PostgresServer, postgres_server
+from tests.support.s3 import S3Server
 from tests.support.server import Server
 
 pytestmark = pytest.mark.postgres
@@ -46,10 +47,12 @@ def pg() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="module")
-def three(pg: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """Three nodes for the tests that leave every node up. GC runs only when asked, with no grace period."""
+def three(pg: PostgresServer, versitygw: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Three nodes on one bucket for the tests that leave every node up. GC runs only when asked, with no
+    grace period."""
     env = {"NCR_GC_GRACE_SECONDS": "0", "NCR_TRUSTED_PROXIES": "127.0.0.1"}  # HAProxy connects from 127.0.0.1
-    with pg.database("cluster") as url, cluster(tmp_path_factory.mktemp("cluster"), url, env=env) as c:
+    with pg.database("cluster") as url, versitygw.bucket() as bucket, cluster(
+            tmp_path_factory.mktemp("cluster"), url, env=env, s3=(versitygw, bucket)) as c:
         yield c
 
 
@@ -87,11 +90,6 @@ def _chunked_push(http: httpx.Client, nodes: Iterator[Server], repo: str, data: 
     return d
 
 
-def _leftover_uploads(c: Cluster) -> list[str]:
-    """Upload sessions still in the store (none once every push has ended)."""
-    return [p.name for p in (c.store / "uploads").rglob("*") if p.is_file()]
-
-
 @pytest.mark.parametrize(("chunk", "size"), [(1, 40), (MiB, 3 * MiB + 17), (5 * MiB, 12 * MiB), (17 * MiB, 40 * MiB)],
                          ids=["1B", "1MiB", "5MiB", "17MiB"])
 def test_chunked_push_round_robin(three: Cluster, chunk: int, size: int) -> None:
@@ -100,9 +98,10 @@ def test_chunked_push_round_robin(three: Cluster, chunk: int, size: int) -> None
         d = _chunked_push(http, three.round_robin(), REPO, data, chunk)
         for node in three.nodes:  # every node serves it, and so does the load balancer
             assert http.head(f"{node.url}/v2/{REPO}/blobs/{d}").headers["content-length"] == str(size)
-        r = http.get(f"{three.lb.url}/v2/{REPO}/blobs/{d}")
+        r = http.get(f"{three.lb.url}/v2/{REPO}/blobs/{d}", follow_redirects=True)
+        assert [h.status_code for h in r.history] == [307]  # the bytes come from the object store
         assert r.status_code == 200 and r.content == data
-    assert _leftover_uploads(three) == []
+    assert three.leftover_uploads() == []
 
 
 def test_monolithic_3gib_push_through_haproxy(three: Cluster) -> None:
@@ -123,14 +122,14 @@ def test_monolithic_3gib_push_through_haproxy(three: Cluster) -> None:
                      headers={"Content-Type": "application/octet-stream", "Content-Length": str(blocks * MiB)})
         assert r.status_code == 201, r.text
         pulled = hashlib.sha256()
-        with http.stream("GET", f"{three.lb.url}/v2/{REPO}/blobs/{d}") as r:
+        with http.stream("GET", f"{three.lb.url}/v2/{REPO}/blobs/{d}", follow_redirects=True) as r:
             assert r.status_code == 200
             for piece in r.iter_bytes(4 * MiB):
                 pulled.update(piece)
         assert f"sha256:{pulled.hexdigest()}" == d
         # Freed again (no manifest references it): 3 GiB is much for a test machine's disk.
         assert http.delete(f"{three.lb.url}/v2/{REPO}/blobs/{d}").status_code == 202
-    assert _leftover_uploads(three) == []
+    assert three.leftover_uploads() == []
 
 
 # -- the same content from two nodes at once, with GC looping on the third ---------------------------
@@ -192,7 +191,7 @@ def test_concurrent_pushes_of_the_same_content_while_gc_loops(three: Cluster) ->
             r = http.get(f"{three.lb.url}/v2/{repo}/manifests/{tag}", headers={"Accept": OCI_MANIFEST})
             assert r.status_code == 200 and r.content == manifest
             for d, data in blobs.items():
-                r = http.get(f"{three.lb.url}/v2/{repo}/blobs/{d}")
+                r = http.get(f"{three.lb.url}/v2/{repo}/blobs/{d}", follow_redirects=True)
                 assert r.status_code == 200 and r.content == data, d
     blob_digests = [d for _, _, blobs, _ in pushed for d in blobs]
     manifest_digests = [digest(m) for *_, m in pushed]
@@ -207,7 +206,7 @@ def test_concurrent_pushes_of_the_same_content_while_gc_loops(three: Cluster) ->
         tags = conn.execute("SELECT t.name, count(*) FROM tags t JOIN repositories r ON r.id = t.repo_id "
                             "WHERE r.name = %s GROUP BY t.name", (REPO,)).fetchall()
         assert {t: n for t, n in tags if t.startswith("v")} == {tag: 1 for _, tag, _, _ in pushed}
-    assert _leftover_uploads(three) == []
+    assert three.leftover_uploads() == []
 
 
 # -- real clients through the load balancer --------------------------------------------------------
@@ -286,11 +285,14 @@ def test_a_scheduled_job_runs_once_per_tick_with_three_nodes_up(three: Cluster) 
 
 
 # -- a node killed mid-PATCH --------------------------------------------------------------------------
-def test_a_node_killed_mid_patch_loses_nothing_acknowledged(pg: PostgresServer, tmp_path: Path) -> None:
+def test_a_node_killed_mid_patch_loses_nothing_acknowledged(pg: PostgresServer, versitygw: S3Server,
+                                                            tmp_path: Path) -> None:
     """The acknowledged first MiB survives a kill -9 of the node that was receiving the second PATCH; the
-    client's next request, through HAProxy, reaches a live node and learns the acknowledged Range."""
+    client's next request, through HAProxy, reaches a live node and, once the dead node's lease on the
+    upload has run out (429 until then; 5 s here), learns the acknowledged Range."""
     data = os.urandom(9 * MiB)
-    with pg.database("killed") as url, cluster(tmp_path, url) as c:
+    with pg.database("killed") as url, versitygw.bucket() as bucket, cluster(
+            tmp_path, url, env={"NCR_UPLOAD_LEASE_SECONDS": "5"}, s3=(versitygw, bucket)) as c:
         node1, node2, node3 = c.nodes
         auth = _auth(c)
         with httpx.Client(auth=auth, timeout=60) as http:
@@ -318,8 +320,9 @@ def test_a_node_killed_mid_patch_loses_nothing_acknowledged(pg: PostgresServer, 
             d = digest(data)
             r = http.put(f"{c.lb.url}{path}{'&' if '?' in path else '?'}digest={d}")
             assert r.status_code == 201, r.text
-            r = http.get(f"{c.lb.url}/v2/{REPO}/blobs/{d}")
+            r = http.get(f"{c.lb.url}/v2/{REPO}/blobs/{d}", follow_redirects=True)
             assert r.status_code == 200 and r.content == data
+        assert c.leftover_uploads() == []
 
 
 def _until_not_busy(send: object, timeout: float = 60) -> httpx.Response:

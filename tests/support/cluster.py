@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.s3 import S3Server
 from tests.support.server import DEFAULT_REGISTRIES, Server, _OnLoopback, free_port, terminate, wait_ready
 
 HAPROXY_CFG = Path(__file__).resolve().parents[2] / "deploy" / "haproxy.cfg"
@@ -112,6 +113,14 @@ class Cluster:
     lb: HAProxy
     database_url: str
     store: Path
+    s3: S3Server | None = None  # the object store the nodes keep blobs and uploads in, and its bucket
+    bucket: str = ""
+
+    def leftover_uploads(self) -> list[str]:
+        """What unfinished uploads left in the store: multipart uploads in the bucket, or session files."""
+        if self.s3 is not None:
+            return [str(u.get("Key")) for u in self.s3.multipart_uploads(self.bucket)]
+        return [p.name for p in (self.store / "uploads").rglob("*") if p.is_file()]
 
     def client(self, **kwargs: object) -> httpx.Client:
         """A registry client through the load balancer, logged in as the admin."""
@@ -131,20 +140,24 @@ class Cluster:
 
 @contextlib.contextmanager
 def cluster(root: Path, database_url: str, n: int = 3, env: Mapping[str, str] | None = None,
-            registries: tuple[str, ...] = DEFAULT_REGISTRIES, shared: Sequence[str] = SHARED) -> Iterator[Cluster]:
-    """Start `n` nodes on `database_url` sharing one store under `root` (its `shared` parts), and HAProxy
-    before them. `env`: every node's settings (NCR_*), such as an S3 bucket's."""
+            registries: tuple[str, ...] = DEFAULT_REGISTRIES, s3: tuple[S3Server, str] | None = None
+            ) -> Iterator[Cluster]:
+    """Start `n` nodes on `database_url` and HAProxy before them. Blobs and uploads go to `s3` (a server
+    and a bucket) if given, else to a store directory under `root` the nodes share. `env`: every node's
+    settings (NCR_*)."""
     nodes: list[Server] = []
     lb: HAProxy | None = None
+    if s3 is not None:
+        env = {**s3[0].env(s3[1]), **(env or {})}
     try:
-        for i, data in enumerate(node_directories(root, n, shared)):
+        for i, data in enumerate(node_directories(root, n, SHARED if s3 is None else ("keys",))):
             node = Server(data=data, env={"NCR_DATABASE_URL": database_url, **(env or {})},
                           registries=registries if i == 0 else ())
             nodes.append(node)
             node.start()
         lb = HAProxy(root=root / "haproxy", backends=[node.host for node in nodes],
                      config=haproxy_config(n, root / "haproxy")).start()
-        yield Cluster(nodes, lb, database_url, root / "store")
+        yield Cluster(nodes, lb, database_url, root / "store", *(s3 or (None, "")))
     finally:
         if lb is not None:
             lb.stop()
