@@ -1,22 +1,24 @@
 """`python -m benchmarks.cluster` (`make bench-cluster`): ncr-trio as a cluster on this machine, and what each
 request costs each part of it, for the model in docs/cluster.md.
 
-One PostgreSQL (tests/support/postgres.py) and one blob store; 1, 2 and 3 ncr-trio nodes (one worker process each)
-behind HAProxy running the shipped deploy/haproxy.cfg (tests/support/cluster.py; fewer nodes: the same file without
-the other `server` lines), and one node without HAProxy for comparison. For each setup:
+One PostgreSQL (tests/support/postgres.py) and one versitygw bucket (tests/support/s3.py); 1, 2 and 3 ncr-trio
+nodes (one worker process each) behind HAProxy running the shipped deploy/haproxy.cfg (tests/support/cluster.py;
+fewer nodes: the same file without the other `server` lines), and one node without HAProxy for comparison. For each:
 
 - `manifest GET` and `blob HEAD` request rates: wrk -t2 -c64 for `--seconds` on a small image's manifest by tag and
   a 0-byte blob (benchmarks/figures.py's method), through HAProxy with a bearer token;
 - CPU per request: utime + stime from /proc/<pid>/stat of every node, of HAProxy and of all PostgreSQL processes,
   before and after the run, less what the same processes spent idle over as long (the nodes' pollers), divided by
   the requests; and PostgreSQL transactions per request (pg_stat_database, idle rate subtracted the same way);
-- 1 GiB pull bandwidth (curl, median of `--rounds`) through HAProxy.
+- 1 GiB pull bandwidth (curl, median of `--rounds`) through HAProxy, following the 307 to the object store (the
+  bytes come from versitygw); and once from three nodes with `s3_redirect = false` (the bytes through the nodes).
 
-CNCF Distribution 3.1.1 (registry-v3, filesystem driver, anonymous as shipped) serves the same image and blob in the
-same run, one instance, as the reference. Every process shares the machine's cores with wrk: on 2 cores, nodes
-added past the second add no cores, and the figures say how far the per-node costs, not the machine, would scale.
+CNCF Distribution 3.1.1 (registry-v3, anonymous as shipped) serves the same image and blob from the same bucket (its
+S3 driver under another root directory, `redirect` on) in the same run, one instance, as the reference. Every process
+shares the machine's cores with wrk and versitygw: on 2 cores, nodes added past the second add no cores, and the
+figures say how far the per-node costs, not the machine, would scale.
 
-    .venv/bin/python -m benchmarks.cluster                   # ~3 min
+    .venv/bin/python -m benchmarks.cluster                   # ~5 min
     .venv/bin/python -m benchmarks.cluster --seconds 3 --rounds 1 --pull-mib 256   # smoke run
 """
 
@@ -28,21 +30,24 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import httpx
 import psycopg
 
 from benchmarks.auth import ANONYMOUS, Access, login
-from benchmarks.blobs import Blob, make_blob, small_image
-from benchmarks.loads import pull_blob, push_blob, wrk
-from benchmarks.registry import elsewhere, push_small_blob, push_small_image
+from benchmarks.blobs import OCI_MANIFEST, Blob, make_blob, small_image
+from benchmarks.loads import curl, pull_blob, push_blob, wrk
+from benchmarks.registry import elsewhere, push_small_blob, push_small_image, start_upload, with_digest
 from tests.support.cluster import Cluster, HAProxy, cluster
 from tests.support.postgres import PostgresServer, postgres_server
-from tests.support.server import REGISTRY_V3, Distribution, Server
+from tests.support.s3 import ACCESS_KEY, SECRET_KEY, S3Server, s3_server
+from tests.support.server import REGISTRY_V3, Server, free_port, terminate, tool, wait_ready
 
 MiB = 1 << 20
 IMAGE_REPO, TAG, LAYER_REPO, PULL_REPO = "a/bench/image", "v1", "a/bench/layer", "a/bench/pull"
@@ -143,12 +148,26 @@ def cluster_parts(c: Cluster, pg: PostgresServer) -> Parts:
     return Parts(groups, c.database_url)
 
 
-def prepare(base: str, access: Access, pull: Blob | None) -> None:
+def prepare(base: str, access: Access, pull: Blob | None, *, check: bool = True) -> None:
+    """Push what the figures hit; `check` as benchmarks/registry.py does (Distribution with `redirect` on
+    answers a blob HEAD with its 307, which that check refuses: its HEAD figure is the rate of those 307s)."""
     image = small_image()
-    push_small_image(base, IMAGE_REPO, TAG, image, access)
+    if check:
+        push_small_image(base, IMAGE_REPO, TAG, image, access)
+    else:
+        for data in image.blobs():
+            push_small_blob(base, IMAGE_REPO, data, access)
+        r = httpx.put(f"{base}/v2/{IMAGE_REPO}/manifests/{TAG}", content=image.manifest,
+                      headers={"Content-Type": OCI_MANIFEST, **access.headers(IMAGE_REPO)}, timeout=30)
+        r.raise_for_status()
     push_small_blob(base, LAYER_REPO, image.empty, access)
-    if pull is not None:
+    if pull is not None and check:
         push_blob(base, PULL_REPO, pull, access, chunked=False)
+    elif pull is not None:
+        put = curl("PUT", with_digest(start_upload(base, PULL_REPO, access), pull.digest), upload=pull.parts[0],
+                   headers=access.headers(PULL_REPO))
+        if put.status != 201:
+            raise RuntimeError(f"PUT of the pulled blob -> {put.status}")
 
 
 def rates(parts: Parts, setup: str, base: str, access: Access, seconds: int) -> list[Rate]:
@@ -163,8 +182,8 @@ def rates(parts: Parts, setup: str, base: str, access: Access, seconds: int) -> 
     return [manifest, head]
 
 
-def pulls(base: str, blob: Blob, access: Access, rounds: int) -> list[float]:
-    return [pull_blob(base, PULL_REPO, blob, access).mb_per_s for _ in range(rounds)]
+def pulls(base: str, blob: Blob, access: Access, rounds: int, follow: bool) -> list[float]:
+    return [pull_blob(base, PULL_REPO, blob, access, follow=follow).mb_per_s for _ in range(rounds)]
 
 
 @dataclass
@@ -180,31 +199,82 @@ class Pull:
 REPOS = {IMAGE_REPO: "pull,push", elsewhere(IMAGE_REPO): "pull", LAYER_REPO: "pull,push", PULL_REPO: "pull,push"}
 
 
-def run_cluster(pg: PostgresServer, root: Path, n: int, args: argparse.Namespace, blob: Blob,
-                out: list[Rate], pulled: list[Pull]) -> None:
-    with pg.database(f"bench{n}") as url, cluster(root / f"n{n}", url) as c:
+@dataclass
+class Run:
+    pg: PostgresServer
+    s3: S3Server
+    bucket: str
+    root: Path
+    args: argparse.Namespace
+    blob: Blob
+    rates: list[Rate] = field(default_factory=list)
+    pulls: list[Pull] = field(default_factory=list)
+
+
+def run_cluster(run: Run, n: int, *, redirect: bool = True) -> None:
+    """`n` nodes storing under their own prefix of the bucket; `redirect` False: only the pulls, through the nodes."""
+    name = f"n{n}{'' if redirect else '-proxied'}"
+    env = {"NCR_S3_PREFIX": f"{name}/", "NCR_S3_REDIRECT": "true" if redirect else "false"}
+    with run.pg.database(f"bench_{name.replace('-', '_')}") as url, cluster(
+            run.root / name, url, n, env=env, s3=(run.s3, run.bucket)) as c:
         access = login(c.lb.url, *c.nodes[0].admin, REPOS)
-        prepare(c.lb.url, access, blob)
-        parts = cluster_parts(c, pg)
-        if n == 1:  # the same node without HAProxy: what the balancer costs
-            out.extend(rates(parts, "1 node, no HAProxy", c.nodes[0].url, access, args.seconds))
-            pulled.append(Pull("1 node, no HAProxy", pulls(c.nodes[0].url, blob, access, args.rounds)))
+        prepare(c.lb.url, access, run.blob)
         setup = f"{n} node{'s' if n > 1 else ''} + HAProxy"
-        out.extend(rates(parts, setup, c.lb.url, access, args.seconds))
-        pulled.append(Pull(setup, pulls(c.lb.url, blob, access, args.rounds)))
+        if not redirect:
+            run.pulls.append(Pull(f"{setup}, bytes via nodes", pulls(c.lb.url, run.blob, access, run.args.rounds,
+                                                                   follow=False)))
+            return
+        parts = cluster_parts(c, run.pg)
+        if n == 1:  # the same node without HAProxy: what the balancer costs
+            run.rates.extend(rates(parts, "1 node, no HAProxy", c.nodes[0].url, access, run.args.seconds))
+        run.rates.extend(rates(parts, setup, c.lb.url, access, run.args.seconds))
+        run.pulls.append(Pull(f"{setup}, 307 to S3", pulls(c.lb.url, run.blob, access, run.args.rounds,
+                                                           follow=True)))
 
 
-def run_distribution(root: Path, args: argparse.Namespace, blob: Blob, out: list[Rate], pulled: list[Pull]) -> None:
-    d = Distribution(root=root / "distribution", binary=REGISTRY_V3).start()
+def distribution_s3_config(host: str, s3: S3Server, bucket: str, *, redirect: bool) -> str:
+    """Distribution's config as shipped (in-memory blob descriptor cache, delete on), its S3 driver on `bucket`
+    under /distribution, redirects on or off, serving on `host`, logging errors only."""
+    return (
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+        "storage:\n  cache:\n    blobdescriptor: inmemory\n  delete:\n    enabled: true\n"
+        f"  redirect:\n    disable: {'false' if redirect else 'true'}\n"
+        f"  s3:\n    accesskey: {ACCESS_KEY}\n    secretkey: {SECRET_KEY}\n    region: us-east-1\n"
+        f"    regionendpoint: {s3.endpoint}\n    bucket: {bucket}\n    rootdirectory: /distribution\n"
+        "    forcepathstyle: true\n    secure: false\n    v4auth: true\n"
+        f"http:\n  addr: {host}\n"
+    )
+
+
+@contextlib.contextmanager
+def distribution(run: Run, *, redirect: bool) -> Iterator[tuple[str, int]]:
+    """Distribution 3.1.1 on the run's bucket: its URL and pid."""
+    root = run.root / f"distribution-{'redirect' if redirect else 'proxied'}"
+    root.mkdir(parents=True, exist_ok=True)
+    host = f"127.0.0.1:{free_port()}"
+    (root / "config.yml").write_text(distribution_s3_config(host, run.s3, run.bucket, redirect=redirect))
+    with open(root / "registry.log", "ab") as log:
+        proc = subprocess.Popen([tool(REGISTRY_V3), "serve", str(root / "config.yml")], stdout=log,
+                                stderr=subprocess.STDOUT)
     try:
-        prepare(d.url, ANONYMOUS, blob)
-        assert d.proc is not None
-        pid = d.proc.pid
-        parts = Parts({"distribution": lambda: [pid]}, None)
-        out.extend(rates(parts, "Distribution 3.1.1", d.url, ANONYMOUS, args.seconds))
-        pulled.append(Pull("Distribution 3.1.1", pulls(d.url, blob, ANONYMOUS, args.rounds)))
+        wait_ready(f"http://{host}", proc)
+        yield f"http://{host}", proc.pid
     finally:
-        d.stop()
+        terminate(proc)
+
+
+def run_distribution(run: Run) -> None:
+    """Request rates with `redirect` off (with it on, a blob HEAD is answered by a 307 with a body, which wrk
+    cannot read: wg/wrk#198), then pulls with it on and off, all on the same stored data."""
+    with distribution(run, redirect=False) as (url, pid):
+        prepare(url, ANONYMOUS, run.blob, check=False)
+        parts = Parts({"distribution": lambda: [pid]}, None)
+        run.rates.extend(rates(parts, "Distribution 3.1.1", url, ANONYMOUS, run.args.seconds))
+        run.pulls.append(Pull("Distribution 3.1.1, bytes via it", pulls(url, run.blob, ANONYMOUS, run.args.rounds,
+                                                                        follow=False)))
+    with distribution(run, redirect=True) as (url, _):
+        run.pulls.append(Pull("Distribution 3.1.1, 307 to S3", pulls(url, run.blob, ANONYMOUS, run.args.rounds,
+                                                                     follow=True)))
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -222,9 +292,9 @@ def report(rates_: Sequence[Rate], pulled: Sequence[Pull]) -> str:
             x = "-" if r.xacts_per_request is None else f"{r.xacts_per_request:.3f}"
             lines.append(f"  {r.setup:<24}{r.rps:>9.0f}{r.p99_ms:>9.1f}  {cell:<50}{x:>9}")
         lines.append("")
-    lines.append("1 GiB pull (curl, MB/s: median, min, max):")
+    lines.append("blob pull (curl, MB/s: median, min, max):")
     for p in pulled:
-        lines.append(f"  {p.setup:<24}{p.median:>9.0f}{min(p.mb_per_s):>9.0f}{max(p.mb_per_s):>9.0f}")
+        lines.append(f"  {p.setup:<40}{p.median:>9.0f}{min(p.mb_per_s):>9.0f}{max(p.mb_per_s):>9.0f}")
     return "\n".join(lines)
 
 
@@ -236,19 +306,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--nodes", default="1,2,3", help="cluster sizes to run (default 1,2,3)")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/cluster.json"))
     args = ap.parse_args(argv)
-    rates_: list[Rate] = []
-    pulled: list[Pull] = []
-    with tempfile.TemporaryDirectory(prefix="ncr-bench-cluster-") as tmp, postgres_server() as pg:
+    with tempfile.TemporaryDirectory(prefix="ncr-bench-cluster-") as tmp, postgres_server() as pg, \
+            s3_server("versitygw") as s3, s3.bucket() as bucket:
         root = Path(tmp)
         blob = make_blob(root / "blobs", "pull", args.pull_mib * MiB, args.pull_mib * MiB)
+        run = Run(pg, s3, bucket, root, args, blob)
         for n in (int(x) for x in args.nodes.split(",")):
-            run_cluster(pg, root, n, args, blob, rates_, pulled)
-        run_distribution(root, args, blob, rates_, pulled)
-    text = report(rates_, pulled)
+            run_cluster(run, n)
+        run_cluster(run, 3, redirect=False)
+        run_distribution(run)
+    text = report(run.rates, run.pulls)
     print(text)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"rates": [asdict(r) for r in rates_],
-                                     "pulls": [{"setup": p.setup, "mb_per_s": p.mb_per_s} for p in pulled]}, indent=2))
+    args.json.write_text(json.dumps({"rates": [asdict(r) for r in run.rates],
+                                     "pulls": [{"setup": p.setup, "mb_per_s": p.mb_per_s} for p in run.pulls]},
+                                    indent=2))
     return 0
 
 
