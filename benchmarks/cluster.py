@@ -140,11 +140,12 @@ def _pid(server: Server | HAProxy) -> Callable[[], list[int]]:
     return lambda: [server.proc.pid] if server.proc is not None else []
 
 
-def cluster_parts(c: Cluster, pg: PostgresServer) -> Parts:
+def cluster_parts(c: Cluster, pg: PostgresServer, s3: S3Server) -> Parts:
     pm = postmaster(pg)
     groups = {f"node{i}": _pid(n) for i, n in enumerate(c.nodes, 1)}
     groups["haproxy"] = _pid(c.lb)
     groups["postgres"] = lambda: [pm, *children(pm)]
+    groups["s3"] = lambda: [s3.proc.pid]
     return Parts(groups, c.database_url)
 
 
@@ -224,7 +225,7 @@ def run_cluster(run: Run, n: int, *, redirect: bool = True) -> None:
             run.pulls.append(Pull(f"{setup}, bytes via nodes", pulls(c.lb.url, run.blob, access, run.args.rounds,
                                                                    follow=False)))
             return
-        parts = cluster_parts(c, run.pg)
+        parts = cluster_parts(c, run.pg, run.s3)
         if n == 1:  # the same node without HAProxy: what the balancer costs
             run.rates.extend(rates(parts, "1 node, no HAProxy", c.nodes[0].url, access, run.args.seconds))
         run.rates.extend(rates(parts, setup, c.lb.url, access, run.args.seconds))
@@ -268,7 +269,7 @@ def run_distribution(run: Run) -> None:
     cannot read: wg/wrk#198), then pulls with it on and off, all on the same stored data."""
     with distribution(run, redirect=False) as (url, pid):
         prepare(url, ANONYMOUS, run.blob, check=False)
-        parts = Parts({"distribution": lambda: [pid]}, None)
+        parts = Parts({"distribution": lambda: [pid], "s3": lambda: [run.s3.proc.pid]}, None)
         run.rates.extend(rates(parts, "Distribution 3.1.1", url, ANONYMOUS, run.args.seconds))
         run.pulls.append(Pull("Distribution 3.1.1, bytes via it", pulls(url, run.blob, ANONYMOUS, run.args.rounds,
                                                                         follow=False)))
@@ -282,13 +283,12 @@ def report(rates_: Sequence[Rate], pulled: Sequence[Pull]) -> str:
     lines = [f"cluster benchmark: {os.cpu_count()} CPUs, {platform.platform()}, wrk -t2 -c64", ""]
     for request in ("manifest GET", "blob HEAD"):
         lines.append(f"{request}:")
-        lines.append(f"  {'setup':<24}{'req/s':>9}{'p99 ms':>9}  CPU ms per request (node sum | haproxy | postgres)"
+        lines.append(f"  {'setup':<24}{'req/s':>9}{'p99 ms':>9}  CPU ms per request (nodes | haproxy | postgres | s3)"
                      f"  xacts/req")
         for r in (r for r in rates_ if r.request == request):
             nodes = sum(v for k, v in r.cpu_ms_per_request.items() if k.startswith(("node", "distribution")))
-            lb = r.cpu_ms_per_request.get("haproxy")
-            db = r.cpu_ms_per_request.get("postgres")
-            cell = (f"{nodes:.3f} | {'-' if lb is None else f'{lb:.3f}'} | {'-' if db is None else f'{db:.3f}'}")
+            cell = " | ".join([f"{nodes:.3f}", *(f"{r.cpu_ms_per_request[k]:.3f}" if k in r.cpu_ms_per_request
+                                                 else "-" for k in ("haproxy", "postgres", "s3"))])
             x = "-" if r.xacts_per_request is None else f"{r.xacts_per_request:.3f}"
             lines.append(f"  {r.setup:<24}{r.rps:>9.0f}{r.p99_ms:>9.1f}  {cell:<50}{x:>9}")
         lines.append("")
