@@ -28,7 +28,7 @@ $(NCR_TOOLS)/.installed-%:
 run: venv
 	$(BIN)/ncr-trio serve
 
-# PostgreSQL, three nodes and HAProxy on 127.0.0.1:5000 (files in data/cluster; docs/cluster.md). Ctrl-C stops all.
+# PostgreSQL, versitygw, three nodes and HAProxy on 127.0.0.1:5000 (files in data/cluster; docs/cluster.md). Ctrl-C stops all.
 cluster: venv tools
 	PYTHONPATH=. $(BIN)/python scripts/cluster.py
 
