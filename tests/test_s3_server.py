@@ -247,3 +247,30 @@ def test_gc_aborts_abandoned_multipart_uploads(moto_s3: S3Server, tmp_path: Path
             assert list(moto_s3.driver(bucket).list("uploads/")) == []
         finally:
             server.stop()
+
+
+def test_object_store_down_is_503_not_500(tmp_path: Path) -> None:
+    """With the object store gone, a pull served through the registry and a chunk upload are answered
+    503 UNAVAILABLE with Retry-After (after botocore's retries), never 500, and nothing is recorded."""
+    from tests.support.s3 import s3_server
+
+    with s3_server("versitygw") as s3, s3.bucket() as bucket:
+        server = Server(data=tmp_path / "data", env={**s3.env(bucket), "NCR_S3_REDIRECT": "false"}).start()
+        try:
+            data = random_bytes(MiB, "down")
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            with httpx.Client(base_url=server.url, auth=server.auth(actions="pull,push"), timeout=120) as http:
+                assert http.post(f"/v2/repo/down/blobs/uploads/?digest={digest}", content=data).status_code == 201
+                r = http.post("/v2/repo/down/blobs/uploads/")
+                location = r.headers["Location"]
+                s3.proc.terminate()
+                s3.proc.wait(10)
+                got = http.get(f"/v2/repo/down/blobs/{digest}")
+                assert got.status_code == 503 and got.headers["Retry-After"], got.text
+                assert got.json()["errors"][0]["code"] == "UNAVAILABLE"
+                r = http.patch(location, content=b"x" * (6 * MiB), headers={"Content-Range": f"0-{6 * MiB - 1}"})
+                assert r.status_code == 503, r.text
+                r = http.get(location)
+                assert r.status_code == 204 and r.headers["Range"] == "0-0"  # nothing acknowledged
+        finally:
+            server.stop()
