@@ -223,16 +223,25 @@ def test_conformance_suite_on_s3(versitygw: S3Server, tmp_path: Path) -> None:
         assert versitygw.multipart_uploads(bucket) == []
 
 
-def test_gc_aborts_abandoned_multipart_uploads(moto_s3: S3Server, tmp_path: Path) -> None:
-    """An upload left mid-way (parts in a multipart upload, a pending object) expires: GC removes its row,
-    its objects and aborts its multipart upload; a multipart upload no session owns (a node died before
-    saving it) is aborted too. On moto, which enforces S3's part-size rules."""
+def test_gc_on_s3_removes_blobs_and_aborts_abandoned_multipart_uploads(moto_s3: S3Server, tmp_path: Path) -> None:
+    """GC on S3 removes an unlinked blob's object. An upload left mid-way (parts in a multipart upload, a
+    pending object) expires: GC removes its row, its objects and aborts its multipart upload; a multipart
+    upload no session owns (a node died before saving it) is aborted too. On moto, which enforces S3's
+    part-size rules."""
     with moto_s3.bucket() as bucket:
-        env = {**moto_s3.env(bucket), "NCR_UPLOAD_TTL_SECONDS": "1", "NCR_GC_INTERVAL_SECONDS": "0"}
+        env = {**moto_s3.env(bucket), "NCR_UPLOAD_TTL_SECONDS": "1", "NCR_GC_INTERVAL_SECONDS": "0",
+               "NCR_GC_GRACE_SECONDS": "0"}
         server = Server(data=tmp_path / "data", env=env).start()
         try:
             data = random_bytes(17 * MiB + 3, "abandoned")
-            with httpx.Client(base_url=server.url, auth=server.auth(actions="pull,push"), timeout=60) as http:
+            garbage = random_bytes(1000, "garbage")
+            garbage_digest = "sha256:" + hashlib.sha256(garbage).hexdigest()
+            with httpx.Client(base_url=server.url, auth=server.auth(actions="pull,push,delete"), timeout=60) as http:
+                # A blob pushed, then unlinked: GC removes its row and its object.
+                r = http.post(f"/v2/repo/gc/blobs/uploads/?digest={garbage_digest}", content=garbage)
+                assert r.status_code == 201, r.text
+                assert http.delete(f"/v2/repo/gc/blobs/{garbage_digest}").status_code == 202
+                assert len(list(moto_s3.driver(bucket).list("blobs/"))) == 1
                 r = http.post("/v2/repo/gc/blobs/uploads/")
                 location = r.headers["Location"]
                 r = http.patch(location, content=data, headers={"Content-Range": f"0-{len(data) - 1}"})
@@ -245,6 +254,8 @@ def test_gc_aborts_abandoned_multipart_uploads(moto_s3: S3Server, tmp_path: Path
             assert r.status_code == 200, r.text
             assert moto_s3.multipart_uploads(bucket) == [], stray
             assert list(moto_s3.driver(bucket).list("uploads/")) == []
+            assert r.json()["blobs_removed"] == 1
+            assert list(moto_s3.driver(bucket).list("blobs/")) == []
         finally:
             server.stop()
 
