@@ -102,3 +102,38 @@ def test_lease_moves_to_another_node_when_the_holder_dies(postgres_server: Postg
         finally:
             a.stop()
             b.stop()
+
+
+def test_chunked_push_round_robin_across_nodes(postgres_server: PostgresServer, versitygw: S3Server,
+                                               tmp_path: Path) -> None:
+    """POST on one node, each PATCH (1 B, 1 MiB, exactly 5 MiB, 17 MiB, ...) on the next, PUT on the other:
+    each request resumes from the upload row alone; the digest is right and no multipart upload is left."""
+    sizes = [1, MiB, 5 * MiB, 17 * MiB, 1, 5 * MiB, 17 * MiB, MiB]
+    data = random_bytes(sum(sizes), "round-robin")
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with postgres_server.database("ncr_s3_round_robin") as url, versitygw.bucket() as bucket:
+        env = {**versitygw.env(bucket), "NCR_DATABASE_URL": url}
+        nodes = [Server(data=tmp_path / "a", env=env).start()]
+        try:
+            nodes.append(Server(data=tmp_path / "b", env=env, registries=()).start())
+            http = [httpx.Client(base_url=n.url, auth=n.auth(actions="pull,push"), timeout=120) for n in nodes]
+            r = http[0].post("/v2/repo/rr/blobs/uploads/")
+            assert r.status_code == 202, r.text
+            location, pos = r.headers["Location"], 0
+            for i, n in enumerate(sizes):
+                r = http[(i + 1) % 2].patch(location, content=data[pos:pos + n],
+                                            headers={"Content-Range": f"{pos}-{pos + n - 1}"})
+                assert r.status_code == 202, r.text
+                pos += n
+                assert r.headers["Range"] == f"0-{pos - 1}"
+                location = r.headers["Location"]
+            r = http[len(sizes) % 2].put(f"{location}{'&' if '?' in location else '?'}digest={digest}")
+            assert r.status_code == 201, r.text
+            for client in http:
+                assert client.get(f"/v2/repo/rr/blobs/{digest}", follow_redirects=True).content == data
+                client.close()
+            assert versitygw.multipart_uploads(bucket) == []
+            assert list(versitygw.driver(bucket).list("uploads/")) == []
+        finally:
+            for node in nodes:
+                node.stop()

@@ -285,3 +285,25 @@ def test_large_uploads_are_written_with_o_direct(tmp_path: Path) -> None:
     assert written["direct_bytes"] == (len(PAYLOAD) - len(PAYLOAD) % 4096) - (100_000 - 100_000 % 4096)
     assert written["buffered_bytes"] == 100_000 + len(PAYLOAD) % 4096
     assert buffered.write_stats() == {"direct_bytes": 0, "buffered_bytes": len(PAYLOAD), "direct_refused": 0}
+
+
+def test_open_storage_picks_s3_from_the_settings(tmp_path: Path) -> None:
+    """`storage = "s3"` (or a bucket set) opens the S3 driver with the settings from NCR_S3_* variables;
+    presigned URLs never outlive 20 minutes, whatever is asked; an unknown storage is refused."""
+    from ncr_trio import config as config_module
+    from ncr_trio.storage import open_storage
+
+    env = {"NCR_S3_BUCKET": "b", "NCR_S3_ENDPOINT": "http://127.0.0.1:9", "NCR_S3_ACCESS_KEY": "k",
+           "NCR_S3_SECRET_KEY": "s", "NCR_S3_PREFIX": "/reg/", "NCR_S3_REDIRECT_SECONDS": "99999"}
+    driver = open_storage(config_module.load(env=env, data_dir=tmp_path))
+    assert isinstance(driver, S3Driver) and not driver.local
+    assert driver.obj("blobs/sha256/aa/x") == "reg/blobs/sha256/aa/x"
+    assert driver.obj("uploads/u") == "reg/uploads/u/data"
+    url = driver.redirect_url("blobs/sha256/aa/x")
+    assert url is not None and url.startswith("http://127.0.0.1:9/b/reg/blobs/sha256/aa/x?")
+    assert "X-Amz-Expires=1200" in url
+    off = open_storage(config_module.load(env={**env, "NCR_S3_REDIRECT": "false"}, data_dir=tmp_path))
+    assert off.redirect_url("blobs/sha256/aa/x") is None
+    assert isinstance(open_storage(config_module.load(env={}, data_dir=tmp_path)), FilesystemDriver)
+    with pytest.raises(ValueError):
+        open_storage(config_module.load(env={"NCR_STORAGE": "tape"}, data_dir=tmp_path))

@@ -26,6 +26,7 @@ from ncr_trio.http.v2 import V2API
 from ncr_trio.http.webhooks_api import WebhooksAPI
 from ncr_trio.meta.store import ACTOR
 from ncr_trio.registry import RegistryService
+from ncr_trio.storage import StorageUnavailable
 from ncr_trio.types import validate_name
 
 log = logging.getLogger("ncr_trio.http")
@@ -101,6 +102,10 @@ class App:
             response = error_response(e)
         except ClientDisconnected:
             return
+        except StorageUnavailable as e:
+            log.warning("%s %s: %s", request.method, request.path, e)
+            response = error_response(RegistryError("UNAVAILABLE", "the storage did not answer: retry later",
+                                                    headers={"Retry-After": "5"}))
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             response = error_response(RegistryError("UNAVAILABLE", "internal error", status=500))

@@ -367,6 +367,12 @@ class MetaStore:
             "AND (lease_owner IS NULL OR lease_until < ? OR lease_owner = ?)",
             (owner, now + seconds, upload_id, now, owner))) == 1
 
+    async def upload_leased(self, upload_id: str) -> bool:
+        """Whether a request (of any node) holds the session's lease now."""
+        row = await self.db.read(lambda tx: tx.one(
+            "SELECT 1 FROM uploads WHERE id = ? AND lease_until >= ?", (upload_id, time.time())))
+        return row is not None
+
     async def release_upload_lease(self, upload_id: str, owner: str) -> None:
         await self.db.write(lambda tx: tx.execute(
             "UPDATE uploads SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",

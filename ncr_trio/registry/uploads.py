@@ -216,7 +216,7 @@ class Uploads:
         try:
             with collapse_groups():
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._renew, upload_id, owner, seconds)
+                    nursery.start_soon(self.renew_lease, upload_id, owner, seconds)
                     up = await self._get(repository, upload_id)  # read under the lease: the state is settled
                     sink = await trio.to_thread.run_sync(self.reg.storage.open_upload, upload_key(upload_id),
                                                          up.storage_state, limiter=self.reg.disk)
@@ -232,7 +232,7 @@ class Uploads:
             with trio.CancelScope(shield=True):
                 await self.reg.meta.release_upload_lease(upload_id, owner)
 
-    async def _renew(self, upload_id: str, owner: str, seconds: float) -> None:
+    async def renew_lease(self, upload_id: str, owner: str, seconds: float) -> None:
         """Keep the lease while a long request streams. Should another node have taken it over (this
         one stalled past its expiry), the request's final compare-and-set fails: nothing is recorded."""
         while True:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ncr_trio.config import Config
-from ncr_trio.storage.base import BlobReader, FileSpan, StorageDriver, UploadBusy, UploadSink
+from ncr_trio.storage.base import BlobReader, FileSpan, StorageDriver, StorageUnavailable, UploadBusy, UploadSink
 from ncr_trio.storage.filesystem import FilesystemDriver
 from ncr_trio.storage.keys import blob_key, quarantine_key, upload_key
 from ncr_trio.storage.s3 import MAX_REDIRECT_SECONDS, S3Driver, S3Settings
@@ -31,5 +31,5 @@ def open_storage(config: Config) -> StorageDriver:
 
 __all__ = [
     "STORAGE_THREADS", "BlobReader", "FileSpan", "FilesystemDriver", "S3Driver", "S3Settings", "StorageDriver",
-    "UploadBusy", "UploadSink", "blob_key", "open_storage", "quarantine_key", "upload_key",
+    "StorageUnavailable", "UploadBusy", "UploadSink", "blob_key", "open_storage", "quarantine_key", "upload_key",
 ]

@@ -18,6 +18,11 @@ class UploadBusy(Exception):
     """Another holder (a request in this or another process) has the upload open."""
 
 
+class StorageUnavailable(Exception):
+    """A remote store failed to answer (unreachable, timed out, an error after the driver's retries):
+    the request is answered 503 with Retry-After, and nothing it had not acknowledged is recorded."""
+
+
 class UploadSink(Protocol):
     """An append-only staging object for one upload session."""
 
@@ -114,4 +119,4 @@ class StorageDriver(Protocol):
         ...
 
 
-__all__ = ["BlobReader", "FileSpan", "StorageDriver", "UploadBusy", "UploadSink"]
+__all__ = ["BlobReader", "FileSpan", "StorageDriver", "StorageUnavailable", "UploadBusy", "UploadSink"]

@@ -29,17 +29,18 @@ are deleted only once a state without them was committed (the next open), never 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import botocore.config
 import botocore.session
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from ncr_trio.storage.base import FileSpan
+from ncr_trio.storage.base import FileSpan, StorageUnavailable
 from ncr_trio.storage.keys import UPLOADS_PREFIX
 from ncr_trio.types import Buffer
 
@@ -75,6 +76,36 @@ def _missing(e: ClientError) -> bool:
     return code in ("404", "NoSuchKey", "NotFound", "NoSuchUpload") or status == 404
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _translated(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """botocore's errors, translated once at the driver's boundary: a key that is not there is a
+    FileNotFoundError (as on a filesystem), anything else StorageUnavailable (503 to the client)."""
+
+    @functools.wraps(fn)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return fn(*args, **kwargs)
+        except ClientError as e:
+            if _missing(e):
+                raise FileNotFoundError(str(e)) from e
+            raise StorageUnavailable(f"the object store answered: {e}") from e
+        except BotoCoreError as e:
+            raise StorageUnavailable(f"the object store did not answer: {e}") from e
+
+    return call
+
+
+def _translate_methods(cls: type[_R]) -> type[_R]:
+    for name, value in list(vars(cls).items()):
+        if callable(value) and not name.startswith("_") and name not in ("obj", "redirect_url"):
+            setattr(cls, name, _translated(value))
+    return cls
+
+
+@_translate_methods
 class S3UploadSink:
     """One upload session's bytes in the bucket. Not thread-safe: one request drives it at a time (the
     registry's lease on the upload row)."""
@@ -221,6 +252,7 @@ class S3UploadSink:
         self._buf = bytearray()  # unacknowledged bytes are dropped, as a crash would
 
 
+@_translate_methods
 class S3BlobReader:
     """Reads an object front to back over one streaming GET, reopened (with a Range) after a seek."""
 
@@ -258,6 +290,7 @@ class S3BlobReader:
         self._close_body()
 
 
+@_translate_methods
 class S3Driver:
     name = "s3"
     local = False
@@ -460,7 +493,8 @@ class S3Driver:
                 yield key
 
     def write_stats(self) -> dict[str, int]:
-        return {}
+        # GET /api/v1/io's counters are the filesystem's: no upload byte goes to a local disk here.
+        return {"direct_bytes": 0, "buffered_bytes": 0, "direct_refused": 0}
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it is missing (tests and first starts; production buckets are made by hand)."""
