@@ -55,6 +55,30 @@ class Config:
     fsck_schedule: str = ""
     fsck_repair: bool = False
     max_manifest_bytes: int = 4 * MiB
+    # Where blobs and uploads live: "filesystem" (under data_dir) or "s3" (an S3-compatible bucket,
+    # storage/s3.py; chosen too whenever s3_bucket is set). Credentials: s3_access_key/s3_secret_key,
+    # else botocore's usual sources (AWS_ACCESS_KEY_ID..., or the shared credentials file, which
+    # s3_credentials_file names). s3_endpoint empty: AWS itself. s3_ca_bundle: a PEM file of CAs to
+    # trust for the endpoint's TLS.
+    storage: str = "filesystem"
+    s3_endpoint: str = ""
+    s3_region: str = "us-east-1"
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_credentials_file: str = ""
+    s3_path_style: bool = True
+    s3_ca_bundle: str = ""
+    # Blob GETs answer 307 to a presigned URL of the object (at most 1200 s long, the guide's limit);
+    # false: the registry serves the bytes itself.
+    s3_redirect: bool = True
+    s3_redirect_seconds: int = 1200
+    # Each S3 call may wait this long for the next bytes (botocore retries transient errors itself).
+    s3_timeout_seconds: float = 60.0
+    # A request writing an upload holds it for this long in the database (renewed while it streams),
+    # when the storage has no locks (S3): another node may take the upload over once it expires.
+    upload_lease_seconds: int = 30
     # Write upload bytes with O_DIRECT (far faster than filling new page-cache pages on most VMs).
     direct_io: bool = True
     # All blob downloads of one worker process together hold about this much in read buffers
@@ -84,6 +108,9 @@ class Config:
     login_lock_after: int = 10  # failed logins before attempts are refused
     login_lockout_seconds: int = 900
     login_window_seconds: int = 900
+    # Load balancers before the nodes (CIDR blocks): from them, X-Forwarded-For names the client, for the
+    # access gate's allowlists, the login throttle and the audit log (http/forwarded.py). Empty: the peer.
+    trusted_proxies: tuple[str, ...] = ()
     # Registries' settings, roles and key revocations made on another node apply within this time.
     access_cache_seconds: float = 2.0
     # The registry host in webhook payloads' pull references; empty: the first `listen` address.

@@ -15,6 +15,8 @@ COSIGN_VERSION=v2.6.4
 CRANE_VERSION=v0.21.9
 REGCTL_VERSION=v0.11.5
 DISTRIBUTION_VERSION=v3.1.1
+# An S3-compatible gateway over a local directory, for the S3 storage driver tests (tests/support/s3.py).
+VERSITYGW_VERSION=v1.7.0
 # The OCI conformance suite. Tag v1.1.1 (commit a139cc4) is not served by the Go module proxy
 # reachable here (403 for that commit); the newest served version is pinned instead and run with
 # OCI_VERSION=1.1, which tests the same v1.1 API with many more cases (sha512, sparse, nested indexes).
@@ -29,7 +31,8 @@ SKOPEO_SIGSTORE_VERSION=v1.16.1
 log() { printf '[install-tools] %s\n' "$*" >&2; }
 
 # chromium: tests/test_console.py drives it headless through Playwright (never `playwright install`).
-apt_packages=(skopeo podman docker-registry wrk curl uidmap fuse-overlayfs chromium)
+# haproxy: tests/test_cluster.py and `make cluster` put it in front of three nodes with deploy/haproxy.cfg.
+apt_packages=(skopeo podman docker-registry wrk curl uidmap fuse-overlayfs chromium haproxy)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -67,6 +70,7 @@ go_tool crane    github.com/google/go-containerregistry/cmd/crane        "$CRANE
 go_tool regctl   github.com/regclient/regclient/cmd/regctl               "$REGCTL_VERSION"
 go_tool helm     helm.sh/helm/v3/cmd/helm                                "$HELM_VERSION"
 go_tool cosign   github.com/sigstore/cosign/v2/cmd/cosign                "$COSIGN_VERSION"
+go_tool versitygw github.com/versity/versitygw/cmd/versitygw           "$VERSITYGW_VERSION"
 if [ ! -x "$BIN/registry-v3" ] || [ "$(cat "$NCR_TOOLS/.registry-v3.version" 2>/dev/null)" != "$DISTRIBUTION_VERSION" ]; then
   log "go install distribution registry $DISTRIBUTION_VERSION"
   tmp=$(mktemp -d)

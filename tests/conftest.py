@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.clients import Clients, clients_watching
+from tests.support.s3 import S3Server, s3_server
 from tests.support.server import Server
 
 # pytester: tests/test_ci.py runs pytest on small test files; tests.support.console: the console tests' browser and page
@@ -71,3 +72,17 @@ def cl(server: Server, tmp_path: Path) -> Iterator[Clients]:
     """Real clients (tests/support/clients.py) with a home under tmp_path, logged in to the module's `server`;
     the test fails if the server logged an error meanwhile."""
     yield from clients_watching(server, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def versitygw() -> Iterator[S3Server]:
+    """A versitygw S3 server over a temporary directory, for the whole session (tests make their own buckets)."""
+    with s3_server("versitygw") as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[S3Server]:
+    """moto's S3 server (it enforces the 5 MiB minimum part size), for the whole session."""
+    with s3_server("moto") as srv:
+        yield srv

@@ -38,9 +38,10 @@ import trio
 from ncr_trio import hashing
 from ncr_trio.cache.sources import Source, source_repository
 from ncr_trio.cache.upstream import ManifestHead, Upstream, UpstreamError, UpstreamNotFound, Upstreams
+from ncr_trio.concurrency import collapse_groups
 from ncr_trio.errors import RegistryError
 from ncr_trio.meta import ManifestRecord
-from ncr_trio.meta.store import Protected
+from ncr_trio.meta.store import Protected, Upload
 from ncr_trio.registry.blobs import Blobs, Downloads, OpenBlob, read_range
 from ncr_trio.registry.context import Registry
 from ncr_trio.registry.manifests import Manifests, parse_manifest
@@ -291,6 +292,13 @@ class PullThrough:
         if await self.reg.meta.blob_size(repository, str(digest)) is not None:
             return await self.blobs.open(repository, digest)
         fetch = await self._follow(source, repository, digest)
+        if not self.reg.storage.local:
+            # An object store shows an upload's bytes only once it is complete: the client waits for the
+            # blob to be stored (within cache_deadline_seconds), then gets it from there.
+            while not fetch.committed and fetch.error is None:
+                await fetch.changed()
+            if fetch.error is not None:
+                raise fetch.error
         if fetch.committed:
             return await self.blobs.open(repository, digest)
         reader = await trio.to_thread.run_sync(self.reg.storage.open_read, upload_key(fetch.upload_id),
@@ -363,7 +371,9 @@ class PullThrough:
                 written = min(on_disk or 0, fetch.size)
                 if written > fetch.written:
                     fetch.advance(written=written)
-            if not await trio.to_thread.run_sync(storage.writing, key, limiter=self.reg.disk):
+            writing = (await trio.to_thread.run_sync(storage.writing, key, limiter=self.reg.disk) if storage.local
+                       else await meta.upload_leased(upload.id))
+            if not writing:
                 # Nobody writes it any more: committed a moment ago, or stopped short.
                 if await meta.blob_size(fetch.repository, str(fetch.digest)) is None:
                     return False
@@ -373,7 +383,7 @@ class PullThrough:
     async def _download(self, fetch: _Fetch, source: Source) -> bool:
         """Fetch the blob from the source, continuing from kept bytes; False (and nothing done) if
         another process is fetching it."""
-        meta, storage, disk = self.reg.meta, self.reg.storage, self.reg.disk
+        meta, storage = self.reg.meta, self.reg.storage
         found = await meta.cache_fetch(fetch.repository, str(fetch.digest))
         if found is None:  # claim the fetch (one row per repository and digest), unless another process just did
             upload_id = str(uuid.uuid4())
@@ -382,12 +392,41 @@ class PullThrough:
                 if found is None:
                     raise RegistryError("UNAVAILABLE", "the blob's fetch changed hands: pull again")
         kept = None if found is None else found[0]
-        if kept is None:
-            size, state = 0, hashing.sha256().state()
-        else:
-            upload_id, size, state = kept.id, kept.size, kept.hash_state
+        if kept is not None:
+            upload_id = kept.id
+        if storage.local:
+            return await self._write(fetch, source, upload_id, kept)  # the upload file's lock guards it
+        # An object store has no locks: the fetch holds the upload row's lease, as a PATCH does.
+        owner = uuid.uuid4().hex
+        seconds = self.reg.config.upload_lease_seconds
+        if not await meta.take_upload_lease(upload_id, owner, seconds):
+            return False
         try:
-            sink = await trio.to_thread.run_sync(storage.open_upload, upload_key(upload_id), limiter=disk)
+            again = await meta.cache_fetch(fetch.repository, str(fetch.digest))  # settled now that we hold it
+            if again is not None and again[0].id == upload_id:
+                kept = again[0]
+            with collapse_groups():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self.uploads.renew_lease, upload_id, owner, seconds)
+                    try:
+                        return await self._write(fetch, source, upload_id, kept)
+                    finally:
+                        nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await meta.release_upload_lease(upload_id, owner)
+
+    async def _write(self, fetch: _Fetch, source: Source, upload_id: str, kept: Upload | None) -> bool:
+        """The claimed fetch's bytes from the source into its upload, then the blob; False if another
+        process has the upload open."""
+        meta, storage, disk = self.reg.meta, self.reg.storage, self.reg.disk
+        if kept is None:
+            size, state, stored_state = 0, hashing.sha256().state(), ""
+        else:
+            upload_id, size, state, stored_state = kept.id, kept.size, kept.hash_state, kept.storage_state
+        try:
+            sink = await trio.to_thread.run_sync(storage.open_upload, upload_key(upload_id), stored_state,
+                                                 limiter=disk)
         except UploadBusy:
             return False
         try:
@@ -416,7 +455,7 @@ class PullThrough:
                         # What arrived stays, durably, with its hash state: the next pull continues.
                         await trio.to_thread.run_sync(sink.sync, limiter=disk)
                         await meta.advance_upload(upload_id, kept.size if kept else 0, size + pump.written,
-                                                  hasher.state())
+                                                  hasher.state(), sink.state())
             total = size + pump.written
             if total != body.size:
                 raise RegistryError("UNAVAILABLE", f"the source sent {total} of {body.size} bytes: pull again "

@@ -346,7 +346,8 @@ class ManagementAPI:
     async def io(self, request: Request) -> m.IoStats:
         """What this worker process did: proof that uploads go to disk with O_DIRECT and downloads with sendfile."""
         return m.IoStats(pid=os.getpid(),
-                         direct_io=m.DirectIo(enabled=self.s.config.direct_io, **self.s.reg.storage.write_stats()),
+                         direct_io=m.DirectIo(enabled=self.s.config.direct_io and self.s.reg.storage.local,
+                                              **self.s.reg.storage.write_stats()),
                          zero_copy=m.ZeroCopy(enabled=zerocopy.installed(), **zerocopy.stats()))
 
 

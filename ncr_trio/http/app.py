@@ -17,6 +17,7 @@ from ncr_trio.http.asgi import ClientDisconnected, Receive, Request, Response, S
 from ncr_trio.http.auth import Gate
 from ncr_trio.http.caches_api import CachesAPI
 from ncr_trio.http.console import Console
+from ncr_trio.http.forwarded import ForwardedFor
 from ncr_trio.http.health import Health
 from ncr_trio.http.policies_api import PoliciesAPI
 from ncr_trio.http.replication_api import ReplicationAPI
@@ -27,6 +28,7 @@ from ncr_trio.http.v2 import V2API
 from ncr_trio.http.webhooks_api import WebhooksAPI
 from ncr_trio.meta.store import ACTOR
 from ncr_trio.registry import RegistryService
+from ncr_trio.storage import StorageUnavailable
 from ncr_trio.types import validate_name
 
 log = logging.getLogger("ncr_trio.http")
@@ -42,8 +44,10 @@ class App:
         self.service: RegistryService | None = None
         self.routes = RouteTable([])
         self.gate: Gate | None = None
+        self.forwarded = ForwardedFor(())
 
     def open(self) -> RegistryService:
+        self.forwarded = ForwardedFor(self.config.trusted_proxies)  # a bad block fails the start
         self.service = service = RegistryService.open(self.config)
         service.access.bootstrap()
         self.gate = Gate(self.config, service.access)
@@ -90,6 +94,9 @@ class App:
         await send({"type": "lifespan.shutdown.complete"})
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.forwarded and scope.get("client"):
+            peer = scope["client"]
+            scope = {**scope, "client": (self.forwarded.client(str(peer[0]), scope["headers"]), peer[1])}
         started = time.perf_counter()
         tally = metrics.Tally(receive, send)  # body bytes in and out, for /metrics
         request = Request(scope, tally.receive)
@@ -101,6 +108,10 @@ class App:
             metrics.observe_request(request.route, request.method, 499, time.perf_counter() - started,
                                     tally.received, tally.sent)
             return
+        except StorageUnavailable as e:
+            log.warning("%s %s: %s", request.method, request.path, e)
+            response = error_response(RegistryError("UNAVAILABLE", "the storage did not answer: retry later",
+                                                    headers={"Retry-After": "5"}))
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             response = error_response(RegistryError("UNAVAILABLE", "internal error", status=500))

@@ -453,6 +453,14 @@ CREATE TABLE trust_cursor (
 );
 INSERT INTO trust_cursor (id, event_id) SELECT 1, COALESCE(MAX(id), 0) FROM events
 """),
+    # Uploads with no node-local state (issue 15): the storage driver's state of the acknowledged bytes
+    # (an S3 multipart upload's parts, pending small objects: `UploadSink.state`), and a lease on the
+    # session (owner, expiry) that a request writing it holds when the storage has no locks of its own.
+    (12, """
+ALTER TABLE uploads ADD COLUMN storage_state TEXT NOT NULL DEFAULT '';
+ALTER TABLE uploads ADD COLUMN lease_owner TEXT;
+ALTER TABLE uploads ADD COLUMN lease_until {float}
+"""),
 )
 
 

@@ -41,6 +41,7 @@ class Upload:
     hash_state: bytes
     created_at: float
     updated_at: float
+    storage_state: str = ""  # the storage driver's (UploadSink.state) for the acknowledged bytes
 
 
 @dataclass(frozen=True)
@@ -318,12 +319,12 @@ class MetaStore:
         """An image cache's fetch of `digest` into `repository` (under way, or cut off with its bytes kept),
         with the blob's size once the source has answered it."""
         row = await self.db.read(lambda tx: tx.one(
-            "SELECT u.id, r.name, u.size, u.hash_state, u.created_at, u.updated_at, u.cache_size FROM uploads u "
-            "JOIN repositories r ON r.id = u.repo_id WHERE u.cache_digest = ? AND r.name = ? "
+            "SELECT u.id, r.name, u.size, u.hash_state, u.created_at, u.updated_at, u.cache_size, u.storage_state "
+            "FROM uploads u JOIN repositories r ON r.id = u.repo_id WHERE u.cache_digest = ? AND r.name = ? "
             "ORDER BY u.size DESC LIMIT 1", (digest, repository)))
         if row is None:
             return None
-        upload = Upload(row[0], row[1], int(row[2]), bytes(row[3]), float(row[4]), float(row[5]))
+        upload = Upload(row[0], row[1], int(row[2]), bytes(row[3]), float(row[4]), float(row[5]), row[7] or "")
         return upload, None if row[6] is None else int(row[6])
 
     async def drop_empty_repository(self, name: str) -> None:
@@ -339,18 +340,43 @@ class MetaStore:
 
     async def get_upload(self, repository: str, upload_id: str) -> Upload | None:
         row = await self.db.read(lambda tx: tx.one(
-            "SELECT u.id, r.name, u.size, u.hash_state, u.created_at, u.updated_at FROM uploads u "
+            "SELECT u.id, r.name, u.size, u.hash_state, u.created_at, u.updated_at, u.storage_state FROM uploads u "
             "JOIN repositories r ON r.id = u.repo_id WHERE u.id = ? AND r.name = ?", (upload_id, repository)))
         if row is None:
             return None
-        return Upload(row[0], row[1], int(row[2]), bytes(row[3]), float(row[4]), float(row[5]))
+        return Upload(row[0], row[1], int(row[2]), bytes(row[3]), float(row[4]), float(row[5]), row[6] or "")
 
-    async def advance_upload(self, upload_id: str, from_size: int, to_size: int, hash_state: bytes) -> bool:
-        """Record acknowledged bytes; False when another request moved the upload meanwhile."""
-        n = await self.db.write(lambda tx: tx.execute(
-            "UPDATE uploads SET size = ?, hash_state = ?, updated_at = ? WHERE id = ? AND size = ?",
-            (to_size, hash_state, time.time(), upload_id, from_size)))
-        return n == 1
+    async def advance_upload(self, upload_id: str, from_size: int, to_size: int, hash_state: bytes,
+                             storage_state: str = "", lease_owner: str | None = None) -> bool:
+        """Record acknowledged bytes (and the storage's state of them); False when another request moved
+        the upload meanwhile, or, with `lease_owner`, took the session's lease over."""
+        sql = ("UPDATE uploads SET size = ?, hash_state = ?, storage_state = ?, updated_at = ? "
+               "WHERE id = ? AND size = ?")
+        params: tuple[object, ...] = (to_size, hash_state, storage_state, time.time(), upload_id, from_size)
+        if lease_owner is not None:
+            sql += " AND lease_owner = ?"
+            params += (lease_owner,)
+        return await self.db.write(lambda tx: tx.execute(sql, params)) == 1
+
+    async def take_upload_lease(self, upload_id: str, owner: str, seconds: float) -> bool:
+        """Hold the session for `seconds` (compare-and-set: free, expired, or already `owner`'s, which
+        renews it). A node that dies holding it loses it when it expires; no one needs to clean up."""
+        now = time.time()
+        return await self.db.write(lambda tx: tx.execute(
+            "UPDATE uploads SET lease_owner = ?, lease_until = ? WHERE id = ? "
+            "AND (lease_owner IS NULL OR lease_until < ? OR lease_owner = ?)",
+            (owner, now + seconds, upload_id, now, owner))) == 1
+
+    async def upload_leased(self, upload_id: str) -> bool:
+        """Whether a request (of any node) holds the session's lease now."""
+        row = await self.db.read(lambda tx: tx.one(
+            "SELECT 1 FROM uploads WHERE id = ? AND lease_until >= ?", (upload_id, time.time())))
+        return row is not None
+
+    async def release_upload_lease(self, upload_id: str, owner: str) -> None:
+        await self.db.write(lambda tx: tx.execute(
+            "UPDATE uploads SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
+            (upload_id, owner)))
 
     async def delete_upload(self, upload_id: str) -> bool:
         return await self.db.write(lambda tx: tx.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))) == 1

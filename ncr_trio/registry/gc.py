@@ -1,7 +1,8 @@
 """Online garbage collection: runs while pushes continue, no read-only mode.
 
 One pass:
-1. upload sessions idle past their TTL, and upload files no session owns, are removed;
+1. upload sessions idle past their TTL, and upload files (or S3 multipart uploads) no session owns,
+   are removed;
 2. with `gc_delete_untagged`, manifests no tag, index or live subject keeps are deleted;
 3. blob links that no manifest of their repository references are dropped;
 4. blobs no repository links and no manifest references are deleted: row and file together.
@@ -107,15 +108,22 @@ class GarbageCollector:
             if not report.dry_run:
                 await self.reg.meta.delete_upload(upload_id)
                 await trio.to_thread.run_sync(self.reg.storage.delete, upload_key(upload_id))
-        # Files no session row owns: crashed monolithic pushes, or a session whose row is gone.
+        # Files no session row owns: crashed monolithic pushes, or a session whose row is gone; and what
+        # a storage holds outside keys for such uploads (S3 multipart uploads), so none is left behind.
+        # All in a thread: on an object store every listing and age is a request.
         live = await self.reg.meta.upload_ids()
-        for key in await trio.to_thread.run_sync(lambda: list(self.reg.storage.list(UPLOADS_PREFIX))):
-            upload_id = key.rpartition("/")[2]
-            if upload_id in live or not self._older_than(key, cutoff):
-                continue
-            report.uploads.append(upload_id)
+
+        def orphans() -> list[str]:
+            storage = self.reg.storage
+            abandoned = set(storage.abandoned_uploads(cutoff))
+            keys = sorted(set(storage.list(UPLOADS_PREFIX)) | abandoned)
+            return [key for key in keys if key.rpartition("/")[2] not in live
+                    and (key in abandoned or self._older_than(key, cutoff))]
+
+        for key in await trio.to_thread.run_sync(orphans, limiter=self.reg.disk):
+            report.uploads.append(key.rpartition("/")[2])
             if not report.dry_run:
-                await trio.to_thread.run_sync(self.reg.storage.delete, key)
+                await trio.to_thread.run_sync(self.reg.storage.delete, key, limiter=self.reg.disk)
 
     def _older_than(self, key: str, cutoff: float) -> bool:
         modified = self.reg.storage.modified(key)

@@ -39,7 +39,7 @@ from ncr_trio.replication.policies import Replications
 from ncr_trio.replication.remotes import Remotes
 from ncr_trio.scan.jobs import Scans
 from ncr_trio.sealing import Sealer
-from ncr_trio.storage import open_storage
+from ncr_trio.storage import STORAGE_THREADS, open_storage
 from ncr_trio.storage.metered import MeteredDriver
 from ncr_trio.trust.service import Trust
 
@@ -93,7 +93,7 @@ class RegistryService:
         db = MeteredDatabase(connect(config.database_url, config.sqlite_path))
         migrate(db)
         storage = MeteredDriver(open_storage(config))
-        reg = Registry(config=config, storage=storage, meta=MetaStore(db), disk=trio.CapacityLimiter(16))
+        reg = Registry(config=config, storage=storage, meta=MetaStore(db), disk=trio.CapacityLimiter(STORAGE_THREADS))
         access = AccessControl(config, AccessStore(db))
         policy_store = PolicyStore(db)
         protection = Protection(policy_store, config.access_cache_seconds)

@@ -14,9 +14,10 @@ A tiny upload (under 64 KiB) skips the thread: hashing and copying it take micro
 Receiving the next batch overlaps hashing and writing the previous one; the channel's small
 capacity makes a slow disk push back on the socket instead of growing memory.
 
-A session's acknowledged state is (size, hash state) in the metadata store. After a crash the
-file may hold unacknowledged bytes past `size`; the next request truncates them, and the hash
-resumes from the saved state without re-reading anything.
+A session's acknowledged state is (size, hash state, storage state) in the metadata store. After a
+crash the file may hold unacknowledged bytes past `size`; the next request truncates them, and the
+hash resumes from the saved state without re-reading anything. On S3 the storage state (the
+multipart upload's parts, pending small objects) lets any node continue the session (see `_session`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import trio
@@ -190,6 +192,53 @@ class Uploads:
         sink.close()
         self._busy.discard(upload_id)
 
+    @asynccontextmanager
+    async def _session(self, repository: str, upload_id: str) -> AsyncIterator[tuple[UploadSink, Upload, str | None]]:
+        """The session open for one request to write: (sink, acknowledged state, lease owner or None).
+
+        Local storage locks the file (`_open`). Storage without locks (S3), shared by every node, is
+        guarded by a lease on the upload row instead: taken with a compare-and-set, renewed while the
+        request streams, released at the end; refused at once (429) while another request holds it.
+        A node that dies holding one loses it when it expires, and the next request, on any node,
+        resumes from the acknowledged size, hash state and storage state in the row."""
+        if self.reg.storage.local:
+            sink, up = await self._open(repository, upload_id)
+            try:
+                yield sink, up, None
+            finally:
+                self._close(upload_id, sink)
+            return
+        await self._get(repository, upload_id)
+        owner = uuid.uuid4().hex
+        seconds = self.reg.config.upload_lease_seconds
+        if not await self.reg.meta.take_upload_lease(upload_id, owner, seconds):
+            raise _busy(upload_id)
+        try:
+            with collapse_groups():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self.renew_lease, upload_id, owner, seconds)
+                    up = await self._get(repository, upload_id)  # read under the lease: the state is settled
+                    sink = await trio.to_thread.run_sync(self.reg.storage.open_upload, upload_key(upload_id),
+                                                         up.storage_state, limiter=self.reg.disk)
+                    try:
+                        if sink.size() != up.size:
+                            raise RegistryError("BLOB_UPLOAD_UNKNOWN", "the upload's data is gone: start again",
+                                                detail={"upload": upload_id[:100]})
+                        yield sink, up, owner
+                    finally:
+                        sink.close()
+                        nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.reg.meta.release_upload_lease(upload_id, owner)
+
+    async def renew_lease(self, upload_id: str, owner: str, seconds: float) -> None:
+        """Keep the lease while a long request streams. Should another node have taken it over (this
+        one stalled past its expiry), the request's final compare-and-set fails: nothing is recorded."""
+        while True:
+            await trio.sleep(seconds / 3)
+            await self.reg.meta.take_upload_lease(upload_id, owner, seconds)
+
     async def _receive(self, repository: str, upload_id: str, sink: UploadSink, up: Upload,
                        body: AsyncIterator[bytes], content_range: tuple[int, int] | None,
                        content_length: int | None) -> tuple[hashing.Hasher, int]:
@@ -212,15 +261,12 @@ class Uploads:
 
     async def append(self, repository: str, upload_id: str, body: AsyncIterator[bytes],
                      content_range: tuple[int, int] | None, content_length: int | None) -> UploadStatus:
-        sink, up = await self._open(repository, upload_id)
-        try:
+        async with self._session(repository, upload_id) as (sink, up, lease):
             hasher, size = await self._receive(repository, upload_id, sink, up, body, content_range, content_length)
             await trio.to_thread.run_sync(sink.sync, limiter=self.reg.disk)
-            if not await self.reg.meta.advance_upload(upload_id, up.size, size, hasher.state()):
+            if not await self.reg.meta.advance_upload(upload_id, up.size, size, hasher.state(), sink.state(), lease):
                 raise RegistryError("BLOB_UPLOAD_UNKNOWN", "upload changed or ended concurrently")
             return UploadStatus(upload_id, repository, size)
-        finally:
-            self._close(upload_id, sink)
 
     def _headers(self, repository: str, upload_id: str, size: int) -> dict[str, str]:
         return {
@@ -232,8 +278,7 @@ class Uploads:
     async def finish(self, repository: str, upload_id: str, digest: Digest, body: AsyncIterator[bytes],
                      content_range: tuple[int, int] | None, content_length: int | None) -> int:
         """Append the final chunk (if any), verify the digest and publish the blob; returns its size."""
-        sink, up = await self._open(repository, upload_id)
-        try:
+        async with self._session(repository, upload_id) as (sink, up, _lease):
             hasher, size = await self._receive(repository, upload_id, sink, up, body, content_range, content_length)
             ok = await trio.to_thread.run_sync(self.finalize, sink, hasher, repository, upload_id, digest, size,
                                                upload_key(upload_id), limiter=self.reg.disk)
@@ -241,8 +286,6 @@ class Uploads:
                 await self.cancel(repository, upload_id, sink=sink)
                 raise RegistryError("DIGEST_INVALID", detail={"digest": str(digest)})
             return size
-        finally:
-            self._close(upload_id, sink)
 
     async def monolithic(self, repository: str, digest: Digest, body: AsyncIterator[bytes],
                          content_length: int | None) -> int:
@@ -269,7 +312,7 @@ class Uploads:
     def finalize(self, sink: UploadSink, hasher: hashing.Hasher, repository: str, upload_id: str | None,
                  digest: Digest, size: int, source: str) -> bool:
         """In one thread hop: verify the digest; if it matches, publish the blob and record it."""
-        sink.flush()
+        sink.complete()
         if digest.algorithm != hasher.name:
             # Sessions hash with sha256 as they go; another algorithm re-reads the bytes once.
             hasher = hashing.new(digest.algorithm)

@@ -18,10 +18,20 @@ class UploadBusy(Exception):
     """Another holder (a request in this or another process) has the upload open."""
 
 
+class StorageUnavailable(Exception):
+    """A remote store failed to answer (unreachable, timed out, an error after the driver's retries):
+    the request is answered 503 with Retry-After, and nothing it had not acknowledged is recorded."""
+
+
 class UploadSink(Protocol):
     """An append-only staging object for one upload session."""
 
     def size(self) -> int: ...
+    def state(self) -> str:
+        """What the driver needs besides the key to resume the upload from what `sync` stored (an S3
+        multipart upload's parts, say): opaque, saved with the acknowledged size in the upload row and
+        handed back to `StorageDriver.open_upload`. "" when the key says it all (a file)."""
+        ...
     def truncate(self, size: int) -> None: ...
     def write(self, chunks: Sequence[Buffer]) -> int: ...
     def flush(self) -> None:
@@ -29,6 +39,10 @@ class UploadSink(Protocol):
         ...
     def sync(self) -> None:
         """Everything written so far is durably on disk."""
+        ...
+    def complete(self) -> None:
+        """Everything written so far is the upload's whole content at its key, durably, for `publish`,
+        `read_chunks`, `stat` and `open_read`; nothing more may be written."""
         ...
     def read_chunks(self, chunk_size: int) -> Iterator[bytes]: ...
     def close(self) -> None: ...
@@ -68,14 +82,16 @@ class StorageDriver(Protocol):
         None to have the registry serve them. Computed without network I/O: it runs on the event loop."""
         ...
 
-    def open_upload(self, key: str) -> UploadSink:
-        """Open (creating it if needed) and lock an upload for appending; never waits for the lock:
-        raises UploadBusy at once when another holder has it."""
+    def open_upload(self, key: str, state: str = "") -> UploadSink:
+        """Open (creating it if needed) and lock an upload for appending, resuming from `state` (what
+        `UploadSink.state` returned with the acknowledged size); never waits for the lock: raises
+        UploadBusy at once when another holder has it. A driver without locks (S3) relies on the
+        registry's lease on the upload row instead."""
         ...
     def publish(self, upload_key: str, key: str) -> Callable[[], None]:
-        """Put an upload's bytes at `key` atomically (replacing whatever is there), keeping the upload
-        until the caller deletes it; returns the step that makes them durable there (run it before
-        anything refers to `key`)."""
+        """Put a completed (`UploadSink.complete`) upload's bytes at `key` atomically (replacing whatever
+        is there), keeping the upload until the caller deletes it; returns the step that makes them
+        durable there (run it before anything refers to `key`)."""
         ...
     def open_read(self, key: str) -> BlobReader | None: ...
     def stat(self, key: str) -> int | None: ...
@@ -93,10 +109,14 @@ class StorageDriver(Protocol):
     def move(self, key: str, new_key: str) -> bool:
         """Move `key`'s bytes to `new_key` (replacing what is there), durably; False if `key` does not exist."""
         ...
+    def abandoned_uploads(self, older_than: float) -> list[str]:
+        """Upload keys holding something outside keys (an S3 multipart upload) since before `older_than`
+        (epoch seconds); GC deletes those no session row owns. A filesystem holds nothing outside keys."""
+        ...
     def list(self, prefix: str) -> Iterator[str]: ...
     def write_stats(self) -> dict[str, int]:
         """Counters of how this process wrote upload bytes (for GET /api/v1/io): names are the driver's."""
         ...
 
 
-__all__ = ["BlobReader", "FileSpan", "StorageDriver", "UploadBusy", "UploadSink"]
+__all__ = ["BlobReader", "FileSpan", "StorageDriver", "StorageUnavailable", "UploadBusy", "UploadSink"]

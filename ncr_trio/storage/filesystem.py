@@ -121,6 +121,9 @@ class FileUploadSink:
     def size(self) -> int:
         return self._base + len(self._tail)
 
+    def state(self) -> str:
+        return ""  # the file is the whole state
+
     def truncate(self, size: int) -> None:
         os.ftruncate(self._fd, size)
         self._base = size - size % ALIGN if self._direct is not None else size
@@ -188,6 +191,9 @@ class FileUploadSink:
     def sync(self) -> None:
         self.flush()
         os.fdatasync(self._fd)
+
+    def complete(self) -> None:
+        self.flush()  # publish makes it durable
 
     def read_chunks(self, chunk_size: int) -> Iterator[bytes]:
         self.flush()
@@ -265,7 +271,7 @@ class FilesystemDriver:
             raise ValueError(f"bad storage key {key!r}")
         return self.root / key
 
-    def open_upload(self, key: str) -> FileUploadSink:
+    def open_upload(self, key: str, state: str = "") -> FileUploadSink:
         return FileUploadSink(self._path(key), self.direct_io, self._writes)
 
     def redirect_url(self, key: str) -> str | None:
@@ -361,6 +367,9 @@ class FilesystemDriver:
         fsync_dir(dst.parent)
         fsync_dir(src.parent)
         return True
+
+    def abandoned_uploads(self, older_than: float) -> list[str]:
+        return []
 
     def list(self, prefix: str) -> Iterator[str]:
         base = self._path(prefix.rstrip("/"))

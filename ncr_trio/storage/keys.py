@@ -7,7 +7,9 @@ Layout under the storage root (filesystem driver: a directory; S3: a key prefix)
     quarantine/<algorithm>/<hex>                 a blob whose bytes no longer match its digest, moved
                                                  aside by the scrub (never served)
 
-Uploads and blobs live on the same filesystem, so publishing a blob is one atomic link.
+On a filesystem, uploads and blobs live on the same filesystem, so publishing a blob is one atomic
+link. In an S3 bucket an upload key names a few objects (`uploads/<id>/data` and pending pieces below
+it: see storage/s3.py), and publishing is a server-side copy.
 """
 
 from __future__ import annotations

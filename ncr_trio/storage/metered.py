@@ -31,7 +31,7 @@ class MeteredDriver:
         self.local = inner.local
         self._timers = {op: STORAGE_SECONDS.labels(op) for op in (
             "open_upload", "publish", "publish.durable", "open_read", "stat", "modified", "writing", "publishing",
-            "delete", "move")}
+            "delete", "move", "abandoned_uploads")}
 
     def _timed(self, op: str, fn: Callable[..., T], *args: Any) -> T:
         started = time.perf_counter()
@@ -47,8 +47,8 @@ class MeteredDriver:
     def redirect_url(self, key: str) -> str | None:
         return self.inner.redirect_url(key)
 
-    def open_upload(self, key: str) -> UploadSink:
-        return self._timed("open_upload", self.inner.open_upload, key)
+    def open_upload(self, key: str, state: str = "") -> UploadSink:
+        return self._timed("open_upload", self.inner.open_upload, key, state)
 
     def publish(self, upload_key: str, key: str) -> Callable[[], None]:
         make_durable = self._timed("publish", self.inner.publish, upload_key, key)
@@ -74,6 +74,9 @@ class MeteredDriver:
 
     def move(self, key: str, new_key: str) -> bool:
         return self._timed("move", self.inner.move, key, new_key)
+
+    def abandoned_uploads(self, older_than: float) -> list[str]:
+        return self._timed("abandoned_uploads", self.inner.abandoned_uploads, older_than)
 
     def list(self, prefix: str) -> Iterator[str]:
         return self.inner.list(prefix)

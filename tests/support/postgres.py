@@ -47,7 +47,7 @@ def find_bindir() -> Path:
     return max(majors)[1]
 
 
-def _run_as() -> tuple[list[str], int | None, int | None]:
+def run_as() -> tuple[list[str], int | None, int | None]:
     """Command prefix, uid and gid to run the server with: a non-root user when we are root."""
     if os.geteuid() != 0:
         return [], None, None
@@ -84,6 +84,14 @@ class PostgresServer:
         return proc
 
     def start(self) -> PostgresServer:
+        """initdb (unless `root` holds a server's files already: `make cluster` keeps them), then start."""
+        if not (self.data / "PG_VERSION").exists():
+            self._init()
+        self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "postgres.log"),
+                  "-w", "-t", "60", "start")
+        return self
+
+    def _init(self) -> None:
         self._cmd(str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust",
                   "-E", "UTF8", "--locale=C", "--no-sync")
         with open(self.data / "postgresql.conf", "a") as conf:
@@ -97,9 +105,6 @@ class PostgresServer:
                 # Detect a deadlock between two test transactions quickly rather than after 1 s.
                 "deadlock_timeout = 100ms\n"
             )
-        self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "postgres.log"),
-                  "-w", "-t", "60", "start")
-        return self
 
     def restart(self) -> None:
         """Stop (every client connection is cut, committed data kept) and start again on the same data."""
@@ -137,7 +142,7 @@ class PostgresServer:
 def postgres_server() -> Iterator[PostgresServer]:
     """Start a throwaway PostgreSQL server; stop it and delete its files at exit."""
     bindir = find_bindir()
-    prefix, uid, gid = _run_as()
+    prefix, uid, gid = run_as()
     # Not under pytest's basetemp: that is 0700 root, which the server's user could not enter.
     root = Path(tempfile.mkdtemp(prefix="ncr-pg-"))
     if uid is not None and gid is not None:
@@ -151,4 +156,4 @@ def postgres_server() -> Iterator[PostgresServer]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-__all__ = ["PostgresServer", "find_bindir", "postgres_server"]
+__all__ = ["PostgresServer", "find_bindir", "postgres_server", "run_as"]
