@@ -1,11 +1,12 @@
 """`python -m benchmarks`: ncr-trio against CNCF Distribution, side by side, on 127.0.0.1.
 
 Examples:
-  python -m benchmarks                                   # ncr-trio vs Distribution 2.8.2 (+ 3.1.1 if built)
+  python -m benchmarks                                   # ncr-trio (as `make run`, and tuned) vs Distribution
   python -m benchmarks --quick                           # smoke run: smaller blobs and counts, 1 round
   python -m benchmarks --quick --servers 2.8.2,2.8.2     # self-check: the same server twice, ratios ~1
   python -m benchmarks --servers 2.8.2,3.1.1 --figures manifest-get,blob-head
-  python -m benchmarks --ncr-workers 1                   # ncr-trio with one worker process
+  python -m benchmarks --ncr-workers 4                   # the tuned ncr-trio with four worker processes
+  python -m benchmarks --no-tuned                        # only ncr-trio as `make run` starts it
   python -m benchmarks --distribution-auth none          # Distribution without auth, as shipped
 """
 
@@ -31,8 +32,17 @@ from benchmarks.cache import CacheSource, start_source
 from benchmarks.loads import build_loadgen, go_version
 from benchmarks.report import RESULTS, cpu_table, hasher_table, noise_note, results_json, table, write_json
 from benchmarks.runner import Entrant, Outcome, run_rounds
-from benchmarks.servers import DISTRIBUTION_AUTH, DISTRIBUTION_BINARIES, NCR_TRIO, ServerKind, parse_kind
+from benchmarks.servers import (
+    DISTRIBUTION_AUTH,
+    DISTRIBUTION_BINARIES,
+    NCR_TRIO,
+    NCR_TRIO_TUNED,
+    ServerKind,
+    parse_kind,
+)
 
+# the tuned ncr-trio's workers: two per core (see benchmarks/README.md, "ncr-trio as shipped and tuned")
+TUNED_WORKERS = 2 * (os.cpu_count() or 1)
 HASHER = "hasher"  # not a server figure: benchmarks.bench_hasher.run() once per run
 POOL_STEP = MiB  # the pool's windows start 1 MiB apart
 
@@ -86,8 +96,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--distribution-auth", choices=DISTRIBUTION_AUTH, default="token",
                    help="Distribution's auth: token (default: bearer tokens of an ncr-trio token issuer, checked on "
                    "every request, as ncr-trio does) or none (Distribution as shipped, anonymous requests)")
-    p.add_argument("--ncr-workers", type=int, default=os.cpu_count() or 1,
-                   help="ncr-trio worker processes (default: one per core, %(default)s here; 1 for a single process)")
+    p.add_argument("--ncr-workers", type=int, default=TUNED_WORKERS,
+                   help="worker processes of the tuned ncr-trio (ncr-trio-tuned; default: two per core, %(default)s "
+                   "here). The ncr-trio entrant itself always runs as `make run` starts it: `ncr-trio serve`, whose "
+                   "default is one worker per CPU")
+    p.add_argument("--no-tuned", action="store_true",
+                   help="leave the tuned ncr-trio out of the default line-up (ncr-trio as `make run` only)")
     p.add_argument("--size-mib", type=int, help="blob size in MiB (default 1024; --quick: 64)")
     p.add_argument("--chunk-mib", type=int, default=16, help="chunk size of the chunked push (default 16)")
     p.add_argument("--duration", type=int, help="seconds per wrk run (default 10; --quick: 2)")
@@ -127,14 +141,14 @@ def entrants(a: argparse.Namespace, say: Any) -> list[Entrant]:
     else:
         versions = [v.strip() for v in a.against.split(",") if v.strip()]
         auto = versions == ["auto"]
-        kinds = [ServerKind(NCR_TRIO, a.ncr_workers)]
+        kinds = [ServerKind(NCR_TRIO)] + ([] if a.no_tuned else [ServerKind(NCR_TRIO_TUNED)])
         for v in (list(DISTRIBUTION_BINARIES) if auto else versions):
             kind = parse_kind(v, a.distribution_auth)
             if auto and kind.missing():
                 say(f"note: {kind.name} left out: {kind.missing()}")
                 continue
             kinds.append(kind)
-    kinds = [ServerKind(k.name, a.ncr_workers) if k.name == NCR_TRIO else k for k in kinds]
+    kinds = [ServerKind(k.name, a.ncr_workers) if k.name == NCR_TRIO_TUNED else k for k in kinds]
     for k in kinds:
         if k.missing():
             raise SystemExit(f"cannot run {k.name}: {k.missing()}")
@@ -213,18 +227,19 @@ def main(argv: list[str] | None = None) -> int:
     need_pool = any(f.needs_pool for f in chosen)
     a.workdir.mkdir(parents=True, exist_ok=True)
     size = settings.blob_size
-    # inputs: the monolithic and chunked blobs and the pool; per server and round: the three single pushes
-    # (monolithic, chunked, memory); the streams figures' data is on one server at a time (fresh storage)
-    inputs = (2 * size if need_blobs else 0) + (size + settings.streams * POOL_STEP if need_pool else 0)
-    stored = len(who) * 3 * size + (settings.streams * size if need_pool else 0) if need_blobs or need_pool else 0
+    # inputs: the monolithic and chunked blobs (and the first pull's new blob, one at a time) and the pool; per
+    # server and round: the four single pushes (monolithic, chunked, first pull, memory); the streams figures'
+    # data is on one server at a time (fresh storage)
+    inputs = (3 * size if need_blobs else 0) + (size + settings.streams * POOL_STEP if need_pool else 0)
+    stored = len(who) * 4 * size + (settings.streams * size if need_pool else 0) if need_blobs or need_pool else 0
     _check_space(a.workdir, inputs + stored + 2**30)
 
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
     run_dir = Path(tempfile.mkdtemp(prefix="ncr-bench-", dir=a.workdir))
-    ncr = next((e.kind for e in who if e.kind.name == NCR_TRIO), None)
+    tuned = next((e.kind for e in who if e.kind.name == NCR_TRIO_TUNED), None)
     say(f"servers: {', '.join(e.label for e in who) or '-'}; figures: {', '.join(names)}; rounds: {a.rounds}; "
-        f"folder: {run_dir}" + (f"; ncr-trio workers: {ncr.workers}" if ncr else ""))
+        f"folder: {run_dir}" + (f"; ncr-trio-tuned: {' '.join(tuned.serve_args())}" if tuned else ""))
     outcome = None
     hasher: dict[str, Any] | None = None
     source: CacheSource | None = None
@@ -281,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
                      "small_blobs": settings.small_count, "small_blob_bytes": settings.small_size,
                      "pull_clients": settings.pull_clients, "layer_bytes": settings.layer_size,
                      "cache_layer_bytes": list(settings.cache_layer_sizes), "cache_clients": settings.cache_clients,
-                     "ncr_workers": a.ncr_workers, "distribution_auth": a.distribution_auth, "quick": a.quick,
+                     "ncr_tuned_workers": a.ncr_workers, "ncr_tuned": not a.no_tuned,
+                     "distribution_auth": a.distribution_auth, "quick": a.quick,
                      "figures": names},
         "tools": {"curl": _first_line(["curl", "--version"]), "wrk": _first_line(["wrk", "-v"]), "go": go_version()},
         "servers": [{"label": e.label, "kind": e.kind.name, "version": e.kind.version()} for e in who],
