@@ -40,6 +40,8 @@ SMALL_FILE = 256 << 10
 # What one POSIX_FADV_WILLNEED call asks for: Linux reads at most the device's readahead window
 # per call (read_ahead_kb, 128 KiB by default), so a larger request would leave holes.
 READAHEAD_PIECE = 128 << 10
+# How far ahead of a range it must wait for `FileBlobReader.span` has the kernel read.
+READAHEAD_BYTES = 32 << 20
 
 
 class _StagingPool:
@@ -211,6 +213,7 @@ class FileBlobReader:
         self.size = os.fstat(fd).st_size
         self._scratch = bytearray()  # reused by read_nowait: one copy per chunk, no fresh buffer
         self._probe = bytearray(1)
+        self._asked = (0, 0)  # the file range last handed to the kernel's readahead by `span`
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
 
     def read(self, offset: int, length: int) -> bytes:
@@ -253,15 +256,21 @@ class FileBlobReader:
         (None if the file does not reach its end).
 
         For a range `span_nowait` refused (a blob direct-written by its push, or evicted): the
-        kernel is asked to read this range and the next one of the same length (`WILLNEED`, in
-        pieces of READAHEAD_PIECE, since one call reads at most the device's readahead window),
-        then this thread waits for the range's last byte. The caller sends the range with sendfile
-        while the next one is read in the background. The pages are allocated here, in the thread:
-        on these VMs a page the host took back costs a fault on first touch, which capped a
-        sendfile that met uncached pages on the event loop at ~500 MB/s (docs/performance/pulls.md)."""
-        end = min(self.size, offset + 2 * length)
-        for at in range(offset, end, READAHEAD_PIECE):
+        kernel is asked to read from the range's start to READAHEAD_BYTES past it (`WILLNEED`, in
+        pieces of READAHEAD_PIECE, since one call reads at most the device's readahead window;
+        pieces asked for by an earlier call are not asked again), then this thread waits for the
+        range's last byte. The caller sends the range with sendfile while the kernel reads what
+        follows, and finds the next ranges cached (`span_nowait`) without coming back here.
+        The pages are allocated here, in the thread: on these VMs a page the host took back costs
+        a fault on first touch, which capped a sendfile that met uncached pages on the event loop
+        at ~500 MB/s (docs/performance/pulls.md)."""
+        end = min(self.size, offset + max(length, READAHEAD_BYTES))
+        first, last = self._asked
+        start = last if first <= offset <= last else offset
+        for at in range(start, end, READAHEAD_PIECE):
             os.posix_fadvise(self._fd, at, min(READAHEAD_PIECE, end - at), os.POSIX_FADV_WILLNEED)
+        if end > start:
+            self._asked = (offset if start == offset else first, end)
         if length <= 0 or len(os.pread(self._fd, 1, offset + length - 1)) != 1:
             return None  # the file is shorter: the caller's read says so
         return FileSpan(self._fd, offset, length)
