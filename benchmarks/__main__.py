@@ -30,7 +30,16 @@ from benchmarks import figures as figs
 from benchmarks.blobs import MiB, make_blob, make_pool, small_image
 from benchmarks.cache import CacheSource, start_source
 from benchmarks.loads import build_loadgen, go_version
-from benchmarks.report import RESULTS, cpu_table, hasher_table, noise_note, results_json, table, write_json
+from benchmarks.report import (
+    RESULTS,
+    cpu_table,
+    hasher_table,
+    misses,
+    noise_note,
+    results_json,
+    table,
+    write_json,
+)
 from benchmarks.runner import Entrant, Outcome, run_rounds
 from benchmarks.servers import (
     DISTRIBUTION_AUTH,
@@ -73,6 +82,11 @@ METHOD = [
     "token on every request (ncr-trio checks a token it has verified before in its cache, Distribution verifies the "
     "signature every time, each as it ships). With --distribution-auth none, Distribution gets anonymous requests.",
     "The page cache is flushed (sync) before every measurement; nothing is dropped from it.",
+    "ncr-trio runs twice: as `make run` starts it (`ncr-trio serve`, its defaults: one worker per CPU), on which the "
+    "targets are judged, and tuned (ncr-trio-tuned, --ncr-workers); the table gives the ratios of both.",
+    "Pull: 10 sequential curl pulls of the same blob, the median and the slowest. First pull: a blob no server has "
+    "seen is pushed (curl, monolithic) and pulled by curl started within 1 s of the push's answer, with no sync "
+    "between; both are judged against Distribution 2.8.2's median pull.",
     "Cache pull: one source registry for the run (Distribution, anonymous) holds an image of random layers, behind a "
     "counting proxy (tests/support/upstream.py); each server is restarted empty as a pull-through cache of it "
     "(ncr-trio: an image cache and a cache-type registry; Distribution: proxy.remoteurl), then loadgen's clients, "
@@ -85,8 +99,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--servers", help="comma list of servers to run, the first being the subject of the ratios: "
-                   "ncr-trio, distribution-2.8.2 (or 2.8.2), distribution-3.1.1 (or 3.1.1); a server may repeat "
-                   "(default: ncr-trio and the --against versions)")
+                   "ncr-trio (as `make run` starts it), ncr-trio-tuned (--ncr-workers), distribution-2.8.2 (or "
+                   "2.8.2), distribution-3.1.1 (or 3.1.1); a server may repeat (default: ncr-trio, ncr-trio-tuned "
+                   "and the --against versions)")
     p.add_argument("--against", default="auto",
                    help="Distribution versions to compare ncr-trio with, e.g. 2.8.2,3.1.1 "
                    "(default auto: 2.8.2, and 3.1.1 if registry-v3 is installed)")
@@ -310,6 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     if chosen:
         print(table(who, metrics, outcome))
         print()
+        missed = misses(who, metrics, outcome) if who else []
+        if missed:
+            print(f"misses ({who[0].label}):")
+            print("\n".join(f"  {line}" for line in missed))
+            print()
         print(cpu_table(who, [f.name for f in chosen], outcome))
         print()
     if hasher and "results" in hasher:

@@ -107,6 +107,17 @@ def table(entrants: list[Entrant], metrics: list[Metric], outcome: Outcome) -> s
     return _grid(rows)
 
 
+def misses(entrants: list[Entrant], metrics: list[Metric], outcome: Outcome) -> list[str]:
+    """The targets the first server missed (or could not be judged on because it failed), one line each."""
+    out = []
+    for m in metrics:
+        v = verdict(entrants, m, outcome)
+        if v is not None and v.result == "MISS":
+            measured = "" if v.value is None else f"{v.value:.2f}x" if v.target.kind == "ratio" else f"{v.value:g}"
+            out.append(f"{m.label}: {measured or v.note} (target {v.target.text})")
+    return out
+
+
 def hasher_table(hasher: dict[str, Any]) -> str:
     """The native hasher against hashlib (benchmarks.bench_hasher.run()), with the target native >= hashlib."""
     rows = [["hasher (1 MiB updates)", "threads", "native MB/s", "hashlib MB/s", "ratio native/hashlib",
