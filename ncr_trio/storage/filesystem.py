@@ -8,7 +8,10 @@ Filesystems without O_DIRECT (tmpfs) fall back to ordinary writes. `FilesystemDr
 counts the bytes written each way, and the uploads whose filesystem refused O_DIRECT.
 
 Each direct-written block is handed to the kernel's readahead (`POSIX_FADV_WILLNEED`), so a
-freshly pushed blob is in the page cache for its first pull, filled in the background.
+freshly pushed blob is in the page cache for its first pull, filled in the background. That costs
+the sink 40-50% of its own write speed, hidden behind the rest of a push, and a first pull needs
+it (docs/performance/pulls.md). A range that is not cached when a download reaches it (readahead
+behind, or evicted since) is read in ahead of sendfile by `FileBlobReader.span`.
 
 Durability: `publish` links the upload into place (a second name for the same file: the upload
 keeps its bytes until the registry has recorded the blob) and returns the step that fsyncs the file and
@@ -255,7 +258,7 @@ class FileBlobReader:
         """Blocking (for a worker thread): the range as a file span once it is in the page cache
         (None if the file does not reach its end).
 
-        For a range `span_nowait` refused (a blob direct-written by its push, or evicted): the
+        For a range `span_nowait` refused (readahead after a push not there yet, or evicted): the
         kernel is asked to read from the range's start to READAHEAD_BYTES past it (`WILLNEED`, in
         pieces of READAHEAD_PIECE, since one call reads at most the device's readahead window;
         pieces asked for by an earlier call are not asked again), then this thread waits for the
