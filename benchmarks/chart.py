@@ -39,7 +39,9 @@ def _advantage(ratio: float | None, higher_is_better: bool) -> float | None:
 def _relative_rows(doc: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
     servers = doc.get("servers", [])
     subject = servers[0]["label"] if servers else ""
-    others = [s for s in servers[1:]]
+    # Distribution's versions (a tuned ncr-trio is another subject, not a reference: the table has its ratios)
+    ncr = servers[0]["kind"].startswith("ncr-trio") if servers else False
+    others = [s for s in servers[1:] if not (ncr and s["kind"].startswith("ncr-trio"))]
     others.sort(key=lambda s: s["kind"] != REFERENCE)
     refs = [s["label"] for s in others]
     rows = []
@@ -147,7 +149,8 @@ def render(doc: dict[str, Any], path: Path) -> None:
     settings = doc.get("settings", {})
     fig.suptitle(
         f"{subject} vs Distribution  ·  {doc.get('started', '')}  ·  {settings.get('rounds', '?')} round(s)  ·  "
-        f"{host.get('cpus', '?')} cores  ·  ncr-trio workers: {settings.get('ncr_workers', '?')}"
+        f"{host.get('cpus', '?')} cores  ·  ncr-trio-tuned workers: "
+        f"{settings.get('ncr_tuned_workers', settings.get('ncr_workers', '?'))}"
         + ("  ·  QUICK RUN (smaller sizes)" if settings.get("quick") else ""),
         fontsize=11)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchmarks.auth import ACTIONS, ANONYMOUS, PULL, Access
-from benchmarks.blobs import OCI_MANIFEST, Blob, MiB, Pool, SmallImage, sha256_digest
+from benchmarks.blobs import OCI_MANIFEST, Blob, MiB, Pool, SmallImage, make_blob, sha256_digest
 from benchmarks.cache import CACHE_REGISTRY, SOURCE_REPO, SOURCE_TAG, CacheSource
 from benchmarks.loads import LoadgenResult, Transfer, WrkResult, loadgen, pull_blob, push_blob, wrk
 from benchmarks.memory import TreeMemorySampler
@@ -18,6 +20,9 @@ from benchmarks.servers import tree_cpu_seconds
 
 PUSH_REPO = "bench/push"
 CHUNKED_REPO = "bench/push-chunked"
+FIRST_PULL_REPO = "bench/first-pull"
+# the first pull starts within this long of its push's answer (issue 16: "the first pull within 1 s of its push")
+FIRST_PULL_WITHIN = 1.0
 RSS_REPO = "bench/push-rss"
 STREAMS_REPO = "bench/streams"
 SMALL_REPO = "bench/small-blobs"
@@ -47,6 +52,7 @@ class Settings:
     layer_size: int = 10 * MiB
     cache_layer_sizes: tuple[int, ...] = (16 * MiB, 32 * MiB, 64 * MiB)  # the image pulled through the caches
     cache_clients: int = 100  # concurrent clients pulling it
+    pulls: int = 10  # sequential pulls of the pull figure (its slowest is a figure of its own)
 
     @property
     def size_label(self) -> str:
@@ -102,6 +108,7 @@ class ServerRound:
     auth: Access = ANONYMOUS
     prepared: set[str] = field(default_factory=set)
     cache_prefix: str = ""  # before a source's repository, when it serves as a pull-through cache
+    new_blob: Blob | None = None  # written by a figure's prepare step, for its measurement alone
 
 
 @dataclass(frozen=True)
@@ -196,7 +203,44 @@ def measure_push_chunked(server: ServerRound, data: Data) -> Sample:
 
 
 def measure_pull(server: ServerRound, data: Data) -> Sample:
-    return _transfer_sample("pull_mbps", pull_blob(server.url, PUSH_REPO, data.need_blob(), server.auth))
+    """`pulls` sequential pulls of the same blob, one curl each: the median pull and the slowest one."""
+    blob = data.need_blob()
+    pulls = [pull_blob(server.url, PUSH_REPO, blob, server.auth) for _ in range(data.settings.pulls)]
+    rates = [t.mb_per_s for t in pulls]
+    return Sample({"pull_mbps": statistics.median(rates), "pull_slowest_mbps": min(rates)},
+                  {"pull_mbps": [round(r, 1) for r in rates], "bytes": blob.size * len(pulls),
+                   "seconds": sum(t.seconds for t in pulls), "requests": len(pulls),
+                   "client_cpu_seconds": sum(t.client_cpu_seconds for t in pulls)})
+
+
+def _new_blob(server: ServerRound, data: Data) -> None:
+    """A blob of the run's size that no server has seen (random bytes, written now, untimed), for one push."""
+    where = data.need_blob().parts[0].parent
+    server.new_blob = make_blob(where, f"first-pull-{os.urandom(4).hex()}", data.settings.blob_size,
+                                data.settings.blob_size)
+
+
+def measure_first_pull(server: ServerRound, data: Data) -> Sample:
+    """A new blob pushed (monolithic, curl), then pulled by curl started within FIRST_PULL_WITHIN of the push's
+    answer: what a CI job pulling what the job before it pushed sees. No sync in between: the blob is wherever
+    the server's push left it (ncr-trio writes with O_DIRECT: on disk, not in the page cache)."""
+    blob, server.new_blob = server.new_blob, None
+    if blob is None:
+        raise RuntimeError("no new blob was written for the first-pull figure")
+    try:
+        push = push_blob(server.url, FIRST_PULL_REPO, blob, server.auth, chunked=False)
+        gap = time.monotonic()
+        pull = pull_blob(server.url, FIRST_PULL_REPO, blob, server.auth)
+    finally:
+        for part in blob.parts:
+            part.unlink(missing_ok=True)
+    gap = time.monotonic() - gap - pull.seconds  # from the push's answer (and its HEAD check) to curl's start
+    if gap > FIRST_PULL_WITHIN:
+        raise RegistryError(f"the pull started {gap:.2f}s after the push, not within {FIRST_PULL_WITHIN:g}s")
+    return Sample({"first_pull_mbps": pull.mb_per_s},
+                  {"push_mbps": round(push.mb_per_s, 1), "gap_seconds": round(max(gap, 0.0), 3),
+                   "bytes": blob.size, "seconds": pull.seconds,
+                   "client_cpu_seconds": push.client_cpu_seconds + pull.client_cpu_seconds})
 
 
 def measure_push_rss(server: ServerRound, data: Data) -> Sample:
@@ -353,8 +397,12 @@ FIGURES: list[Figure] = [
                              f"push {s.size_label} chunked {s.chunk_size // MiB} MiB MB/s", "MB/s", True)],
            measure_push_chunked, needs_blobs=True, repos=(CHUNKED_REPO,)),
     Figure("pull",
-           lambda s: [Metric("pull_mbps", f"pull {s.size_label} MB/s", "MB/s", True)],
+           lambda s: [Metric("pull_mbps", f"pull {s.size_label}, median of {s.pulls} MB/s", "MB/s", True),
+                      Metric("pull_slowest_mbps", f"pull {s.size_label}, slowest of {s.pulls} MB/s", "MB/s", True)],
            measure_pull, prepare=_ensure_pushed, needs_blobs=True, repos=(PUSH_REPO,)),
+    Figure("first-pull",
+           lambda s: [Metric("first_pull_mbps", f"pull {s.size_label} within 1 s of its push MB/s", "MB/s", True)],
+           measure_first_pull, prepare=_new_blob, needs_blobs=True, repos=(FIRST_PULL_REPO,)),
     Figure("push-rss",
            lambda s: [Metric("push_rss_growth_mib", f"push {s.size_label}: server RSS growth MiB", "MiB", False)],
            measure_push_rss, prepare=_warm_up, needs_loadgen=True, needs_pool=True, repos=(RSS_REPO, WARMUP_REPO)),

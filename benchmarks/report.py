@@ -39,15 +39,23 @@ def ratio(a: Stats | None, b: Stats | None) -> float | None:
     return a.median / b.median
 
 
-def ratio_pairs(entrants: list[Entrant]) -> list[tuple[str, str]]:
-    """(subject, reference) for each ratio column: the first server against each other one,
-    the first Distribution 2.8.2 (the target) leading."""
-    if len(entrants) < 2:
+def subjects(entrants: list[Entrant]) -> list[Entrant]:
+    """Whose ratios are shown: the first server, and when it is ncr-trio every ncr-trio after it (as `make run`
+    starts it, then tuned); the targets are judged on the first alone."""
+    if not entrants:
         return []
-    subject = entrants[0].label
-    others = list(entrants[1:])
+    if not entrants[0].kind.is_ncr:
+        return entrants[:1]
+    return [e for e in entrants if e.kind.is_ncr]
+
+
+def ratio_pairs(entrants: list[Entrant]) -> list[tuple[str, str]]:
+    """(subject, reference) for each ratio column: each subject against each other server,
+    the first Distribution 2.8.2 (the target) leading."""
+    subj = subjects(entrants)
+    others = [e for e in entrants if e not in subj]
     others.sort(key=lambda e: e.kind.name != RATIO_TARGET)  # stable: target first, others as given
-    return [(subject, e.label) for e in others]
+    return [(s.label, e.label) for s in subj for e in others]
 
 
 def _num(v: float) -> str:
@@ -78,8 +86,9 @@ def verdict(entrants: list[Entrant], m: Metric, outcome: Outcome) -> Verdict | N
     pair = reference_pair(entrants, target.against if target else RATIO_TARGET)
     r = None
     if pair is not None:
+        against_key = (target.against_key if target else None) or m.key
         r = ratio(stats(outcome.values.get(pair[0], {}).get(m.key, [])),
-                  stats(outcome.values.get(pair[1], {}).get(m.key, [])))
+                  stats(outcome.values.get(pair[1], {}).get(against_key, [])))
     return judge(m.key, samples, r, pair is not None)
 
 
@@ -96,6 +105,17 @@ def table(entrants: list[Entrant], metrics: list[Metric], outcome: Outcome) -> s
                      v.target.text if v else "", v.result if v else "",
                      "higher" if m.higher_is_better else "lower"])
     return _grid(rows)
+
+
+def misses(entrants: list[Entrant], metrics: list[Metric], outcome: Outcome) -> list[str]:
+    """The targets the first server missed (or could not be judged on because it failed), one line each."""
+    out = []
+    for m in metrics:
+        v = verdict(entrants, m, outcome)
+        if v is not None and v.result == "MISS":
+            measured = "" if v.value is None else f"{v.value:.2f}x" if v.target.kind == "ratio" else f"{v.value:g}"
+            out.append(f"{m.label}: {measured or v.note} (target {v.target.text})")
+    return out
 
 
 def hasher_table(hasher: dict[str, Any]) -> str:

@@ -24,7 +24,9 @@ from benchmarks.memory import descendants, proc_stats
 from tests.support.server import distribution_config, distribution_token_auth, free_port, tool, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
-NCR_TRIO = "ncr-trio"
+NCR_TRIO = "ncr-trio"  # as `make run` starts it: `ncr-trio serve`, the server's own defaults
+NCR_TRIO_TUNED = "ncr-trio-tuned"  # the same code with the settings given to the run (`--ncr-workers`)
+NCR_KINDS = (NCR_TRIO, NCR_TRIO_TUNED)
 DISTRIBUTION_PREFIX = "distribution-"
 # Distribution version -> executable name (looked up in $NCR_TOOLS/bin, then PATH).
 DISTRIBUTION_BINARIES = {"2.8.2": "docker-registry", "3.1.1": "registry-v3"}
@@ -138,15 +140,25 @@ class RunningDistribution(_Process):
 
 @dataclass(frozen=True)
 class ServerKind:
-    """One kind of server that can be benchmarked: "ncr-trio" or "distribution-VERSION"."""
+    """One kind of server that can be benchmarked: "ncr-trio" (as `make run` starts it), "ncr-trio-tuned" or
+    "distribution-VERSION"."""
 
     name: str
-    workers: int = 1  # ncr-trio's worker processes (`ncr-trio serve --workers N`)
+    # ncr-trio's worker processes (`ncr-trio serve --workers N`); None: not given, the server's default (one per CPU)
+    workers: int | None = None
     auth: str = "token"  # Distribution only: "token" (an ncr-trio token issuer's tokens) or "none"
 
     @property
     def distribution_version(self) -> str | None:
         return self.name.removeprefix(DISTRIBUTION_PREFIX) if self.name.startswith(DISTRIBUTION_PREFIX) else None
+
+    @property
+    def is_ncr(self) -> bool:
+        return self.distribution_version is None
+
+    def serve_args(self) -> list[str]:
+        """ncr-trio's settings beyond `ncr-trio serve`'s defaults (none for the default kind)."""
+        return [] if self.workers is None else ["--workers", str(self.workers)]
 
     @property
     def cache_prefix(self) -> str:
@@ -178,7 +190,8 @@ class ServerKind:
         if self.distribution_version is None:
             out = subprocess.run([sys.executable, "-c", "import ncr_trio; print(getattr(ncr_trio, '__version__', '?'))"],
                                  capture_output=True, text=True, timeout=30)
-            return f"ncr-trio {out.stdout.strip() or '?'} ({_git_describe()}), {self.workers} worker(s)"
+            settings = " ".join(self.serve_args()) or f"defaults, as `make run` ({os.cpu_count()} CPUs here)"
+            return f"ncr-trio {out.stdout.strip() or '?'} ({_git_describe()}), {settings}"
         out = subprocess.run([self.executable(), "--version"], capture_output=True, text=True, timeout=30)
         auth = "token auth (ES256 tokens of an ncr-trio issuer)" if self.auth == "token" else "no auth"
         return f"{(out.stdout or out.stderr).strip()}, {auth}"
@@ -193,7 +206,7 @@ class ServerKind:
         if self.distribution_version is None:
             password = new_password()
             cmd = [sys.executable, "-m", "ncr_trio", "serve", "--listen", f"127.0.0.1:{port}",
-                   "--data", str(root / "data"), "--workers", str(self.workers)]
+                   "--data", str(root / "data"), *self.serve_args()]
             env = {**os.environ, "NCR_ADMIN_PASSWORD": password, **(ncr_cache_env(cache_of) if cache_of else {})}
             with open(log_path, "ab") as log:
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
@@ -239,7 +252,7 @@ def start_token_issuer(root: Path) -> RunningNcrTrio:
 
 
 def known_kinds() -> list[str]:
-    return [NCR_TRIO, *(DISTRIBUTION_PREFIX + v for v in DISTRIBUTION_BINARIES)]
+    return [*NCR_KINDS, *(DISTRIBUTION_PREFIX + v for v in DISTRIBUTION_BINARIES)]
 
 
 def parse_kind(name: str, distribution_auth: str = "token") -> ServerKind:

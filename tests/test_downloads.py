@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from ncr_trio.http import zerocopy
+from ncr_trio.storage import blob_key
+from ncr_trio.types import Digest
 from tests.support.auth import token
 from tests.support.oci import digest, push_blob
 from tests.support.server import Server
@@ -126,3 +128,22 @@ def test_the_server_wrote_the_blob_with_o_direct_and_sends_it_with_sendfile(srv:
         pytest.skip(reason)
     assert after["direct_io"]["enabled"] is True and after["direct_io"]["direct_refused"] == 0
     assert after["direct_io"]["direct_bytes"] >= len(BLOB) - 4096  # the push, in the fixture
+
+
+def test_a_blob_not_in_the_page_cache_is_sent_whole_with_sendfile(srv: Server) -> None:
+    """A blob whose pages are not cached (a push writes with O_DIRECT; memory pressure evicts) is not
+    copied through the worker when zero-copy is on: a thread has the kernel read each range in, and the
+    range goes out with sendfile (docs/performance/pulls.md). Byte-exact either way."""
+    path = srv.data / blob_key(Digest.parse(digest(BLOB)))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    before = srv.call("GET", "/io").json()
+    with srv.client(timeout=60) as c:
+        assert c.get(f"/v2/dl/repo/blobs/{digest(BLOB)}").content == BLOB
+    after = srv.call("GET", "/io").json()
+    assert after["pid"] == before["pid"]
+    sent = after["zero_copy"]["bytes"] - before["zero_copy"]["bytes"]
+    assert sent == (len(BLOB) if srv.env["NCR_ZERO_COPY"] == "true" else 0)

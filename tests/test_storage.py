@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ncr_trio.registry.blobs import WaitsForSpans
 from ncr_trio.storage import FilesystemDriver, S3Driver, StorageDriver
 from ncr_trio.storage.s3 import MIN_PART_BYTES
 from tests.support.s3 import S3Server
@@ -225,6 +226,36 @@ def test_read_nowait_serves_cached_bytes(driver: StorageDriver) -> None:
         got = reader.read_nowait(100, 1 << 20)
         assert got is None or got == PAYLOAD[100:100 + (1 << 20)]
         assert reader.read_nowait(len(PAYLOAD) - 10, 100) in (None, PAYLOAD[-10:])
+    finally:
+        reader.close()
+
+
+def evict(driver: FilesystemDriver, key: str) -> None:
+    """Drop a stored file's pages from the page cache, as memory pressure would (or as a direct write leaves it)."""
+    fd = os.open(driver.root / key, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def test_span_waits_for_bytes_that_are_not_cached(fs_driver: StorageDriver) -> None:
+    """A range the page cache does not hold is handed over as a file span once read in (the download
+    path sends it with sendfile instead of copying it); a range past the end is not."""
+    driver = fs_driver
+    assert isinstance(driver, FilesystemDriver)
+    store(driver, "blobs/sha256/ee/w", PAYLOAD)
+    evict(driver, "blobs/sha256/ee/w")
+    reader = driver.open_read("blobs/sha256/ee/w")
+    assert reader is not None and isinstance(reader, WaitsForSpans)
+    try:
+        for offset, length in ((0, 1 << 20), (5000, 3 << 20), (len(PAYLOAD) - 100, 100)):
+            span = reader.span(offset, length)
+            assert span is not None and (span.offset, span.count) == (offset, length)
+            assert os.pread(span.fd, span.count, span.offset) == PAYLOAD[offset:offset + length]
+            assert reader.span_nowait(offset, length) is not None  # now cached
+        assert reader.span(len(PAYLOAD) - 10, 100) is None
     finally:
         reader.close()
 

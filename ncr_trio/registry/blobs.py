@@ -2,6 +2,9 @@
 
 Reads try `preadv2(RWF_NOWAIT)` first: data already in the page cache is copied inline on the
 Trio thread, with no thread hop; only a read that would block on the device goes to a thread.
+Where the response can take file spans (sendfile), a range that is not cached yet is not copied
+either: a thread has the kernel read it (and the next range) into the page cache, waits for it,
+and the range goes out as a span (`WaitsForSpans`; docs/performance/pulls.md says why).
 
 Memory stays bounded whatever the number of downloads: each holds one chunk at a time, and the
 chunk shrinks as downloads multiply, so that all of them together hold about
@@ -18,6 +21,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import trio
 
@@ -31,6 +35,17 @@ log = logging.getLogger("ncr_trio.blobs")
 MAX_CHUNK = 1 << 20
 SPAN_BYTES = 8 << 20
 MIN_CHUNK = 64 << 10
+
+
+@runtime_checkable
+class WaitsForSpans(Protocol):
+    """A reader that can make a range sendable as a file span by waiting for it (in a thread)."""
+
+    def span(self, offset: int, length: int) -> FileSpan | None:
+        """The range as a file span once it is in the page cache (None if the file ends before it).
+        Starts reading the next range of the same length too, so the caller's sendfile of this one
+        overlaps the device's read of the next."""
+        ...
 
 
 class Downloads:
@@ -70,14 +85,21 @@ class OpenBlob:
 
 async def read_range(reader: BlobReader, downloads: Downloads, start: int, stop: int, disk: trio.CapacityLimiter,
                      spans: bool) -> AsyncGenerator[bytes | FileSpan, None]:
-    """Bytes [start, stop) of a file: as file spans where cached (with `spans`), else in chunks sized for
-    every download in flight, read inline from the page cache or, when that would block, in a thread."""
+    """Bytes [start, stop) of a file: with `spans`, as file spans (waited for in a thread where not cached, if
+    the reader can), else in chunks sized for every download in flight, read inline from the page cache or,
+    when that would block, in a thread."""
     pos = start
+    waiter = reader if spans and isinstance(reader, WaitsForSpans) else None
     while pos < stop:
-        if spans and (span := reader.span_nowait(pos, min(SPAN_BYTES, stop - pos))) is not None:
-            pos += span.count
-            yield span
-            continue
+        if spans:
+            n = min(SPAN_BYTES, stop - pos)
+            span = reader.span_nowait(pos, n)
+            if span is None and waiter is not None:
+                span = await trio.to_thread.run_sync(waiter.span, pos, n, limiter=disk)
+            if span is not None:
+                pos += span.count
+                yield span
+                continue
         n = min(downloads.chunk(), stop - pos)
         data = reader.read_nowait(pos, n)
         if data is None:
@@ -143,4 +165,4 @@ class Blobs:
                                 "delete the manifest first", status=409, detail={"digest": str(digest)})
 
 
-__all__ = ["Blobs", "Downloads", "OpenBlob", "read_range"]
+__all__ = ["Blobs", "Downloads", "OpenBlob", "WaitsForSpans", "read_range"]

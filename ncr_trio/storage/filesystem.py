@@ -8,7 +8,10 @@ Filesystems without O_DIRECT (tmpfs) fall back to ordinary writes. `FilesystemDr
 counts the bytes written each way, and the uploads whose filesystem refused O_DIRECT.
 
 Each direct-written block is handed to the kernel's readahead (`POSIX_FADV_WILLNEED`), so a
-freshly pushed blob is in the page cache for its first pull, filled in the background.
+freshly pushed blob is in the page cache for its first pull, filled in the background. That costs
+the sink 40-50% of its own write speed, hidden behind the rest of a push, and a first pull needs
+it (docs/performance/pulls.md). A range that is not cached when a download reaches it (readahead
+behind, or evicted since) is read in ahead of sendfile by `FileBlobReader.span`.
 
 Durability: `publish` links the upload into place (a second name for the same file: the upload
 keeps its bytes until the registry has recorded the blob) and returns the step that fsyncs the file and
@@ -37,6 +40,11 @@ _DIRECT = getattr(os, "O_DIRECT", 0)
 ALIGN = 4096
 STAGING_BYTES = 4 << 20
 SMALL_FILE = 256 << 10
+# What one POSIX_FADV_WILLNEED call asks for: Linux reads at most the device's readahead window
+# per call (read_ahead_kb, 128 KiB by default), so a larger request would leave holes.
+READAHEAD_PIECE = 128 << 10
+# How far ahead of a range it must wait for `FileBlobReader.span` has the kernel read.
+READAHEAD_BYTES = 32 << 20
 
 
 class _StagingPool:
@@ -214,6 +222,7 @@ class FileBlobReader:
         self.size = os.fstat(fd).st_size
         self._scratch = bytearray()  # reused by read_nowait: one copy per chunk, no fresh buffer
         self._probe = bytearray(1)
+        self._asked = (0, 0)  # the file range last handed to the kernel's readahead by `span`
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
 
     def read(self, offset: int, length: int) -> bytes:
@@ -249,6 +258,30 @@ class FileBlobReader:
                 if e.errno in (errno.EAGAIN, errno.EOPNOTSUPP):
                     return None
                 raise
+        return FileSpan(self._fd, offset, length)
+
+    def span(self, offset: int, length: int) -> FileSpan | None:
+        """Blocking (for a worker thread): the range as a file span once it is in the page cache
+        (None if the file does not reach its end).
+
+        For a range `span_nowait` refused (readahead after a push not there yet, or evicted): the
+        kernel is asked to read from the range's start to READAHEAD_BYTES past it (`WILLNEED`, in
+        pieces of READAHEAD_PIECE, since one call reads at most the device's readahead window;
+        pieces asked for by an earlier call are not asked again), then this thread waits for the
+        range's last byte. The caller sends the range with sendfile while the kernel reads what
+        follows, and finds the next ranges cached (`span_nowait`) without coming back here.
+        The pages are allocated here, in the thread: on these VMs a page the host took back costs
+        a fault on first touch, which capped a sendfile that met uncached pages on the event loop
+        at ~500 MB/s (docs/performance/pulls.md)."""
+        end = min(self.size, offset + max(length, READAHEAD_BYTES))
+        first, last = self._asked
+        start = last if first <= offset <= last else offset
+        for at in range(start, end, READAHEAD_PIECE):
+            os.posix_fadvise(self._fd, at, min(READAHEAD_PIECE, end - at), os.POSIX_FADV_WILLNEED)
+        if end > start:
+            self._asked = (offset if start == offset else first, end)
+        if length <= 0 or len(os.pread(self._fd, 1, offset + length - 1)) != 1:
+            return None  # the file is shorter: the caller's read says so
         return FileSpan(self._fd, offset, length)
 
     def close(self) -> None:
