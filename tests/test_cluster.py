@@ -24,6 +24,7 @@ import httpx
 import psycopg
 import pytest
 
+from tests.support.api import wait_for
 from tests.support.auth import BearerAuth
 from tests.support.clients import Clients, clients_watching, find_tool, layout_blobs, make_image, write_layout
 from tests.support.cluster import HAPROXY_CFG, Cluster, cluster, haproxy_binary
@@ -282,6 +283,23 @@ def test_a_scheduled_job_runs_once_per_tick_with_three_nodes_up(three: Cluster) 
     minutes = [datetime.fromisoformat(r["started_at"]).replace(second=0, microsecond=0) for r in runs]
     assert len(set(minutes)) == len(minutes), runs
     assert all(r["status"] == "succeeded" for r in runs), runs
+
+
+# -- the health check ----------------------------------------------------------------------------------
+def test_haproxy_takes_out_nodes_that_cannot_reach_the_database(tmp_path: Path) -> None:
+    """The shipped health check is /readyz: nodes that lose PostgreSQL stay alive (their /healthz is 200)
+    but HAProxy stops sending them requests (it answers 503 itself) until the database is back."""
+    with postgres_server() as own, own.database("health") as url, cluster(
+            tmp_path, url, n=2, env={"NCR_READYZ_TIMEOUT_SECONDS": "2"}) as c:
+        def through_lb() -> int:
+            return httpx.get(f"{c.lb.url}/healthz", timeout=30).status_code
+
+        assert through_lb() == 200
+        own.stop()
+        wait_for(through_lb, lambda status: status == 503)
+        assert [httpx.get(f"{n.url}/healthz").status_code for n in c.nodes] == [200, 200]
+        own.start_again()
+        wait_for(through_lb, lambda status: status == 200)
 
 
 # -- a node killed mid-PATCH --------------------------------------------------------------------------
