@@ -32,8 +32,15 @@ class Connection:
         self.buffer = b""
 
     def request(self, method: str, path: str, bearer: str | None = None, extra: str = "") -> bytes:
+        self.send(method, path, bearer, extra)
+        return self.read(method)
+
+    def send(self, method: str, path: str, bearer: str | None = None, extra: str = "") -> None:
         auth = f"Authorization: Bearer {bearer}\r\n" if bearer else ""
         self.sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{auth}{extra}\r\n".encode())
+
+    def read(self, method: str) -> bytes:
+        """The next answer (to a request of `method`)."""
         while b"\r\n\r\n" not in self.buffer:
             self._more()
         end = self.buffer.index(b"\r\n\r\n") + 4
@@ -128,6 +135,27 @@ def test_a_replayed_answer_is_the_apps_answer_byte_for_byte(srv: Server) -> None
         counted = (after.get("ncr_http_requests_total", route=route, method=method, status="200")
                    - before.get("ncr_http_requests_total", route=route, method=method, status="200"))
         assert counted == n, (route, method)
+
+
+def test_requests_sent_before_the_previous_answer_are_answered_in_order(srv: Server) -> None:
+    img = image("fast-pipelined")
+    with srv.client() as c:
+        push_image(c, REPO, img, "pipelined")
+    bearer = token(srv.url, *srv.admin, f"repository:{REPO}:pull")
+    requests = [("GET", f"/v2/{REPO}/manifests/pipelined"), ("HEAD", f"/v2/{REPO}/blobs/{digest(img.config)}"),
+                ("HEAD", f"/v2/{REPO}/manifests/pipelined")]
+    conn = Connection(srv)
+    try:
+        expected = {}
+        for method, path in requests:
+            expected[method, path] = without_date(until_replayed(srv, conn, method, path, bearer)[-1])
+        for _ in range(20):  # each head is sent while the one before may still be answered, or its task ending
+            for method, path in requests:
+                conn.send(method, path, bearer)
+            for method, path in requests:
+                assert without_date(conn.read(method)) == expected[method, path]
+    finally:
+        conn.close()
 
 
 def test_requests_it_does_not_know_go_the_normal_way(srv: Server) -> None:

@@ -145,9 +145,20 @@ async def _answer(server: Any, data: bytes) -> bool:
     if not data.endswith(b"\r\n\r\n") or not isinstance(server.stream, trio.SocketStream):
         return False
     protocol = server.protocol.protocol
-    if protocol.stream is not None or server.context.terminated.is_set():
-        return False
     connection = protocol.connection
+    if protocol.stream is not None:
+        # The previous request's answer has gone out (the client sent this one) but its task has
+        # not ended: wait for the connection to be idle again, as hypercorn would hold this head
+        # until then too. Only when that request is whole: else these bytes are its body.
+        if type(connection) is not h11.Connection or connection.their_state is not h11.DONE:
+            return False
+        idle = server._ncr_idle = trio.Event()
+        await idle.wait()
+        if protocol.stream is not None:
+            return False
+        connection = protocol.connection
+    if server.context.terminated.is_set():
+        return False
     if (type(connection) is not h11.Connection or connection.our_state is not h11.IDLE
             or connection.their_state is not h11.IDLE or connection.trailing_data[0]):
         return False
@@ -205,7 +216,7 @@ def install() -> bool:
         return True
     if not connections.installed() or not connections.versions_ok():
         return False
-    from hypercorn.events import RawData, Updated
+    from hypercorn.events import Closed, RawData, Updated
     from hypercorn.protocol.events import Request
     from hypercorn.protocol.http_stream import HTTPStream
     from hypercorn.trio.tcp_server import TCPServer
@@ -224,6 +235,10 @@ def install() -> bool:
             scope["extensions"][EXTENSION] = capture
 
     async def protocol_send(self: Any, event: Any) -> None:
+        idle = self._ncr_idle
+        if idle is not None and (isinstance(event, Closed) or (isinstance(event, Updated) and event.idle)):
+            self._ncr_idle = None
+            idle.set()
         capture = self._ncr_capture
         if capture is not None:
             if isinstance(event, RawData):
@@ -256,6 +271,7 @@ def install() -> bool:
             await self._initiate_server_close()
 
     TCPServer._ncr_capture = None  # type: ignore[attr-defined]
+    TCPServer._ncr_idle = None  # type: ignore[attr-defined]
     TCPServer._ncr_fast_at = -math.inf  # type: ignore[attr-defined]
     HTTPStream.handle = handle  # type: ignore[method-assign]
     TCPServer.protocol_send = protocol_send  # type: ignore[method-assign]
