@@ -31,6 +31,9 @@ wrappers mend what that version leaves open:
   two bytes and a FIN could do it). A stream found busy is a connection closing: it is treated as a
   write to a connection the client has closed.
 
+The reader also hands every chunk it reads to `answerer`, when one is set, before hypercorn's
+protocol sees it: http/fastpath.py answers repeated read-only requests there.
+
 `install()` refuses a hypercorn other than the version these wrappers were checked against.
 """
 

@@ -65,7 +65,6 @@ _ALLOWED = frozenset({b"host", b"user-agent", b"accept", b"accept-encoding", b"a
 
 _installed = False
 _entries: dict[tuple[Any, Any, bytes], _Entry] = {}
-_stats = {"answered": 0, "remembered": 0}
 _pending: contextvars.ContextVar[Capture | None] = contextvars.ContextVar("ncr_fastpath_pending", default=None)
 _date: list[Any] = [-1, b""]  # the second, and the Date value for it
 
@@ -101,15 +100,6 @@ class _Entry:
 
 def installed() -> bool:
     return _installed
-
-
-def stats() -> dict[str, int]:
-    """Answers written by the fast path, and answers remembered, in this process."""
-    return dict(_stats)
-
-
-def forget() -> None:
-    _entries.clear()
 
 
 def _date_value() -> bytes:
@@ -172,7 +162,6 @@ async def _answer(server: Any, data: bytes) -> bool:
                 protocol.keep_alive_requests += 1
                 await server.context.mark_request()
                 answer = entry.before if entry.after is None else entry.before + _date_value() + entry.after
-                _stats["answered"] += 1
                 # Counted before it is written (the write yields to other tasks): a client that
                 # reads /metrics once it has its answer finds it counted.
                 entry.replay(time.perf_counter() - started)
@@ -206,7 +195,6 @@ def _remember(capture: Capture) -> None:
     if len(_entries) >= MAX_ENTRIES:
         _entries.clear()
     _entries[capture.key] = _Entry(before, after, capture.generation, capture.until, capture.replay)
-    _stats["remembered"] += 1
 
 
 def install() -> bool:
@@ -281,4 +269,4 @@ def install() -> bool:
     return True
 
 
-__all__ = ["EXTENSION", "Capture", "forget", "install", "installed", "stats"]
+__all__ = ["EXTENSION", "Capture", "install", "installed"]
