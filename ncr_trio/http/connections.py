@@ -147,8 +147,12 @@ def install(read_timeout: float, send_timeout: float) -> bool:
     async def read_data(self: Any) -> None:
         while True:
             try:
-                with trio.fail_after(_read_deadline(self)):
+                deadline = _read_deadline(self)
+                if deadline == math.inf:  # no cancel scope: one per request head costs more than the read
                     data = await self.stream.receive_some(tcp_server.MAX_RECV)
+                else:
+                    with trio.fail_after(deadline):
+                        data = await self.stream.receive_some(tcp_server.MAX_RECV)
             except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
                 break
             data = bytes(data)
