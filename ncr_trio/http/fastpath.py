@@ -29,7 +29,10 @@ The app stays the one place where behaviour lives; this module only replays what
   policy) and before the answer's deadline: the remembered bytes are written, with a fresh `Date`,
   under the connection's send lock as every write (connections.write), and the replay actions run.
   Hypercorn's keep-alive request count and worker request count move as for any request, so a
-  connection still closes after `keep_alive_max_requests` (that request goes the normal way).
+  connection still closes after `keep_alive_max_requests` (that request goes the normal way). In
+  the last quarter of an answer's time, one request goes to the app again and its answer replaces
+  the remembered one, while the others are still replayed: no burst of requests all asking the app
+  at once when the time is up.
 
 The keep-alive timer is not restarted per fast answer (a task per request is what this avoids):
 the timer, when it fires, looks at the time of the connection's last fast answer and waits on.
@@ -92,12 +95,14 @@ class Capture:
 
 
 class _Entry:
-    __slots__ = ("after", "before", "generation", "replay", "until")
+    __slots__ = ("after", "before", "generation", "renew_within", "renewing", "replay", "until")
 
-    def __init__(self, before: bytes, after: bytes | None, generation: int, until: float,
+    def __init__(self, before: bytes, after: bytes | None, generation: int, until: float, renew_within: float,
                  replay: Callable[[float], None]) -> None:
         self.before, self.after = before, after  # the answer around its Date value (after: None without one)
         self.generation, self.until, self.replay = generation, until, replay
+        self.renew_within = renew_within  # in its last quarter, one request asks the app again
+        self.renewing = False
 
 
 def installed() -> bool:
@@ -158,8 +163,14 @@ async def _answer(server: Any, data: bytes) -> bool:
     key = (protocol.server, client[0] if client else None, data)
     entry = _entries.get(key)
     if entry is not None:
-        if entry.until > trio.current_time() and entry.generation == changes.current():
-            if protocol.keep_alive_requests + 1 < server.config.keep_alive_max_requests:
+        now = trio.current_time()
+        if entry.until > now and entry.generation == changes.current():
+            if entry.until - now < entry.renew_within and not entry.renewing:
+                # Near its end: this request asks the app again (and its answer replaces this one)
+                # while the others are still answered, rather than all of them asking at once when
+                # it has ended.
+                entry.renewing = True
+            elif protocol.keep_alive_requests + 1 < server.config.keep_alive_max_requests:
                 started = time.perf_counter()
                 protocol.keep_alive_requests += 1
                 await server.context.mark_request()
@@ -205,7 +216,9 @@ def _remember(capture: Capture) -> None:
         before, after = answer[:at + 8], answer[value_end:]
     if len(_entries) >= MAX_ENTRIES:
         _entries.clear()
-    _entries[capture.key] = _Entry(before, after, capture.generation, capture.until, capture.replay)
+    now = trio.current_time()
+    _entries[capture.key] = _Entry(before, after, capture.generation, capture.until, (capture.until - now) / 4,
+                                   capture.replay)
 
 
 def install() -> bool:
