@@ -147,7 +147,9 @@ class App:
         """Let the fast path replay this answer, if it is one it may: what the normal path does
         besides answering (count it, record the pull and the audit entry, note the access key's use)
         is done again on each replay. A replay lasts at most `access_cache_seconds` (what another
-        node's change takes to reach the access caches here) and never past the token's expiry."""
+        node's change takes to reach the access caches here) and never past the token's expiry; and
+        within that time of a change on this node, no longer than the access caches of the worker
+        that answered may still hold what was true before it."""
         info, principal = request.registry, request.principal
         if ((request.route, request.method) not in REPLAYABLE or response.status != 200
                 or not isinstance(response.body, bytes) or request.unread or info is None or info.cache is not None):
@@ -169,7 +171,7 @@ class App:
             gate.audit(request, route, response)
             metrics.observe_request(route, method, 200, elapsed, 0, sent, fast=True)
 
-        capture.offer(seconds, replay)
+        capture.offer(seconds, replay, self.config.access_cache_seconds)
 
     @staticmethod
     async def respond(request: Request, response: Response, send: Send) -> None:

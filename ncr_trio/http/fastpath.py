@@ -77,7 +77,7 @@ _date: list[Any] = [-1, b""]  # the second, and the Date value for it
 class Capture:
     """One request that may be remembered: the app offers its answer, the connection collects its bytes."""
 
-    __slots__ = ("generation", "key", "parts", "replay", "size", "until")
+    __slots__ = ("generation", "key", "parts", "replay", "settle", "size", "until")
 
     def __init__(self, key: tuple[Any, Any, bytes], generation: int) -> None:
         self.key = key
@@ -85,13 +85,16 @@ class Capture:
         self.parts: list[bytes] = []
         self.size = 0
         self.until = -math.inf
+        self.settle = 0.0
         self.replay: Callable[[float], None] | None = None
 
-    def offer(self, seconds: float, replay: Callable[[float], None]) -> None:
-        """The app's word: this answer may be replayed for `seconds`; `replay(elapsed)` on each replay."""
+    def offer(self, seconds: float, replay: Callable[[float], None], settle: float) -> None:
+        """The app's word: this answer may be replayed for `seconds`; `replay(elapsed)` on each replay;
+        its own caches may hold what was true before a change for up to `settle` seconds after it."""
         if seconds > 0:
             self.until = trio.current_time() + seconds
             self.replay = replay
+            self.settle = settle
 
 
 class _Entry:
@@ -217,8 +220,13 @@ def _remember(capture: Capture) -> None:
     if len(_entries) >= MAX_ENTRIES:
         _entries.clear()
     now = trio.current_time()
-    _entries[capture.key] = _Entry(before, after, capture.generation, capture.until, (capture.until - now) / 4,
-                                   capture.replay)
+    until = capture.until
+    # An answer given while the app's caches (another worker's, which saw the change only through
+    # the database) may still be stale is replayed no longer than they may stay so.
+    settling = changes.changed_at() + capture.settle - time.time()
+    if settling > 0:
+        until = min(until, now + settling)
+    _entries[capture.key] = _Entry(before, after, capture.generation, until, (until - now) / 4, capture.replay)
 
 
 def install() -> bool:
