@@ -58,6 +58,7 @@ from ncr_trio.http import connections
 
 EXTENSION = "ncr.fastpath"
 MAX_ENTRIES = 4096  # remembered answers per worker process; when full, all are forgotten
+MAX_BYTES = 32 * 1024 * 1024  # and the same when their bytes would pass this
 MAX_HEAD = 8 * 1024  # longer request heads are not remembered
 MAX_ANSWER = 256 * 1024  # nor longer answers
 # Request headers a remembered request may carry: what registry clients send on pulls. The app sees
@@ -70,6 +71,7 @@ _ALLOWED = frozenset({b"host", b"user-agent", b"accept", b"accept-encoding", b"a
 
 _installed = False
 _entries: dict[tuple[Any, Any, bytes], _Entry] = {}
+_held = [0]  # bytes of the remembered answers
 _pending: contextvars.ContextVar[Capture | None] = contextvars.ContextVar("ncr_fastpath_pending", default=None)
 _date: list[Any] = [-1, b""]  # the second, and the Date value for it
 
@@ -194,12 +196,18 @@ async def _answer(server: Any, data: bytes) -> bool:
                 server._ncr_fast_at = trio.current_time()
                 return True
         else:
-            _entries.pop(key, None)
+            _forget(key)
     if _simple_head(data):
         capture = Capture(key, changes.current())
         server._ncr_capture = capture
         _pending.set(capture)
     return False
+
+
+def _forget(key: tuple[Any, Any, bytes]) -> None:
+    entry = _entries.pop(key, None)
+    if entry is not None:
+        _held[0] -= len(entry.before) + len(entry.after or b"")
 
 
 def _remember(capture: Capture) -> None:
@@ -217,8 +225,12 @@ def _remember(capture: Capture) -> None:
     if at >= 0:
         value_end = head.index(b"\r\n", at + 2)
         before, after = answer[:at + 8], answer[value_end:]
-    if len(_entries) >= MAX_ENTRIES:
+    size = len(before) + len(after or b"")
+    _forget(capture.key)
+    if len(_entries) >= MAX_ENTRIES or _held[0] + size > MAX_BYTES:
         _entries.clear()
+        _held[0] = 0
+    _held[0] += size
     now = trio.current_time()
     until = capture.until
     # An answer given while the app's caches (another worker's, which saw the change only through
