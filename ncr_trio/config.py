@@ -86,6 +86,9 @@ class Config:
     download_buffer_bytes: int = 8 * MiB
     # Blob downloads from the page cache go out with sendfile(2) (plain HTTP/1.x; see http/zerocopy.py).
     zero_copy: bool = True
+    # Repeated manifest GET/HEAD and blob HEAD requests on a keep-alive connection get the answer the
+    # app gave to the same request, written without hypercorn's per-request work (http/fastpath.py).
+    fast_path: bool = True
     # Socket reads: hypercorn reads 64 KiB at a time unless told otherwise.
     recv_chunk_bytes: int = 1 * MiB
     graceful_timeout_seconds: float = 30.0

@@ -66,6 +66,8 @@ REQUEST_SECONDS = Histogram("ncr_http_request_duration_seconds", "Time from a re
                             "last byte, by route and method", ["route", "method"], buckets=_REQUEST_BUCKETS)
 BYTES_IN = Counter("ncr_http_received_bytes", "Request body bytes received, by route", ["route"])
 BYTES_OUT = Counter("ncr_http_sent_bytes", "Response body bytes sent (file spans included), by route", ["route"])
+FAST_ANSWERS = Counter("ncr_http_fast_path_answers", "Of the requests answered, those the fast path answered "
+                       "with the app's earlier answer to the same request (http/fastpath.py), by route", ["route"])
 UPLOADS = Gauge("ncr_uploads_in_progress", "Blob upload requests (POST, PATCH, PUT of an upload) being "
                 "served now", multiprocess_mode="livesum")
 TOKENS = Counter("ncr_token_requests", "Requests to the token endpoint, by outcome: issued (a token was "
@@ -83,10 +85,13 @@ _METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"
 UPLOAD_ROUTES = frozenset({"upload.start", "upload.patch", "upload.finish"})
 _Children = tuple[Any, Any, Any, Any]  # requests counter, duration histogram, bytes in, bytes out
 _children: dict[tuple[str, str, int], _Children] = {}
+_fast_children: dict[str, Any] = {}
 
 
-def observe_request(route: str, method: str, status: int, seconds: float, received: int, sent: int) -> None:
-    """Count one answered request (`route`: its route's name, or "none" when no route matched)."""
+def observe_request(route: str, method: str, status: int, seconds: float, received: int, sent: int,
+                    fast: bool = False) -> None:
+    """Count one answered request (`route`: its route's name, or "none" when no route matched; `fast`:
+    the fast path replayed the app's answer, http/fastpath.py)."""
     if method not in _METHODS:  # any token is a method to HTTP: the cache below must stay bounded too
         method = "other"
     key = (route, method, status)
@@ -102,6 +107,11 @@ def observe_request(route: str, method: str, status: int, seconds: float, receiv
         bytes_in.inc(received)
     if sent:
         bytes_out.inc(sent)
+    if fast:
+        fast_count = _fast_children.get(route)
+        if fast_count is None:
+            fast_count = _fast_children[route] = FAST_ANSWERS.labels(route)
+        fast_count.inc()
     if route == "token":
         TOKENS.labels("issued" if status < 400 else "refused").inc()
 

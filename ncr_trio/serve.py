@@ -26,7 +26,7 @@ from hypercorn.config import Config as HypercornConfig
 
 from ncr_trio import metrics
 from ncr_trio.config import Config
-from ncr_trio.http import connections, zerocopy
+from ncr_trio.http import connections, fastpath, zerocopy
 from ncr_trio.http.app import App
 from ncr_trio.memory import tune_malloc
 
@@ -45,6 +45,8 @@ def _tune_process(config: Config) -> None:
     if not connections.install(config.read_timeout_seconds, config.send_timeout_seconds):
         log.warning("this hypercorn is not the version http/connections.py was checked with: connections of "
                     "clients that hang up stay open until keep_alive_timeout, and stalled clients are not dropped")
+    if config.fast_path and not fastpath.install():
+        log.warning("the fast path is off: this hypercorn/h11 is not the version it was checked with")
 
 
 def hypercorn_config(config: Config) -> HypercornConfig:

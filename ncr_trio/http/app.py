@@ -8,7 +8,7 @@ import time
 
 import trio
 
-from ncr_trio import metrics
+from ncr_trio import changes, metrics
 from ncr_trio.background import run_background
 from ncr_trio.config import Config
 from ncr_trio.errors import RegistryError
@@ -17,6 +17,8 @@ from ncr_trio.http.asgi import ClientDisconnected, Receive, Request, Response, S
 from ncr_trio.http.auth import Gate
 from ncr_trio.http.caches_api import CachesAPI
 from ncr_trio.http.console import Console
+from ncr_trio.http.fastpath import EXTENSION as FAST_PATH
+from ncr_trio.http.fastpath import Capture
 from ncr_trio.http.forwarded import ForwardedFor
 from ncr_trio.http.health import Health
 from ncr_trio.http.policies_api import PoliciesAPI
@@ -34,6 +36,9 @@ from ncr_trio.types import validate_name
 log = logging.getLogger("ncr_trio.http")
 
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
+# Answers the fast path may replay (http/fastpath.py): (route, method). Read-only, small, and the
+# same for the same request until something is written (or the access caches' TTL passes).
+REPLAYABLE = frozenset({("manifest", "GET"), ("manifest", "HEAD"), ("blob", "HEAD")})
 
 
 class App:
@@ -49,6 +54,7 @@ class App:
     def open(self) -> RegistryService:
         self.forwarded = ForwardedFor(self.config.trusted_proxies)  # a bad block fails the start
         self.service = service = RegistryService.open(self.config)
+        changes.attach(self.config.data_dir / "changes.counter")  # shared by this node's workers
         service.access.bootstrap()
         self.gate = Gate(self.config, service.access)
         self.routes = RouteTable(V2API(service).routes() + self.gate.routes() + ManagementAPI(service).routes()
@@ -116,6 +122,9 @@ class App:
             log.exception("unhandled error on %s %s", request.method, request.path)
             response = error_response(RegistryError("UNAVAILABLE", "internal error", status=500))
         response.headers.update(API_VERSION)
+        capture = (scope.get("extensions") or {}).get(FAST_PATH)
+        if capture is not None:
+            self.offer(capture, request, response)
         if request.unread:
             # hypercorn queues at most 10 body messages per request and, when the response ends,
             # puts a disconnect message in that same queue from within our last send: with the
@@ -133,6 +142,36 @@ class App:
         metrics.observe_request(request.route, request.method, response.status, elapsed, tally.received, tally.sent)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s %d %.1fms", request.method, request.path, response.status, elapsed * 1000)
+
+    def offer(self, capture: Capture, request: Request, response: Response) -> None:
+        """Let the fast path replay this answer, if it is one it may: what the normal path does
+        besides answering (count it, record the pull and the audit entry, note the access key's use)
+        is done again on each replay. A replay lasts at most `access_cache_seconds` (what another
+        node's change takes to reach the access caches here) and never past the token's expiry; and
+        within that time of a change on this node, no longer than the access caches of the worker
+        that answered may still hold what was true before it."""
+        info, principal = request.registry, request.principal
+        if ((request.route, request.method) not in REPLAYABLE or response.status != 200
+                or not isinstance(response.body, bytes) or request.unread or info is None or info.cache is not None):
+            return
+        seconds = self.config.access_cache_seconds
+        if principal.token_expires_at is not None:
+            seconds = min(seconds, principal.token_expires_at - time.time())
+        assert self.service is not None and self.gate is not None
+        route, method, name = request.route, request.method, request.params["name"]
+        digest = response.headers.get("Docker-Content-Digest", "")
+        sent = 0 if method == "HEAD" else len(response.body)
+        pulls, access, gate, key_id = self.service.catalog.pulls, self.service.access, self.gate, principal.key_id
+
+        def replay(elapsed: float) -> None:
+            if key_id is not None:
+                access.key_used(key_id)
+            if route == "manifest" and method == "GET":
+                pulls.record(name, digest)
+            gate.audit(request, route, response)
+            metrics.observe_request(route, method, 200, elapsed, 0, sent, fast=True)
+
+        capture.offer(seconds, replay, self.config.access_cache_seconds)
 
     @staticmethod
     async def respond(request: Request, response: Response, send: Send) -> None:
@@ -161,7 +200,7 @@ class App:
                 response = await chosen.handler(request)
         else:
             response = await chosen.handler(request)
-        self.gate.audit(request, chosen, response)
+        self.gate.audit(request, chosen.name, response)
         return response
 
 

@@ -296,9 +296,9 @@ class Gate:
         except AuthFailed as e:
             raise RegistryError("UNAUTHORIZED", str(e)) from None
 
-    def audit(self, request: Request, r: Route, response: Response) -> None:
-        """Record pulls, pushes and deletes that succeeded."""
-        what = AUDITED.get(r.name)
+    def audit(self, request: Request, route: str, response: Response) -> None:
+        """Record pulls, pushes and deletes that succeeded (`route`: the name of the route that answered)."""
+        what = AUDITED.get(route)
         if what is None or response.status >= 400 or request.method != what[1]:
             return
         name = request.params.get("name")

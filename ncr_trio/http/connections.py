@@ -31,6 +31,9 @@ wrappers mend what that version leaves open:
   two bytes and a FIN could do it). A stream found busy is a connection closing: it is treated as a
   write to a connection the client has closed.
 
+The reader also hands every chunk it reads to `answerer`, when one is set, before hypercorn's
+protocol sees it: http/fastpath.py answers repeated read-only requests there.
+
 `install()` refuses a hypercorn other than the version these wrappers were checked against.
 """
 
@@ -55,6 +58,9 @@ _installed = False
 _read_timeout = 60.0
 _send_timeout = 60.0
 _READING_ENDED = "_ncr_reading_ended"
+# Called with each chunk read on a connection before hypercorn's protocol sees it: True when it
+# answered the chunk itself (http/fastpath.py), which then never reaches the protocol.
+answerer: Callable[[Any, bytes], Awaitable[bool]] | None = None
 
 
 def versions_ok() -> bool:
@@ -103,7 +109,8 @@ async def send_nonblocking(sock: trio.socket.SocketType, count: int, step: Calla
         await trio.lowlevel.checkpoint()
 
 
-async def _send_all(stream: Any, data: bytes) -> None:
+async def send_all(stream: Any, data: bytes) -> None:
+    """Write `data` to a connection's stream (call it through `write`)."""
     view = memoryview(data)
     if isinstance(stream, trio.SocketStream):
         await send_nonblocking(stream.socket, len(view), lambda fd, done: os.write(fd, view[done:]))
@@ -140,11 +147,18 @@ def install(read_timeout: float, send_timeout: float) -> bool:
     async def read_data(self: Any) -> None:
         while True:
             try:
-                with trio.fail_after(_read_deadline(self)):
+                deadline = _read_deadline(self)
+                if deadline == math.inf:  # no cancel scope: one per request head costs more than the read
                     data = await self.stream.receive_some(tcp_server.MAX_RECV)
+                else:
+                    with trio.fail_after(deadline):
+                        data = await self.stream.receive_some(tcp_server.MAX_RECV)
             except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
                 break
-            await self.protocol.handle(RawData(bytes(data)))
+            data = bytes(data)
+            if answerer is not None and data and await answerer(self, data):
+                continue
+            await self.protocol.handle(RawData(data))
             if data == b"":
                 break
         await self.protocol.handle(Closed())
@@ -153,7 +167,7 @@ def install(read_timeout: float, send_timeout: float) -> bool:
 
     async def protocol_send(self: Any, event: Any) -> None:
         if isinstance(event, RawData):
-            await write(self, lambda: _send_all(self.stream, event.data))
+            await write(self, lambda: send_all(self.stream, event.data))
         elif isinstance(event, Updated) and event.idle and getattr(self, _READING_ENDED, False):
             return  # no next request can come: the connection closes when its task group ends
         else:
@@ -168,4 +182,4 @@ def install(read_timeout: float, send_timeout: float) -> bool:
     return True
 
 
-__all__ = ["install", "installed", "send_nonblocking", "versions_ok", "write"]
+__all__ = ["install", "installed", "send_all", "send_nonblocking", "versions_ok", "write"]

@@ -4,6 +4,9 @@ The store's every query goes through `read`, `write` or `write_sync` (meta/db.py
 three times every unit of work, by kind; the time includes waiting for a pooled connection
 (PostgreSQL) or for the group commit (SQLite), which is what a request waits for. `dialect` is
 copied; anything else (`close`, an engine's own attributes) is forwarded through `__getattr__`.
+
+Every write, once it has ended (committed or not), moves the node's change counter (ncr_trio/changes.py):
+answers the HTTP fast path remembered before it are not replayed after it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ncr_trio import changes
 from ncr_trio.meta.db import Database, Tx
 from ncr_trio.metrics import DB_SECONDS
 
@@ -41,6 +45,7 @@ class MeteredDatabase:
         try:
             return await self.inner.write(fn)
         finally:
+            changes.bump()
             self._write.observe(time.perf_counter() - started)
 
     def write_sync(self, fn: Callable[[Tx], T], before: Callable[[], None] | None = None) -> T:
@@ -48,6 +53,7 @@ class MeteredDatabase:
         try:
             return self.inner.write_sync(fn, before)
         finally:
+            changes.bump()
             self._write_sync.observe(time.perf_counter() - started)
 
     def close(self) -> None:
