@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -17,6 +18,7 @@ import pytest
 from tests.support.auth import token
 from tests.support.metrics import scrape
 from tests.support.oci import digest, image, push_image, push_manifest
+from tests.support.receivers import ALLOW_RECEIVERS, Receiver
 from tests.support.server import Server
 
 REPO = "a/fast"
@@ -90,6 +92,7 @@ def until_replayed(srv: Server, conn: Connection, method: str, path: str, bearer
 # Answers are replayed for at most access_cache_seconds: long here, so that every repeat in these
 # tests is a replay however slow the machine, and what ends a replay is the change made.
 LONG = {"NCR_ACCESS_CACHE_SECONDS": "600"}
+PULL_FLUSH_SECONDS = 5.0  # how often pull times (and their events) are written: PullRecorder.interval
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["workers=1", "workers=2"])
@@ -252,3 +255,32 @@ def test_the_fast_path_can_be_turned_off(tmp_path_factory: pytest.TempPathFactor
         assert fast_answers(srv) == 0
     finally:
         srv.stop()
+
+
+def test_a_replayed_pull_is_recorded_as_the_puller_s(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Replays record the pull as the app does, with who pulled: the artifact.pulled events of pulls
+    answered by the fast path name the same operator as the app's (the replay runs in the connection's
+    reader, outside the request's task)."""
+    srv = Server(data=tmp_path_factory.mktemp("fastpulls") / "data", env={**LONG, **ALLOW_RECEIVERS}).start()
+    try:
+        with Receiver() as rx:
+            r = srv.call("POST", "/registries/a/webhooks", None, json={
+                "kind": "http", "name": "pulls", "url": rx.url, "event_types": ["artifact.pulled"]})
+            assert r.status_code == 201, r.text
+            img = image("fast-pulled")
+            with srv.client() as c:
+                push_image(c, REPO, img, "v1")
+            bearer = token(srv.url, *srv.admin, f"repository:{REPO}:pull")
+            conn = Connection(srv)
+            try:
+                until_replayed(srv, conn, "GET", f"/v2/{REPO}/manifests/v1", bearer)
+                for _ in range(3):  # the last pulls before the recorder's next flush are replays
+                    assert status(conn.request("GET", f"/v2/{REPO}/manifests/v1", bearer)) == 200
+            finally:
+                conn.close()
+            rx.wait_for(lambda rs: len(rs) >= 1)
+            time.sleep(PULL_FLUSH_SECONDS + 1)  # and the flush after the replays has been delivered too
+            operators = [got.json()["operator"] for got in rx.requests]
+    finally:
+        srv.stop()
+    assert operators and set(operators) == {srv.admin[0]}, operators

@@ -162,12 +162,17 @@ class App:
         digest = response.headers.get("Docker-Content-Digest", "")
         sent = 0 if method == "HEAD" else len(response.body)
         pulls, access, gate, key_id = self.service.catalog.pulls, self.service.access, self.gate, principal.key_id
+        actor = ACTOR.get()  # the replay runs in the connection's reader, not in this request's task
 
         def replay(elapsed: float) -> None:
             if key_id is not None:
                 access.key_used(key_id)
             if route == "manifest" and method == "GET":
-                pulls.record(name, digest)
+                reset = ACTOR.set(actor)  # the artifact.pulled event names who pulled
+                try:
+                    pulls.record(name, digest)
+                finally:
+                    ACTOR.reset(reset)
             gate.audit(request, route, response)
             metrics.observe_request(route, method, 200, elapsed, 0, sent, fast=True)
 
