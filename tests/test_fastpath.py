@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.auth import token
 from tests.support.metrics import scrape
-from tests.support.oci import digest, image, push_image, push_manifest
+from tests.support.oci import Image, digest, image, push_image, push_manifest
 from tests.support.receivers import ALLOW_RECEIVERS, Receiver
 from tests.support.server import Server
 
@@ -60,6 +60,20 @@ class Connection:
 
     def close(self) -> None:
         self.sock.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def pushed(srv: Server, seed: str, tag: str) -> tuple[Image, str]:
+    """An image pushed to REPO as `tag`, and a bearer token to pull it."""
+    img = image(seed)
+    with srv.client() as c:
+        push_image(c, REPO, img, tag)
+    return img, token(srv.url, *srv.admin, f"repository:{REPO}:pull")
 
 
 def status(answer: bytes) -> int:
@@ -110,17 +124,13 @@ def one(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def test_a_replayed_answer_is_the_apps_answer_byte_for_byte(srv: Server) -> None:
-    img = image("fast-identical")
-    with srv.client() as c:
-        push_image(c, REPO, img, "v1")
-    bearer = token(srv.url, *srv.admin, f"repository:{REPO}:pull")
+    img, bearer = pushed(srv, "fast-identical", "v1")
     layer = digest(img.layers[0])
     requests = [("GET", f"/v2/{REPO}/manifests/v1"), ("GET", f"/v2/{REPO}/manifests/{img.digest}"),
                 ("HEAD", f"/v2/{REPO}/manifests/v1"), ("HEAD", f"/v2/{REPO}/blobs/{layer}")]
     before = scrape(srv.url)
     sent = {("manifest", "GET"): 0, ("manifest", "HEAD"): 0, ("blob", "HEAD"): 0}
-    conn = Connection(srv)
-    try:
+    with Connection(srv) as conn:
         for method, path in requests:
             answers = until_replayed(srv, conn, method, path, bearer)
             answers.append(conn.request(method, path, bearer))
@@ -130,8 +140,6 @@ def test_a_replayed_answer_is_the_apps_answer_byte_for_byte(srv: Server) -> None
             assert {without_date(a) for a in answers} == {without_date(answers[0])}, answers
             if method == "GET":
                 assert answers[0].endswith(img.manifest)
-    finally:
-        conn.close()
     after = scrape(srv.url)
     # /metrics counts every request, whoever answered it.
     for (route, method), n in sent.items():
@@ -141,14 +149,10 @@ def test_a_replayed_answer_is_the_apps_answer_byte_for_byte(srv: Server) -> None
 
 
 def test_requests_sent_before_the_previous_answer_are_answered_in_order(srv: Server) -> None:
-    img = image("fast-pipelined")
-    with srv.client() as c:
-        push_image(c, REPO, img, "pipelined")
-    bearer = token(srv.url, *srv.admin, f"repository:{REPO}:pull")
+    img, bearer = pushed(srv, "fast-pipelined", "pipelined")
     requests = [("GET", f"/v2/{REPO}/manifests/pipelined"), ("HEAD", f"/v2/{REPO}/blobs/{digest(img.config)}"),
                 ("HEAD", f"/v2/{REPO}/manifests/pipelined")]
-    conn = Connection(srv)
-    try:
+    with Connection(srv) as conn:
         expected = {}
         for method, path in requests:
             expected[method, path] = without_date(until_replayed(srv, conn, method, path, bearer)[-1])
@@ -157,19 +161,13 @@ def test_requests_sent_before_the_previous_answer_are_answered_in_order(srv: Ser
                 conn.send(method, path, bearer)
             for method, path in requests:
                 assert without_date(conn.read(method)) == expected[method, path]
-    finally:
-        conn.close()
 
 
 def test_requests_it_does_not_know_go_the_normal_way(srv: Server) -> None:
-    img = image("fast-unusual")
-    with srv.client() as c:
-        push_image(c, REPO, img, "unusual")
-    bearer = token(srv.url, *srv.admin, f"repository:{REPO}:pull")
+    img, bearer = pushed(srv, "fast-unusual", "unusual")
     path = f"/v2/{REPO}/manifests/unusual"
     before = fast_answers(srv)
-    conn = Connection(srv)
-    try:
+    with Connection(srv) as conn:
         for extra in ("If-None-Match: \"x\"\r\n", "Range: bytes=0-1\r\n", "X-Unknown: 1\r\n"):
             for _ in range(3):
                 assert status(conn.request("GET", path, bearer, extra)) == 200
@@ -177,8 +175,6 @@ def test_requests_it_does_not_know_go_the_normal_way(srv: Server) -> None:
             assert status(conn.request("GET", path, bearer + "x")) == 401
         last = conn.request("GET", path, bearer, "Connection: close\r\n")
         assert status(last) == 200 and b"\r\nconnection: close\r\n" in last.lower()
-    finally:
-        conn.close()
     assert fast_answers(srv) == before
 
 
@@ -242,15 +238,9 @@ def test_a_revoked_key_and_a_registry_made_private_are_refused_at_once(one: Serv
 def test_the_fast_path_can_be_turned_off(tmp_path_factory: pytest.TempPathFactory) -> None:
     srv = Server(data=tmp_path_factory.mktemp("nofast") / "data", env={"NCR_FAST_PATH": "false"}).start()
     try:
-        img = image("fast-off")
-        with srv.client() as c:
-            push_image(c, REPO, img, "v1")
-        bearer = token(srv.url, *srv.admin, f"repository:{REPO}:pull")
-        conn = Connection(srv)
-        try:
+        img, bearer = pushed(srv, "fast-off", "v1")
+        with Connection(srv) as conn:
             answers = [conn.request("GET", f"/v2/{REPO}/manifests/v1", bearer) for _ in range(3)]
-        finally:
-            conn.close()
         assert {without_date(a) for a in answers} == {without_date(answers[0])}
         assert fast_answers(srv) == 0
     finally:
@@ -267,17 +257,11 @@ def test_a_replayed_pull_is_recorded_as_the_puller_s(tmp_path_factory: pytest.Te
             r = srv.call("POST", "/registries/a/webhooks", None, json={
                 "kind": "http", "name": "pulls", "url": rx.url, "event_types": ["artifact.pulled"]})
             assert r.status_code == 201, r.text
-            img = image("fast-pulled")
-            with srv.client() as c:
-                push_image(c, REPO, img, "v1")
-            bearer = token(srv.url, *srv.admin, f"repository:{REPO}:pull")
-            conn = Connection(srv)
-            try:
+            img, bearer = pushed(srv, "fast-pulled", "v1")
+            with Connection(srv) as conn:
                 until_replayed(srv, conn, "GET", f"/v2/{REPO}/manifests/v1", bearer)
                 for _ in range(3):  # the last pulls before the recorder's next flush are replays
                     assert status(conn.request("GET", f"/v2/{REPO}/manifests/v1", bearer)) == 200
-            finally:
-                conn.close()
             rx.wait_for(lambda rs: len(rs) >= 1)
             time.sleep(PULL_FLUSH_SECONDS + 1)  # and the flush after the replays has been delivered too
             operators = [got.json()["operator"] for got in rx.requests]
