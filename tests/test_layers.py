@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ncr_trio"
 # Lower layers first; a module may import from its own layer or any layer before it.
 LAYERS = [
     {"errors", "types", "config", "concurrency", "hashing", "_native", "memory", "patterns", "cron", "files", "sealing",
-     "metrics"},
+     "metrics", "changes"},
     {"storage"},
     {"meta"},
     {"auth"},
