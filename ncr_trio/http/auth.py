@@ -45,6 +45,7 @@ from ncr_trio.auth.tokens import TokenError
 from ncr_trio.config import Config
 from ncr_trio.errors import RegistryError
 from ncr_trio.http.asgi import Request, Response, json_response
+from ncr_trio.http.forwarded import Networks
 from ncr_trio.http.listeners import Listeners
 from ncr_trio.http.routes import Route, route
 from ncr_trio.trust.service import ACCESSORY_TAG
@@ -142,8 +143,7 @@ class Gate:
         self.config = config
         self.access = access
         self.listeners = Listeners(config.listen, config.private_listen)
-        self.metrics_networks = [ipaddress.ip_network(n.strip(), strict=False)
-                                 for n in config.metrics_allowed_networks if n.strip()]
+        self.metrics_networks = Networks(config.metrics_allowed_networks, "metrics_allowed_networks")
 
     def realm(self, request: Request) -> str:
         if self.config.token_realm:
@@ -232,7 +232,7 @@ class Gate:
             return False
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
-        return any(address in network for network in self.metrics_networks)
+        return address in self.metrics_networks
 
     async def _mount_from(self, request: Request, principal: Principal, source: str, scope_text: str) -> Principal:
         """A cross-repository mount also needs pull on the source (as Distribution asks) and the source

@@ -27,23 +27,37 @@ def _address(text: str) -> _Address | None:
         return None
 
 
-class ForwardedFor:
-    def __init__(self, trusted: Sequence[str]) -> None:
-        """`trusted`: CIDR blocks (a bare address is its /32 or /128); ValueError names a bad one."""
+class Networks:
+    """The CIDR blocks of a setting that names clients (`trusted_proxies`, `metrics_allowed_networks`):
+    a bare address is its /32 or /128, blanks are skipped, and ValueError names a bad block."""
+
+    def __init__(self, blocks: Sequence[str], setting: str) -> None:
         self.networks: list[_Network] = []
-        for cidr in (c.strip() for c in trusted):
+        for cidr in (c.strip() for c in blocks):
             if not cidr:
                 continue
             try:
                 self.networks.append(ipaddress.ip_network(cidr, strict=False))
             except ValueError:
-                raise ValueError(f"trusted_proxies: {cidr[:60]!r} is not a CIDR block") from None
+                raise ValueError(f"{setting}: {cidr[:60]!r} is not a CIDR block") from None
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def __contains__(self, address: _Address | None) -> bool:
+        return address is not None and any(address in n for n in self.networks)
+
+
+class ForwardedFor:
+    def __init__(self, trusted: Sequence[str]) -> None:
+        """`trusted`: the load balancers' CIDR blocks."""
+        self.networks = Networks(trusted, "trusted_proxies")
 
     def __bool__(self) -> bool:
         return bool(self.networks)
 
     def _trusted(self, address: _Address | None) -> bool:
-        return address is not None and any(address in n for n in self.networks)
+        return address in self.networks
 
     def client(self, peer: str | None, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
         """The client's address, given the connection's peer and the request's headers."""
@@ -62,4 +76,4 @@ class ForwardedFor:
         return client
 
 
-__all__ = ["ForwardedFor"]
+__all__ = ["ForwardedFor", "Networks"]
