@@ -9,6 +9,7 @@ An upload is reopened the way the registry does it: with the state its last `syn
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -338,3 +339,27 @@ def test_open_storage_picks_s3_from_the_settings(tmp_path: Path) -> None:
     assert isinstance(open_storage(config_module.load(env={}, data_dir=tmp_path)), FilesystemDriver)
     with pytest.raises(ValueError):
         open_storage(config_module.load(env={"NCR_STORAGE": "tape"}, data_dir=tmp_path))
+
+
+def test_writes_racing_deletes_in_the_same_directory(driver: StorageDriver) -> None:
+    """Two writers publish and delete blobs under the same directory, as two nodes' pushes do while GC
+    deletes: no write fails. (versitygw prunes a deleted object's emptied directories, and a write
+    linking its file into one at that moment gets ExistingObjectIsDirectory: the driver writes again.)"""
+    failures: list[BaseException] = []
+
+    def churn(name: str) -> None:
+        try:
+            for i in range(60):
+                key = f"blobs/sha256/ef/{name}{i % 3}"
+                store(driver, key, name.encode())
+                assert read_all(driver, key) == name.encode()
+                driver.delete(key)
+        except BaseException as e:  # noqa: BLE001 (reported below, from the test's thread)
+            failures.append(e)
+
+    threads = [threading.Thread(target=churn, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []

@@ -76,6 +76,23 @@ def _missing(e: ClientError) -> bool:
     return code in ("404", "NoSuchKey", "NotFound", "NoSuchUpload") or status == 404
 
 
+RACE_ATTEMPTS = 5
+
+
+def _retry_a_pruned_directory(response: Any = None, attempts: int = 1, **_: Any) -> float | None:
+    """botocore's `needs-retry` hook, ahead of its standard policy: a write that lost a race with a
+    delete pruning the same directory is tried again. versitygw's posix backend removes a deleted
+    object's emptied parent directories, and a PutObject or CopyObject linking its file into one of them
+    at that moment fails with ExistingObjectIsDirectory (409). In this driver's layout no key is ever
+    a directory (every object name ends in `/data` or a pending part's number), so that code means the
+    race and nothing else. Any other answer: None, and the standard policy decides."""
+    if response is None or attempts >= RACE_ATTEMPTS:
+        return None
+    if response[1].get("Error", {}).get("Code") == "ExistingObjectIsDirectory":
+        return 0.01 * attempts
+    return None
+
+
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -318,6 +335,8 @@ class S3Driver:
             "s3", region_name=settings.region, endpoint_url=settings.endpoint or None,
             aws_access_key_id=settings.access_key or None, aws_secret_access_key=settings.secret_key or None,
             verify=settings.ca_bundle or None, config=config)
+        hooks: Any = self.client.meta.events  # (the stubs type a hook as returning None; this one answers)
+        hooks.register_first("needs-retry.s3", _retry_a_pruned_directory)
 
     # -- keys -----------------------------------------------------------------------------------
     def obj(self, key: str) -> str:
