@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from ncr_trio.auth.throttle import CLIENT_FACTOR
+from ncr_trio.http.forwarded import ForwardedFor
 from ncr_trio.http.listeners import Listeners
 from tests.support.auth import token
 from tests.support.oci import digest, image, push_image
@@ -117,6 +118,32 @@ def test_private_listener_is_told_apart_by_its_address_not_only_its_port(setup: 
 def test_listeners_are_told_apart_by_the_socket_that_accepted_the_connection(
         public: list[str], private: list[str], arrived: tuple[str, int] | None, is_private: bool) -> None:
     assert Listeners(public, private).private(arrived) is is_private
+
+
+def test_an_ipv4_client_of_a_dual_stack_listener_is_its_ipv4_address(tmp_path: Path) -> None:
+    """A `[::]` listener reports IPv4 clients as `::ffff:a.b.c.d`: a registry's allowlist, the metrics
+    networks and trusted proxies written in IPv4 hold them all the same."""
+    dual = free_port()
+    srv = Server(data=tmp_path / "data", registries=("walled",), env={"NCR_METRICS_ALLOWED_NETWORKS": "127.0.0.1/32"})
+    srv.extra_args = ["--listen", f"[::]:{dual}"]
+    srv.start()
+    try:
+        with srv.client() as c:
+            push_image(c, "walled/app", image("dual-stack"), "v1")
+        tok = token(srv.url, *srv.admin, "repository:walled/app:pull")
+        get = lambda: httpx.get(f"http://127.0.0.1:{dual}/v2/walled/app/manifests/v1",  # noqa: E731
+                                headers={"Authorization": f"Bearer {tok}"}, timeout=30)
+        srv.api().doc("api.registry.update", {"allowed_cidrs": ["127.0.0.0/8"]}, registry="walled")
+        assert get().status_code == 200
+        srv.api().doc("api.registry.update", {"allowed_cidrs": ["10.0.0.0/8"]}, registry="walled")
+        assert get().status_code == 404
+        metrics = httpx.get(f"http://127.0.0.1:{dual}/metrics", timeout=30)  # anonymous: an allowed network
+        assert metrics.status_code == 200, metrics.text
+    finally:
+        srv.stop()
+    forwarded = ForwardedFor(["10.0.0.5"])
+    assert forwarded.client("::ffff:10.0.0.5", [(b"x-forwarded-for", b"192.0.2.7")]) == "192.0.2.7"
+    assert forwarded.client("::ffff:10.0.0.6", [(b"x-forwarded-for", b"192.0.2.7")]) == "::ffff:10.0.0.6"
 
 
 # -- 1. reachability on every management route and listing ---------------------------------------------

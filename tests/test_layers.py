@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ncr_trio"
 
 # Lower layers first; a module may import from its own layer or any layer before it.
 LAYERS = [
-    {"errors", "types", "config", "concurrency", "hashing", "_native", "memory", "patterns", "cron", "files", "sealing",
+    {"errors", "types", "config", "networks", "concurrency", "hashing", "_native", "memory", "patterns", "cron", "files", "sealing",
      "metrics", "changes"},
     {"storage"},
     {"meta"},

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import ipaddress
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ from ncr_trio.auth.throttle import LockedOut, LoginThrottle
 from ncr_trio.auth.tokens import LEEWAY_SECONDS, MAX_LIFETIME_SECONDS, Claims, TokenError, TokenIssuer
 from ncr_trio.config import Config
 from ncr_trio.meta import AccessStore, AuditEntry, RegistryInfo
+from ncr_trio.networks import allowlist
 
 log = logging.getLogger("ncr_trio.auth")
 
@@ -97,13 +97,7 @@ def reachable(info: RegistryInfo, private_listener: bool, client: str | None) ->
 def client_allowed(info: RegistryInfo, client: str | None) -> bool:
     if not info.allowed_cidrs:
         return True
-    if client is None:
-        return False
-    try:
-        address = ipaddress.ip_address(client)
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(c, strict=False) for c in info.allowed_cidrs)
+    return client in allowlist(info.allowed_cidrs)
 
 
 K = TypeVar("K")

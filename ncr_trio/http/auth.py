@@ -33,7 +33,6 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import ipaddress
 import json
 import re
 from urllib.parse import parse_qs, urlsplit
@@ -45,9 +44,9 @@ from ncr_trio.auth.tokens import TokenError
 from ncr_trio.config import Config
 from ncr_trio.errors import RegistryError
 from ncr_trio.http.asgi import Request, Response, json_response
-from ncr_trio.http.forwarded import Networks
 from ncr_trio.http.listeners import Listeners
 from ncr_trio.http.routes import Route, route
+from ncr_trio.networks import Networks
 from ncr_trio.trust.service import ACCESSORY_TAG
 from ncr_trio.types import validate_name
 
@@ -226,13 +225,7 @@ class Gate:
     def _metrics_network(self, client: str | None) -> bool:
         """Whether a client's address is in `metrics_allowed_networks` (an IPv4-mapped IPv6 address as
         the IPv4 address it carries)."""
-        try:
-            address = ipaddress.ip_address(client or "")
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return address in self.metrics_networks
+        return client in self.metrics_networks
 
     async def _mount_from(self, request: Request, principal: Principal, source: str, scope_text: str) -> Principal:
         """A cross-repository mount also needs pull on the source (as Distribution asks) and the source

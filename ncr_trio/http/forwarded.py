@@ -12,40 +12,11 @@ whatever header it sends. Empty (the default): the peer, always.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Sequence
 
-_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+from ncr_trio.networks import Address, Networks, client_address
+
 _HEADER = b"x-forwarded-for"
-
-
-def _address(text: str) -> _Address | None:
-    try:
-        return ipaddress.ip_address(text.strip().split("%", 1)[0])
-    except ValueError:
-        return None
-
-
-class Networks:
-    """The CIDR blocks of a setting that names clients (`trusted_proxies`, `metrics_allowed_networks`):
-    a bare address is its /32 or /128, blanks are skipped, and ValueError names a bad block."""
-
-    def __init__(self, blocks: Sequence[str], setting: str) -> None:
-        self.networks: list[_Network] = []
-        for cidr in (c.strip() for c in blocks):
-            if not cidr:
-                continue
-            try:
-                self.networks.append(ipaddress.ip_network(cidr, strict=False))
-            except ValueError:
-                raise ValueError(f"{setting}: {cidr[:60]!r} is not a CIDR block") from None
-
-    def __bool__(self) -> bool:
-        return bool(self.networks)
-
-    def __contains__(self, address: _Address | None) -> bool:
-        return address is not None and any(address in n for n in self.networks)
 
 
 class ForwardedFor:
@@ -56,18 +27,18 @@ class ForwardedFor:
     def __bool__(self) -> bool:
         return bool(self.networks)
 
-    def _trusted(self, address: _Address | None) -> bool:
+    def _trusted(self, address: Address | None) -> bool:
         return address in self.networks
 
     def client(self, peer: str | None, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
         """The client's address, given the connection's peer and the request's headers."""
-        if peer is None or not self._trusted(_address(peer)):
+        if peer is None or not self._trusted(client_address(peer)):
             return peer
         hops = [hop for name, value in headers if name.lower() == _HEADER
                 for hop in bytes(value).decode("latin-1").split(",")]
         client = peer
         for hop in reversed(hops):
-            address = _address(hop)
+            address = client_address(hop)
             if address is None:  # not written by a proxy of ours: the last proxy's peer is all we know
                 return client
             client = str(address)
@@ -76,4 +47,4 @@ class ForwardedFor:
         return client
 
 
-__all__ = ["ForwardedFor", "Networks"]
+__all__ = ["ForwardedFor"]
