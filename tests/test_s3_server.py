@@ -131,7 +131,8 @@ def test_range_and_digest_header_match_the_filesystem(s3_registry: S3Registry) -
         else:
             assert got.status_code == 206 and got.content == data[100:200]
     io = reg.server.call("GET", "/io").json()  # no local disk writes to report, and no 500 for it
-    assert io["direct_io"] == {"enabled": False, "direct_bytes": 0, "buffered_bytes": 0, "direct_refused": 0}
+    assert io["direct_io"] == {"enabled": False, "direct_bytes": 0, "buffered_bytes": 0, "direct_refused": 0,
+                               "read_back_bytes": 0, "read_back_skipped": 0}
 
 
 def _stream(total: int, seed: bytes) -> tuple[Iterator[bytes], hashlib._Hash]:

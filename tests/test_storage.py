@@ -316,7 +316,14 @@ def test_large_uploads_are_written_with_o_direct(tmp_path: Path) -> None:
     # partial block through the page cache again, at sync.
     assert written["direct_bytes"] == (len(PAYLOAD) - len(PAYLOAD) % 4096) - (100_000 - 100_000 % 4096)
     assert written["buffered_bytes"] == 100_000 + len(PAYLOAD) % 4096
-    assert buffered.write_stats() == {"direct_bytes": 0, "buffered_bytes": len(PAYLOAD), "direct_refused": 0}
+    assert buffered.write_stats() == {"direct_bytes": 0, "buffered_bytes": len(PAYLOAD), "direct_refused": 0,
+                                      "read_back_bytes": 0, "read_back_skipped": 0}
+    # Every direct-written block is read back through the page cache, off the writer's thread.
+    deadline = time.monotonic() + 30
+    while (stats := direct.write_stats())["read_back_bytes"] + stats["read_back_skipped"] < written["direct_bytes"]:
+        assert time.monotonic() < deadline, stats
+        time.sleep(0.01)
+    assert stats["read_back_bytes"] == written["direct_bytes"] and stats["read_back_skipped"] == 0
 
 
 def test_open_storage_picks_s3_from_the_settings(tmp_path: Path) -> None:

@@ -590,6 +590,8 @@ class DirectIo(Answer):
     buffered_bytes: Annotated[Count, _m("upload bytes written through the page cache (small uploads, last partial "
                                         "blocks, no O_DIRECT)")]
     direct_refused: Annotated[Count, _m("uploads the filesystem refused O_DIRECT for")]
+    read_back_bytes: Annotated[Count, _m("direct-written bytes read back through the page cache for a first pull")]
+    read_back_skipped: Annotated[Count, _m("direct-written bytes not read back (the read-back thread was behind)")]
 
 
 class ZeroCopy(Answer):

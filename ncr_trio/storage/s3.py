@@ -513,7 +513,8 @@ class S3Driver:
 
     def write_stats(self) -> dict[str, int]:
         # GET /api/v1/io's counters are the filesystem's: no upload byte goes to a local disk here.
-        return {"direct_bytes": 0, "buffered_bytes": 0, "direct_refused": 0}
+        return {"direct_bytes": 0, "buffered_bytes": 0, "direct_refused": 0, "read_back_bytes": 0,
+                "read_back_skipped": 0}
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it is missing (tests and first starts; production buckets are made by hand)."""
