@@ -41,6 +41,7 @@ import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ncr_trio.storage.base import FileSpan, StorageUnavailable
+from ncr_trio.storage.filesystem import WriteCounters
 from ncr_trio.storage.keys import UPLOADS_PREFIX
 from ncr_trio.types import Buffer
 
@@ -512,9 +513,8 @@ class S3Driver:
                 yield key
 
     def write_stats(self) -> dict[str, int]:
-        # GET /api/v1/io's counters are the filesystem's: no upload byte goes to a local disk here.
-        return {"direct_bytes": 0, "buffered_bytes": 0, "direct_refused": 0, "read_back_bytes": 0,
-                "read_back_skipped": 0}
+        # GET /api/v1/io's counters are the filesystem's, all zero: no upload byte goes to a local disk here.
+        return WriteCounters().snapshot()
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it is missing (tests and first starts; production buckets are made by hand)."""
