@@ -29,6 +29,15 @@ def client_address(text: str | None) -> Address | None:
     return address
 
 
+@functools.lru_cache(maxsize=4096)
+def client_text(text: str | None) -> str | None:
+    """A client's address as the audit log and the login throttle record it: `::ffff:a.b.c.d` (an IPv4
+    client of a dual-stack listener) is `a.b.c.d`, as it is for the allowlists; text that is no address
+    is kept as it is."""
+    address = client_address(text)
+    return text if address is None else str(address)
+
+
 class Networks:
     """The CIDR blocks of a setting that names clients: a bare address is its /32 or /128, blanks are
     skipped, and ValueError names a bad block."""
@@ -58,4 +67,4 @@ def allowlist(blocks: tuple[str, ...]) -> Networks:
     return Networks(blocks, "allowed_cidrs")
 
 
-__all__ = ["Address", "Network", "Networks", "allowlist", "client_address"]
+__all__ = ["Address", "Network", "Networks", "allowlist", "client_address", "client_text"]

@@ -122,7 +122,8 @@ def test_listeners_are_told_apart_by_the_socket_that_accepted_the_connection(
 
 def test_an_ipv4_client_of_a_dual_stack_listener_is_its_ipv4_address(tmp_path: Path) -> None:
     """A `[::]` listener reports IPv4 clients as `::ffff:a.b.c.d`: a registry's allowlist, the metrics
-    networks and trusted proxies written in IPv4 hold them all the same."""
+    networks and trusted proxies written in IPv4 hold them all the same, and the audit log and the
+    login throttle name them by their IPv4 address."""
     dual = free_port()
     srv = Server(data=tmp_path / "data", registries=("walled",), env={"NCR_METRICS_ALLOWED_NETWORKS": "127.0.0.1/32"})
     srv.extra_args = ["--listen", f"[::]:{dual}"]
@@ -139,6 +140,12 @@ def test_an_ipv4_client_of_a_dual_stack_listener_is_its_ipv4_address(tmp_path: P
         assert get().status_code == 404
         metrics = httpx.get(f"http://127.0.0.1:{dual}/metrics", timeout=30)  # anonymous: an allowed network
         assert metrics.status_code == 200, metrics.text
+        # The audit log (and the login throttle, keyed the same way) name it as the IPv4 listener would.
+        bad = httpx.get(f"http://127.0.0.1:{dual}/auth/token", auth=("dual-stack-guesser", "wrong"), timeout=30)
+        assert bad.status_code == 401
+        entries = srv.api().doc("api.audit", action="login", limit=50)["entries"]
+        failed = [e for e in entries if e["actor"] == "dual-stack-guesser"]
+        assert [e["client"] for e in failed] == ["127.0.0.1"], failed
     finally:
         srv.stop()
     forwarded = ForwardedFor(["10.0.0.5"])

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 from ncr_trio.auth.control import ANONYMOUS, Principal, reachable
 from ncr_trio.errors import RegistryError
 from ncr_trio.meta import RegistryInfo
+from ncr_trio.networks import client_text
 from ncr_trio.storage import FileSpan
 
 ZEROCOPY = "http.response.zerocopysend"
@@ -51,9 +52,9 @@ class Request:
 
     @property
     def client(self) -> str | None:
-        """The client's IP address."""
+        """The client's IP address (an IPv4-mapped one as its IPv4 address: networks.py)."""
         client = self.scope.get("client")
-        return str(client[0]) if client else None
+        return client_text(str(client[0])) if client else None
 
     def reaches(self, info: RegistryInfo) -> bool:
         """Whether this request's client, on this listener, may reach the registry `info`."""
