@@ -40,6 +40,7 @@ import botocore.config
 import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ncr_trio.config import Config
 from ncr_trio.storage.base import FileSpan, StorageUnavailable
 from ncr_trio.storage.filesystem import WriteCounters
 from ncr_trio.storage.keys import UPLOADS_PREFIX
@@ -55,19 +56,21 @@ MAX_REDIRECT_SECONDS = 1200  # the issue: presigned URLs live at most 20 minutes
 
 @dataclass(frozen=True)
 class S3Settings:
+    """The driver's settings; the defaults are the configuration's (`s3_*` in config.py), stated there once."""
+
     bucket: str
-    endpoint: str = ""
-    region: str = "us-east-1"
-    prefix: str = ""
-    access_key: str = ""
-    secret_key: str = ""
-    credentials_file: str = ""
-    path_style: bool = True
-    ca_bundle: str = ""
-    redirect: bool = True
-    redirect_seconds: int = MAX_REDIRECT_SECONDS
+    endpoint: str = Config.s3_endpoint
+    region: str = Config.s3_region
+    prefix: str = Config.s3_prefix
+    access_key: str = Config.s3_access_key
+    secret_key: str = Config.s3_secret_key
+    credentials_file: str = Config.s3_credentials_file
+    path_style: bool = Config.s3_path_style
+    ca_bundle: str = Config.s3_ca_bundle
+    redirect: bool = Config.s3_redirect
+    redirect_seconds: int = min(Config.s3_redirect_seconds, MAX_REDIRECT_SECONDS)
     connections: int = 16
-    timeout_seconds: float = 60.0
+    timeout_seconds: float = Config.s3_timeout_seconds
     part_bytes: int = PART_BYTES
 
 
