@@ -326,6 +326,30 @@ def test_large_uploads_are_written_with_o_direct(tmp_path: Path) -> None:
     assert stats["read_back_bytes"] == written["direct_bytes"] and stats["read_back_skipped"] == 0
 
 
+def test_read_back_can_be_turned_off(tmp_path: Path) -> None:
+    """`read_back = false` (NCR_READ_BACK=false): direct writes stay direct, and no block is read back or
+    counted as skipped; the default reads them back."""
+    from ncr_trio import config as config_module
+    from ncr_trio.storage import open_storage
+
+    if (reason := why_no_direct_io(tmp_path / "probe")) is not None:
+        pytest.skip(reason)
+    off = open_storage(config_module.load(env={"NCR_READ_BACK": "false"}, data_dir=tmp_path / "off"))
+    on = open_storage(config_module.load(env={}, data_dir=tmp_path / "on"))
+    assert isinstance(off, FilesystemDriver) and off.read_back is False
+    assert isinstance(on, FilesystemDriver) and on.read_back is True
+    sink = off.open_upload("uploads/big")
+    try:
+        sink.write([PAYLOAD])
+        sink.sync()
+    finally:
+        sink.close()
+    assert read_all(off, "uploads/big") == PAYLOAD
+    time.sleep(0.2)  # the read-back thread, were it offered anything, would have counted it by now
+    stats = off.write_stats()
+    assert stats["direct_bytes"] > 0 and stats["read_back_bytes"] == 0 and stats["read_back_skipped"] == 0, stats
+
+
 def test_open_storage_picks_s3_from_the_settings(tmp_path: Path) -> None:
     """`storage = "s3"` (or a bucket set) opens the S3 driver with the settings from NCR_S3_* variables;
     presigned URLs never outlive 20 minutes, whatever is asked; an unknown storage is refused."""

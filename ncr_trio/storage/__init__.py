@@ -26,7 +26,7 @@ def open_storage(config: Config) -> StorageDriver:
             connections=STORAGE_THREADS, timeout_seconds=config.s3_timeout_seconds))
     if config.storage != "filesystem":
         raise ValueError(f"unknown storage {config.storage!r}: filesystem or s3")
-    return FilesystemDriver(config.data_dir, direct_io=config.direct_io)
+    return FilesystemDriver(config.data_dir, direct_io=config.direct_io, read_back=config.read_back)
 
 
 __all__ = [

@@ -161,7 +161,9 @@ def _open_direct(path: Path) -> int | None:
 class FileUploadSink:
     """Appends to one upload file. Not thread-safe: one request drives it at a time (flock)."""
 
-    def __init__(self, path: Path, direct_io: bool = True, counters: WriteCounters | None = None) -> None:
+    def __init__(self, path: Path, direct_io: bool = True, counters: WriteCounters | None = None,
+                 read_back: bool = True) -> None:
+        self._read_back = read_back
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         # One writer per upload, across threads and worker processes alike. Never wait for it: a
         # slow client can hold it for as long as its body takes, and a waiting thread is a disk
@@ -246,7 +248,8 @@ class FileUploadSink:
         # kernel read each block back into the cache asynchronously, off this thread's critical path,
         # and the read-back thread touch it there once it is in (_ReadBack).
         os.posix_fadvise(self._fd, self._base, block.nbytes, os.POSIX_FADV_WILLNEED)
-        _read_back.offer(self._fd, self._base, block.nbytes, self._counters)
+        if self._read_back:
+            _read_back.offer(self._fd, self._base, block.nbytes, self._counters)
         self._base += block.nbytes
 
     def flush(self) -> None:
@@ -351,9 +354,10 @@ class FilesystemDriver:
     name = "filesystem"
     local = True
 
-    def __init__(self, root: Path, direct_io: bool = True) -> None:
+    def __init__(self, root: Path, direct_io: bool = True, read_back: bool = True) -> None:
         self.root = root
         self.direct_io = direct_io
+        self.read_back = read_back
         self._writes = WriteCounters()
         for sub in ("blobs", "uploads"):
             (root / sub).mkdir(parents=True, exist_ok=True)
@@ -364,7 +368,7 @@ class FilesystemDriver:
         return self.root / key
 
     def open_upload(self, key: str, state: str = "") -> FileUploadSink:
-        return FileUploadSink(self._path(key), self.direct_io, self._writes)
+        return FileUploadSink(self._path(key), self.direct_io, self._writes, self.read_back)
 
     def redirect_url(self, key: str) -> str | None:
         return None  # the files are only reachable through the registry
