@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ncr_trio.auth import MAX_KEYS_PER_USER, hash_secret, needs_rotation, new_access_key, verify_secret
+from ncr_trio.auth.keys import MAX_KEYS_PER_USER, hash_secret, needs_rotation, new_access_key, verify_secret
 
 
 def test_key_id_and_secret_shapes() -> None:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ncr_trio.auth import InvalidScope, Scope, access_entries, format_scope, grant, parse_scope, parse_scopes
+from ncr_trio.auth.scopes import InvalidScope, Scope, access_entries, format_scope, grant, parse_scope, parse_scopes
 
 
 def test_repository_scope() -> None:

@@ -11,16 +11,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ncr_trio.auth import (
-    LEEWAY_SECONDS,
-    KeyFileError,
-    Scope,
-    TokenError,
-    TokenIssuer,
-    libtrust_key_id,
-    parse_scopes,
-)
-from ncr_trio.auth.tokens import KEY_FILE
+from ncr_trio.auth.scopes import Scope, parse_scopes
+from ncr_trio.auth.tokens import KEY_FILE, LEEWAY_SECONDS, KeyFileError, TokenError, TokenIssuer, libtrust_key_id
 
 T0 = 1_800_000_000
 

@@ -7,7 +7,6 @@ rotation. Only a system administrator creates users and grants roles.
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -18,11 +17,10 @@ from ncr_trio.auth.control import AccessControl
 from ncr_trio.auth.keys import MAX_KEYS_PER_USER, hash_secret, needs_rotation, new_access_key
 from ncr_trio.auth.roles import EVERY_REGISTRY, parse_role
 from ncr_trio.errors import RegistryError
+from ncr_trio.limits import USER_NAME_RE
 from ncr_trio.meta import AccessKey, KeyLimitReached, UnknownUser
 from ncr_trio.meta.access import LastSystemAdmin
 from ncr_trio.types import iso_time
-
-USER_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
 def key_view(key: AccessKey, now: float) -> dict[str, Any]:

@@ -14,6 +14,8 @@ import hmac
 import secrets
 from datetime import datetime, timedelta
 
+from ncr_trio.limits import KEY_ID_PREFIX, MAX_KEYS_PER_USER
+
 __all__ = [
     "KEY_ID_PREFIX",
     "MAX_KEYS_PER_USER",
@@ -24,9 +26,7 @@ __all__ = [
     "verify_secret",
 ]
 
-MAX_KEYS_PER_USER = 5
 ROTATION_DAYS = 90
-KEY_ID_PREFIX = "NCR"
 
 _SCRYPT_N = 2**14
 _SCRYPT_R = 8

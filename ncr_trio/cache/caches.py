@@ -28,15 +28,15 @@ from ncr_trio.auth.control import AccessControl, TTLCache
 from ncr_trio.cache.sources import SOURCE_TYPES, Source
 from ncr_trio.config import Config
 from ncr_trio.errors import RegistryError
+from ncr_trio.limits import CACHE_MAX_ACCESS_ID as MAX_ACCESS_ID
+from ncr_trio.limits import CACHE_MAX_DESCRIPTION as MAX_DESCRIPTION
+from ncr_trio.limits import CACHE_MAX_SECRET as MAX_SECRET
+from ncr_trio.limits import CACHE_MAX_URL as MAX_URL
 from ncr_trio.meta.caches import CacheInUse, CacheStore, ImageCache
 from ncr_trio.sealing import Sealer, SealError
 from ncr_trio.types import validate_registry_name
 
 FIELDS = ("name", "type", "url", "access_id", "access_secret", "endpoint", "description")
-MAX_URL = 2048
-MAX_ACCESS_ID = 256
-MAX_SECRET = 16 * 1024  # a service account's JSON key is about 2.3 KiB
-MAX_DESCRIPTION = 1024
 QUAY_KEYS = ("account_name", "docker_cli_password")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _ECR_HOST = re.compile(r"[0-9]{12}\.dkr\.ecr(?:-fips)?\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?")

@@ -32,7 +32,7 @@ from ncr_trio.cli.commands import (
 )
 from ncr_trio.cli.output import Column, UsageError, col, text, when
 from ncr_trio.client import APIError
-from ncr_trio.registry.webhooks import EVENT_TYPES
+from ncr_trio.limits import EVENT_TYPES
 
 RULES = ("older_than", "retain_pushed", "retain_pulled")
 ITEM_COLUMNS = [col("REPOSITORY", "repository", no_wrap=True), col("DIGEST", "digest", no_wrap=True),

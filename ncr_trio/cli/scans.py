@@ -23,7 +23,7 @@ from typing import Any
 
 from ncr_trio.cli.commands import Ctx, add_group, add_leaf, done, parse_ref, resolve_digest, show_fields
 from ncr_trio.cli.output import Column, UsageError, scan_figures, text, when
-from ncr_trio.scan.jobs import THRESHOLDS
+from ncr_trio.limits import SCAN_THRESHOLDS as THRESHOLDS
 
 POLL_SECONDS = 0.5
 # Worst first: the report's default order, and what --min-severity compares with.

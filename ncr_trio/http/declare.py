@@ -16,13 +16,15 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
 from ncr_trio.errors import RegistryError
-from ncr_trio.http.asgi import Request, Response, json_response
-from ncr_trio.http.routes import Route, route
+
+if TYPE_CHECKING:  # the server's side, loaded by the server only: the CLI reads the declarations alone
+    from ncr_trio.http.asgi import Request, Response
+    from ncr_trio.http.routes import Route
 
 MAX_BODY = 64 * 1024
 B = TypeVar("B", bound=msgspec.Struct)
@@ -71,6 +73,9 @@ class Operation:
 
     def route(self, handler: Callable[[Request], Awaitable[Any]]) -> Route:
         """The route of the operation: `handler`'s answer encoded as the declaration says."""
+        from ncr_trio.http.asgi import Response
+        from ncr_trio.http.routes import route
+
         status, model, _ = self.ok
 
         async def answer(request: Request) -> Response:
@@ -86,6 +91,8 @@ class Operation:
 
 def encoded(status: int, value: msgspec.Struct, headers: dict[str, str] | None = None) -> Response:
     """An answer's model as JSON."""
+    from ncr_trio.http.asgi import json_response
+
     try:
         body = msgspec.json.encode(value)
     except UnicodeEncodeError:  # a lone surrogate in stored text: escaped, as JSON allows

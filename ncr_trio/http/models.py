@@ -15,28 +15,39 @@ from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from ncr_trio.auth.accounts import USER_NAME_RE
 from ncr_trio.auth.roles import Role
-from ncr_trio.cache.caches import MAX_ACCESS_ID, MAX_DESCRIPTION
-from ncr_trio.cache.caches import MAX_SECRET as MAX_ACCESS_SECRET
-from ncr_trio.cache.caches import MAX_URL as MAX_SOURCE_URL
 from ncr_trio.cache.sources import SOURCE_TYPES
 from ncr_trio.cron import FIELDS as CRON_FIELDS
 from ncr_trio.cron import PRESETS
+from ncr_trio.limits import CACHE_MAX_ACCESS_ID as MAX_ACCESS_ID
+from ncr_trio.limits import CACHE_MAX_DESCRIPTION as MAX_DESCRIPTION
+from ncr_trio.limits import CACHE_MAX_SECRET as MAX_ACCESS_SECRET
+from ncr_trio.limits import CACHE_MAX_URL as MAX_SOURCE_URL
+from ncr_trio.limits import CLEANUP_MAX_N as MAX_N
+from ncr_trio.limits import CLEANUP_OUTCOMES as OUTCOMES
+from ncr_trio.limits import (
+    EVENT_TYPES,
+    MAX_PER_PAGE,
+    MAX_POLICIES,
+    RULES,
+    SCAN_ID_RE,
+    SCAN_THRESHOLDS,
+    USER_NAME_RE,
+    WEBHOOK_NAME_RE,
+)
+from ncr_trio.limits import REMOTE_MAX_CA_CERT as MAX_CA_CERT
+from ncr_trio.limits import REPLICATION_MAX_BANDWIDTH_KBPS as MAX_BANDWIDTH_KBPS
+from ncr_trio.limits import REPLICATION_MAX_FILTER as MAX_FILTER
+from ncr_trio.limits import SCAN_MAX_ALLOWLIST as MAX_ALLOWLIST
+from ncr_trio.limits import WEBHOOK_KINDS as KINDS
+from ncr_trio.limits import WEBHOOK_MAX_AUTH_HEADER as MAX_AUTH_HEADER
+from ncr_trio.limits import WEBHOOK_MAX_SECRET as MAX_SECRET
+from ncr_trio.limits import WEBHOOK_MAX_URL as MAX_URL
+from ncr_trio.limits import WEBHOOK_TEST_EVENT as TEST_EVENT
 from ncr_trio.patterns import MAX_PATTERN
-from ncr_trio.registry.catalog import MAX_PER_PAGE
-from ncr_trio.registry.cleanup import MAX_N, OUTCOMES
-from ncr_trio.registry.namespaces import MAX_NAME
-from ncr_trio.registry.namespaces import NAME_RE as REGISTRY_RE
-from ncr_trio.registry.policies import MAX_POLICIES, RULES
-from ncr_trio.registry.webhooks import EVENT_TYPES, KINDS, MAX_AUTH_HEADER, MAX_SECRET, MAX_URL, TEST_EVENT
-from ncr_trio.registry.webhooks import NAME_RE as WEBHOOK_NAME_RE
 from ncr_trio.replication.model import DIRECTIONS, EXECUTION_STATUSES, TAG_FILTER_MODES, TASK_STATUSES, TRIGGERS
-from ncr_trio.replication.policies import MAX_BANDWIDTH_KBPS, MAX_FILTER
-from ncr_trio.replication.remotes import MAX_CA_CERT
-from ncr_trio.scan.jobs import ID_RE as SCAN_ID_RE
-from ncr_trio.scan.jobs import MAX_ALLOWLIST
-from ncr_trio.scan.jobs import THRESHOLDS as SCAN_THRESHOLDS
+from ncr_trio.types import REGISTRY_NAME_MAX as MAX_NAME
+from ncr_trio.types import REGISTRY_NAME_RE as REGISTRY_RE
 from ncr_trio.types import TAG_RE
 
 DIGEST_PATTERN = "^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$"

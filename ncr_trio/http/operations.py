@@ -16,14 +16,12 @@ from typing import Any
 
 import msgspec
 
-from ncr_trio.auth.keys import KEY_ID_PREFIX, MAX_KEYS_PER_USER
 from ncr_trio.http import models as m
 from ncr_trio.http.declare import PERMISSIONS, Operation
-from ncr_trio.registry.catalog import MAX_PER_PAGE
-from ncr_trio.registry.namespaces import NAME_RE as REGISTRY_RE
-from ncr_trio.registry.policies import MAX_POLICIES
+from ncr_trio.limits import KEY_ID_PREFIX, MAX_KEYS_PER_USER, MAX_PER_PAGE, MAX_POLICIES
 from ncr_trio.types import NAME_MAX
 from ncr_trio.types import NAME_RE as REPOSITORY_RE
+from ncr_trio.types import REGISTRY_NAME_RE as REGISTRY_RE
 
 Schema = dict[str, Any]
 AUDIT_LIMIT_MAX = 1000

@@ -15,6 +15,7 @@ import trio
 
 from ncr_trio import changes
 from ncr_trio.errors import RegistryError
+from ncr_trio.limits import MAX_PER_PAGE
 from ncr_trio.meta.catalog import ArtifactSummary, CatalogQueries, ImageSummary, TagRow
 from ncr_trio.meta.store import ACTOR, Guard, Protected
 from ncr_trio.patterns import InvalidPattern, compile_pattern
@@ -24,7 +25,6 @@ from ncr_trio.types import Digest, validate_name, validate_tag
 
 log = logging.getLogger("ncr_trio.registry")
 
-MAX_PER_PAGE = 500
 MAX_OFFSET = 2**63 - 1  # what SQL's OFFSET takes (a 64-bit integer): any page past it is empty anyway
 
 

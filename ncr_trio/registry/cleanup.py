@@ -35,6 +35,8 @@ import trio
 
 from ncr_trio.cron import PRESETS, InvalidSchedule, parse_schedule
 from ncr_trio.errors import RegistryError
+from ncr_trio.limits import CLEANUP_MAX_N as MAX_N
+from ncr_trio.limits import CLEANUP_OUTCOMES as OUTCOMES
 from ncr_trio.meta.policies import (
     CleanupRow,
     CleanupRun,
@@ -66,8 +68,6 @@ from ncr_trio.registry.protection import Protection, current_guard, describe, po
 
 log = logging.getLogger("ncr_trio.cleanup")
 
-MAX_N = 1_000_000
-OUTCOMES = ("would-delete", "deleted", "kept-protected", "kept-needed", "skipped-changed")
 _STORE_OUTCOMES = {"changed": "skipped-changed", "needed": "kept-needed", "protected": "kept-protected"}
 
 

@@ -24,12 +24,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ncr_trio.limits import MAX_POLICIES, RULES
 from ncr_trio.meta.accessories import tag_subject
 from ncr_trio.patterns import compile_pattern
 
 DAY = 86400.0
-MAX_POLICIES = 15
-RULES = ("older_than", "retain_pushed", "retain_pulled")
 
 
 def cleanup_job(registry: str) -> str:

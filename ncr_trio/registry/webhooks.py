@@ -34,7 +34,6 @@ import hmac
 import json
 import logging
 import random
-import re
 import time
 import uuid
 from collections import Counter
@@ -49,6 +48,13 @@ import trio
 from ncr_trio import changes
 from ncr_trio.config import Config
 from ncr_trio.errors import RegistryError
+from ncr_trio.limits import EVENT_TYPES
+from ncr_trio.limits import WEBHOOK_KINDS as KINDS
+from ncr_trio.limits import WEBHOOK_MAX_AUTH_HEADER as MAX_AUTH_HEADER
+from ncr_trio.limits import WEBHOOK_MAX_SECRET as MAX_SECRET
+from ncr_trio.limits import WEBHOOK_MAX_URL as MAX_URL
+from ncr_trio.limits import WEBHOOK_NAME_RE as NAME_RE
+from ncr_trio.limits import WEBHOOK_TEST_EVENT as TEST_EVENT
 from ncr_trio.meta import AccessStore
 from ncr_trio.meta.webhooks import Attempt, Delivery, DuplicateWebhook, Event, Webhook, WebhookStore
 from ncr_trio.registry import egress
@@ -58,17 +64,8 @@ from ncr_trio.types import iso_time
 
 log = logging.getLogger("ncr_trio.webhooks")
 
-EVENT_TYPES = ("artifact.pushed", "artifact.cached", "artifact.pulled", "artifact.deleted", "tag.created",
-               "tag.deleted", "replication.started", "replication.finished", "replication.failed",
-               "scan.completed", "scan.failed", "signature.pushed", "signature.invalid")
-KINDS = ("http", "slack")
-TEST_EVENT = "test"
 FIELDS = frozenset({"name", "kind", "url", "secret", "auth_header", "event_types", "enabled"})
 
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-MAX_URL = 2048
-MAX_SECRET = 256
-MAX_AUTH_HEADER = 1024
 
 SENDERS = 8  # deliveries in flight per process
 PER_WEBHOOK = 2  # ... of which at most this many to one webhook

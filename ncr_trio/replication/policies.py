@@ -23,6 +23,8 @@ from typing import Any
 
 from ncr_trio.cron import InvalidSchedule, parse_schedule
 from ncr_trio.errors import RegistryError
+from ncr_trio.limits import REPLICATION_MAX_BANDWIDTH_KBPS as MAX_BANDWIDTH_KBPS
+from ncr_trio.limits import REPLICATION_MAX_FILTER as MAX_FILTER
 from ncr_trio.meta.policies import PolicyStore
 from ncr_trio.meta.replication import DuplicatePolicy, ReplicationStore
 from ncr_trio.patterns import InvalidPattern
@@ -36,8 +38,6 @@ FIELDS = ("name", "description", "direction", "remote", "remote_namespace", "nam
           "tag_filter_mode", "trigger", "schedule", "override", "bandwidth_kbps", "enabled")
 JOB_PREFIX = "replication:"
 MAX_DESCRIPTION = 1024
-MAX_FILTER = 256
-MAX_BANDWIDTH_KBPS = 10**7  # 10 GB/s: more is no limit at all
 MAX_POLICIES_PER_REGISTRY = 100
 
 

@@ -48,6 +48,9 @@ import trio
 from ncr_trio.auth.control import TTLCache
 from ncr_trio.cron import InvalidSchedule, parse_schedule
 from ncr_trio.errors import RegistryError
+from ncr_trio.limits import SCAN_ID_RE as ID_RE
+from ncr_trio.limits import SCAN_MAX_ALLOWLIST as MAX_ALLOWLIST
+from ncr_trio.limits import SCAN_THRESHOLDS as THRESHOLDS
 from ncr_trio.meta import ManifestRecord
 from ncr_trio.meta.policies import PolicyStore
 from ncr_trio.meta.scans import DONE, FAILED, SCANNING, STOPPED, Outcome, RegistryScanSettings, ScanRow, ScanStore
@@ -66,9 +69,6 @@ log = logging.getLogger("ncr_trio.scan")
 SCAN_JOB = "scan"
 # The guide's presets for the periodic scan (Weekly: Saturday 00:00 UTC), or five cron fields.
 PRESETS = {"None": "", "Hourly": "0 * * * *", "Daily": "0 0 * * *", "Weekly": "0 0 * * 6"}
-THRESHOLDS = ("Low", "Medium", "High", "Critical")
-MAX_ALLOWLIST = 1000
-ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
 LEASE_SECONDS = 60.0
 STOP_POLL_SECONDS = 0.5
 READ_CHUNK = 1 << 20
