@@ -32,11 +32,11 @@ WEBHOOK_MAX_URL = 2048
 WEBHOOK_MAX_SECRET = 256
 WEBHOOK_MAX_AUTH_HEADER = 1024
 
-# cache/caches.py
+# cache/caches.py; the credentials and descriptions of replication/remotes.py and replication/policies.py too
 CACHE_MAX_URL = 2048
-CACHE_MAX_ACCESS_ID = 256
-CACHE_MAX_SECRET = 16 * 1024  # a service account's JSON key is about 2.3 KiB
-CACHE_MAX_DESCRIPTION = 1024
+SOURCE_MAX_ACCESS_ID = 256
+SOURCE_MAX_SECRET = 16 * 1024  # a service account's JSON key is about 2.3 KiB
+MAX_DESCRIPTION = 1024
 
 # replication/policies.py, replication/remotes.py
 REPLICATION_MAX_FILTER = 256

@@ -28,10 +28,10 @@ from ncr_trio.auth.control import AccessControl, TTLCache
 from ncr_trio.cache.sources import SOURCE_TYPES, Source
 from ncr_trio.config import Config
 from ncr_trio.errors import RegistryError
-from ncr_trio.limits import CACHE_MAX_ACCESS_ID as MAX_ACCESS_ID
-from ncr_trio.limits import CACHE_MAX_DESCRIPTION as MAX_DESCRIPTION
-from ncr_trio.limits import CACHE_MAX_SECRET as MAX_SECRET
 from ncr_trio.limits import CACHE_MAX_URL as MAX_URL
+from ncr_trio.limits import MAX_DESCRIPTION
+from ncr_trio.limits import SOURCE_MAX_ACCESS_ID as MAX_ACCESS_ID
+from ncr_trio.limits import SOURCE_MAX_SECRET as MAX_SECRET
 from ncr_trio.meta.caches import CacheInUse, CacheStore, ImageCache
 from ncr_trio.sealing import Sealer, SealError
 from ncr_trio.types import validate_registry_name

@@ -32,9 +32,8 @@ from ncr_trio.cli.commands import (
 )
 from ncr_trio.cli.output import Column, UsageError, col, text, when
 from ncr_trio.client import APIError
-from ncr_trio.limits import EVENT_TYPES
+from ncr_trio.limits import EVENT_TYPES, RULES
 
-RULES = ("older_than", "retain_pushed", "retain_pulled")
 ITEM_COLUMNS = [col("REPOSITORY", "repository", no_wrap=True), col("DIGEST", "digest", no_wrap=True),
                 col("TAGS", "tags"), col("OUTCOME", "outcome", no_wrap=True), col("REASON", "reason")]
 

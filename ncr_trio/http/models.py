@@ -19,14 +19,12 @@ from ncr_trio.auth.roles import Role
 from ncr_trio.cache.sources import SOURCE_TYPES
 from ncr_trio.cron import FIELDS as CRON_FIELDS
 from ncr_trio.cron import PRESETS
-from ncr_trio.limits import CACHE_MAX_ACCESS_ID as MAX_ACCESS_ID
-from ncr_trio.limits import CACHE_MAX_DESCRIPTION as MAX_DESCRIPTION
-from ncr_trio.limits import CACHE_MAX_SECRET as MAX_ACCESS_SECRET
 from ncr_trio.limits import CACHE_MAX_URL as MAX_SOURCE_URL
 from ncr_trio.limits import CLEANUP_MAX_N as MAX_N
 from ncr_trio.limits import CLEANUP_OUTCOMES as OUTCOMES
 from ncr_trio.limits import (
     EVENT_TYPES,
+    MAX_DESCRIPTION,
     MAX_PER_PAGE,
     MAX_POLICIES,
     RULES,
@@ -39,6 +37,8 @@ from ncr_trio.limits import REMOTE_MAX_CA_CERT as MAX_CA_CERT
 from ncr_trio.limits import REPLICATION_MAX_BANDWIDTH_KBPS as MAX_BANDWIDTH_KBPS
 from ncr_trio.limits import REPLICATION_MAX_FILTER as MAX_FILTER
 from ncr_trio.limits import SCAN_MAX_ALLOWLIST as MAX_ALLOWLIST
+from ncr_trio.limits import SOURCE_MAX_ACCESS_ID as MAX_ACCESS_ID
+from ncr_trio.limits import SOURCE_MAX_SECRET as MAX_ACCESS_SECRET
 from ncr_trio.limits import WEBHOOK_KINDS as KINDS
 from ncr_trio.limits import WEBHOOK_MAX_AUTH_HEADER as MAX_AUTH_HEADER
 from ncr_trio.limits import WEBHOOK_MAX_SECRET as MAX_SECRET

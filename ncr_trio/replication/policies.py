@@ -23,6 +23,7 @@ from typing import Any
 
 from ncr_trio.cron import InvalidSchedule, parse_schedule
 from ncr_trio.errors import RegistryError
+from ncr_trio.limits import MAX_DESCRIPTION
 from ncr_trio.limits import REPLICATION_MAX_BANDWIDTH_KBPS as MAX_BANDWIDTH_KBPS
 from ncr_trio.limits import REPLICATION_MAX_FILTER as MAX_FILTER
 from ncr_trio.meta.policies import PolicyStore
@@ -37,7 +38,6 @@ from ncr_trio.types import validate_registry_name
 FIELDS = ("name", "description", "direction", "remote", "remote_namespace", "name_filter", "tag_filter",
           "tag_filter_mode", "trigger", "schedule", "override", "bandwidth_kbps", "enabled")
 JOB_PREFIX = "replication:"
-MAX_DESCRIPTION = 1024
 MAX_POLICIES_PER_REGISTRY = 100
 
 

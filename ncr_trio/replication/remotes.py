@@ -24,16 +24,16 @@ from ncr_trio.cache.sources import SOURCE_TYPES, Source
 from ncr_trio.cache.upstream import Reach, UpstreamError, Upstreams
 from ncr_trio.config import Config
 from ncr_trio.errors import RegistryError
+from ncr_trio.limits import MAX_DESCRIPTION
 from ncr_trio.limits import REMOTE_MAX_CA_CERT as MAX_CA_CERT
+from ncr_trio.limits import SOURCE_MAX_ACCESS_ID as MAX_ACCESS_ID
+from ncr_trio.limits import SOURCE_MAX_SECRET as MAX_SECRET
 from ncr_trio.meta.replication import RemoteInUse, RemoteRow, ReplicationStore
 from ncr_trio.replication.model import RemoteInfo
 from ncr_trio.sealing import Sealer, SealError
 from ncr_trio.types import validate_registry_name
 
 FIELDS = ("name", "url", "type", "access_id", "access_secret", "ca_cert", "insecure", "description")
-MAX_ACCESS_ID = 256
-MAX_SECRET = 16 * 1024
-MAX_DESCRIPTION = 1024
 MAX_REASON = 1000
 
 
