@@ -338,14 +338,19 @@ def test_read_back_can_be_turned_off(tmp_path: Path) -> None:
     on = open_storage(config_module.load(env={}, data_dir=tmp_path / "on"))
     assert isinstance(off, FilesystemDriver) and off.read_back is False
     assert isinstance(on, FilesystemDriver) and on.read_back is True
-    sink = off.open_upload("uploads/big")
-    try:
-        sink.write([PAYLOAD])
-        sink.sync()
-    finally:
-        sink.close()
-    assert read_all(off, "uploads/big") == PAYLOAD
-    time.sleep(0.2)  # the read-back thread, were it offered anything, would have counted it by now
+    for driver in (off, on):  # in this order: the one read-back thread takes blocks first come, first served
+        sink = driver.open_upload("uploads/big")
+        try:
+            sink.write([PAYLOAD])
+            sink.sync()
+        finally:
+            sink.close()
+        assert read_all(driver, "uploads/big") == PAYLOAD
+    # Once the default driver's blocks have all been read back, anything offered before them has been too.
+    deadline = time.monotonic() + 30
+    while (done := on.write_stats())["read_back_bytes"] + done["read_back_skipped"] < done["direct_bytes"]:
+        assert time.monotonic() < deadline, done
+        time.sleep(0.01)
     stats = off.write_stats()
     assert stats["direct_bytes"] > 0 and stats["read_back_bytes"] == 0 and stats["read_back_skipped"] == 0, stats
 
