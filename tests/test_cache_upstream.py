@@ -28,7 +28,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -108,6 +108,7 @@ class Recorder:
     redirect_blobs: str | None = None  # blob GETs answered with a 307 to this origin, same path
     drop_range: bool = False
     reroute: dict[str, str] = field(default_factory=dict)  # path asked -> path forwarded (another answer)
+    hold: Callable[[str, dict[str, str]], Awaitable[None]] | None = None  # awaited before a request is forwarded
     port: int = field(default_factory=free_port)
     seen: list[Seen] = field(default_factory=list)
     client: httpx.AsyncClient | None = None
@@ -139,6 +140,8 @@ class Recorder:
                         "headers": [(b"location", f"{self.redirect_blobs}{path}".encode()), (b"content-length", b"0")]})
             await send({"type": "http.response.body", "body": b""})
             return
+        if self.hold is not None:
+            await self.hold(path, headers)
         dropped = HOP_BY_HOP | {"content-length"} | ({"range"} if self.drop_range else set())  # httpx sets the length
         forward = {k: v for k, v in headers.items() if k not in dropped}
         assert self.client is not None
@@ -334,6 +337,36 @@ async def test_ncr_source_token_obtained_once(ncr_source: tuple[Server, Image, d
             with pytest.raises(UpstreamError) as e:
                 await client.ping()
         assert e.value.status == 401
+
+
+async def test_a_late_challenge_does_not_forget_a_fresh_token(
+        ncr_source: tuple[Server, Image, dict[str, Any]]) -> None:
+    """Two first requests of a fresh client both go without a token; the second's 401 arrives only after
+    the first has fetched the token and been answered with it. That 401 refused no token, so the kept one
+    stays: the realm is asked once (a 401 dropped it, and the second request fetched it again)."""
+    server, img, key = ncr_source
+    unauthenticated = 0
+
+    async def hold(path: str, headers: dict[str, str]) -> None:
+        nonlocal unauthenticated
+        if not path.startswith("/v2/") or "authorization" in headers:
+            return
+        unauthenticated += 1
+        if unauthenticated == 1:
+            return
+        with trio.fail_after(30):  # until the first request has been answered with its token
+            while not any(s.status == 200 and s.headers.get("authorization", "").startswith("Bearer ")
+                          for s in rec.seen):
+                await trio.sleep(0.01)
+
+    async with recording(server.url, hold=hold) as rec:
+        source = Source("ncr", "ncr", rec.url, key["id"], key["secret"])
+        async with upstream(source, settings(rec.port)) as client, trio.open_nursery() as nursery:
+            for _ in range(2):
+                nursery.start_soon(client.head_manifest, "src/app", "v1")
+        assert unauthenticated == 2
+        assert [s.status for s in rec.seen if s.path.startswith("/v2/")].count(401) == 2
+        assert len([s for s in rec.seen if s.path.startswith("/auth/token")]) == 1
 
 
 async def test_anonymous_bearer_token(ncr_source: tuple[Server, Image, dict[str, Any]]) -> None:

@@ -235,8 +235,12 @@ class _Kept(Generic[T]):
             return None
         return kept[0]
 
-    def drop(self, key: str) -> None:
-        self._values.pop(key, None)
+    def drop(self, key: str, value: T) -> None:
+        """Forget `value` if it is still the one kept for `key` (a request refused with it); one a
+        concurrent request fetched since is kept."""
+        kept = self._values.get(key)
+        if kept is not None and kept[0] == value:
+            del self._values[key]
 
 
 @contextmanager
@@ -639,12 +643,14 @@ class Upstream:
         A streamed body (an upload's chunk) cannot be sent twice: its 401 is the answer, and the
         caller's retry asks again, with the token fetched anew."""
         own = _origin(url) == _origin(self._base)
-        response = await self._follow(method, url, {**headers, **(await self._authorization(scope) if own else {})},
-                                      body)
+        sent = await self._authorization(scope) if own else {}
+        response = await self._follow(method, url, {**headers, **sent}, body)
         challenge = Challenge.parse(response.headers.get("www-authenticate"))
         if response.status_code == 401 and challenge is not None and own:
             self._challenge = challenge
-            self._tokens.drop(scope)  # a token it refused (expired, revoked) is not offered again
+            refused = sent.get("Authorization", "")
+            if refused.startswith("Bearer "):  # a token it refused (expired, revoked) is not offered again;
+                self._tokens.drop(scope, refused[7:])  # a request sent without one forgets nothing
             if body is not None and not isinstance(body, bytes):
                 return response
             await response.aclose()
