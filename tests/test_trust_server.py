@@ -16,13 +16,15 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.support.api import artifact_path, ok, wait_for
-from tests.support.clients import Clients, find_tool, make_image, write_layout
+from tests.support.clients import Clients, clients_watching, find_tool, make_image, write_layout
 from tests.support.oci import Image
 from tests.support.receivers import ALLOW_RECEIVERS, Receiver
 from tests.support.server import Server
@@ -267,6 +269,23 @@ def test_referrer_and_bundle_signatures_are_signed_then_verified(server: Server,
     [entry] = ok(server.call("GET", artifact_path(repo, image.digest) + "/signatures"))["signatures"]
     assert (entry["layout"], entry["verdict"]) == (mode, "verified")
     ok(server.call("DELETE", f"/registries/trusted/trust/keys/{mode}-signer"), 204)
+
+
+def test_a_result_read_right_after_a_signature_push_counts_it(tmp_path: Path) -> None:
+    """The runner that notices signature pushes looks only once an hour here, so the stored "unsigned"
+    result is still fresh when cosign's signature lands: the artifact read right after still says signed
+    (the reader catches up with the pushes first; it served the stored "unsigned" before)."""
+    server = Server(data=tmp_path / "data", registries=("late",), env={"NCR_TRUST_POLL_SECONDS": "3600"})
+    with contextmanager(server.running)(), contextmanager(clients_watching)(server, tmp_path / "clients") as c:
+        for layout, flags, env in (("tag", [], {}),
+                                   ("referrer", ["--registry-referrers-mode=oci-1-1"], {"COSIGN_EXPERIMENTAL": "1"})):
+            repo, image = f"late/{layout}", make_image(f"trust-late-{layout}")
+            push(c, image, repo)
+            assert signed(server, repo, image)["state"] == "unsigned"
+            key_pair(c, "late")
+            c.run("cosign", "sign", "--key", "late.key", "--tlog-upload=false", "--yes", *COSIGN_REGISTRY, *flags,
+                  f"{server.host}/{repo}@{image.digest}", env={"COSIGN_PASSWORD": "", **env})
+            assert signed(server, repo, image)["state"] == "signed", layout
 
 
 def test_cli_trust_keys_and_settings(server: Server, cl: Clients) -> None:

@@ -77,8 +77,14 @@ def test_keys_results_staleness_collection_and_purge(db: Database) -> None:  # n
         # a .sig tag pushed: collected once, its subject's result stale, signature.pushed written
         meta = MetaStore(db)
         config = ManifestRecord(S2, OCI_MANIFEST, 2, b"{}")
+        await store.collect(classify)
+        assert not await store.behind()
+        await db.write(lambda tx: emit(tx, "artifact.pulled", "team/app", S1, None, None, "someone"))
+        assert not await store.behind()  # a pull changes no result: a reader asking need not collect
         assert (await meta.put_manifest("team/app", config, [], SIG_TAG)).created
+        assert await store.behind()
         assert await store.collect(classify) == 2  # artifact.pushed and tag.created: the one subject
+        assert not await store.behind()
         assert await store.collect(classify) == 0
         assert await store.stale(10) == [("team/app", S1)]
         assert (await kinds(db))[-1] == ("signature.pushed", S1)

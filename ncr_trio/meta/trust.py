@@ -27,6 +27,9 @@ from typing import Any
 from ncr_trio.meta.db import Database, Tx
 
 GLOBAL = ""  # the `registry` of installation-wide keys
+_GONE = ("artifact.deleted", "tag.deleted")  # the events `collect` acts on
+_MADE = ("artifact.pushed", "artifact.cached", "tag.created")
+_COLLECTED = _GONE + _MADE
 MAX_DETAILS = 256  # signatures described per result (the library reads at most this many)
 
 
@@ -246,6 +249,14 @@ class TrustStore:
         tx.execute("DELETE FROM trust_results WHERE repository LIKE ? ESCAPE '\\'", (_like_registry(registry),))
 
     # -- signature pushes ------------------------------------------------------------------------
+    async def behind(self) -> bool:
+        """Whether an event `collect` acts on is past the cursor (pulls and the like are not: a reader
+        that asks this on every pull does not write because of them)."""
+        marks = ", ".join("?" for _ in _COLLECTED)
+        return bool(await self.db.read(lambda tx: tx.one(
+            "SELECT 1 FROM events WHERE id > (SELECT event_id FROM trust_cursor WHERE id = 1) "
+            f"AND kind IN ({marks}) LIMIT 1", _COLLECTED)))
+
     async def collect(self, classify: Callable[[str | None, str | None, str | None], tuple[str, bool] | None],
                       limit: int = 500) -> int:
         """Look at the events since the last call, once across every worker and node (the cursor row is
@@ -272,14 +283,14 @@ class TrustStore:
             now = time.time()
             for _, kind, repository, digest, tag, media_type, actor, subject, artifact_type in events:
                 repository = str(repository)
-                if kind in ("artifact.deleted", "tag.deleted"):
+                if kind in _GONE:
                     if kind == "artifact.deleted" and digest is not None:
                         tx.execute("DELETE FROM trust_results WHERE repository = ? AND digest = ?",
                                    (repository, digest))
                     staled += tx.execute("UPDATE trust_results SET stale = 1 WHERE repository = ? AND stale = 0",
                                          (repository,))
                     continue
-                if kind not in ("artifact.pushed", "artifact.cached", "tag.created") or digest is None:
+                if kind not in _MADE or digest is None:
                     continue
                 about = classify(None if tag is None else str(tag), None if subject is None else str(subject),
                                  None if artifact_type is None else str(artifact_type))

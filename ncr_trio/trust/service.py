@@ -240,19 +240,30 @@ class Trust:
         return result
 
     async def status(self, repository: str, digest: str) -> TrustResult:
-        """The artifact's result: the stored one unless stale (then recomputed), computed if none."""
+        """The artifact's result: the stored one unless stale (then recomputed), computed if none.
+        Signatures pushed or deleted since the runner last looked make their results stale first (one
+        read when there are none), so a result read right after a push counts its signature."""
+        await self._catch_up()
         row = await self.store.result(repository, digest)
         if row is not None and not row.stale:
             return row
         return await self.compute(repository, digest)
 
     async def statuses(self, repository: str, digests: Sequence[str]) -> dict[str, TrustResult]:
-        """The results of these artifacts of one repository (those never looked at, or stale, computed)."""
+        """The results of these artifacts of one repository (those never looked at, or stale, computed),
+        after the pushes not yet looked at (as `status`)."""
+        if digests:
+            await self._catch_up()
         rows = await self.store.results(repository, digests)
         for d in digests:
             if d not in rows or rows[d].stale:
                 rows[d] = await self.compute(repository, d)
         return rows
+
+    async def _catch_up(self) -> None:
+        """Mark stale what the pushes and deletions the runner has not looked at yet change."""
+        if await self.store.behind():
+            await self.store.collect(classify)
 
     async def signatures(self, repository: str, digest: str) -> TrustResult:
         """The artifact's result with each signature's verdict (its existence checked first)."""
