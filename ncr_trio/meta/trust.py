@@ -249,13 +249,14 @@ class TrustStore:
         tx.execute("DELETE FROM trust_results WHERE repository LIKE ? ESCAPE '\\'", (_like_registry(registry),))
 
     # -- signature pushes ------------------------------------------------------------------------
-    async def behind(self) -> bool:
-        """Whether an event `collect` acts on is past the cursor (pulls and the like are not: a reader
-        that asks this on every pull does not write because of them)."""
-        marks = ", ".join("?" for _ in _COLLECTED)
+    async def behind(self, kinds: tuple[str, ...] | None = _COLLECTED) -> bool:
+        """Whether an event of `kinds` (None: of any kind) is past the cursor. By default the kinds
+        `collect` acts on: pulls and the like are not among them, so a reader that asks this on every
+        pull does not write because of them."""
+        where = "" if kinds is None else f" AND kind IN ({', '.join('?' for _ in kinds)})"
         return bool(await self.db.read(lambda tx: tx.one(
-            "SELECT 1 FROM events WHERE id > (SELECT event_id FROM trust_cursor WHERE id = 1) "
-            f"AND kind IN ({marks}) LIMIT 1", _COLLECTED)))
+            f"SELECT 1 FROM events WHERE id > (SELECT event_id FROM trust_cursor WHERE id = 1){where} LIMIT 1",
+            kinds or ())))
 
     async def collect(self, classify: Callable[[str | None, str | None, str | None], tuple[str, bool] | None],
                       limit: int = 500) -> int:
@@ -265,8 +266,7 @@ class TrustStore:
         names) and whether it is a signature: that artifact's result goes stale, and a signature's push
         writes a `signature.pushed` event. A deleted artifact's result goes, and its repository's results
         go stale (it may have been a signature). Answers how many results went stale."""
-        if not await self.db.read(lambda tx: tx.one(
-                "SELECT 1 FROM events WHERE id > (SELECT event_id FROM trust_cursor WHERE id = 1) LIMIT 1")):
+        if not await self.behind(None):  # any event: the cursor moves past pulls too
             return 0
 
         def run(tx: Tx) -> int:

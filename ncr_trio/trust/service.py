@@ -284,7 +284,9 @@ class Trust:
         result = await self.status(repository, record.digest)
         if satisfies(result, settings):
             return
-        result = await self.compute(repository, record.digest)  # a signature pushed a moment ago counts
+        # Computed afresh before refusing: `status` counts the pushes the events say, and this counts a
+        # signature whatever they say (an event the cursor passed over, committed out of id order).
+        result = await self.compute(repository, record.digest)
         if satisfies(result, settings):
             return
         for parent in await self.store.parents(repository, record.digest):
